@@ -1,0 +1,105 @@
+//! `brewline bench`: each stage of the embedded pipeline timed on its own, over the same data.
+//!
+//! Stages run one after the other, so each figure is that stage's own speed: the tills'
+//! generation in memory, writing orders to the source, capture into the log, and the
+//! recommender over the captured events.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use brewline_core::generator::Tills;
+use brewline_core::ReferenceData;
+use brewline_speed::stats::Stats;
+use brewline_speed::StopWhen;
+use tokio::sync::watch;
+
+use crate::args::BenchArgs;
+use crate::config::Config;
+use crate::embedded::EmbeddedPipeline;
+
+/// Peak resident memory of this process, from /proc (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let tmp;
+    let dir = match &args.data_dir {
+        Some(d) => {
+            anyhow::ensure!(
+                !d.exists() || std::fs::read_dir(d)?.next().is_none(),
+                "--data-dir {} is not empty: the benchmark needs a fresh directory",
+                d.display()
+            );
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let pipeline = EmbeddedPipeline::open(config, &dir)?;
+    pipeline.prepare().await?;
+    let (_never, shutdown) = watch::channel(false);
+    let (_done, drained) = watch::channel(true);
+    let stop = StopWhen {
+        drained,
+        shutdown: shutdown.clone(),
+    };
+    let n = args.orders;
+
+    let reference = ReferenceData::bundled()?;
+    let tills = Tills::new(&reference, args.seed)?;
+    let t = Instant::now();
+    let lines: usize = tills.orders(0, n).map(|o| o.lines.len()).sum();
+    let generate = t.elapsed();
+
+    let t = Instant::now();
+    pipeline.write_orders(args.seed, n, &shutdown, |_| {}).await?;
+    let write = t.elapsed();
+
+    let capture = pipeline.capture(args.schemas);
+    let t = Instant::now();
+    pipeline.run_capture(&capture, stop.clone()).await?;
+    let captured = t.elapsed();
+
+    let t = Instant::now();
+    pipeline.run_recommender(args.seed, stop).await?;
+    let recommend = t.elapsed();
+
+    let stats = &pipeline.stats;
+    let line_events = Stats::get(&stats.line_events);
+    let events = line_events + Stats::get(&stats.order_events);
+    let rate = |k: u64, d: std::time::Duration| k as f64 / d.as_secs_f64().max(1e-9);
+    println!(
+        "brewline bench: {n} orders, {lines} lines, schemas {}, data dir {}",
+        if args.schemas { "on" } else { "off" },
+        dir.display()
+    );
+    println!("  generate (in memory)   {:>8.3} s  {:>10.0} orders/s", generate.as_secs_f64(), rate(n, generate));
+    println!("  tills -> source        {:>8.3} s  {:>10.0} orders/s", write.as_secs_f64(), rate(n, write));
+    println!(
+        "  capture -> log         {:>8.3} s  {:>10.0} row events/s",
+        captured.as_secs_f64(),
+        rate(Stats::get(&stats.captured), captured)
+    );
+    println!(
+        "  recommender            {:>8.3} s  {:>10.0} line events/s  {:>10.0} events/s (all CDC records)",
+        recommend.as_secs_f64(),
+        rate(line_events, recommend),
+        rate(events, recommend)
+    );
+    println!(
+        "  orders completed {}, suggestions {}, dead letters {}",
+        Stats::get(&stats.completed),
+        Stats::get(&stats.suggestions),
+        Stats::get(&stats.dead_letters)
+    );
+    if let Some(mib) = peak_rss_mib() {
+        println!("  peak RSS of the process {mib:.0} MiB");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,200 @@
+//! brewline's configuration: defaults from SPEC.md, then a TOML file (`--config`), then
+//! `BREWLINE_*` environment variables (`__` separates sections:
+//! `BREWLINE_RECOMMENDER__BATCH=2000`), then command-line flags. Unknown keys are errors, so a
+//! typo is reported instead of ignored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use brewline_core::names;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything brewline can be told.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Names of the topics brewline reads and writes.
+    pub topics: TopicsConfig,
+    /// Change capture from the source database.
+    pub capture: CaptureConfig,
+    /// The real-time recommender.
+    pub recommender: RecommenderConfig,
+    /// The embedded engines.
+    pub embedded: EmbeddedConfig,
+}
+
+/// Topic names and partitions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Change events of `orders`.
+    pub orders: String,
+    /// Change events of `order_details`.
+    pub order_details: String,
+    /// Suggestions, keyed by order id.
+    pub suggestions: String,
+    /// Records that could not be handled, with the reason in their headers.
+    pub dead_letters: String,
+    /// Partitions of the CDC and suggestion topics when brewline creates them.
+    pub partitions: i32,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            orders: names::ORDERS_TOPIC.into(),
+            order_details: names::ORDER_DETAILS_TOPIC.into(),
+            suggestions: names::SUGGESTIONS_TOPIC.into(),
+            dead_letters: names::DEAD_LETTER_TOPIC.into(),
+            partitions: names::CDC_PARTITIONS,
+        }
+    }
+}
+
+/// How change events are written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Logical server name: `source.name` of each event and the first part of its topic.
+    pub topic_prefix: String,
+    /// The captured database.
+    pub database: String,
+    /// Write Kafka Connect's `schema` part with every event (as JsonConverter with
+    /// `schemas.enable=true`).
+    pub schemas: bool,
+    /// Row changes per batch.
+    pub batch: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            topic_prefix: names::CDC_TOPIC_PREFIX.into(),
+            database: names::SOURCE_DATABASE.into(),
+            schemas: false,
+            batch: 4096,
+        }
+    }
+}
+
+/// The recommender.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecommenderConfig {
+    /// Consumer group.
+    pub group: String,
+    /// Records per batch.
+    pub batch: usize,
+    /// How long a poll waits for records, in milliseconds.
+    pub poll_wait_ms: u64,
+    /// Seconds an order's state lives after its last change.
+    pub order_ttl_secs: u64,
+    /// Seeds the random choices of suggestions: the same seed gives the same suggestions.
+    pub seed: u64,
+    /// Payment methods of this bank make an order eligible.
+    pub eligible_bank: String,
+    /// How often expired order state is swept and counted, in seconds.
+    pub expire_every_secs: u64,
+    /// How often the lookups' version is checked, in seconds.
+    pub lookups_every_secs: u64,
+}
+
+impl Default for RecommenderConfig {
+    fn default() -> Self {
+        RecommenderConfig {
+            group: names::RECOMMENDER_GROUP.into(),
+            batch: 4096,
+            poll_wait_ms: 100,
+            order_ttl_secs: names::ORDER_STATE_TTL_SECS,
+            seed: 42,
+            eligible_bank: names::ELIGIBLE_BANK.into(),
+            expire_every_secs: 5,
+            lookups_every_secs: 5,
+        }
+    }
+}
+
+/// The embedded engines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedConfig {
+    /// Directory of the embedded databases.
+    pub data_dir: PathBuf,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            data_dir: PathBuf::from("./brewline-data"),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file`, then the `BREWLINE_*` environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(
+                path.is_file(),
+                "config file {} does not exist (check --config or BREWLINE_CONFIG)",
+                path.display()
+            );
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("BREWLINE_")
+            .split("__")
+            .ignore(&["config", "log", "log_format"]);
+        figment
+            .merge(env)
+            .extract()
+            .context("invalid configuration (keys and types are listed in `brewline config`)")
+    }
+
+    /// Checks values no type can rule out.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.topics.partitions >= 1, "topics.partitions must be at least 1");
+        anyhow::ensure!(self.capture.batch >= 1, "capture.batch must be at least 1");
+        anyhow::ensure!(self.recommender.batch >= 1, "recommender.batch must be at least 1");
+        anyhow::ensure!(
+            self.recommender.order_ttl_secs >= 1,
+            "recommender.order_ttl_secs must be at least 1"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "[topics]\nsugestions = \"x\"\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(e.contains("sugestions"), "{e}");
+
+        std::fs::write(&path, "[recommender]\nbatch = \"many\"\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(e.contains("batch"), "{e}");
+
+        let e = Config::load(Some(&dir.path().join("missing.toml"))).unwrap_err();
+        assert!(e.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "[topics]\nsuggestions = \"recs\"\n[recommender]\nbatch = 7\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.topics.suggestions, "recs");
+        assert_eq!(c.recommender.batch, 7);
+        assert_eq!(c.topics.orders, "mysql.coffee_shop.orders", "others keep their defaults");
+        assert_eq!(c.recommender.order_ttl_secs, 90);
+    }
+}

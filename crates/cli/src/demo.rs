@@ -1,0 +1,145 @@
+//! `brewline demo`: the whole speed layer on the embedded engines, with a summary.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use brewline_speed::stats::Stats;
+use brewline_speed::StopWhen;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::sync::watch;
+
+use crate::args::DemoArgs;
+use crate::config::Config;
+use crate::embedded::EmbeddedPipeline;
+
+fn bar(multi: &MultiProgress, len: u64, prefix: &'static str) -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "{prefix:>12} [{bar:30}] {pos:>7}/{len:7} {per_sec:>10} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let b = multi.add(ProgressBar::new(len));
+    b.set_style(style);
+    b.set_prefix(prefix);
+    b
+}
+
+/// Sets `shutdown` on Ctrl-C, so every loop finishes and commits its batch before stopping.
+pub(crate) fn stop_on_ctrl_c() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping: finishing the batches in hand (Ctrl-C again to abort)");
+            let _ = tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
+}
+
+pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = args
+        .data_dir
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| config.embedded.data_dir.clone());
+    let schemas = args.schemas.unwrap_or(config.capture.schemas);
+    let pipeline = EmbeddedPipeline::open(config, &data_dir)?;
+    pipeline.prepare().await?;
+    let before = pipeline.totals().await?;
+
+    let shutdown = stop_on_ctrl_c();
+    let (tills_done, tills_done_rx) = watch::channel(false);
+    let (capture_done, capture_done_rx) = watch::channel(false);
+    let multi = MultiProgress::new();
+    let tills_bar = bar(&multi, args.orders, "tills");
+    let orders_bar = bar(&multi, args.orders + before.orders - before.completed, "completed");
+
+    let capture = pipeline.capture(schemas);
+    let started = Instant::now();
+    let stats = pipeline.stats.clone();
+    let ticker = {
+        let stats = stats.clone();
+        let orders_bar = orders_bar.clone();
+        tokio::spawn(async move {
+            loop {
+                orders_bar.set_position(Stats::get(&stats.completed));
+                orders_bar.set_message(format!(
+                    "{} line events, {} suggestions",
+                    Stats::get(&stats.line_events),
+                    Stats::get(&stats.suggestions)
+                ));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let tills = async {
+        let r = pipeline
+            .write_orders(args.seed, args.orders, &shutdown, |n| tills_bar.set_position(n))
+            .await;
+        let _ = tills_done.send(true);
+        tills_bar.finish();
+        r
+    };
+    let capturing = async {
+        let stop = StopWhen {
+            drained: tills_done_rx,
+            shutdown: shutdown.clone(),
+        };
+        let r = pipeline.run_capture(&capture, stop).await;
+        let _ = capture_done.send(true);
+        r
+    };
+    let recommending = async {
+        let stop = StopWhen {
+            drained: capture_done_rx,
+            shutdown: shutdown.clone(),
+        };
+        let r = pipeline.run_recommender(args.seed, stop).await;
+        r.map(|()| started.elapsed())
+    };
+    let result = tokio::try_join!(tills, capturing, recommending);
+    ticker.abort();
+    orders_bar.set_position(Stats::get(&stats.completed));
+    orders_bar.finish();
+    let ((), (), elapsed) = result?;
+
+    let totals = pipeline.totals().await?;
+    let latency = stats.latency();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let line_events = Stats::get(&stats.line_events);
+    let all_events = line_events + Stats::get(&stats.order_events);
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!("brewline demo: data dir {}", data_dir.display());
+    println!("  orders                    {:>10}  (+{} this run)", totals.orders, totals.orders - before.orders);
+    println!("  order lines               {:>10}", totals.order_lines);
+    println!("  change events             {:>10}", totals.change_events);
+    println!("  complete orders           {:>10}", totals.completed);
+    println!("  eligible orders           {:>10}", totals.eligible);
+    println!("  suggestions               {:>10}", totals.suggestions);
+    println!("  dead-lettered events      {:>10}", totals.dead_letters);
+    println!("  expired incomplete orders {:>10}", totals.expired_incomplete);
+    println!("this run ({secs:.2} s, tills, capture and recommender running together):");
+    println!("  line events/s             {:>10.0}  ({line_events} line events)", line_events as f64 / secs);
+    println!("  change events/s           {:>10.0}  ({all_events} events)", all_events as f64 / secs);
+    println!(
+        "  commit -> suggestion      p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} suggestions)",
+        ms(latency.p50_us),
+        ms(latency.p99_us),
+        ms(latency.max_us),
+        latency.count
+    );
+    if totals.suggestion_records != totals.suggestions {
+        println!(
+            "  note: {} suggestion records for {} suggestions: identical repeats after a crash",
+            totals.suggestion_records, totals.suggestions
+        );
+    }
+    if *shutdown.borrow() {
+        println!("interrupted: run the same command again to continue where this run stopped");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}

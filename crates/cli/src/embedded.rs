@@ -1,0 +1,187 @@
+//! The speed layer wired to the embedded engines of one data directory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use brewline_core::debezium::TableSchema;
+use brewline_core::generator::Tills;
+use brewline_core::suggestion::{AffinityStrategy, Suggester};
+use brewline_core::ReferenceData;
+use brewline_embedded::DataDir;
+use brewline_ports::{Capturable, CheckpointStore, Counters, EventLog, SourceDb, Subscription};
+use brewline_speed::capture::{Capture, CaptureConfig};
+use brewline_speed::recommender::{Engines, Recommender, RecommenderConfig};
+use brewline_speed::stats::Stats;
+use brewline_speed::{lookup_cache, StopWhen};
+
+use crate::config::Config;
+
+/// Orders written per call to the source (each still in a transaction of its own).
+const TILL_CHUNK: u64 = 256;
+
+pub struct EmbeddedPipeline {
+    pub dir: DataDir,
+    pub config: Config,
+    pub stats: Arc<Stats>,
+}
+
+impl EmbeddedPipeline {
+    pub fn open(config: Config, data_dir: &Path) -> anyhow::Result<EmbeddedPipeline> {
+        let ttl = Duration::from_secs(config.recommender.order_ttl_secs);
+        let dir = DataDir::open(data_dir, ttl)
+            .with_context(|| format!("opening data dir {}", data_dir.display()))?;
+        Ok(EmbeddedPipeline {
+            dir,
+            config,
+            stats: Arc::new(Stats::default()),
+        })
+    }
+
+    /// Reference data in the source, lookups published, topics created: idempotent.
+    pub async fn prepare(&self) -> anyhow::Result<()> {
+        let reference = ReferenceData::bundled().context("reading the bundled reference data")?;
+        self.dir.source.seed_reference(&reference).await?;
+        lookup_cache::refresh(
+            &self.dir.source,
+            &self.dir.state,
+            &self.config.recommender.eligible_bank,
+        )
+        .await?;
+        let t = &self.config.topics;
+        for topic in [&t.orders, &t.order_details, &t.suggestions] {
+            self.dir.log.create_topic(topic, t.partitions).await?;
+        }
+        self.dir.log.create_topic(&t.dead_letters, 1).await?;
+        Ok(())
+    }
+
+    /// Writes `count` orders of `seed`, continuing the numbering after the orders already in
+    /// the source. Calls `progress` with the orders written so far; stops early on `shutdown`.
+    pub async fn write_orders(
+        &self,
+        seed: u64,
+        count: u64,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+        progress: impl Fn(u64),
+    ) -> anyhow::Result<()> {
+        let reference = self.dir.source.load_reference().await?;
+        let tills = Tills::new(&reference, seed)?;
+        let start = self.dir.source.counts().await?.orders;
+        let mut written = 0;
+        while written < count && !*shutdown.borrow() {
+            let n = TILL_CHUNK.min(count - written);
+            let orders: Vec<_> = tills.orders(start + written, n).collect();
+            self.dir.source.insert_orders(&orders).await?;
+            written += n;
+            progress(written);
+        }
+        Ok(())
+    }
+
+    pub fn capture(&self, schemas: bool) -> Capture {
+        let c = &self.config.capture;
+        let prefix = &c.topic_prefix;
+        Capture::new(
+            CaptureConfig {
+                topic_prefix: prefix.clone(),
+                with_schema: schemas,
+                checkpoint: format!("capture.{}", c.database),
+                batch: c.batch,
+                tables: vec![
+                    (TableSchema::orders(prefix, &c.database), "id".into()),
+                    (TableSchema::order_details(prefix, &c.database), "order_id".into()),
+                ],
+            },
+            self.stats.clone(),
+        )
+    }
+
+    /// Captures from the stored position until `stop`.
+    pub async fn run_capture(&self, capture: &Capture, stop: StopWhen) -> anyhow::Result<()> {
+        let checkpoint = format!("capture.{}", self.config.capture.database);
+        let position = self.dir.log.load(&checkpoint).await?;
+        let mut feed = self.dir.source.follow(position).await?;
+        let producer = self.dir.log.producer()?;
+        capture
+            .run(feed.as_mut(), producer.as_ref(), &self.dir.log, stop)
+            .await
+            .context("capture failed")
+    }
+
+    /// Recommends until `stop`, as one worker of the configured group.
+    pub async fn run_recommender(&self, seed: u64, stop: StopWhen) -> anyhow::Result<()> {
+        let r = &self.config.recommender;
+        let t = &self.config.topics;
+        let config = RecommenderConfig {
+            orders_topic: t.orders.clone(),
+            order_details_topic: t.order_details.clone(),
+            suggestions_topic: t.suggestions.clone(),
+            dead_letter_topic: t.dead_letters.clone(),
+            batch: r.batch,
+            poll_wait: Duration::from_millis(r.poll_wait_ms),
+            expire_every: Duration::from_secs(r.expire_every_secs),
+            lookups_every: Duration::from_secs(r.lookups_every_secs),
+        };
+        let suggester = Suggester::new(seed, Box::new(AffinityStrategy::default()));
+        let mut recommender =
+            Recommender::new(config, suggester, &self.dir.state, self.stats.clone()).await?;
+        let mut consumer = self
+            .dir
+            .log
+            .consumer(Subscription {
+                topics: vec![t.orders.clone(), t.order_details.clone()],
+                group: Some(r.group.clone()),
+            })
+            .await?;
+        let producer = self.dir.log.producer()?;
+        let mut engines = Engines {
+            consumer: consumer.as_mut(),
+            producer: producer.as_ref(),
+            orders: &self.dir.state,
+            lookups: &self.dir.state,
+            counters: &self.dir.state,
+        };
+        recommender
+            .run(&mut engines, stop)
+            .await
+            .context("recommender failed")
+    }
+
+    /// Totals of the data directory, across runs.
+    pub async fn totals(&self) -> anyhow::Result<Totals> {
+        let source = self.dir.source.counts().await?;
+        let counters = self.dir.state.get().await?;
+        let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+        use brewline_speed::recommender::counter;
+        Ok(Totals {
+            orders: source.orders,
+            order_lines: source.order_lines,
+            change_events: self.dir.log.count(&self.config.topics.orders).await?
+                + self.dir.log.count(&self.config.topics.order_details).await?,
+            completed: get(counter::COMPLETED),
+            eligible: get(counter::ELIGIBLE),
+            suggestions: get(counter::SUGGESTIONS),
+            suggestion_records: self.dir.log.count(&self.config.topics.suggestions).await?,
+            dead_letters: get(counter::DEAD_LETTERS),
+            expired_incomplete: get(counter::EXPIRED_INCOMPLETE),
+        })
+    }
+}
+
+/// What a data directory holds, across runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Totals {
+    pub orders: u64,
+    pub order_lines: u64,
+    /// Records in the two CDC topics (tombstones included).
+    pub change_events: u64,
+    pub completed: u64,
+    pub eligible: u64,
+    pub suggestions: u64,
+    /// Records in the suggestions topic (more than `suggestions` only after a crash replay).
+    pub suggestion_records: u64,
+    pub dead_letters: u64,
+    pub expired_incomplete: u64,
+}

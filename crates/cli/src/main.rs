@@ -1,0 +1,57 @@
+//! `brewline`: one binary for the coffee-shop pipeline.
+
+mod args;
+mod bench;
+mod config;
+mod demo;
+mod embedded;
+mod tail;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, LogFormat};
+use crate::config::Config;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BREWLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let run = || -> anyhow::Result<ExitCode> {
+        let config = Config::load(cli.config.as_deref())?;
+        config.validate()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            match cli.command {
+                Command::Demo(a) => demo::run(config, a).await,
+                Command::Tail(a) => tail::run(config, a).await,
+                Command::Bench(a) => bench::run(config, a).await,
+                Command::Config => {
+                    print!("{}", toml::to_string_pretty(&config)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        })
+    };
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Order assembly: an order's `orders` row and its `order_details` rows arrive as separate
+//! change events, in any order and possibly more than once; the order is complete, exactly once,
+//! when its header and all `num_products` distinct lines are in.
+//!
+//! The state of one order is plain data ([`OrderState`]) that a state store keeps between events;
+//! [`OrderState::apply`] is the whole rule. Stores that cannot run this code atomically (Redis)
+//! implement the same rule in their own language and are tested against the same cases.
+
+use serde::{Deserialize, Serialize};
+
+use crate::order::{CompletedOrder, OrderHeader};
+
+/// Where a change event was read: its topic, partition and offset. Two deliveries of the same
+/// record have the same reference; a duplicate written twice to the log does not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EventRef {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl std::fmt::Display for EventRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// What a change event means for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderChange {
+    /// The `orders` row was inserted, read by a snapshot or updated.
+    Placed(OrderHeader),
+    /// The `orders` row was deleted.
+    Cancelled { order_id: String },
+    /// A (non-suggested) line was inserted, read or updated.
+    LineAdded { order_id: String, product_id: String },
+    /// A (non-suggested) line was deleted.
+    LineRemoved { order_id: String, product_id: String },
+}
+
+impl OrderChange {
+    pub fn order_id(&self) -> &str {
+        match self {
+            OrderChange::Placed(h) => &h.order_id,
+            OrderChange::Cancelled { order_id }
+            | OrderChange::LineAdded { order_id, .. }
+            | OrderChange::LineRemoved { order_id, .. } => order_id,
+        }
+    }
+}
+
+/// Where an order stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// Waiting for its header or lines.
+    #[default]
+    Open,
+    /// Complete; `by` is the event that completed it.
+    Completed { by: EventRef },
+    /// Deleted before it completed: it never completes.
+    Cancelled,
+}
+
+/// The state of one order between its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderState {
+    pub header: Option<OrderHeader>,
+    /// Distinct products seen so far, sorted.
+    pub products: Vec<String>,
+    /// Change events applied, duplicates included (observability only).
+    pub message_count: u64,
+    pub status: Status,
+}
+
+/// What applying one change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Still waiting for the header or for lines.
+    Pending,
+    /// This change completed the order: happens once per order.
+    Completed(CompletedOrder),
+    /// The very event that completed the order was delivered again (a redelivery after a crash
+    /// or a rebalance): what followed its first delivery may not have happened, so it may be
+    /// done again, with the identical order.
+    Replayed(CompletedOrder),
+    /// The order was complete already: a duplicate or late event.
+    AlreadyComplete,
+    /// The order was deleted before it completed.
+    Cancelled,
+}
+
+impl OrderState {
+    /// Applies one change, delivered from `at`.
+    pub fn apply(&mut self, change: &OrderChange, at: &EventRef) -> Step {
+        self.message_count += 1;
+        match &self.status {
+            Status::Completed { by } if by == at => {
+                return self.completed().map_or(Step::AlreadyComplete, Step::Replayed)
+            }
+            Status::Completed { .. } => return Step::AlreadyComplete,
+            Status::Cancelled => return Step::Cancelled,
+            Status::Open => {}
+        }
+        match change {
+            OrderChange::Placed(header) => self.header = Some(header.clone()),
+            OrderChange::Cancelled { .. } => {
+                self.status = Status::Cancelled;
+                return Step::Cancelled;
+            }
+            OrderChange::LineAdded { product_id, .. } => {
+                if let Err(i) = self.products.binary_search(product_id) {
+                    self.products.insert(i, product_id.clone());
+                }
+            }
+            OrderChange::LineRemoved { product_id, .. } => {
+                if let Ok(i) = self.products.binary_search(product_id) {
+                    self.products.remove(i);
+                }
+            }
+        }
+        match self.completed() {
+            Some(order) => {
+                self.status = Status::Completed { by: at.clone() };
+                Step::Completed(order)
+            }
+            None => Step::Pending,
+        }
+    }
+
+    /// The order, if its header and all its lines are in.
+    fn completed(&self) -> Option<CompletedOrder> {
+        let header = self.header.as_ref()?;
+        (self.products.len() as i64 >= header.num_products).then(|| CompletedOrder {
+            header: header.clone(),
+            products: self.products.clone(),
+        })
+    }
+
+    pub fn is_complete(&self) -> bool {
+        matches!(self.status, Status::Completed { .. })
+    }
+
+    /// Open orders whose state expires are counted as expired incomplete.
+    pub fn is_open(&self) -> bool {
+        self.status == Status::Open
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(n: i64) -> OrderHeader {
+        OrderHeader {
+            order_id: "o1".into(),
+            customer_id: Some(3),
+            store_id: 1,
+            payment_method_id: 9,
+            num_products: n,
+        }
+    }
+
+    fn line(p: &str) -> OrderChange {
+        OrderChange::LineAdded {
+            order_id: "o1".into(),
+            product_id: p.into(),
+        }
+    }
+
+    fn at(offset: i64) -> EventRef {
+        EventRef {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+        }
+    }
+
+    /// The events of one order with `n` lines: the header and one event per line.
+    fn events(n: usize) -> Vec<OrderChange> {
+        let mut v = vec![OrderChange::Placed(header(n as i64))];
+        v.extend((0..n).map(|i| line(&format!("P{i}"))));
+        v
+    }
+
+    proptest! {
+        /// Any permutation with any duplicates completes the order exactly once, with all its
+        /// products, and never replays when every delivery is a different record.
+        #[test]
+        fn any_order_and_duplicates_complete_exactly_once(
+            n in 1usize..=3,
+            order in proptest::collection::vec(0usize..4, 0..12),
+            seed in any::<u64>(),
+        ) {
+            let base = events(n);
+            // Every event at least once, then random repeats, shuffled by a seeded permutation.
+            let mut delivered: Vec<_> = base.clone();
+            delivered.extend(order.iter().map(|i| base[i % base.len()].clone()));
+            let mut rng = seed;
+            for i in (1..delivered.len()).rev() {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                delivered.swap(i, (rng >> 33) as usize % (i + 1));
+            }
+            let mut state = OrderState::default();
+            let mut completed = vec![];
+            for (offset, change) in delivered.iter().enumerate() {
+                match state.apply(change, &at(offset as i64)) {
+                    Step::Completed(o) => completed.push(o),
+                    Step::Replayed(_) | Step::Cancelled => prop_assert!(false, "unexpected step"),
+                    Step::Pending | Step::AlreadyComplete => {}
+                }
+            }
+            prop_assert_eq!(completed.len(), 1);
+            let products: Vec<_> = (0..n).map(|i| format!("P{i}")).collect();
+            prop_assert_eq!(&completed[0].products, &products);
+            prop_assert_eq!(state.message_count, delivered.len() as u64);
+        }
+
+        /// Delivering the completing record again replays the identical order; any other
+        /// delivery of a complete order does nothing.
+        #[test]
+        fn redelivery_of_the_completing_record_replays_it(n in 1usize..=3, extra in 0usize..4) {
+            let mut state = OrderState::default();
+            let mut first = None;
+            for (offset, change) in events(n).iter().enumerate() {
+                if let Step::Completed(o) = state.apply(change, &at(offset as i64)) {
+                    first = Some((o, offset));
+                }
+            }
+            let (order, offset) = first.expect("completes");
+            prop_assert_eq!(
+                state.apply(&events(n)[offset], &at(offset as i64)),
+                Step::Replayed(order)
+            );
+            let again = &events(n)[extra % (n + 1)];
+            prop_assert_eq!(state.apply(again, &at(100)), Step::AlreadyComplete);
+        }
+    }
+
+    #[test]
+    fn header_last_completes_and_removed_line_is_awaited_again() {
+        let mut s = OrderState::default();
+        assert_eq!(s.apply(&line("A"), &at(0)), Step::Pending);
+        assert_eq!(s.apply(&line("B"), &at(1)), Step::Pending);
+        let removed = OrderChange::LineRemoved {
+            order_id: "o1".into(),
+            product_id: "B".into(),
+        };
+        assert_eq!(s.apply(&removed, &at(2)), Step::Pending);
+        assert_eq!(s.apply(&OrderChange::Placed(header(2)), &at(3)), Step::Pending);
+        assert!(matches!(s.apply(&line("C"), &at(4)), Step::Completed(o) if o.products == ["A", "C"]));
+    }
+
+    #[test]
+    fn cancelled_before_completion_never_completes() {
+        let mut s = OrderState::default();
+        s.apply(&OrderChange::Placed(header(2)), &at(0));
+        s.apply(&line("A"), &at(1));
+        let cancel = OrderChange::Cancelled {
+            order_id: "o1".into(),
+        };
+        assert_eq!(s.apply(&cancel, &at(2)), Step::Cancelled);
+        assert_eq!(s.apply(&line("B"), &at(3)), Step::Cancelled);
+        assert!(!s.is_complete() && !s.is_open());
+    }
+
+    #[test]
+    fn cancelled_after_completion_stays_complete() {
+        let mut s = OrderState::default();
+        s.apply(&OrderChange::Placed(header(1)), &at(0));
+        assert!(matches!(s.apply(&line("A"), &at(1)), Step::Completed(_)));
+        let cancel = OrderChange::Cancelled {
+            order_id: "o1".into(),
+        };
+        assert_eq!(s.apply(&cancel, &at(2)), Step::AlreadyComplete);
+        assert!(s.is_complete());
+    }
+
+    #[test]
+    fn updated_header_with_more_products_waits_for_them() {
+        let mut s = OrderState::default();
+        s.apply(&OrderChange::Placed(header(3)), &at(0));
+        s.apply(&line("A"), &at(1));
+        s.apply(&line("B"), &at(2));
+        assert!(matches!(
+            s.apply(&OrderChange::Placed(header(2)), &at(3)),
+            Step::Completed(_)
+        ));
+    }
+}

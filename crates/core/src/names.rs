@@ -1,0 +1,44 @@
+//! Default names from SPEC.md: topics, consumer group, state keys and the state TTL.
+//!
+//! These are only defaults: every one of them can be changed in configuration.
+
+/// Topic of change events of `coffee_shop.orders`.
+pub const ORDERS_TOPIC: &str = "mysql.coffee_shop.orders";
+/// Topic of change events of `coffee_shop.order_details`.
+pub const ORDER_DETAILS_TOPIC: &str = "mysql.coffee_shop.order_details";
+/// Topic the recommender publishes suggestions to, keyed by order id.
+pub const SUGGESTIONS_TOPIC: &str = "order_suggestions";
+/// Dead-letter topic: events that could not be handled, with their reason.
+pub const DEAD_LETTER_TOPIC: &str = "brewline.dlq";
+/// Consumer group of the real-time recommender.
+pub const RECOMMENDER_GROUP: &str = "realtime-recs";
+/// Partitions of the change-event topics in the embedded log.
+pub const CDC_PARTITIONS: i32 = 3;
+
+/// Static lookup: customer ids of tier diamond.
+pub const DIAMOND_CUSTOMERS_KEY: &str = "diamond_customers";
+/// Static lookup: ids of every payment method whose bank is ACB.
+pub const ACB_PAYMENT_KEY: &str = "bank_acb_payment";
+/// Static lookup: hash `product:{id}` with `name` and `unit_price`.
+pub const PRODUCT_KEY_PREFIX: &str = "product:";
+/// The bank whose payment methods make an order eligible.
+pub const ELIGIBLE_BANK: &str = "ACB";
+
+/// Per-order state: the set of products ordered so far.
+pub const ORDERED_PRODUCTS_PREFIX: &str = "ordered_products:";
+/// Per-order state: how many change events were seen (observability only).
+pub const MESSAGE_COUNT_PREFIX: &str = "message_count:";
+/// Per-order state: `completed` once the order was complete.
+pub const ORDER_STATUS_PREFIX: &str = "order_status:";
+/// How long per-order state lives, in seconds.
+pub const ORDER_STATE_TTL_SECS: u64 = 90;
+
+/// Debezium-style logical server name, the first part of every CDC topic.
+pub const CDC_TOPIC_PREFIX: &str = "mysql";
+/// The operational database.
+pub const SOURCE_DATABASE: &str = "coffee_shop";
+
+/// The CDC topic of a table: `{prefix}.{db}.{table}`.
+pub fn cdc_topic(prefix: &str, db: &str, table: &str) -> String {
+    format!("{prefix}.{db}.{table}")
+}

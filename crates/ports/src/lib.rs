@@ -1,0 +1,252 @@
+//! The small traits between brewline's logic and the engines it runs on.
+//!
+//! Each trait has a real implementation (Kafka, Redis, MySQL, S3) and an embedded one
+//! (SQLite), and the same tests run against both. They are async because the real engines are;
+//! every method is one round trip's worth of work, batched where the engines batch.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brewline_core::assembly::{EventRef, OrderChange, Step};
+use brewline_core::order::NewOrder;
+use brewline_core::reference::ReferenceData;
+use brewline_core::suggestion::Lookups;
+
+/// An engine failed. The text says what and where; `retryable` says whether trying again may
+/// help (a lost connection) or not (a missing topic).
+#[derive(Debug, thiserror::Error)]
+#[error("{engine}: {message}")]
+pub struct PortError {
+    pub engine: &'static str,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl PortError {
+    pub fn fatal(engine: &'static str, message: impl std::fmt::Display) -> PortError {
+        PortError {
+            engine,
+            message: message.to_string(),
+            retryable: false,
+        }
+    }
+
+    pub fn retryable(engine: &'static str, message: impl std::fmt::Display) -> PortError {
+        PortError {
+            engine,
+            message: message.to_string(),
+            retryable: true,
+        }
+    }
+}
+
+pub type Result<T, E = PortError> = std::result::Result<T, E>;
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
+/// A record to append to a topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// Decides the partition; `None` spreads records.
+    pub key: Option<Vec<u8>>,
+    /// `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    pub fn keyed(key: impl Into<Vec<u8>>, value: Option<Vec<u8>>) -> Record {
+        Record {
+            key: Some(key.into()),
+            value,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A record read from a topic, with where it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// When the record was appended, epoch milliseconds.
+    pub timestamp_ms: i64,
+    pub record: Record,
+}
+
+impl Consumed {
+    pub fn event_ref(&self) -> EventRef {
+        EventRef {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+/// Appends records to topics.
+#[async_trait]
+pub trait Producer: Send + Sync {
+    /// Appends `records` to `topic`, in order per key, and returns once every one of them is
+    /// durably acknowledged.
+    async fn send(&self, topic: &str, records: Vec<Record>) -> Result<()>;
+}
+
+/// Reads topics, as a member of a consumer group (offsets committed per partition) or alone
+/// from the beginning.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Up to `max` records, waiting at most `wait` for the first. Empty when nothing came.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Consumed>>;
+
+    /// Commits, for each partition, the offset of the next record to read.
+    async fn commit(&mut self, next_offsets: &[(String, i32, i64)]) -> Result<()>;
+
+    /// Records in the subscribed topics not yet read by this consumer.
+    async fn lag(&mut self) -> Result<u64>;
+}
+
+/// Who reads and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub topics: Vec<String>,
+    /// A consumer group: starts from its committed offsets (else the earliest). `None`: reads
+    /// every record from the beginning and commits nothing.
+    pub group: Option<String>,
+}
+
+/// A partitioned, ordered, durable log of records: Kafka, or the embedded log.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Creates a topic with `partitions` partitions if it does not exist; an existing topic is
+    /// left as it is.
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()>;
+
+    fn producer(&self) -> Result<Box<dyn Producer>>;
+
+    async fn consumer(&self, subscription: Subscription) -> Result<Box<dyn Consumer>>;
+}
+
+/// A change of one applied order, with the event it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub change: OrderChange,
+    pub at: EventRef,
+}
+
+/// Per-order state that outlives a worker: Redis (the dynamic database), or the embedded
+/// state. Every order's state expires after the store's TTL.
+#[async_trait]
+pub trait OrderStore: Send + Sync {
+    /// Applies changes in order, each one atomically against its order's state (as
+    /// [`brewline_core::OrderState::apply`] defines), and says what each did. An order completes
+    /// once, whichever worker applies its last change.
+    async fn apply(&self, changes: Vec<Applied>) -> Result<Vec<Step>>;
+
+    /// Removes the state of orders not touched for the TTL, and returns the ids of those that
+    /// expired incomplete.
+    async fn expire(&self) -> Result<Vec<String>>;
+}
+
+/// Static lookups: the `diamond_customers`, `bank_acb_payment` and `product:{id}` cache.
+#[async_trait]
+pub trait LookupStore: Send + Sync {
+    /// Replaces the lookups at once: a reader sees the old set or the new one, never half.
+    /// Returns the new version.
+    async fn publish(&self, lookups: &Lookups) -> Result<u64>;
+
+    /// The version of the current lookups (0: never published).
+    async fn version(&self) -> Result<u64>;
+
+    /// The current lookups and their version.
+    async fn load(&self) -> Result<(Lookups, u64)>;
+}
+
+/// The operational database of the shop: MySQL/MariaDB, or the embedded source.
+#[async_trait]
+pub trait SourceDb: Send + Sync {
+    /// Creates the `coffee_shop` tables if they do not exist.
+    async fn init_schema(&self) -> Result<()>;
+
+    /// Loads the reference data (upsert: running it twice changes nothing).
+    async fn seed_reference(&self, reference: &ReferenceData) -> Result<()>;
+
+    /// Reads the reference data back.
+    async fn load_reference(&self) -> Result<ReferenceData>;
+
+    /// Writes orders, each in a transaction of its own, as the tills do.
+    async fn insert_orders(&self, orders: &[NewOrder]) -> Result<()>;
+
+    /// How many orders and order lines the database holds.
+    async fn counts(&self) -> Result<SourceCounts>;
+}
+
+/// Row counts of the source database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceCounts {
+    pub orders: u64,
+    pub order_lines: u64,
+    pub suggested_lines: u64,
+}
+
+/// A named, durable bookmark: where a capture or a batch job got to.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    async fn load(&self, name: &str) -> Result<Option<String>>;
+    async fn save(&self, name: &str, value: &str) -> Result<()>;
+}
+
+/// One committed change of one row, as a change feed (a binlog, the embedded changelog)
+/// reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    /// The table's name, without the database.
+    pub table: String,
+    pub op: brewline_core::debezium::Op,
+    pub before: Option<serde_json::Map<String, serde_json::Value>>,
+    pub after: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Where the change stands in the feed (file, position, row, commit time), as Debezium's
+    /// `source` block reports it; `name` and `version` are the capture's to fill.
+    pub source: brewline_core::debezium::Source,
+    /// Set on the last change of a transaction: the position to resume from after it. A
+    /// capture stores only these, so that a transaction is never split across a restart.
+    pub resume_after: Option<String>,
+}
+
+/// Committed row changes of a source database, in commit order.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Up to about `max` changes (a transaction is never cut), waiting at most `wait` for the
+    /// first. Empty when nothing came.
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<RowChange>>;
+
+    /// How many committed changes are not yet read.
+    async fn behind(&mut self) -> Result<u64>;
+}
+
+/// A source whose committed changes can be followed from a position.
+#[async_trait]
+pub trait Capturable: Send + Sync {
+    /// Follows the changes after `position` (a value of [`RowChange::resume_after`]), or from
+    /// the first change when `None`.
+    async fn follow(&self, position: Option<String>) -> Result<Box<dyn ChangeFeed>>;
+}
+
+/// Durable running totals (orders completed, suggestions, dead letters…) kept next to the
+/// state, so a summary survives restarts.
+#[async_trait]
+pub trait Counters: Send + Sync {
+    async fn add(&self, deltas: &[(&str, u64)]) -> Result<()>;
+    async fn get(&self) -> Result<std::collections::BTreeMap<String, u64>>;
+}

@@ -1,0 +1,83 @@
+//! brewline's speed layer over any engines: change capture into the log and the real-time
+//! recommender, with dead letters and the running figures both report.
+//!
+//! Everything here talks to engines only through `brewline-ports`; the binary decides which
+//! implementations (embedded or real) to plug in.
+
+pub mod capture;
+pub mod dead_letter;
+pub mod lookup_cache;
+pub mod recommender;
+pub mod stats;
+
+use std::time::Duration;
+
+use brewline_ports::PortError;
+use tokio::sync::watch;
+
+/// When a loop should end.
+#[derive(Clone)]
+pub struct StopWhen {
+    /// Set when the stage upstream has finished: stop once nothing is left to read.
+    pub drained: watch::Receiver<bool>,
+    /// Set to stop now, after the batch in hand is done and committed.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl StopWhen {
+    /// Never stops on its own: runs until shut down.
+    pub fn on_shutdown(shutdown: watch::Receiver<bool>) -> StopWhen {
+        let (_tx, drained) = watch::channel(false);
+        StopWhen { drained, shutdown }
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    fn upstream_done(&self) -> bool {
+        *self.drained.borrow()
+    }
+}
+
+/// Waits longer after each retryable failure of an engine call (50 ms doubling to 5 s).
+pub(crate) struct Backoff {
+    what: &'static str,
+    wait: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(what: &'static str) -> Backoff {
+        Backoff {
+            what,
+            wait: Duration::from_millis(50),
+        }
+    }
+
+    /// `Ok` after a pause when `result` failed in a way a retry may mend, else the result.
+    pub(crate) async fn retry<T>(&mut self, result: Result<T, PortError>) -> Option<Result<T, PortError>> {
+        match result {
+            Err(e) if e.retryable => {
+                tracing::warn!(error = %e, retry_in_ms = self.wait.as_millis() as u64, "{} failed; retrying", self.what);
+                tokio::time::sleep(self.wait).await;
+                self.wait = (self.wait * 2).min(Duration::from_secs(5));
+                None
+            }
+            other => Some(other),
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds or fails with an error that a retry cannot mend.
+pub(crate) async fn with_retries<T, F, Fut>(what: &'static str, mut attempt: F) -> Result<T, PortError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PortError>>,
+{
+    let mut backoff = Backoff::new(what);
+    loop {
+        if let Some(done) = backoff.retry(attempt().await).await {
+            return done;
+        }
+    }
+}

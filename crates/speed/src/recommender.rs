@@ -1,0 +1,285 @@
+//! The real-time recommender: reads the CDC topics as a consumer group, assembles each order
+//! in the order store, and publishes one suggestion for every eligible complete order.
+//!
+//! One batch is: poll → decode (bad records to the dead-letter topic) → apply to the order
+//! store (completion decided there, atomically) → suggest → send dead letters and suggestions
+//! and wait for their acknowledgement → commit the offsets. Offsets are committed only after
+//! the work they cover is done, so a crash redelivers the batch; the store recognises the
+//! redelivered completing event, and the suggestion, a pure function of the order, is sent again
+//! identically. A failed engine call is retried on the same batch, never skipped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brewline_core::assembly::Step;
+use brewline_core::debezium::{decode, ChangeEvent, DecodeError, Decoded, OrderLineRow, OrderRow};
+use brewline_core::suggestion::{Lookups, Suggester};
+use brewline_core::OrderChange;
+use brewline_ports::{
+    Applied, Consumed, Consumer, Counters, LookupStore, OrderStore, PortError, Producer, Record,
+    Result,
+};
+use serde::de::DeserializeOwned;
+
+use crate::dead_letter::dead_letter;
+use crate::stats::Stats;
+use crate::{with_retries, Backoff, StopWhen};
+
+/// Names of the durable counters the recommender keeps (see [`Counters`]).
+pub mod counter {
+    pub const COMPLETED: &str = "orders_completed";
+    pub const ELIGIBLE: &str = "orders_eligible";
+    pub const SUGGESTIONS: &str = "suggestions";
+    pub const REPLAYED: &str = "suggestions_replayed";
+    pub const DEAD_LETTERS: &str = "dead_letters";
+    pub const EXPIRED_INCOMPLETE: &str = "orders_expired_incomplete";
+}
+
+/// Topics and pacing of the recommender.
+#[derive(Debug, Clone)]
+pub struct RecommenderConfig {
+    pub orders_topic: String,
+    pub order_details_topic: String,
+    pub suggestions_topic: String,
+    pub dead_letter_topic: String,
+    /// Records per batch.
+    pub batch: usize,
+    /// How long a poll waits for the first record.
+    pub poll_wait: Duration,
+    /// How often expired order state is swept and counted.
+    pub expire_every: Duration,
+    /// How often the lookups' version is checked.
+    pub lookups_every: Duration,
+}
+
+/// The engines one recommender worker uses.
+pub struct Engines<'a> {
+    pub consumer: &'a mut dyn Consumer,
+    pub producer: &'a dyn Producer,
+    pub orders: &'a dyn OrderStore,
+    pub lookups: &'a dyn LookupStore,
+    pub counters: &'a dyn Counters,
+}
+
+/// One recommender worker.
+pub struct Recommender {
+    config: RecommenderConfig,
+    suggester: Suggester,
+    lookups: Lookups,
+    lookups_version: u64,
+    stats: Arc<Stats>,
+    last_expire: Instant,
+    last_lookup_check: Instant,
+}
+
+/// A record that is a change of an order, with its source commit time (µs).
+type Decodedchange = Option<(OrderChange, i64)>;
+
+impl Recommender {
+    /// A worker with the current lookups; fails when no lookups were ever published.
+    pub async fn new(
+        config: RecommenderConfig,
+        suggester: Suggester,
+        lookups: &dyn LookupStore,
+        stats: Arc<Stats>,
+    ) -> Result<Recommender> {
+        let (current, version) = with_retries("loading lookups", || lookups.load()).await?;
+        if version == 0 {
+            return Err(PortError::fatal(
+                "lookups",
+                "no lookups were published yet: load the lookup cache first (`brewline demo` does it)",
+            ));
+        }
+        Ok(Recommender {
+            config,
+            suggester,
+            lookups: current,
+            lookups_version: version,
+            stats,
+            last_expire: Instant::now(),
+            last_lookup_check: Instant::now(),
+        })
+    }
+
+    fn decode_as<T>(
+        record: &Consumed,
+        to_change: impl Fn(&ChangeEvent<T>) -> std::result::Result<Option<OrderChange>, DecodeError>,
+    ) -> std::result::Result<Decodedchange, String>
+    where
+        T: DeserializeOwned,
+    {
+        match decode::<T>(record.record.value.as_deref()) {
+            Ok(Decoded::Tombstone) => Ok(None),
+            Ok(Decoded::Change(event)) => to_change(&event)
+                .map(|c| c.map(|c| (c, event.committed_at_us())))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// What a record means for an order, or why it cannot be handled.
+    fn decode(&self, record: &Consumed) -> std::result::Result<Decodedchange, String> {
+        if record.topic == self.config.orders_topic {
+            Stats::add(&self.stats.order_events, 1);
+            Self::decode_as::<OrderRow>(record, ChangeEvent::<OrderRow>::order_change)
+        } else if record.topic == self.config.order_details_topic {
+            Stats::add(&self.stats.line_events, 1);
+            Self::decode_as::<OrderLineRow>(record, ChangeEvent::<OrderLineRow>::order_change)
+        } else {
+            Err(format!("record of topic {:?}, which the recommender does not read", record.topic))
+        }
+    }
+
+    /// Handles one batch. Returns the number of records read.
+    pub async fn step(&mut self, e: &mut Engines<'_>) -> Result<usize> {
+        let records = e.consumer.poll(self.config.batch, self.config.poll_wait).await?;
+        if records.is_empty() {
+            self.housekeeping(e).await?;
+            return Ok(0);
+        }
+        let mut changes = Vec::with_capacity(records.len());
+        let mut committed_at = Vec::with_capacity(records.len());
+        let mut dead = Vec::new();
+        for record in &records {
+            match self.decode(record) {
+                Ok(Some((change, at_us))) => {
+                    changes.push(Applied {
+                        change,
+                        at: record.event_ref(),
+                    });
+                    committed_at.push(at_us);
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, %reason, "dead-lettered");
+                    dead.push(dead_letter(record, &reason));
+                }
+            }
+        }
+        let steps = if changes.is_empty() {
+            Vec::new()
+        } else {
+            with_retries("applying order changes", || e.orders.apply(changes.clone())).await?
+        };
+        let (mut completed, mut eligible, mut replayed) = (0u64, 0u64, 0u64);
+        let mut suggestions = Vec::new();
+        let mut latencies = Vec::new();
+        for (i, step) in steps.into_iter().enumerate() {
+            let (order, first) = match step {
+                Step::Completed(order) => (order, true),
+                Step::Replayed(order) => (order, false),
+                Step::Pending | Step::AlreadyComplete | Step::Cancelled => continue,
+            };
+            if first {
+                completed += 1;
+                eligible += u64::from(self.lookups.is_eligible(&order.header));
+            } else {
+                replayed += 1;
+            }
+            if let Some(s) = self.suggester.suggest(&order, &self.lookups) {
+                let value = serde_json::to_vec(&s)
+                    .map_err(|e| PortError::fatal("recommender", format!("cannot encode a suggestion: {e}")))?;
+                suggestions.push(Record::keyed(s.order_id.into_bytes(), Some(value)));
+                if first {
+                    latencies.push(committed_at[i]);
+                }
+            }
+        }
+        if !dead.is_empty() {
+            with_retries("sending dead letters", || {
+                e.producer.send(&self.config.dead_letter_topic, dead.clone())
+            })
+            .await?;
+        }
+        let sent = suggestions.len() as u64;
+        if !suggestions.is_empty() {
+            with_retries("sending suggestions", || {
+                e.producer.send(&self.config.suggestions_topic, suggestions.clone())
+            })
+            .await?;
+        }
+        let acked_us = brewline_ports::now_us();
+        for at in latencies {
+            self.stats.record_latency(acked_us - at);
+        }
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for r in &records {
+            let o = next.entry((r.topic.as_str(), r.partition)).or_insert(0);
+            *o = (*o).max(r.offset + 1);
+        }
+        let offsets: Vec<(String, i32, i64)> =
+            next.into_iter().map(|((t, p), o)| (t.to_string(), p, o)).collect();
+        let mut backoff = Backoff::new("committing offsets");
+        loop {
+            if let Some(done) = backoff.retry(e.consumer.commit(&offsets).await).await {
+                done?;
+                break;
+            }
+        }
+        let dead_count = dead.len() as u64;
+        Stats::add(&self.stats.completed, completed);
+        Stats::add(&self.stats.eligible, eligible);
+        Stats::add(&self.stats.suggestions, sent - replayed.min(sent));
+        Stats::add(&self.stats.replayed, replayed);
+        Stats::add(&self.stats.dead_letters, dead_count);
+        let deltas = [
+            (counter::COMPLETED, completed),
+            (counter::ELIGIBLE, eligible),
+            (counter::SUGGESTIONS, sent - replayed.min(sent)),
+            (counter::REPLAYED, replayed),
+            (counter::DEAD_LETTERS, dead_count),
+        ];
+        with_retries("updating counters", || e.counters.add(&deltas)).await?;
+        self.housekeeping(e).await?;
+        Ok(records.len())
+    }
+
+    /// Sweeps expired order state and picks up new lookups, each on its own schedule.
+    async fn housekeeping(&mut self, e: &mut Engines<'_>) -> Result<()> {
+        if self.last_expire.elapsed() >= self.config.expire_every {
+            self.last_expire = Instant::now();
+            let expired = with_retries("expiring order state", || e.orders.expire()).await?;
+            if !expired.is_empty() {
+                tracing::warn!(
+                    count = expired.len(),
+                    first = %expired[0],
+                    "orders expired before all their lines arrived"
+                );
+                let n = expired.len() as u64;
+                Stats::add(&self.stats.expired_incomplete, n);
+                let delta = [(counter::EXPIRED_INCOMPLETE, n)];
+                with_retries("updating counters", || e.counters.add(&delta)).await?;
+            }
+        }
+        if self.last_lookup_check.elapsed() >= self.config.lookups_every {
+            self.last_lookup_check = Instant::now();
+            let version = with_retries("checking lookups", || e.lookups.version()).await?;
+            if version != self.lookups_version {
+                let (lookups, version) = with_retries("loading lookups", || e.lookups.load()).await?;
+                tracing::info!(version, "lookups refreshed");
+                self.lookups = lookups;
+                self.lookups_version = version;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recommends until told to stop; with `stop.drained`, stops once every record is read.
+    pub async fn run(&mut self, e: &mut Engines<'_>, stop: StopWhen) -> Result<()> {
+        let mut backoff = Backoff::new("reading the CDC topics");
+        loop {
+            if stop.shutting_down() {
+                return Ok(());
+            }
+            let upstream_done = stop.upstream_done();
+            let n = match backoff.retry(self.step(e).await).await {
+                Some(result) => result?,
+                None => continue,
+            };
+            if n == 0 && upstream_done && e.consumer.lag().await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+}
