@@ -15,6 +15,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeOwned, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::assembly::OrderChange;
@@ -154,13 +155,13 @@ pub enum DecodeError {
     Invalid(String),
 }
 
+/// The envelope with its rows still undecoded, so that `op` is checked before the rows.
 #[derive(Deserialize)]
-#[serde(bound = "T: Deserialize<'de>")]
-struct Envelope<'a, T> {
-    #[serde(default)]
-    before: Option<T>,
-    #[serde(default)]
-    after: Option<T>,
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    before: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    after: Option<&'a RawValue>,
     #[serde(default)]
     source: Option<Source>,
     #[serde(default, borrow)]
@@ -172,17 +173,16 @@ struct Envelope<'a, T> {
 }
 
 #[derive(Deserialize)]
-#[serde(bound = "T: Deserialize<'de>")]
-struct Outer<'a, T> {
+struct Outer<'a> {
     #[serde(default, rename = "schema")]
     _schema: IgnoredAny,
     #[serde(default, borrow, deserialize_with = "present")]
-    payload: Option<Option<Envelope<'a, T>>>,
+    payload: Option<Option<Envelope<'a>>>,
     // The bare envelope, when schemas are disabled.
-    #[serde(default)]
-    before: Option<T>,
-    #[serde(default)]
-    after: Option<T>,
+    #[serde(default, borrow)]
+    before: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    after: Option<&'a RawValue>,
     #[serde(default)]
     source: Option<Source>,
     #[serde(default, borrow)]
@@ -207,7 +207,7 @@ pub fn decode<T: DeserializeOwned>(value: Option<&[u8]>) -> Result<Decoded<T>, D
     let Some(bytes) = value else {
         return Ok(Decoded::Tombstone);
     };
-    let outer: Outer<'_, T> =
+    let outer: Outer<'_> =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     let env = match outer.payload {
         Some(Some(env)) => env,
@@ -224,7 +224,7 @@ pub fn decode<T: DeserializeOwned>(value: Option<&[u8]>) -> Result<Decoded<T>, D
     };
     let code = env.op.ok_or(DecodeError::Invalid("payload has no `op`".into()))?;
     let op = Op::parse(&code).ok_or_else(|| DecodeError::UnknownOp(code.to_string()))?;
-    let needs = |row: &Option<T>, field| match row {
+    let needs = |row: Option<&RawValue>, field| match row {
         Some(_) => Ok(()),
         None => Err(DecodeError::MissingRow {
             op: op.code(),
@@ -232,14 +232,21 @@ pub fn decode<T: DeserializeOwned>(value: Option<&[u8]>) -> Result<Decoded<T>, D
         }),
     };
     match op {
-        Op::Create | Op::Read | Op::Update => needs(&env.after, "after")?,
-        Op::Delete => needs(&env.before, "before")?,
+        Op::Create | Op::Read | Op::Update => needs(env.after, "after")?,
+        Op::Delete => needs(env.before, "before")?,
         Op::Truncate => {}
     }
+    let row = |raw: Option<&RawValue>, field: &str| {
+        raw.map(|r| {
+            serde_json::from_str::<T>(r.get())
+                .map_err(|e| DecodeError::Invalid(format!("`{field}` row: {e}")))
+        })
+        .transpose()
+    };
     Ok(Decoded::Change(ChangeEvent {
         op,
-        before: env.before,
-        after: env.after,
+        before: row(env.before, "before")?,
+        after: row(env.after, "after")?,
         source: env.source.unwrap_or_default(),
         ts_ms: env.ts_ms,
         ts_us: env.ts_us,

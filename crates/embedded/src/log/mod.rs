@@ -220,7 +220,8 @@ impl Producer for EmbeddedProducer {
             return Ok(());
         }
         let topic = topic.to_string();
-        let start = self.spread.fetch_add(records.len() as u32, Ordering::Relaxed);
+        let unkeyed = records.iter().filter(|r| r.key.is_none()).count() as u32;
+        let start = self.spread.fetch_add(unkeyed, Ordering::Relaxed);
         self.db
             .run(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -237,10 +238,14 @@ impl Producer for EmbeddedProducer {
                         "INSERT INTO records (topic, partition, offset, key, value, headers, timestamp_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )?;
-                    for (i, r) in records.iter().enumerate() {
+                    let mut spread = start;
+                    for r in &records {
                         let p = match &r.key {
                             Some(k) => partition_for_key(k, n),
-                            None => (start.wrapping_add(i as u32) % n as u32) as i32,
+                            None => {
+                                spread = spread.wrapping_add(1);
+                                (spread % n as u32) as i32
+                            }
                         };
                         let offset = match next.get(&p) {
                             Some(o) => *o,
@@ -361,7 +366,7 @@ impl Consumer for EmbeddedConsumer {
         let offsets = next_offsets.to_vec();
         self.db
             .run(move |c| {
-                let tx = c.transaction()?;
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 {
                     let mut st = tx.prepare_cached(
                         "INSERT INTO group_offsets (grp, topic, partition, next_offset)

@@ -75,7 +75,7 @@ impl EmbeddedSource {
             .run(move |conn| {
                 clock.txn.fetch_add(1, Ordering::SeqCst);
                 clock.started_us.store(crate::now_us(), Ordering::SeqCst);
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let out = f(&tx)?;
                 tx.commit()?;
                 Ok(out)
@@ -218,7 +218,7 @@ impl SourceDb for EmbeddedSource {
                     })?
                     .collect::<rusqlite::Result<_>>()?;
                 let products = c
-                    .prepare("SELECT id, name, category_id, unit_price FROM products ORDER BY id")?
+                    .prepare("SELECT id, name, category_id, unit_price FROM products ORDER BY rowid")?
                     .query_map([], |r| {
                         Ok(Product {
                             id: r.get(0)?,
@@ -260,7 +260,7 @@ impl SourceDb for EmbeddedSource {
                     clock.txn.fetch_add(1, Ordering::SeqCst);
                     let now = crate::now_us();
                     clock.started_us.store(now, Ordering::SeqCst);
-                    let tx = conn.transaction()?;
+                    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     tx.prepare_cached(
                         "INSERT INTO orders (id, timestamp, customer_id, store_id,
                              payment_method_id, num_products, status)

@@ -87,7 +87,7 @@ impl OrderStore for EmbeddedState {
         self.db
             .run(move |c| {
                 let now = crate::now_ms();
-                let tx = c.transaction()?;
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let mut touched: HashMap<String, OrderState> = HashMap::new();
                 let mut steps = Vec::with_capacity(changes.len());
                 {
@@ -135,7 +135,7 @@ impl OrderStore for EmbeddedState {
         let rows: Vec<(String, String)> = self
             .db
             .run(move |c| {
-                let tx = c.transaction()?;
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let rows = tx
                     .prepare("SELECT order_id, state FROM order_state WHERE touched_ms < ?1")?
                     .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -162,7 +162,7 @@ impl LookupStore for EmbeddedState {
             .map_err(|e| PortError::fatal(ENGINE, format!("cannot encode lookups: {e}")))?;
         self.db
             .run(move |c| {
-                let tx = c.transaction()?;
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let version: i64 = tx
                     .query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM lookups", [], |r| {
                         r.get(0)
@@ -217,7 +217,7 @@ impl Counters for EmbeddedState {
         }
         self.db
             .run(move |c| {
-                let tx = c.transaction()?;
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 {
                     let mut st = tx.prepare_cached(
                         "INSERT INTO counters (name, value) VALUES (?1, ?2)

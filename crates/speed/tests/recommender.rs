@@ -1,0 +1,381 @@
+//! The recommender over the embedded engines: what it suggests, what it dead-letters, and what
+//! survives a crash at each point of a batch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brewline_core::debezium::TableSchema;
+use brewline_core::generator::Tills;
+use brewline_core::order::NewOrder;
+use brewline_core::suggestion::{Lookups, RandomStrategy, Suggester};
+use brewline_core::ReferenceData;
+use brewline_embedded::DataDir;
+use brewline_ports::{
+    Capturable, EventLog, PortError, Producer, Record, SourceDb, Subscription,
+};
+use brewline_speed::capture::{Capture, CaptureConfig};
+use brewline_speed::recommender::{Engines, Recommender, RecommenderConfig};
+use brewline_speed::stats::Stats;
+use brewline_speed::{lookup_cache, StopWhen};
+use serde_json::Value;
+use tokio::sync::watch;
+
+const ORDERS: &str = "mysql.coffee_shop.orders";
+const LINES: &str = "mysql.coffee_shop.order_details";
+const SUGGESTIONS: &str = "order_suggestions";
+const DLQ: &str = "brewline.dlq";
+
+fn reference() -> ReferenceData {
+    ReferenceData::bundled().unwrap()
+}
+
+/// Generated orders, every third one made eligible (a diamond customer paying with ACB).
+fn orders(n: u64) -> Vec<NewOrder> {
+    Tills::new(&reference(), 5)
+        .unwrap()
+        .orders(0, n)
+        .enumerate()
+        .map(|(i, mut o)| {
+            if i % 3 == 0 {
+                o.customer_id = 1 + (i as i64 % 15_000);
+                o.payment_method_id = 9;
+            }
+            o
+        })
+        .collect()
+}
+
+fn eligible_ids(orders: &[NewOrder]) -> BTreeSet<String> {
+    let lookups = Lookups::from_reference(&reference(), "ACB");
+    orders
+        .iter()
+        .filter(|o| {
+            lookups.diamond_customers.contains(&o.customer_id)
+                && lookups.acb_payment_methods.contains(&o.payment_method_id)
+        })
+        .map(|o| o.id.clone())
+        .collect()
+}
+
+async fn prepared(root: &Path) -> DataDir {
+    let dir = DataDir::open(root, Duration::from_secs(90)).unwrap();
+    dir.source.seed_reference(&reference()).await.unwrap();
+    lookup_cache::refresh(&dir.source, &dir.state, "ACB").await.unwrap();
+    for t in [ORDERS, LINES, SUGGESTIONS] {
+        dir.log.create_topic(t, 3).await.unwrap();
+    }
+    dir.log.create_topic(DLQ, 1).await.unwrap();
+    dir
+}
+
+fn drained() -> StopWhen {
+    let (_a, drained) = watch::channel(true);
+    let (_b, shutdown) = watch::channel(false);
+    StopWhen { drained, shutdown }
+}
+
+/// Writes orders and captures them into the CDC topics (with or without schema).
+async fn write_and_capture(dir: &DataDir, orders: &[NewOrder], schemas: bool) {
+    dir.source.insert_orders(orders).await.unwrap();
+    let capture = Capture::new(
+        CaptureConfig {
+            topic_prefix: "mysql".into(),
+            with_schema: schemas,
+            checkpoint: "capture".into(),
+            batch: 100,
+            tables: vec![
+                (TableSchema::orders("mysql", "coffee_shop"), "id".into()),
+                (TableSchema::order_details("mysql", "coffee_shop"), "order_id".into()),
+            ],
+        },
+        Arc::new(Stats::default()),
+    );
+    let position = brewline_ports::CheckpointStore::load(&dir.log, "capture").await.unwrap();
+    let mut feed = dir.source.follow(position).await.unwrap();
+    let producer = dir.log.producer().unwrap();
+    capture
+        .run(feed.as_mut(), producer.as_ref(), &dir.log, drained())
+        .await
+        .unwrap();
+}
+
+fn config(batch: usize) -> RecommenderConfig {
+    RecommenderConfig {
+        orders_topic: ORDERS.into(),
+        order_details_topic: LINES.into(),
+        suggestions_topic: SUGGESTIONS.into(),
+        dead_letter_topic: DLQ.into(),
+        batch,
+        poll_wait: Duration::from_millis(10),
+        expire_every: Duration::from_secs(60),
+        lookups_every: Duration::from_millis(0),
+    }
+}
+
+/// Runs one recommender worker until the topics are drained, with `producer` for its output.
+async fn recommend(
+    dir: &DataDir,
+    batch: usize,
+    producer: &dyn Producer,
+) -> (Result<(), PortError>, Arc<Stats>) {
+    let stats = Arc::new(Stats::default());
+    let suggester = Suggester::new(11, Box::new(RandomStrategy));
+    let mut r = Recommender::new(config(batch), suggester, &dir.state, stats.clone())
+        .await
+        .unwrap();
+    let mut consumer = dir
+        .log
+        .consumer(Subscription {
+            topics: vec![ORDERS.into(), LINES.into()],
+            group: Some("realtime-recs".into()),
+        })
+        .await
+        .unwrap();
+    let mut engines = Engines {
+        consumer: consumer.as_mut(),
+        producer,
+        orders: &dir.state,
+        lookups: &dir.state,
+        counters: &dir.state,
+    };
+    (r.run(&mut engines, drained()).await, stats)
+}
+
+/// Every record of a topic, as (key, value).
+async fn read_all(dir: &DataDir, topic: &str) -> Vec<(Option<String>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>)> {
+    let mut c = dir
+        .log
+        .consumer(Subscription {
+            topics: vec![topic.into()],
+            group: None,
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let batch = c.poll(1000, Duration::ZERO).await.unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        for r in batch {
+            let key = r.record.key.map(|k| String::from_utf8(k).unwrap());
+            out.push((key, r.record.value, r.record.headers));
+        }
+    }
+}
+
+/// Suggestions per order id.
+async fn suggestions(dir: &DataDir) -> BTreeMap<String, Vec<Value>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (key, value, _) in read_all(dir, SUGGESTIONS).await {
+        let v: Value = serde_json::from_slice(&value.unwrap()).unwrap();
+        assert_eq!(key.as_deref(), v["order_id"].as_str(), "keyed by order id");
+        out.entry(key.unwrap()).or_default().push(v);
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_eligible_order_gets_one_suggestion_and_no_other_order_any() {
+    for schemas in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = prepared(root.path()).await;
+        let os = orders(600);
+        write_and_capture(&dir, &os, schemas).await;
+        let producer = dir.log.producer().unwrap();
+        let (result, stats) = recommend(&dir, 64, producer.as_ref()).await;
+        result.unwrap();
+        let got = suggestions(&dir).await;
+        let expected = eligible_ids(&os);
+        assert_eq!(expected.len(), 200);
+        assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), expected);
+        assert!(got.values().all(|v| v.len() == 1));
+        for (id, v) in &got {
+            let order = os.iter().find(|o| &o.id == id).unwrap();
+            let product = v[0]["product_id"].as_str().unwrap();
+            assert!(!order.lines.iter().any(|l| l.product_id == product), "not in the order");
+        }
+        assert_eq!(Stats::get(&stats.completed), 600);
+        assert_eq!(Stats::get(&stats.eligible), 200);
+        assert_eq!(Stats::get(&stats.suggestions), 200);
+        assert_eq!(Stats::get(&stats.dead_letters), 0);
+        assert!(stats.latency().count == 200);
+    }
+}
+
+#[tokio::test]
+async fn malformed_events_are_dead_lettered_and_processing_goes_on() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = prepared(root.path()).await;
+    let producer = dir.log.producer().unwrap();
+    let bad = |v: &[u8]| Record::keyed("bad", Some(v.to_vec()));
+    producer
+        .send(
+            ORDERS,
+            vec![
+                bad(b"not json at all"),
+                bad(br#"{"hello":"world"}"#),
+                bad(br#"{"payload":{"op":"z","after":{}}}"#),
+                bad(br#"{"op":"c","after":{"id":"x","store_id":"three","payment_method_id":9,"num_products":1}}"#),
+                Record::keyed("gone", None),
+            ],
+        )
+        .await
+        .unwrap();
+    producer.send(LINES, vec![bad(&[0xff, 0xfe])]).await.unwrap();
+    let os = orders(30);
+    write_and_capture(&dir, &os, false).await;
+    let (result, stats) = recommend(&dir, 16, producer.as_ref()).await;
+    result.unwrap();
+    assert_eq!(suggestions(&dir).await.len(), eligible_ids(&os).len(), "good events still flow");
+    let dead = read_all(&dir, DLQ).await;
+    assert_eq!(dead.len(), 5, "the tombstone is not an error");
+    assert_eq!(Stats::get(&stats.dead_letters), 5);
+    let header = |h: &[(String, Vec<u8>)], name: &str| {
+        String::from_utf8(h.iter().find(|(k, _)| k == name).unwrap().1.clone()).unwrap()
+    };
+    let reasons: BTreeSet<String> = dead.iter().map(|(_, _, h)| header(h, "brewline.error.reason")).collect();
+    assert!(reasons.iter().any(|r| r.contains("not a Debezium change event")));
+    assert!(reasons.iter().any(|r| r.contains("no `payload`")));
+    assert!(reasons.iter().any(|r| r.contains("unknown op \"z\"")));
+    assert!(reasons.iter().any(|r| r.contains("invalid type")));
+    let binary = dead.iter().find(|(_, v, _)| v.as_deref() == Some(&[0xff, 0xfe][..])).unwrap();
+    assert_eq!(header(&binary.2, "brewline.error.topic"), LINES, "original bytes, topic kept");
+    assert_eq!(header(&binary.2, "brewline.error.offset"), "0");
+}
+
+/// The embedded producer, made to fail at a chosen moment: the process "crashes" there.
+struct Crashing {
+    inner: Box<dyn Producer>,
+    /// Fail the n-th send of suggestions (0-based)…
+    at: usize,
+    /// …before it reaches the log (true) or after it was acknowledged (false).
+    before: bool,
+    sends: AtomicUsize,
+}
+
+#[async_trait]
+impl Producer for Crashing {
+    async fn send(&self, topic: &str, records: Vec<Record>) -> brewline_ports::Result<()> {
+        if topic != SUGGESTIONS {
+            return self.inner.send(topic, records).await;
+        }
+        let n = self.sends.fetch_add(1, Ordering::SeqCst);
+        if n == self.at && self.before {
+            return Err(PortError::fatal("test", "crash before the send"));
+        }
+        self.inner.send(topic, records).await?;
+        if n == self.at {
+            return Err(PortError::fatal("test", "crash after the send"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_point_of_a_batch_loses_no_suggestion_and_repeats_only_identically() {
+    for before in [true, false] {
+        let root = tempfile::tempdir().unwrap();
+        let os = orders(900);
+        {
+            let dir = prepared(root.path()).await;
+            write_and_capture(&dir, &os, false).await;
+            let crashing = Crashing {
+                inner: dir.log.producer().unwrap(),
+                at: 3,
+                before,
+                sends: AtomicUsize::new(0),
+            };
+            let (result, _) = recommend(&dir, 50, &crashing).await;
+            assert!(result.is_err(), "the worker stopped at the crash");
+            // Everything is dropped here: connections, state, the worker.
+        }
+        let dir = DataDir::open(root.path(), Duration::from_secs(90)).unwrap();
+        let producer = dir.log.producer().unwrap();
+        let (result, stats) = recommend(&dir, 50, producer.as_ref()).await;
+        result.unwrap();
+        assert!(Stats::get(&stats.replayed) >= 1, "the completing events of the crashed batch came again");
+        let got = suggestions(&dir).await;
+        assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), eligible_ids(&os), "none lost");
+        for (id, copies) in &got {
+            assert!(copies.iter().all(|c| c == &copies[0]), "order {id}: repeats are identical");
+            if before {
+                assert_eq!(copies.len(), 1, "nothing was sent before the crash, so nothing repeats");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn stopping_half_way_and_reopening_loses_nothing_and_repeats_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let os = orders(1200);
+    {
+        let dir = prepared(root.path()).await;
+        write_and_capture(&dir, &os[..700], false).await;
+        let producer = dir.log.producer().unwrap();
+        recommend(&dir, 128, producer.as_ref()).await.0.unwrap();
+    }
+    let dir = DataDir::open(root.path(), Duration::from_secs(90)).unwrap();
+    write_and_capture(&dir, &os[700..], false).await;
+    let producer = dir.log.producer().unwrap();
+    let (result, stats) = recommend(&dir, 128, producer.as_ref()).await;
+    result.unwrap();
+    assert_eq!(Stats::get(&stats.completed), 500, "the second run handles only the new orders");
+    let got = suggestions(&dir).await;
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), eligible_ids(&os));
+    assert!(got.values().all(|v| v.len() == 1), "none suggested twice");
+    let change_events = read_all(&dir, ORDERS).await.len() + read_all(&dir, LINES).await.len();
+    let lines: usize = os.iter().map(|o| o.lines.len()).sum();
+    assert_eq!(change_events, os.len() + lines, "capture resumed without repeating or skipping");
+}
+
+#[tokio::test]
+async fn a_cancelled_order_gets_no_suggestion_and_written_back_suggestions_trigger_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = prepared(root.path()).await;
+    let os: Vec<NewOrder> = orders(60).into_iter().filter(|o| o.lines.len() >= 2).collect();
+    let eligible: Vec<&NewOrder> = os.iter().filter(|o| eligible_ids(&os).contains(&o.id)).collect();
+    assert!(!eligible.is_empty());
+    let victim = eligible[0];
+    // The order row arrives; before its lines do, the order is deleted.
+    dir.source
+        .execute(&format!(
+            "INSERT INTO orders VALUES ('{id}', 0, {c}, 1, 9, {n}, 'new');
+             INSERT INTO order_details VALUES ('{id}', '{p}', 1, 0, 1, 0);
+             DELETE FROM order_details WHERE order_id = '{id}';
+             DELETE FROM orders WHERE id = '{id}';",
+            id = "cancelled-1",
+            c = victim.customer_id,
+            n = 2,
+            p = victim.lines[0].product_id
+        ))
+        .await
+        .unwrap();
+    write_and_capture(&dir, &os, false).await;
+    let producer = dir.log.producer().unwrap();
+    recommend(&dir, 32, producer.as_ref()).await.0.unwrap();
+    let got = suggestions(&dir).await;
+    assert!(!got.contains_key("cancelled-1"));
+    // Accept a suggestion: written back as a suggested line, it changes nothing downstream.
+    let (id, s) = got.iter().next().unwrap();
+    dir.source
+        .execute(&format!(
+            "INSERT INTO order_details VALUES ('{id}', '{}', 1, {}, {}, 1)",
+            s[0]["product_id"].as_str().unwrap(),
+            s[0]["discount_percent"],
+            s[0]["subtotal"]
+        ))
+        .await
+        .unwrap();
+    write_and_capture(&dir, &[], false).await;
+    let (result, stats) = recommend(&dir, 32, producer.as_ref()).await;
+    result.unwrap();
+    assert_eq!(Stats::get(&stats.line_events), 1, "the write-back was read");
+    assert_eq!(Stats::get(&stats.completed) + Stats::get(&stats.replayed), 0);
+    assert_eq!(suggestions(&dir).await, got, "and triggered nothing");
+}
