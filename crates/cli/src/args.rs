@@ -14,7 +14,13 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Log lines as text or JSON (filter with BREWLINE_LOG, e.g. `info` or `brewline=debug`).
-    #[arg(long, global = true, value_enum, default_value = "text", env = "BREWLINE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "BREWLINE_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]

@@ -58,7 +58,9 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let generate = t.elapsed();
 
     let t = Instant::now();
-    pipeline.write_orders(args.seed, n, &shutdown, |_| {}).await?;
+    pipeline
+        .write_orders(args.seed, n, &shutdown, |_| {})
+        .await?;
     let write = t.elapsed();
 
     let capture = pipeline.capture(args.schemas);
@@ -79,8 +81,16 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         if args.schemas { "on" } else { "off" },
         dir.display()
     );
-    println!("  generate (in memory)   {:>8.3} s  {:>10.0} orders/s", generate.as_secs_f64(), rate(n, generate));
-    println!("  tills -> source        {:>8.3} s  {:>10.0} orders/s", write.as_secs_f64(), rate(n, write));
+    println!(
+        "  generate (in memory)   {:>8.3} s  {:>10.0} orders/s",
+        generate.as_secs_f64(),
+        rate(n, generate)
+    );
+    println!(
+        "  tills -> source        {:>8.3} s  {:>10.0} orders/s",
+        write.as_secs_f64(),
+        rate(n, write)
+    );
     println!(
         "  capture -> log         {:>8.3} s  {:>10.0} row events/s",
         captured.as_secs_f64(),
@@ -92,6 +102,13 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         rate(line_events, recommend),
         rate(events, recommend)
     );
+    let stages: Vec<String> = stats
+        .stage_nanos
+        .seconds()
+        .iter()
+        .map(|(name, secs)| format!("{name} {secs:.3} s"))
+        .collect();
+    println!("  recommender stages     {}", stages.join(", "));
     println!(
         "  orders completed {}, suggestions {}, dead letters {}",
         Stats::get(&stats.completed),

@@ -155,9 +155,15 @@ impl Config {
 
     /// Checks values no type can rule out.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.topics.partitions >= 1, "topics.partitions must be at least 1");
+        anyhow::ensure!(
+            self.topics.partitions >= 1,
+            "topics.partitions must be at least 1"
+        );
         anyhow::ensure!(self.capture.batch >= 1, "capture.batch must be at least 1");
-        anyhow::ensure!(self.recommender.batch >= 1, "recommender.batch must be at least 1");
+        anyhow::ensure!(
+            self.recommender.batch >= 1,
+            "recommender.batch must be at least 1"
+        );
         anyhow::ensure!(
             self.recommender.order_ttl_secs >= 1,
             "recommender.order_ttl_secs must be at least 1"
@@ -190,11 +196,18 @@ mod tests {
     fn file_values_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
-        std::fs::write(&path, "[topics]\nsuggestions = \"recs\"\n[recommender]\nbatch = 7\n").unwrap();
+        std::fs::write(
+            &path,
+            "[topics]\nsuggestions = \"recs\"\n[recommender]\nbatch = 7\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.topics.suggestions, "recs");
         assert_eq!(c.recommender.batch, 7);
-        assert_eq!(c.topics.orders, "mysql.coffee_shop.orders", "others keep their defaults");
+        assert_eq!(
+            c.topics.orders, "mysql.coffee_shop.orders",
+            "others keep their defaults"
+        );
         assert_eq!(c.recommender.order_ttl_secs, 90);
     }
 }

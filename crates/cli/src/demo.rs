@@ -55,7 +55,11 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (capture_done, capture_done_rx) = watch::channel(false);
     let multi = MultiProgress::new();
     let tills_bar = bar(&multi, args.orders, "tills");
-    let orders_bar = bar(&multi, args.orders + before.orders - before.completed, "completed");
+    let orders_bar = bar(
+        &multi,
+        args.orders + before.orders - before.completed,
+        "completed",
+    );
 
     let capture = pipeline.capture(schemas);
     let started = Instant::now();
@@ -77,7 +81,9 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let tills = async {
         let r = pipeline
-            .write_orders(args.seed, args.orders, &shutdown, |n| tills_bar.set_position(n))
+            .write_orders(args.seed, args.orders, &shutdown, |n| {
+                tills_bar.set_position(n)
+            })
             .await;
         let _ = tills_done.send(true);
         tills_bar.finish();
@@ -113,17 +119,30 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let all_events = line_events + Stats::get(&stats.order_events);
     let ms = |us: u64| us as f64 / 1000.0;
     println!("brewline demo: data dir {}", data_dir.display());
-    println!("  orders                    {:>10}  (+{} this run)", totals.orders, totals.orders - before.orders);
+    println!(
+        "  orders                    {:>10}  (+{} this run)",
+        totals.orders,
+        totals.orders - before.orders
+    );
     println!("  order lines               {:>10}", totals.order_lines);
     println!("  change events             {:>10}", totals.change_events);
     println!("  complete orders           {:>10}", totals.completed);
     println!("  eligible orders           {:>10}", totals.eligible);
     println!("  suggestions               {:>10}", totals.suggestions);
     println!("  dead-lettered events      {:>10}", totals.dead_letters);
-    println!("  expired incomplete orders {:>10}", totals.expired_incomplete);
+    println!(
+        "  expired incomplete orders {:>10}",
+        totals.expired_incomplete
+    );
     println!("this run ({secs:.2} s, tills, capture and recommender running together):");
-    println!("  line events/s             {:>10.0}  ({line_events} line events)", line_events as f64 / secs);
-    println!("  change events/s           {:>10.0}  ({all_events} events)", all_events as f64 / secs);
+    println!(
+        "  line events/s             {:>10.0}  ({line_events} line events)",
+        line_events as f64 / secs
+    );
+    println!(
+        "  change events/s           {:>10.0}  ({all_events} events)",
+        all_events as f64 / secs
+    );
     println!(
         "  commit -> suggestion      p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} suggestions)",
         ms(latency.p50_us),

@@ -91,7 +91,10 @@ impl EmbeddedPipeline {
                 batch: c.batch,
                 tables: vec![
                     (TableSchema::orders(prefix, &c.database), "id".into()),
-                    (TableSchema::order_details(prefix, &c.database), "order_id".into()),
+                    (
+                        TableSchema::order_details(prefix, &c.database),
+                        "order_id".into(),
+                    ),
                 ],
             },
             self.stats.clone(),
@@ -159,7 +162,11 @@ impl EmbeddedPipeline {
             orders: source.orders,
             order_lines: source.order_lines,
             change_events: self.dir.log.count(&self.config.topics.orders).await?
-                + self.dir.log.count(&self.config.topics.order_details).await?,
+                + self
+                    .dir
+                    .log
+                    .count(&self.config.topics.order_details)
+                    .await?,
             completed: get(counter::COMPLETED),
             eligible: get(counter::ELIGIBLE),
             suggestions: get(counter::SUGGESTIONS),

@@ -35,7 +35,12 @@ pub fn record_json(r: &Consumed) -> Value {
             .record
             .headers
             .iter()
-            .map(|(k, v)| (k.clone(), Value::String(String::from_utf8_lossy(v).into_owned())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Value::String(String::from_utf8_lossy(v).into_owned()),
+                )
+            })
             .collect();
         out["headers"] = Value::Object(headers);
     }
@@ -55,7 +60,12 @@ pub async fn run(config: Config, args: TailArgs) -> anyhow::Result<ExitCode> {
     let topics = log.topics().await?;
     if !topics.iter().any(|(t, _)| *t == args.topic) {
         let names: Vec<_> = topics.iter().map(|(t, _)| t.as_str()).collect();
-        anyhow::bail!("no topic {:?} in {}; topics: {}", args.topic, dir.display(), names.join(", "));
+        anyhow::bail!(
+            "no topic {:?} in {}; topics: {}",
+            args.topic,
+            dir.display(),
+            names.join(", ")
+        );
     }
     let mut consumer = log
         .consumer(Subscription {

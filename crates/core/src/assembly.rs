@@ -33,9 +33,15 @@ pub enum OrderChange {
     /// The `orders` row was deleted.
     Cancelled { order_id: String },
     /// A (non-suggested) line was inserted, read or updated.
-    LineAdded { order_id: String, product_id: String },
+    LineAdded {
+        order_id: String,
+        product_id: String,
+    },
     /// A (non-suggested) line was deleted.
-    LineRemoved { order_id: String, product_id: String },
+    LineRemoved {
+        order_id: String,
+        product_id: String,
+    },
 }
 
 impl OrderChange {
@@ -95,7 +101,9 @@ impl OrderState {
         self.message_count += 1;
         match &self.status {
             Status::Completed { by } if by == at => {
-                return self.completed().map_or(Step::AlreadyComplete, Step::Replayed)
+                return self
+                    .completed()
+                    .map_or(Step::AlreadyComplete, Step::Replayed)
             }
             Status::Completed { .. } => return Step::AlreadyComplete,
             Status::Cancelled => return Step::Cancelled,
@@ -247,8 +255,13 @@ mod tests {
             product_id: "B".into(),
         };
         assert_eq!(s.apply(&removed, &at(2)), Step::Pending);
-        assert_eq!(s.apply(&OrderChange::Placed(header(2)), &at(3)), Step::Pending);
-        assert!(matches!(s.apply(&line("C"), &at(4)), Step::Completed(o) if o.products == ["A", "C"]));
+        assert_eq!(
+            s.apply(&OrderChange::Placed(header(2)), &at(3)),
+            Step::Pending
+        );
+        assert!(
+            matches!(s.apply(&line("C"), &at(4)), Step::Completed(o) if o.products == ["A", "C"])
+        );
     }
 
     #[test]

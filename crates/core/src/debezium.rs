@@ -134,6 +134,8 @@ impl<T> ChangeEvent<T> {
 }
 
 /// A decoded record: a change, or a tombstone that follows a delete.
+// Returned once per record and never stored in bulk: boxing would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded<T> {
     Change(ChangeEvent<T>),
@@ -150,7 +152,10 @@ pub enum DecodeError {
     #[error("unknown op {0:?} (expected c, u, d, r or t)")]
     UnknownOp(String),
     #[error("op {op:?} needs a `{field}` row, found none")]
-    MissingRow { op: &'static str, field: &'static str },
+    MissingRow {
+        op: &'static str,
+        field: &'static str,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -222,7 +227,9 @@ pub fn decode<T: DeserializeOwned>(value: Option<&[u8]>) -> Result<Decoded<T>, D
         },
         None => return Err(DecodeError::NoPayload),
     };
-    let code = env.op.ok_or(DecodeError::Invalid("payload has no `op`".into()))?;
+    let code = env
+        .op
+        .ok_or(DecodeError::Invalid("payload has no `op`".into()))?;
     let op = Op::parse(&code).ok_or_else(|| DecodeError::UnknownOp(code.to_string()))?;
     let needs = |row: Option<&RawValue>, field| match row {
         Some(_) => Ok(()),
@@ -543,9 +550,7 @@ impl TableSchema {
                 "field": field,
             })
         };
-        let f = |ty: &str, optional: bool, field: &str| {
-            json!({"type": ty, "optional": optional, "field": field})
-        };
+        let f = |ty: &str, optional: bool, field: &str| json!({"type": ty, "optional": optional, "field": field});
         json!({
             "type": "struct",
             "fields": [

@@ -60,6 +60,8 @@ impl CompletedOrder {
     }
 
     pub fn contains(&self, product_id: &str) -> bool {
-        self.products.binary_search_by(|p| p.as_str().cmp(product_id)).is_ok()
+        self.products
+            .binary_search_by(|p| p.as_str().cmp(product_id))
+            .is_ok()
     }
 }

@@ -220,7 +220,10 @@ impl ReferenceData {
             Ok(())
         }
         unique("stores.csv", self.stores.iter().map(|s| s.id))?;
-        unique("payment_method.csv", self.payment_methods.iter().map(|p| p.id))?;
+        unique(
+            "payment_method.csv",
+            self.payment_methods.iter().map(|p| p.id),
+        )?;
         unique("product_category.csv", self.categories.iter().map(|c| c.id))?;
         unique("products.csv", self.products.iter().map(|p| p.id.clone()))?;
         unique("diamond_customers.csv", self.customers.iter().map(|c| c.id))?;
@@ -297,7 +300,11 @@ fn parse_table<T>(
         Some((_, h)) => split_csv_line(h.trim_start_matches('\u{feff}')),
         None => return Err(err(1, "the file is empty".into())),
     };
-    if header.iter().map(String::as_str).ne(columns.iter().copied()) {
+    if header
+        .iter()
+        .map(String::as_str)
+        .ne(columns.iter().copied())
+    {
         return Err(err(
             1,
             format!("header is {header:?}, expected {columns:?}"),
@@ -363,7 +370,10 @@ mod tests {
             .map(|p| p.id)
             .collect();
         assert_eq!(acb, vec![9]);
-        assert_eq!(d.payment_methods[0].bank, None, "the string null means no bank");
+        assert_eq!(
+            d.payment_methods[0].bank, None,
+            "the string null means no bank"
+        );
         assert_eq!(d.product("CF01").unwrap().unit_price, 30_000);
         assert!(d.customers.iter().all(|c| c.tier == Tier::Diamond));
         assert!(
@@ -421,10 +431,8 @@ mod tests {
         assert_eq!(e.line, 1);
         assert!(e.reason.contains("header"), "{e}");
 
-        let e = ReferenceData::from_csv(small(
-            "id,name,category,unit_price\nA,x,1,1\nA,y,1,2\n",
-        ))
-        .unwrap_err();
+        let e = ReferenceData::from_csv(small("id,name,category,unit_price\nA,x,1,1\nA,y,1,2\n"))
+            .unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.reason.contains("duplicate"), "{e}");
     }

@@ -188,11 +188,9 @@ pub fn discounted(unit_price: i64, factor_percent: i64) -> (i64, i64) {
 /// The random generator of one order: the same run seed and order id give the same draws.
 pub fn order_rng(seed: u64, order_id: &str) -> ChaCha8Rng {
     // FNV-1a: stable across platforms and releases, unlike std's hasher.
-    let hash = order_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+    let hash = order_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
     ChaCha8Rng::seed_from_u64(seed ^ hash)
 }
 
@@ -273,9 +271,18 @@ mod tests {
     fn eligibility_needs_diamond_and_acb() {
         let l = lookups();
         assert!(l.is_eligible(&order(Some(7), 9, &["CF01"]).header));
-        assert!(!l.is_eligible(&order(Some(7), 3, &["CF01"]).header), "not ACB");
-        assert!(!l.is_eligible(&order(Some(15_001), 9, &["CF01"]).header), "not diamond");
-        assert!(!l.is_eligible(&order(None, 9, &["CF01"]).header), "no customer");
+        assert!(
+            !l.is_eligible(&order(Some(7), 3, &["CF01"]).header),
+            "not ACB"
+        );
+        assert!(
+            !l.is_eligible(&order(Some(15_001), 9, &["CF01"]).header),
+            "not diamond"
+        );
+        assert!(
+            !l.is_eligible(&order(None, 9, &["CF01"]).header),
+            "no customer"
+        );
     }
 
     #[test]
@@ -302,11 +309,18 @@ mod tests {
             "CF01".into(),
             vec![("C01".into(), 2.0), ("T01".into(), 1.5)],
         );
-        table.related.insert("CF02".into(), vec![("T01".into(), 1.0)]);
+        table
+            .related
+            .insert("CF02".into(), vec![("T01".into(), 1.0)]);
         let s = Suggester::new(1, Box::new(AffinityStrategy { table }));
         let l = lookups();
-        let got = s.suggest(&order(Some(7), 9, &["CF01", "CF02"]), &l).unwrap();
-        assert_eq!((got.product_id.as_str(), got.strategy.as_str()), ("T01", "affinity"));
+        let got = s
+            .suggest(&order(Some(7), 9, &["CF01", "CF02"]), &l)
+            .unwrap();
+        assert_eq!(
+            (got.product_id.as_str(), got.strategy.as_str()),
+            ("T01", "affinity")
+        );
         let got = s.suggest(&order(Some(7), 9, &["CF01", "C01"]), &l).unwrap();
         assert_eq!(got.product_id, "T01", "C01 is in the order already");
         let got = s.suggest(&order(Some(7), 9, &["J01"]), &l).unwrap();

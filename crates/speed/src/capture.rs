@@ -139,8 +139,10 @@ impl Capture {
             }
         }
         for (topic, records) in per_topic {
-            with_retries("sending change events", || producer.send(&topic, records.clone()))
-                .await?;
+            with_retries("sending change events", || {
+                producer.send(&topic, records.clone())
+            })
+            .await?;
         }
         if let Some(position) = changes.iter().rev().find_map(|c| c.resume_after.as_deref()) {
             with_retries("saving the capture position", || {

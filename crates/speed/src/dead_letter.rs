@@ -21,7 +21,10 @@ pub fn dead_letter(record: &Consumed, reason: &str) -> Record {
         headers: vec![
             (REASON_HEADER.into(), reason.as_bytes().to_vec()),
             (TOPIC_HEADER.into(), record.topic.as_bytes().to_vec()),
-            (PARTITION_HEADER.into(), record.partition.to_string().into_bytes()),
+            (
+                PARTITION_HEADER.into(),
+                record.partition.to_string().into_bytes(),
+            ),
             (OFFSET_HEADER.into(), record.offset.to_string().into_bytes()),
         ],
     }

@@ -55,7 +55,10 @@ impl Backoff {
     }
 
     /// `Ok` after a pause when `result` failed in a way a retry may mend, else the result.
-    pub(crate) async fn retry<T>(&mut self, result: Result<T, PortError>) -> Option<Result<T, PortError>> {
+    pub(crate) async fn retry<T>(
+        &mut self,
+        result: Result<T, PortError>,
+    ) -> Option<Result<T, PortError>> {
         match result {
             Err(e) if e.retryable => {
                 tracing::warn!(error = %e, retry_in_ms = self.wait.as_millis() as u64, "{} failed; retrying", self.what);
@@ -69,7 +72,10 @@ impl Backoff {
 }
 
 /// Runs `attempt` until it succeeds or fails with an error that a retry cannot mend.
-pub(crate) async fn with_retries<T, F, Fut>(what: &'static str, mut attempt: F) -> Result<T, PortError>
+pub(crate) async fn with_retries<T, F, Fut>(
+    what: &'static str,
+    mut attempt: F,
+) -> Result<T, PortError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, PortError>>,

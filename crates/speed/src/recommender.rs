@@ -23,7 +23,7 @@ use brewline_ports::{
 use serde::de::DeserializeOwned;
 
 use crate::dead_letter::dead_letter;
-use crate::stats::Stats;
+use crate::stats::{StageNanos, Stats};
 use crate::{with_retries, Backoff, StopWhen};
 
 /// Names of the durable counters the recommender keeps (see [`Counters`]).
@@ -127,17 +127,27 @@ impl Recommender {
             Stats::add(&self.stats.line_events, 1);
             Self::decode_as::<OrderLineRow>(record, ChangeEvent::<OrderLineRow>::order_change)
         } else {
-            Err(format!("record of topic {:?}, which the recommender does not read", record.topic))
+            Err(format!(
+                "record of topic {:?}, which the recommender does not read",
+                record.topic
+            ))
         }
     }
 
     /// Handles one batch. Returns the number of records read.
     pub async fn step(&mut self, e: &mut Engines<'_>) -> Result<usize> {
-        let records = e.consumer.poll(self.config.batch, self.config.poll_wait).await?;
+        let stage = &self.stats.stage_nanos;
+        let t = Instant::now();
+        let records = e
+            .consumer
+            .poll(self.config.batch, self.config.poll_wait)
+            .await?;
+        StageNanos::add(&stage.poll, t);
         if records.is_empty() {
             self.housekeeping(e).await?;
             return Ok(0);
         }
+        let t = Instant::now();
         let mut changes = Vec::with_capacity(records.len());
         let mut committed_at = Vec::with_capacity(records.len());
         let mut dead = Vec::new();
@@ -157,11 +167,15 @@ impl Recommender {
                 }
             }
         }
+        StageNanos::add(&stage.decide, t);
+        let t = Instant::now();
         let steps = if changes.is_empty() {
             Vec::new()
         } else {
             with_retries("applying order changes", || e.orders.apply(changes.clone())).await?
         };
+        StageNanos::add(&stage.apply, t);
+        let t = Instant::now();
         let (mut completed, mut eligible, mut replayed) = (0u64, 0u64, 0u64);
         let mut suggestions = Vec::new();
         let mut latencies = Vec::new();
@@ -178,27 +192,34 @@ impl Recommender {
                 replayed += 1;
             }
             if let Some(s) = self.suggester.suggest(&order, &self.lookups) {
-                let value = serde_json::to_vec(&s)
-                    .map_err(|e| PortError::fatal("recommender", format!("cannot encode a suggestion: {e}")))?;
+                let value = serde_json::to_vec(&s).map_err(|e| {
+                    PortError::fatal("recommender", format!("cannot encode a suggestion: {e}"))
+                })?;
                 suggestions.push(Record::keyed(s.order_id.into_bytes(), Some(value)));
                 if first {
                     latencies.push(committed_at[i]);
                 }
             }
         }
+        StageNanos::add(&stage.decide, t);
+        let t = Instant::now();
         if !dead.is_empty() {
             with_retries("sending dead letters", || {
-                e.producer.send(&self.config.dead_letter_topic, dead.clone())
+                e.producer
+                    .send(&self.config.dead_letter_topic, dead.clone())
             })
             .await?;
         }
         let sent = suggestions.len() as u64;
         if !suggestions.is_empty() {
             with_retries("sending suggestions", || {
-                e.producer.send(&self.config.suggestions_topic, suggestions.clone())
+                e.producer
+                    .send(&self.config.suggestions_topic, suggestions.clone())
             })
             .await?;
         }
+        StageNanos::add(&stage.send, t);
+        let t = Instant::now();
         let acked_us = brewline_ports::now_us();
         for at in latencies {
             self.stats.record_latency(acked_us - at);
@@ -208,8 +229,10 @@ impl Recommender {
             let o = next.entry((r.topic.as_str(), r.partition)).or_insert(0);
             *o = (*o).max(r.offset + 1);
         }
-        let offsets: Vec<(String, i32, i64)> =
-            next.into_iter().map(|((t, p), o)| (t.to_string(), p, o)).collect();
+        let offsets: Vec<(String, i32, i64)> = next
+            .into_iter()
+            .map(|((t, p), o)| (t.to_string(), p, o))
+            .collect();
         let mut backoff = Backoff::new("committing offsets");
         loop {
             if let Some(done) = backoff.retry(e.consumer.commit(&offsets).await).await {
@@ -231,6 +254,7 @@ impl Recommender {
             (counter::DEAD_LETTERS, dead_count),
         ];
         with_retries("updating counters", || e.counters.add(&deltas)).await?;
+        StageNanos::add(&stage.commit, t);
         self.housekeeping(e).await?;
         Ok(records.len())
     }
@@ -256,7 +280,8 @@ impl Recommender {
             self.last_lookup_check = Instant::now();
             let version = with_retries("checking lookups", || e.lookups.version()).await?;
             if version != self.lookups_version {
-                let (lookups, version) = with_retries("loading lookups", || e.lookups.load()).await?;
+                let (lookups, version) =
+                    with_retries("loading lookups", || e.lookups.load()).await?;
                 tracing::info!(version, "lookups refreshed");
                 self.lookups = lookups;
                 self.lookups_version = version;

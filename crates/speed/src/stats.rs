@@ -23,6 +23,8 @@ pub struct Stats {
     pub replayed: AtomicU64,
     pub cancelled: AtomicU64,
     pub expired_incomplete: AtomicU64,
+    /// Time the recommender spent in each stage of its batches, in nanoseconds.
+    pub stage_nanos: StageNanos,
     /// Microseconds from the source commit to the suggestion acknowledged by the log.
     /// (`None` only if the histogram could not be made, which its fixed bounds rule out.)
     latency_us: Mutex<Option<Histogram<u64>>>,
@@ -41,9 +43,43 @@ impl Default for Stats {
             replayed: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             expired_incomplete: AtomicU64::new(0),
+            stage_nanos: StageNanos::default(),
             // 1 µs to 1 hour, 3 significant digits.
             latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()),
         }
+    }
+}
+
+/// Where a recommender's time goes, per stage of a batch (nanoseconds, summed).
+#[derive(Debug, Default)]
+pub struct StageNanos {
+    /// Waiting for and reading records.
+    pub poll: AtomicU64,
+    /// Decoding change events and choosing suggestions.
+    pub decide: AtomicU64,
+    /// Applying changes to the order store.
+    pub apply: AtomicU64,
+    /// Sending suggestions and dead letters, until acknowledged.
+    pub send: AtomicU64,
+    /// Committing offsets and counters.
+    pub commit: AtomicU64,
+}
+
+impl StageNanos {
+    pub(crate) fn add(counter: &AtomicU64, since: std::time::Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// (stage, seconds) for each stage.
+    pub fn seconds(&self) -> [(&'static str, f64); 5] {
+        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        [
+            ("poll", s(&self.poll)),
+            ("decide", s(&self.decide)),
+            ("apply", s(&self.apply)),
+            ("send", s(&self.send)),
+            ("commit", s(&self.commit)),
+        ]
     }
 }
 

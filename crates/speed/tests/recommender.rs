@@ -1,6 +1,8 @@
 //! The recommender over the embedded engines: what it suggests, what it dead-letters, and what
 //! survives a crash at each point of a batch.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,9 +16,7 @@ use brewline_core::order::NewOrder;
 use brewline_core::suggestion::{Lookups, RandomStrategy, Suggester};
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
-use brewline_ports::{
-    Capturable, EventLog, PortError, Producer, Record, SourceDb, Subscription,
-};
+use brewline_ports::{Capturable, EventLog, PortError, Producer, Record, SourceDb, Subscription};
 use brewline_speed::capture::{Capture, CaptureConfig};
 use brewline_speed::recommender::{Engines, Recommender, RecommenderConfig};
 use brewline_speed::stats::Stats;
@@ -64,7 +64,9 @@ fn eligible_ids(orders: &[NewOrder]) -> BTreeSet<String> {
 async fn prepared(root: &Path) -> DataDir {
     let dir = DataDir::open(root, Duration::from_secs(90)).unwrap();
     dir.source.seed_reference(&reference()).await.unwrap();
-    lookup_cache::refresh(&dir.source, &dir.state, "ACB").await.unwrap();
+    lookup_cache::refresh(&dir.source, &dir.state, "ACB")
+        .await
+        .unwrap();
     for t in [ORDERS, LINES, SUGGESTIONS] {
         dir.log.create_topic(t, 3).await.unwrap();
     }
@@ -89,12 +91,17 @@ async fn write_and_capture(dir: &DataDir, orders: &[NewOrder], schemas: bool) {
             batch: 100,
             tables: vec![
                 (TableSchema::orders("mysql", "coffee_shop"), "id".into()),
-                (TableSchema::order_details("mysql", "coffee_shop"), "order_id".into()),
+                (
+                    TableSchema::order_details("mysql", "coffee_shop"),
+                    "order_id".into(),
+                ),
             ],
         },
         Arc::new(Stats::default()),
     );
-    let position = brewline_ports::CheckpointStore::load(&dir.log, "capture").await.unwrap();
+    let position = brewline_ports::CheckpointStore::load(&dir.log, "capture")
+        .await
+        .unwrap();
     let mut feed = dir.source.follow(position).await.unwrap();
     let producer = dir.log.producer().unwrap();
     capture
@@ -146,7 +153,10 @@ async fn recommend(
 }
 
 /// Every record of a topic, as (key, value).
-async fn read_all(dir: &DataDir, topic: &str) -> Vec<(Option<String>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>)> {
+async fn read_all(
+    dir: &DataDir,
+    topic: &str,
+) -> Vec<(Option<String>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>)> {
     let mut c = dir
         .log
         .consumer(Subscription {
@@ -197,7 +207,10 @@ async fn every_eligible_order_gets_one_suggestion_and_no_other_order_any() {
         for (id, v) in &got {
             let order = os.iter().find(|o| &o.id == id).unwrap();
             let product = v[0]["product_id"].as_str().unwrap();
-            assert!(!order.lines.iter().any(|l| l.product_id == product), "not in the order");
+            assert!(
+                !order.lines.iter().any(|l| l.product_id == product),
+                "not in the order"
+            );
         }
         assert_eq!(Stats::get(&stats.completed), 600);
         assert_eq!(Stats::get(&stats.eligible), 200);
@@ -226,25 +239,44 @@ async fn malformed_events_are_dead_lettered_and_processing_goes_on() {
         )
         .await
         .unwrap();
-    producer.send(LINES, vec![bad(&[0xff, 0xfe])]).await.unwrap();
+    producer
+        .send(LINES, vec![bad(&[0xff, 0xfe])])
+        .await
+        .unwrap();
     let os = orders(30);
     write_and_capture(&dir, &os, false).await;
     let (result, stats) = recommend(&dir, 16, producer.as_ref()).await;
     result.unwrap();
-    assert_eq!(suggestions(&dir).await.len(), eligible_ids(&os).len(), "good events still flow");
+    assert_eq!(
+        suggestions(&dir).await.len(),
+        eligible_ids(&os).len(),
+        "good events still flow"
+    );
     let dead = read_all(&dir, DLQ).await;
     assert_eq!(dead.len(), 5, "the tombstone is not an error");
     assert_eq!(Stats::get(&stats.dead_letters), 5);
     let header = |h: &[(String, Vec<u8>)], name: &str| {
         String::from_utf8(h.iter().find(|(k, _)| k == name).unwrap().1.clone()).unwrap()
     };
-    let reasons: BTreeSet<String> = dead.iter().map(|(_, _, h)| header(h, "brewline.error.reason")).collect();
-    assert!(reasons.iter().any(|r| r.contains("not a Debezium change event")));
+    let reasons: BTreeSet<String> = dead
+        .iter()
+        .map(|(_, _, h)| header(h, "brewline.error.reason"))
+        .collect();
+    assert!(reasons
+        .iter()
+        .any(|r| r.contains("not a Debezium change event")));
     assert!(reasons.iter().any(|r| r.contains("no `payload`")));
     assert!(reasons.iter().any(|r| r.contains("unknown op \"z\"")));
     assert!(reasons.iter().any(|r| r.contains("invalid type")));
-    let binary = dead.iter().find(|(_, v, _)| v.as_deref() == Some(&[0xff, 0xfe][..])).unwrap();
-    assert_eq!(header(&binary.2, "brewline.error.topic"), LINES, "original bytes, topic kept");
+    let binary = dead
+        .iter()
+        .find(|(_, v, _)| v.as_deref() == Some(&[0xff, 0xfe][..]))
+        .unwrap();
+    assert_eq!(
+        header(&binary.2, "brewline.error.topic"),
+        LINES,
+        "original bytes, topic kept"
+    );
     assert_eq!(header(&binary.2, "brewline.error.offset"), "0");
 }
 
@@ -298,13 +330,27 @@ async fn a_crash_at_any_point_of_a_batch_loses_no_suggestion_and_repeats_only_id
         let producer = dir.log.producer().unwrap();
         let (result, stats) = recommend(&dir, 50, producer.as_ref()).await;
         result.unwrap();
-        assert!(Stats::get(&stats.replayed) >= 1, "the completing events of the crashed batch came again");
+        assert!(
+            Stats::get(&stats.replayed) >= 1,
+            "the completing events of the crashed batch came again"
+        );
         let got = suggestions(&dir).await;
-        assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), eligible_ids(&os), "none lost");
+        assert_eq!(
+            got.keys().cloned().collect::<BTreeSet<_>>(),
+            eligible_ids(&os),
+            "none lost"
+        );
         for (id, copies) in &got {
-            assert!(copies.iter().all(|c| c == &copies[0]), "order {id}: repeats are identical");
+            assert!(
+                copies.iter().all(|c| c == &copies[0]),
+                "order {id}: repeats are identical"
+            );
             if before {
-                assert_eq!(copies.len(), 1, "nothing was sent before the crash, so nothing repeats");
+                assert_eq!(
+                    copies.len(),
+                    1,
+                    "nothing was sent before the crash, so nothing repeats"
+                );
             }
         }
     }
@@ -325,21 +371,38 @@ async fn stopping_half_way_and_reopening_loses_nothing_and_repeats_nothing() {
     let producer = dir.log.producer().unwrap();
     let (result, stats) = recommend(&dir, 128, producer.as_ref()).await;
     result.unwrap();
-    assert_eq!(Stats::get(&stats.completed), 500, "the second run handles only the new orders");
+    assert_eq!(
+        Stats::get(&stats.completed),
+        500,
+        "the second run handles only the new orders"
+    );
     let got = suggestions(&dir).await;
-    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), eligible_ids(&os));
+    assert_eq!(
+        got.keys().cloned().collect::<BTreeSet<_>>(),
+        eligible_ids(&os)
+    );
     assert!(got.values().all(|v| v.len() == 1), "none suggested twice");
     let change_events = read_all(&dir, ORDERS).await.len() + read_all(&dir, LINES).await.len();
     let lines: usize = os.iter().map(|o| o.lines.len()).sum();
-    assert_eq!(change_events, os.len() + lines, "capture resumed without repeating or skipping");
+    assert_eq!(
+        change_events,
+        os.len() + lines,
+        "capture resumed without repeating or skipping"
+    );
 }
 
 #[tokio::test]
 async fn a_cancelled_order_gets_no_suggestion_and_written_back_suggestions_trigger_nothing() {
     let root = tempfile::tempdir().unwrap();
     let dir = prepared(root.path()).await;
-    let os: Vec<NewOrder> = orders(60).into_iter().filter(|o| o.lines.len() >= 2).collect();
-    let eligible: Vec<&NewOrder> = os.iter().filter(|o| eligible_ids(&os).contains(&o.id)).collect();
+    let os: Vec<NewOrder> = orders(60)
+        .into_iter()
+        .filter(|o| o.lines.len() >= 2)
+        .collect();
+    let eligible: Vec<&NewOrder> = os
+        .iter()
+        .filter(|o| eligible_ids(&os).contains(&o.id))
+        .collect();
     assert!(!eligible.is_empty());
     let victim = eligible[0];
     // The order row arrives; before its lines do, the order is deleted.
@@ -376,6 +439,9 @@ async fn a_cancelled_order_gets_no_suggestion_and_written_back_suggestions_trigg
     let (result, stats) = recommend(&dir, 32, producer.as_ref()).await;
     result.unwrap();
     assert_eq!(Stats::get(&stats.line_events), 1, "the write-back was read");
-    assert_eq!(Stats::get(&stats.completed) + Stats::get(&stats.replayed), 0);
+    assert_eq!(
+        Stats::get(&stats.completed) + Stats::get(&stats.replayed),
+        0
+    );
     assert_eq!(suggestions(&dir).await, got, "and triggered nothing");
 }

@@ -64,7 +64,9 @@ fn decodes_snapshot_read_with_null_customer() {
     let c: ChangeEvent<OrderRow> = change(ORDER_SNAPSHOT_READ);
     assert_eq!(c.op, Op::Read);
     assert_eq!(c.source.snapshot.as_deref(), Some("true"));
-    assert!(matches!(c.order_change().unwrap(), Some(OrderChange::Placed(h)) if h.customer_id.is_none()));
+    assert!(
+        matches!(c.order_change().unwrap(), Some(OrderChange::Placed(h)) if h.customer_id.is_none())
+    );
 }
 
 #[test]
@@ -94,20 +96,27 @@ fn suggested_lines_are_not_items_of_the_order() {
 
 #[test]
 fn added_columns_do_not_break_decoding() {
-    let s = LINE_CREATE_NO_SCHEMA.replace(r#""is_suggestion":0"#, r#""is_suggestion":0,"note":"x""#);
+    let s =
+        LINE_CREATE_NO_SCHEMA.replace(r#""is_suggestion":0"#, r#""is_suggestion":0,"note":"x""#);
     let c: ChangeEvent<OrderLineRow> = change(&s);
     assert_eq!(c.after.unwrap().product_id, "CF03");
 }
 
 #[test]
 fn bad_events_get_a_reason() {
-    let reason = |s: &str| decode::<OrderRow>(Some(s.as_bytes())).unwrap_err().to_string();
+    let reason = |s: &str| {
+        decode::<OrderRow>(Some(s.as_bytes()))
+            .unwrap_err()
+            .to_string()
+    };
     assert!(reason("not json").contains("not a Debezium change event"));
     assert!(reason(r#"{"hello":1}"#).contains("no `payload`"));
     assert!(reason(r#"{"payload":{"op":"x","after":null}}"#).contains("unknown op \"x\""));
     assert!(reason(r#"{"op":"c","after":null,"source":{}}"#).contains("needs a `after` row"));
     assert!(reason(r#"{"op":"d","before":null}"#).contains("`before`"));
-    let r = reason(r#"{"op":"c","after":{"id":"a","store_id":"three","payment_method_id":1,"num_products":1}}"#);
+    let r = reason(
+        r#"{"op":"c","after":{"id":"a","store_id":"three","payment_method_id":1,"num_products":1}}"#,
+    );
     assert!(r.contains("invalid type"), "{r}");
     let r = reason(r#"{"op":"c","after":{"id":"a","store_id":3,"num_products":1}}"#);
     assert!(r.contains("missing field `payment_method_id`"), "{r}");
@@ -116,7 +125,11 @@ fn bad_events_get_a_reason() {
     let zero: ChangeEvent<OrderRow> = change(
         r#"{"op":"c","after":{"id":"a","store_id":3,"payment_method_id":1,"num_products":0}}"#,
     );
-    assert!(zero.order_change().unwrap_err().to_string().contains("num_products 0"));
+    assert!(zero
+        .order_change()
+        .unwrap_err()
+        .to_string()
+        .contains("num_products 0"));
 }
 
 #[test]
@@ -126,10 +139,18 @@ fn encoded_schema_describes_the_table() {
     let after = &schema["fields"][1];
     assert_eq!(after["field"], "after");
     assert_eq!(after["name"], "mysql.coffee_shop.order_details.Value");
-    let flag = after["fields"].as_array().unwrap().iter().find(|f| f["field"] == "is_suggestion");
+    let flag = after["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "is_suggestion");
     assert_eq!(flag.unwrap()["type"], "boolean");
     let orders = TableSchema::orders("mysql", "coffee_shop").envelope_schema();
-    let ts = orders["fields"][1]["fields"].as_array().unwrap().iter().find(|f| f["field"] == "timestamp");
+    let ts = orders["fields"][1]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "timestamp");
     assert_eq!(ts.unwrap()["name"], "io.debezium.time.Timestamp");
 }
 
@@ -147,7 +168,13 @@ fn normalize_turns_flags_into_booleans_and_orders_columns() {
 }
 
 fn arb_source() -> impl Strategy<Value = Source> {
-    (any::<i64>(), 0i64..1 << 40, 0i32..100, "[a-z]{1,8}", prop::option::of(any::<i64>()))
+    (
+        any::<i64>(),
+        0i64..1 << 40,
+        0i32..100,
+        "[a-z]{1,8}",
+        prop::option::of(any::<i64>()),
+    )
         .prop_map(|(ts_ms, pos, row, table, ts_us)| Source {
             version: "brewline".into(),
             connector: "mysql".into(),
@@ -168,14 +195,35 @@ fn arb_source() -> impl Strategy<Value = Source> {
 }
 
 fn arb_line() -> impl Strategy<Value = OrderLineRow> {
-    ("[ -~]{0,12}", "[A-Z]{1,2}[0-9]{2}", 1i64..4, 0i64..100, 0i64..1_000_000, any::<bool>())
-        .prop_map(|(order_id, product_id, quantity, discount_percent, subtotal, is_suggestion)| {
-            OrderLineRow { order_id, product_id, quantity, discount_percent, subtotal, is_suggestion }
-        })
+    (
+        "[ -~]{0,12}",
+        "[A-Z]{1,2}[0-9]{2}",
+        1i64..4,
+        0i64..100,
+        0i64..1_000_000,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(order_id, product_id, quantity, discount_percent, subtotal, is_suggestion)| {
+                OrderLineRow {
+                    order_id,
+                    product_id,
+                    quantity,
+                    discount_percent,
+                    subtotal,
+                    is_suggestion,
+                }
+            },
+        )
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
-    prop_oneof![Just(Op::Create), Just(Op::Update), Just(Op::Delete), Just(Op::Read)]
+    prop_oneof![
+        Just(Op::Create),
+        Just(Op::Update),
+        Just(Op::Delete),
+        Just(Op::Read)
+    ]
 }
 
 proptest! {

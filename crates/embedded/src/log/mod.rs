@@ -143,7 +143,10 @@ fn decode_headers(mut bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
 impl EventLog for EmbeddedLog {
     async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         if partitions < 1 {
-            return Err(PortError::fatal(ENGINE, format!("topic {topic:?}: partitions must be at least 1")));
+            return Err(PortError::fatal(
+                ENGINE,
+                format!("topic {topic:?}: partitions must be at least 1"),
+            ));
         }
         let topic = topic.to_string();
         self.db
@@ -308,20 +311,23 @@ impl EmbeddedConsumer {
                 )?;
                 let mut out = Vec::new();
                 for (topic, p, from) in order {
-                    let rows = st.query_map(params![topic, p, from, per_partition as i64], |r| {
-                        let headers: Option<Vec<u8>> = r.get(3)?;
-                        Ok(Consumed {
-                            topic: topic.clone(),
-                            partition: p,
-                            offset: r.get(0)?,
-                            timestamp_ms: r.get(4)?,
-                            record: Record {
-                                key: r.get(1)?,
-                                value: r.get(2)?,
-                                headers: headers.map(|h| decode_headers(&h)).unwrap_or_default(),
-                            },
-                        })
-                    })?;
+                    let rows =
+                        st.query_map(params![topic, p, from, per_partition as i64], |r| {
+                            let headers: Option<Vec<u8>> = r.get(3)?;
+                            Ok(Consumed {
+                                topic: topic.clone(),
+                                partition: p,
+                                offset: r.get(0)?,
+                                timestamp_ms: r.get(4)?,
+                                record: Record {
+                                    key: r.get(1)?,
+                                    value: r.get(2)?,
+                                    headers: headers
+                                        .map(|h| decode_headers(&h))
+                                        .unwrap_or_default(),
+                                },
+                            })
+                        })?;
                     for row in rows {
                         out.push(row?);
                     }
@@ -410,8 +416,12 @@ impl CheckpointStore for EmbeddedLog {
         let name = name.to_string();
         self.db
             .run(move |c| {
-                c.query_row("SELECT value FROM checkpoints WHERE name = ?1", [name], |r| r.get(0))
-                    .optional()
+                c.query_row(
+                    "SELECT value FROM checkpoints WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()
             })
             .await
     }

@@ -34,7 +34,9 @@ async fn keys_land_in_kafkas_partition_with_consecutive_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), "t", 3).await;
     let p = log.producer().unwrap();
-    let records: Vec<_> = (0..60).map(|i| record(&format!("k{}", i % 10), &i.to_string())).collect();
+    let records: Vec<_> = (0..60)
+        .map(|i| record(&format!("k{}", i % 10), &i.to_string()))
+        .collect();
     p.send("t", records[..30].to_vec()).await.unwrap();
     p.send("t", records[30..].to_vec()).await.unwrap();
     let mut c = log.consumer(group(&["t"], None)).await.unwrap();
@@ -64,11 +66,19 @@ async fn a_group_resumes_from_its_committed_offsets_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), "t", 2).await;
     let p = log.producer().unwrap();
-    p.send("t", (0..10).map(|i| record(&format!("k{i}"), "v")).collect()).await.unwrap();
+    p.send(
+        "t",
+        (0..10).map(|i| record(&format!("k{i}"), "v")).collect(),
+    )
+    .await
+    .unwrap();
     let mut c = log.consumer(group(&["t"], Some("g"))).await.unwrap();
     let first = c.poll(4, Duration::ZERO).await.unwrap();
     assert_eq!(c.lag().await.unwrap(), 10 - first.len() as u64);
-    let commits: Vec<_> = first.iter().map(|r| (r.topic.clone(), r.partition, r.offset + 1)).collect();
+    let commits: Vec<_> = first
+        .iter()
+        .map(|r| (r.topic.clone(), r.partition, r.offset + 1))
+        .collect();
     c.commit(&commits).await.unwrap();
     // Read more without committing, then "crash".
     let _uncommitted = c.poll(100, Duration::ZERO).await.unwrap();
@@ -77,12 +87,22 @@ async fn a_group_resumes_from_its_committed_offsets_after_a_reopen() {
     let log = EmbeddedLog::open(&dir.path().join("log.sqlite")).unwrap();
     let mut c = log.consumer(group(&["t"], Some("g"))).await.unwrap();
     let rest = drain(c.as_mut()).await;
-    assert_eq!(rest.len() + first.len(), 10, "uncommitted records come again, committed ones do not");
+    assert_eq!(
+        rest.len() + first.len(),
+        10,
+        "uncommitted records come again, committed ones do not"
+    );
     for r in &rest {
-        assert!(!first.iter().any(|f| f.partition == r.partition && f.offset == r.offset));
+        assert!(!first
+            .iter()
+            .any(|f| f.partition == r.partition && f.offset == r.offset));
     }
     let mut other = log.consumer(group(&["t"], Some("other"))).await.unwrap();
-    assert_eq!(drain(other.as_mut()).await.len(), 10, "another group starts from the earliest");
+    assert_eq!(
+        drain(other.as_mut()).await.len(),
+        10,
+        "another group starts from the earliest"
+    );
 }
 
 #[tokio::test]
@@ -95,16 +115,28 @@ async fn headers_tombstones_and_unkeyed_records_survive() {
         value: Some(vec![0xff, 0x00, 0x01]),
         headers: vec![("reason".into(), b"bad".to_vec()), ("empty".into(), vec![])],
     };
-    p.send("t", vec![with_headers.clone(), Record::keyed("k", None), Record::default()])
-        .await
-        .unwrap();
+    p.send(
+        "t",
+        vec![
+            with_headers.clone(),
+            Record::keyed("k", None),
+            Record::default(),
+        ],
+    )
+    .await
+    .unwrap();
     let mut c = log.consumer(group(&["t"], None)).await.unwrap();
     let all = drain(c.as_mut()).await;
     assert_eq!(all.len(), 3);
     assert!(all.iter().any(|r| r.record == with_headers));
-    assert!(all.iter().any(|r| r.record.key.as_deref() == Some(b"k") && r.record.value.is_none()));
-    let partitions: std::collections::HashSet<_> =
-        all.iter().filter(|r| r.record.key.is_none()).map(|r| r.partition).collect();
+    assert!(all
+        .iter()
+        .any(|r| r.record.key.as_deref() == Some(b"k") && r.record.value.is_none()));
+    let partitions: std::collections::HashSet<_> = all
+        .iter()
+        .filter(|r| r.record.key.is_none())
+        .map(|r| r.partition)
+        .collect();
     assert_eq!(partitions.len(), 2, "unkeyed records are spread");
 }
 
@@ -114,7 +146,12 @@ async fn missing_topics_are_errors_and_creating_twice_is_harmless() {
     let log = log_with(dir.path(), "t", 3).await;
     log.create_topic("t", 5).await.unwrap();
     assert_eq!(log.topics().await.unwrap(), vec![("t".to_string(), 3)]);
-    let e = log.producer().unwrap().send("nope", vec![record("k", "v")]).await.unwrap_err();
+    let e = log
+        .producer()
+        .unwrap()
+        .send("nope", vec![record("k", "v")])
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("\"nope\" does not exist"), "{e}");
     assert!(log.consumer(group(&["nope"], Some("g"))).await.is_err());
     assert!(log.create_topic("zero", 0).await.is_err());

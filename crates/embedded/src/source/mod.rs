@@ -52,7 +52,9 @@ impl EmbeddedSource {
             register_clock(conn, for_functions)
         })?;
         let last: i64 = db.blocking(|c| {
-            c.query_row("SELECT COALESCE(MAX(txn), 0) FROM changelog", [], |r| r.get(0))
+            c.query_row("SELECT COALESCE(MAX(txn), 0) FROM changelog", [], |r| {
+                r.get(0)
+            })
         })?;
         clock.txn.store(last, Ordering::SeqCst);
         Ok(EmbeddedSource {
@@ -75,7 +77,8 @@ impl EmbeddedSource {
             .run(move |conn| {
                 clock.txn.fetch_add(1, Ordering::SeqCst);
                 clock.started_us.store(crate::now_us(), Ordering::SeqCst);
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let out = f(&tx)?;
                 tx.commit()?;
                 Ok(out)
@@ -95,7 +98,9 @@ impl EmbeddedSource {
     /// Runs one query returning a single integer (for checks and tests).
     pub async fn query_i64(&self, sql: &str) -> Result<i64> {
         let sql = sql.to_string();
-        self.db.run(move |c| c.query_row(&sql, [], |r| r.get(0))).await
+        self.db
+            .run(move |c| c.query_row(&sql, [], |r| r.get(0)))
+            .await
     }
 }
 
@@ -104,9 +109,12 @@ fn register_clock(conn: &Connection, clock: Arc<TxnClock>) -> rusqlite::Result<(
     conn.create_scalar_function("brewline_txn", 0, FunctionFlags::SQLITE_UTF8, move |_| {
         Ok(c.txn.load(Ordering::SeqCst))
     })?;
-    conn.create_scalar_function("brewline_txn_us", 0, FunctionFlags::SQLITE_UTF8, move |_| {
-        Ok(clock.started_us.load(Ordering::SeqCst))
-    })
+    conn.create_scalar_function(
+        "brewline_txn_us",
+        0,
+        FunctionFlags::SQLITE_UTF8,
+        move |_| Ok(clock.started_us.load(Ordering::SeqCst)),
+    )
 }
 
 #[async_trait]
@@ -118,7 +126,10 @@ impl SourceDb for EmbeddedSource {
             .await?;
         match n {
             3 => Ok(()),
-            _ => Err(PortError::fatal(ENGINE, format!("{}: schema incomplete", self.path.display()))),
+            _ => Err(PortError::fatal(
+                ENGINE,
+                format!("{}: schema incomplete", self.path.display()),
+            )),
         }
     }
 
@@ -218,7 +229,9 @@ impl SourceDb for EmbeddedSource {
                     })?
                     .collect::<rusqlite::Result<_>>()?;
                 let products = c
-                    .prepare("SELECT id, name, category_id, unit_price FROM products ORDER BY rowid")?
+                    .prepare(
+                        "SELECT id, name, category_id, unit_price FROM products ORDER BY rowid",
+                    )?
                     .query_map([], |r| {
                         Ok(Product {
                             id: r.get(0)?,
@@ -260,7 +273,8 @@ impl SourceDb for EmbeddedSource {
                     clock.txn.fetch_add(1, Ordering::SeqCst);
                     let now = crate::now_us();
                     clock.started_us.store(now, Ordering::SeqCst);
-                    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let tx =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     tx.prepare_cached(
                         "INSERT INTO orders (id, timestamp, customer_id, store_id,
                              payment_method_id, num_products, status)
@@ -315,7 +329,10 @@ impl Capturable for EmbeddedSource {
         let after = match position {
             None => 0,
             Some(p) => p.parse::<i64>().map_err(|_| {
-                PortError::fatal(ENGINE, format!("position {p:?} is not a changelog sequence number"))
+                PortError::fatal(
+                    ENGINE,
+                    format!("position {p:?} is not a changelog sequence number"),
+                )
             })?,
         };
         let db = Db::open(&self.path, ENGINE, "", |_| Ok(()))?;
@@ -384,7 +401,10 @@ fn parse_image(
 ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| {
-            PortError::fatal(ENGINE, format!("changelog row {seq} has a bad row image: {e}"))
+            PortError::fatal(
+                ENGINE,
+                format!("changelog row {seq} has a bad row image: {e}"),
+            )
         })
     })
     .transpose()
@@ -396,7 +416,10 @@ impl EmbeddedChangeFeed {
         for (i, row) in rows.iter().enumerate() {
             let txn_ends = rows.get(i + 1).is_none_or(|next| next.txn != row.txn);
             let op = Op::parse(&row.op).ok_or_else(|| {
-                PortError::fatal(ENGINE, format!("changelog row {} has op {:?}", row.seq, row.op))
+                PortError::fatal(
+                    ENGINE,
+                    format!("changelog row {} has op {:?}", row.seq, row.op),
+                )
             })?;
             out.push(RowChange {
                 table: row.table.clone(),
@@ -431,7 +454,10 @@ impl ChangeFeed for EmbeddedChangeFeed {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let after = self.after;
-            let rows = self.db.run(move |c| read_rows(c, after, max.max(1))).await?;
+            let rows = self
+                .db
+                .run(move |c| read_rows(c, after, max.max(1)))
+                .await?;
             if let Some(last) = rows.last() {
                 self.after = last.seq;
                 return Self::to_changes(rows);

@@ -23,9 +23,16 @@ async fn reference_data_round_trips_and_seeding_twice_changes_nothing() {
     let stamp = "SELECT SUM(updated_at) FROM products";
     let before = s.query_i64(stamp).await.unwrap();
     s.seed_reference(&reference()).await.unwrap();
-    assert_eq!(s.query_i64(stamp).await.unwrap(), before, "unchanged rows keep updated_at");
+    assert_eq!(
+        s.query_i64(stamp).await.unwrap(),
+        before,
+        "unchanged rows keep updated_at"
+    );
     let back = s.load_reference().await.unwrap();
-    assert!(back == reference(), "reference data reads back as it was written");
+    assert!(
+        back == reference(),
+        "reference data reads back as it was written"
+    );
     assert_eq!(
         s.query_i64("SELECT COUNT(*) FROM customers WHERE phone_number LIKE '0%'")
             .await
@@ -48,7 +55,10 @@ async fn a_changed_price_is_updated_with_a_new_timestamp() {
         .await
         .unwrap();
     assert_eq!(changed, 2, "only the changed product has a new updated_at");
-    assert_eq!(s.load_reference().await.unwrap().products[0].unit_price, r.products[0].unit_price);
+    assert_eq!(
+        s.load_reference().await.unwrap().products[0].unit_price,
+        r.products[0].unit_price
+    );
 }
 
 #[tokio::test]
@@ -71,9 +81,17 @@ async fn every_change_reaches_the_feed_in_whole_transactions() {
         if batch.is_empty() {
             break;
         }
-        assert!(batch.last().unwrap().resume_after.is_some(), "a batch ends a transaction");
+        assert!(
+            batch.last().unwrap().resume_after.is_some(),
+            "a batch ends a transaction"
+        );
         assert_eq!(batch[0].table, "orders");
-        assert_eq!(batch.len(), 1 + batch[0].after.as_ref().unwrap()["num_products"].as_u64().unwrap() as usize);
+        assert_eq!(
+            batch.len(),
+            1 + batch[0].after.as_ref().unwrap()["num_products"]
+                .as_u64()
+                .unwrap() as usize
+        );
         all.extend(batch);
     }
     assert_eq!(all.len(), 50 + lines);
@@ -104,7 +122,10 @@ async fn updates_and_deletes_carry_before_and_after_and_resume_from_a_position()
     .unwrap();
     // A new follower resumes after the stored position and sees only the new transaction.
     let mut resumed = s.follow(position).await.unwrap();
-    let changes = resumed.next(1000, Duration::from_millis(200)).await.unwrap();
+    let changes = resumed
+        .next(1000, Duration::from_millis(200))
+        .await
+        .unwrap();
     let ops: Vec<_> = changes.iter().map(|c| (c.table.as_str(), c.op)).collect();
     let mut expected = vec![("orders", Op::Update)];
     expected.extend(os[0].lines.iter().map(|_| ("order_details", Op::Delete)));
@@ -116,7 +137,9 @@ async fn updates_and_deletes_carry_before_and_after_and_resume_from_a_position()
     let delete = changes.last().unwrap();
     assert!(delete.after.is_none());
     assert_eq!(delete.before.as_ref().unwrap()["id"], os[0].id.as_str());
-    assert!(changes[..changes.len() - 1].iter().all(|c| c.resume_after.is_none()));
+    assert!(changes[..changes.len() - 1]
+        .iter()
+        .all(|c| c.resume_after.is_none()));
     assert!(changes.last().unwrap().resume_after.is_some());
 }
 

@@ -1,31 +1,44 @@
-//! The embedded state store: per-order state, the static lookups and running counters in
-//! SQLite — what Redis holds in production.
+//! The embedded state store: per-order state, the static lookups and running counters — what
+//! Redis holds in production.
 //!
-//! Where Redis keeps `ordered_products:{order}`, `message_count:{order}`, the order's header
-//! and `order_status:{order}` as separate keys, this store keeps one row per order holding the
-//! same [`OrderState`], written in the same transaction as every other change of its batch. An
-//! order's state expires [`EmbeddedState::ttl`] after its last change, as Redis' `EXPIRE` does.
+//! Like Redis with its append-only file, live order state is held in memory and every batch of
+//! changes is made durable by appending the new state of each touched order to a journal, in
+//! the same transaction, before the batch's outcome is returned. On open the journal of the last
+//! TTL is replayed; older entries are trimmed from its head. Appends are sequential, so a batch
+//! costs one short write however random the order ids are.
+//!
+//! Where Redis keeps `ordered_products:{order}`, `message_count:{order}`, the order's header and
+//! `order_status:{order}` as separate keys, this store keeps them together as one
+//! [`OrderState`]. An order's state expires [`EmbeddedState::ttl`] after its last change, as
+//! Redis' `EXPIRE` makes it.
+//!
+//! All handles on one state file in a process share one in-memory state, so two workers
+//! complete an order once; another process is refused while one has the file open.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use brewline_core::assembly::{OrderState, Step};
 use brewline_core::suggestion::Lookups;
 use brewline_ports::{Applied, Counters, LookupStore, OrderStore, PortError, Result};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use crate::sqlite::Db;
 
 const ENGINE: &str = "embedded state";
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS order_state (
-    order_id TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS order_journal (
+    seq INTEGER PRIMARY KEY,
+    order_id TEXT NOT NULL,
     state TEXT NOT NULL,
     touched_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS order_state_touched ON order_state (touched_ms);
+);
+-- touched_ms grows with seq, so this index is appended to, never split in the middle.
+CREATE INDEX IF NOT EXISTS order_journal_touched ON order_journal (touched_ms);
 CREATE TABLE IF NOT EXISTS lookups (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     version INTEGER NOT NULL,
@@ -37,41 +50,118 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 ";
 
+/// The state of one order and when it last changed.
+#[derive(Clone)]
+struct Live {
+    state: OrderState,
+    touched_ms: i64,
+}
+
+struct Inner {
+    db: Db,
+    ttl: Duration,
+    live: Mutex<HashMap<String, Live>>,
+    /// Held while open: one process at a time.
+    _lock: File,
+}
+
 /// Order state, lookups and counters in a SQLite file.
 #[derive(Clone)]
 pub struct EmbeddedState {
-    db: Db,
-    ttl: Duration,
+    inner: Arc<Inner>,
+}
+
+/// Open state files of this process, so that every handle on one file shares its state.
+fn registry() -> MutexGuard<'static, HashMap<PathBuf, Weak<Inner>>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Weak<Inner>>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Live state is replaced only after its journal entry is committed, so it is consistent
+    // even if a holder panicked.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl EmbeddedState {
+    /// Opens (creating when needed) the state at `path`; order state lives for `ttl` after its
+    /// last change.
     pub fn open(path: &Path, ttl: Duration) -> Result<EmbeddedState> {
-        Ok(EmbeddedState {
-            db: Db::open(path, ENGINE, SCHEMA, |_| Ok(()))?,
+        let fatal =
+            |e: std::io::Error| PortError::fatal(ENGINE, format!("{}: {e}", path.display()));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(fatal)?;
+        }
+        // The file must exist to be canonicalised; SQLite creates it on first open anyway.
+        File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(fatal)?;
+        let key = path.canonicalize().map_err(fatal)?;
+        let mut open = registry();
+        if let Some(inner) = open.get(&key).and_then(Weak::upgrade) {
+            return Ok(EmbeddedState { inner });
+        }
+        let lock_path = key.with_extension("lock");
+        let lock_file = File::create(&lock_path).map_err(fatal)?;
+        lock_file.try_lock().map_err(|_| {
+            PortError::fatal(
+                ENGINE,
+                format!(
+                    "{} is in use by another brewline process; the embedded state has one owner (stop the other process, or use Redis to share state)",
+                    path.display()
+                ),
+            )
+        })?;
+        let db = Db::open(path, ENGINE, SCHEMA, |_| Ok(()))?;
+        let live = Self::replay(&db, ttl)?;
+        let inner = Arc::new(Inner {
+            db,
             ttl,
-        })
+            live: Mutex::new(live),
+            _lock: lock_file,
+        });
+        open.insert(key, Arc::downgrade(&inner));
+        Ok(EmbeddedState { inner })
+    }
+
+    /// The live state of the last TTL, from the journal.
+    fn replay(db: &Db, ttl: Duration) -> Result<HashMap<String, Live>> {
+        let cutoff = crate::now_ms() - ttl.as_millis() as i64;
+        let rows: Vec<(String, String, i64)> = db.blocking(|c| {
+            c.prepare(
+                "SELECT order_id, state, touched_ms FROM order_journal
+                 WHERE touched_ms >= ?1 ORDER BY seq",
+            )?
+            .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect()
+        })?;
+        let mut live = HashMap::with_capacity(rows.len());
+        for (id, text, touched_ms) in rows {
+            let state = decode_state(&text)?;
+            live.insert(id, Live { state, touched_ms });
+        }
+        Ok(live)
     }
 
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.inner.ttl
     }
 
-    /// The stored state of one order, if it has not expired (for checks and tests).
+    fn cutoff(&self) -> i64 {
+        crate::now_ms() - self.inner.ttl.as_millis() as i64
+    }
+
+    /// The state of one order, if it has not expired (for checks and tests).
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderState>> {
-        let id = order_id.to_string();
-        let cutoff = crate::now_ms() - self.ttl.as_millis() as i64;
-        let text: Option<String> = self
-            .db
-            .run(move |c| {
-                c.query_row(
-                    "SELECT state FROM order_state WHERE order_id = ?1 AND touched_ms >= ?2",
-                    params![id, cutoff],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .await?;
-        text.map(|t| decode_state(&t)).transpose()
+        let cutoff = self.cutoff();
+        Ok(lock(&self.inner.live)
+            .get(order_id)
+            .filter(|l| l.touched_ms >= cutoff)
+            .map(|l| l.state.clone()))
     }
 }
 
@@ -83,74 +173,65 @@ fn decode_state(text: &str) -> Result<OrderState> {
 #[async_trait]
 impl OrderStore for EmbeddedState {
     async fn apply(&self, changes: Vec<Applied>) -> Result<Vec<Step>> {
-        let ttl_ms = self.ttl.as_millis() as i64;
-        self.db
+        let inner = self.inner.clone();
+        let ttl_ms = inner.ttl.as_millis() as i64;
+        self.inner
+            .db
             .run(move |c| {
+                let mut live = lock(&inner.live);
                 let now = crate::now_ms();
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let mut touched: HashMap<String, OrderState> = HashMap::new();
+                // Work on copies; install them only once the journal has them.
+                let mut touched: HashMap<&str, OrderState> = HashMap::new();
                 let mut steps = Vec::with_capacity(changes.len());
+                for a in &changes {
+                    let id = a.change.order_id();
+                    let state = touched.entry(id).or_insert_with(|| {
+                        live.get(id)
+                            .filter(|l| l.touched_ms >= now - ttl_ms)
+                            .map(|l| l.state.clone())
+                            .unwrap_or_default()
+                    });
+                    steps.push(state.apply(&a.change, &a.at));
+                }
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 {
-                    let mut load = tx.prepare_cached(
-                        "SELECT state FROM order_state WHERE order_id = ?1 AND touched_ms >= ?2",
-                    )?;
-                    for a in &changes {
-                        let id = a.change.order_id();
-                        if !touched.contains_key(id) {
-                            let text: Option<String> = load
-                                .query_row(params![id, now - ttl_ms], |r| r.get(0))
-                                .optional()?;
-                            let state = match text {
-                                Some(t) => match decode_state(&t) {
-                                    Ok(s) => s,
-                                    Err(e) => return Ok(Err(e)),
-                                },
-                                None => OrderState::default(),
-                            };
-                            touched.insert(id.to_string(), state);
-                        }
-                        if let Some(state) = touched.get_mut(id) {
-                            steps.push(state.apply(&a.change, &a.at));
-                        }
-                    }
-                    let mut save = tx.prepare_cached(
-                        "INSERT INTO order_state (order_id, state, touched_ms) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (order_id) DO UPDATE SET state = excluded.state,
-                             touched_ms = excluded.touched_ms",
+                    let mut append = tx.prepare_cached(
+                        "INSERT INTO order_journal (order_id, state, touched_ms) VALUES (?1, ?2, ?3)",
                     )?;
                     for (id, state) in &touched {
                         let text = serde_json::to_string(state)
                             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                        save.execute(params![id, text, now])?;
+                        append.execute(params![id, text, now])?;
                     }
                 }
                 tx.commit()?;
-                Ok(Ok(steps))
+                for (id, state) in touched {
+                    live.insert(id.to_string(), Live { state, touched_ms: now });
+                }
+                Ok(steps)
             })
-            .await?
+            .await
     }
 
     async fn expire(&self) -> Result<Vec<String>> {
-        let cutoff = crate::now_ms() - self.ttl.as_millis() as i64;
-        let rows: Vec<(String, String)> = self
+        let cutoff = self.cutoff();
+        let mut open = Vec::new();
+        lock(&self.inner.live).retain(|id, l| {
+            let keep = l.touched_ms >= cutoff;
+            if !keep && l.state.is_open() {
+                open.push(id.clone());
+            }
+            keep
+        });
+        // The journal's head is older than any live state now: trim it.
+        self.inner
             .db
             .run(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let rows = tx
-                    .prepare("SELECT order_id, state FROM order_state WHERE touched_ms < ?1")?
-                    .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                tx.execute("DELETE FROM order_state WHERE touched_ms < ?1", [cutoff])?;
-                tx.commit()?;
-                Ok(rows)
+                c.execute("DELETE FROM order_journal WHERE touched_ms < ?1", [cutoff])
+                    .map(drop)
             })
             .await?;
-        let mut open = Vec::new();
-        for (id, text) in rows {
-            if decode_state(&text)?.is_open() {
-                open.push(id);
-            }
-        }
+        open.sort();
         Ok(open)
     }
 }
@@ -160,7 +241,7 @@ impl LookupStore for EmbeddedState {
     async fn publish(&self, lookups: &Lookups) -> Result<u64> {
         let body = serde_json::to_string(lookups)
             .map_err(|e| PortError::fatal(ENGINE, format!("cannot encode lookups: {e}")))?;
-        self.db
+        self.inner.db
             .run(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let version: i64 = tx
@@ -179,14 +260,20 @@ impl LookupStore for EmbeddedState {
     }
 
     async fn version(&self) -> Result<u64> {
-        self.db
-            .run(|c| c.query_row("SELECT COALESCE(MAX(version), 0) FROM lookups", [], |r| r.get::<_, i64>(0)))
+        self.inner
+            .db
+            .run(|c| {
+                c.query_row("SELECT COALESCE(MAX(version), 0) FROM lookups", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
             .await
             .map(|v| v as u64)
     }
 
     async fn load(&self) -> Result<(Lookups, u64)> {
         let row: Option<(i64, String)> = self
+            .inner
             .db
             .run(|c| {
                 c.query_row("SELECT version, body FROM lookups WHERE id = 1", [], |r| {
@@ -199,7 +286,9 @@ impl LookupStore for EmbeddedState {
             None => Ok((Lookups::default(), 0)),
             Some((v, body)) => serde_json::from_str(&body)
                 .map(|l| (l, v as u64))
-                .map_err(|e| PortError::fatal(ENGINE, format!("stored lookups are unreadable: {e}"))),
+                .map_err(|e| {
+                    PortError::fatal(ENGINE, format!("stored lookups are unreadable: {e}"))
+                }),
         }
     }
 }
@@ -215,7 +304,8 @@ impl Counters for EmbeddedState {
         if deltas.is_empty() {
             return Ok(());
         }
-        self.db
+        self.inner
+            .db
             .run(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 {
@@ -233,10 +323,13 @@ impl Counters for EmbeddedState {
     }
 
     async fn get(&self) -> Result<BTreeMap<String, u64>> {
-        self.db
+        self.inner
+            .db
             .run(|c| {
                 c.prepare("SELECT name, value FROM counters ORDER BY name")?
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                    .query_map([], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                    })?
                     .collect()
             })
             .await

@@ -44,7 +44,10 @@ async fn state_carries_over_between_batches_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), Duration::from_secs(90));
     let steps = s
-        .apply(vec![applied(placed("o1", 2), 0), applied(line("o1", "A"), 1)])
+        .apply(vec![
+            applied(placed("o1", 2), 0),
+            applied(line("o1", "A"), 1),
+        ])
         .await
         .unwrap();
     assert_eq!(steps, vec![Step::Pending, Step::Pending]);
@@ -57,7 +60,10 @@ async fn state_carries_over_between_batches_and_reopens() {
     assert!(state.is_complete());
     // The completing record again: replayed; a duplicate at another offset: nothing.
     let steps = s
-        .apply(vec![applied(line("o1", "B"), 2), applied(line("o1", "B"), 9)])
+        .apply(vec![
+            applied(line("o1", "B"), 2),
+            applied(line("o1", "B"), 9),
+        ])
         .await
         .unwrap();
     assert!(matches!(steps[0], Step::Replayed(_)));
@@ -83,9 +89,17 @@ async fn two_workers_on_one_store_complete_an_order_once() {
     }
     let mut completed = 0;
     for t in tasks {
-        completed += t.await.unwrap().iter().filter(|s| matches!(s, Step::Completed(_))).count();
+        completed += t
+            .await
+            .unwrap()
+            .iter()
+            .filter(|s| matches!(s, Step::Completed(_)))
+            .count();
     }
-    assert_eq!(completed, 50, "each of the 50 orders completes exactly once");
+    assert_eq!(
+        completed, 50,
+        "each of the 50 orders completes exactly once"
+    );
 }
 
 #[tokio::test]
@@ -100,11 +114,23 @@ async fn expired_state_is_dropped_and_incomplete_orders_are_reported() {
     ])
     .await
     .unwrap();
-    assert_eq!(s.expire().await.unwrap(), Vec::<String>::new(), "nothing is old yet");
+    assert_eq!(
+        s.expire().await.unwrap(),
+        Vec::<String>::new(),
+        "nothing is old yet"
+    );
     tokio::time::sleep(Duration::from_millis(80)).await;
-    assert_eq!(s.order("open").await.unwrap(), None, "expired state is not visible");
+    assert_eq!(
+        s.order("open").await.unwrap(),
+        None,
+        "expired state is not visible"
+    );
     assert_eq!(s.expire().await.unwrap(), vec!["open".to_string()]);
-    assert_eq!(s.expire().await.unwrap(), Vec::<String>::new(), "reported once");
+    assert_eq!(
+        s.expire().await.unwrap(),
+        Vec::<String>::new(),
+        "reported once"
+    );
     // A late line starts afresh, as it would on a Redis key that expired.
     let steps = s.apply(vec![applied(line("open", "B"), 4)]).await.unwrap();
     assert_eq!(steps, vec![Step::Pending]);

@@ -1,0 +1,269 @@
+//! The `brewline` binary as a user runs it: demo, tail, config and their errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn brewline(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewline"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("BREWLINE_CONFIG");
+    cmd.output().expect("brewline runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = brewline(args, &[]);
+    assert!(
+        out.status.success(),
+        "brewline {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = brewline(args, env);
+    assert!(!out.status.success(), "brewline {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// A figure of the demo summary, by its label.
+fn figure(summary: &str, label: &str) -> u64 {
+    summary
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .and_then(|l| {
+            l[l.find(label).unwrap() + label.len()..]
+                .split_whitespace()
+                .next()
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{summary}"))
+}
+
+fn tail(dir: &Path, topic: &str) -> Vec<Value> {
+    ok(&["tail", topic, "--data-dir", dir.to_str().unwrap()])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Eligible orders and the products of each order, straight from the source database.
+fn eligible_and_products(dir: &Path) -> (BTreeSet<String>, BTreeMap<String, BTreeSet<String>>) {
+    let db = rusqlite::Connection::open(dir.join("source.sqlite")).unwrap();
+    let eligible = db
+        .prepare(
+            "SELECT o.id FROM orders o
+             JOIN customers c ON c.id = o.customer_id AND c.tier = 'diamond'
+             JOIN payment_method p ON p.id = o.payment_method_id AND p.bank = 'ACB'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut products: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut st = db
+        .prepare("SELECT order_id, product_id FROM order_details")
+        .unwrap();
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    for row in rows {
+        let (o, p) = row.unwrap();
+        products.entry(o).or_default().insert(p);
+    }
+    (eligible, products)
+}
+
+/// Suggestions from `tail`: exactly one per eligible order, none for another, never a product
+/// of the order; returns how many there are.
+fn check_suggestions(dir: &Path) -> usize {
+    let records = tail(dir, "order_suggestions");
+    let (eligible, products) = eligible_and_products(dir);
+    let mut seen = BTreeSet::new();
+    for r in &records {
+        let id = r["key"].as_str().unwrap().to_string();
+        assert_eq!(r["value"]["order_id"], id.as_str());
+        assert!(seen.insert(id.clone()), "order {id} suggested twice");
+        let product = r["value"]["product_id"].as_str().unwrap();
+        assert!(
+            !products[&id].contains(product),
+            "suggested a product of the order"
+        );
+        assert_eq!(r["value"]["is_suggestion"], true);
+    }
+    assert_eq!(
+        seen, eligible,
+        "one suggestion per eligible order, none for another"
+    );
+    records.len()
+}
+
+#[test]
+fn demo_suggests_once_per_eligible_order_and_continues_on_the_same_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let summary = ok(&["demo", "--orders", "20000", "--seed", "7", "--data-dir", d]);
+    assert_eq!(figure(&summary, "orders"), 20_000);
+    assert_eq!(figure(&summary, "complete orders"), 20_000);
+    assert_eq!(figure(&summary, "dead-lettered events"), 0);
+    let suggested = check_suggestions(dir.path());
+    assert!(suggested > 5, "about 1 in 800 orders is eligible");
+    assert_eq!(figure(&summary, "suggestions"), suggested as u64);
+    assert_eq!(figure(&summary, "eligible orders"), suggested as u64);
+    let lines = figure(&summary, "order lines");
+    assert_eq!(figure(&summary, "change events"), 20_000 + lines);
+    assert_eq!(tail(dir.path(), "mysql.coffee_shop.orders").len(), 20_000);
+    assert!(tail(dir.path(), "brewline.dlq").is_empty());
+
+    let again = ok(&["demo", "--orders", "3000", "--seed", "7", "--data-dir", d]);
+    assert_eq!(figure(&again, "orders"), 23_000);
+    assert_eq!(figure(&again, "complete orders"), 23_000);
+    let suggested = check_suggestions(dir.path());
+    assert_eq!(figure(&again, "suggestions"), suggested as u64);
+}
+
+#[test]
+fn tail_prints_json_lines_and_honours_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    ok(&["demo", "--orders", "50", "--data-dir", d, "--schemas", "on"]);
+    let out = ok(&[
+        "tail",
+        "mysql.coffee_shop.order_details",
+        "--data-dir",
+        d,
+        "--max",
+        "3",
+    ]);
+    let records: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        assert_eq!(r["topic"], "mysql.coffee_shop.order_details");
+        assert!(r["partition"].as_i64().unwrap() < 3);
+        assert!(r["offset"].is_i64());
+        assert_eq!(r["key"], r["value"]["payload"]["after"]["order_id"]);
+        assert_eq!(r["value"]["payload"]["op"], "c");
+        assert_eq!(
+            r["value"]["schema"]["name"],
+            "mysql.coffee_shop.order_details.Envelope"
+        );
+    }
+}
+
+#[test]
+fn wrong_input_says_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let e = fails(&["demo", "--orders", "many"], &[]);
+    assert!(e.contains("--orders") && e.contains("many"), "{e}");
+    let e = fails(&["demo", "--schemas", "maybe", "--data-dir", d], &[]);
+    assert!(e.contains("expected `on` or `off`"), "{e}");
+    let e = fails(&["tail", "order_suggestions", "--data-dir", d], &[]);
+    assert!(
+        e.contains("no embedded log") && e.contains("brewline demo"),
+        "{e}"
+    );
+    ok(&["demo", "--orders", "5", "--data-dir", d]);
+    let e = fails(&["tail", "suggestions", "--data-dir", d], &[]);
+    assert!(
+        e.contains("no topic \"suggestions\"") && e.contains("order_suggestions"),
+        "{e}"
+    );
+
+    let cfg = dir.path().join("brewline.toml");
+    std::fs::write(&cfg, "[recommender]\ngroupp = \"x\"\n").unwrap();
+    let e = fails(&["--config", cfg.to_str().unwrap(), "config"], &[]);
+    assert!(e.contains("groupp"), "{e}");
+    let e = fails(&["config"], &[("BREWLINE_RECOMMENDER__BACTH", "5")]);
+    assert!(e.contains("bacth"), "{e}");
+    let e = fails(&["config"], &[("BREWLINE_TOPICS__PARTITIONS", "0")]);
+    assert!(e.contains("topics.partitions must be at least 1"), "{e}");
+}
+
+#[test]
+fn configuration_merges_file_then_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("brewline.toml");
+    std::fs::write(
+        &cfg,
+        "[topics]\nsuggestions = \"from-file\"\ndead_letters = \"dlq-file\"\n",
+    )
+    .unwrap();
+    let out = brewline(
+        &["--config", cfg.to_str().unwrap(), "config"],
+        &[("BREWLINE_TOPICS__SUGGESTIONS", "from-env")],
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("suggestions = \"from-env\""), "{text}");
+    assert!(text.contains("dead_letters = \"dlq-file\""), "{text}");
+    assert!(text.contains("order_ttl_secs = 90"), "{text}");
+
+    let d = dir.path().join("data");
+    let out = brewline(
+        &["demo", "--orders", "10", "--data-dir", d.to_str().unwrap()],
+        &[("BREWLINE_TOPICS__SUGGESTIONS", "recs")],
+    );
+    assert!(out.status.success());
+    ok(&["tail", "recs", "--data-dir", d.to_str().unwrap()]);
+    let e = fails(
+        &[
+            "tail",
+            "order_suggestions",
+            "--data-dir",
+            d.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(e.contains("recs"), "the configured topic was used: {e}");
+}
+
+#[test]
+fn every_command_has_help_and_json_logs_are_json() {
+    for cmd in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["tail", "--help"],
+        vec!["bench", "--help"],
+        vec!["config", "--help"],
+    ] {
+        let out = ok(&cmd);
+        assert!(out.contains("Usage:"), "{cmd:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = brewline(
+        &[
+            "--log-format",
+            "json",
+            "demo",
+            "--orders",
+            "5",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[("BREWLINE_LOG", "info")],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let logs: Vec<Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["fields"]["message"] == "lookups published"),
+        "{stderr}"
+    );
+}
