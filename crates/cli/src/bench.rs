@@ -17,6 +17,18 @@ use crate::args::BenchArgs;
 use crate::config::Config;
 use crate::embedded::EmbeddedPipeline;
 
+/// Flushes every file of the data dir to disk, so that a stage is not charged for the
+/// write-back of the one before it.
+fn settle(dir: &std::path::Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// Peak resident memory of this process, from /proc (Linux), in MiB.
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -51,51 +63,53 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let n = args.orders;
 
+    let rate = |k: u64, d: std::time::Duration| k as f64 / d.as_secs_f64().max(1e-9);
+    println!(
+        "brewline bench: {n} orders, schemas {}, data dir {}",
+        if args.schemas { "on" } else { "off" },
+        dir.display()
+    );
+
     let reference = ReferenceData::bundled()?;
     let tills = Tills::new(&reference, args.seed)?;
     let t = Instant::now();
     let lines: usize = tills.orders(0, n).map(|o| o.lines.len()).sum();
     let generate = t.elapsed();
+    println!(
+        "  generate (in memory)   {:>8.3} s  {:>10.0} orders/s  ({lines} lines)",
+        generate.as_secs_f64(),
+        rate(n, generate)
+    );
 
     let t = Instant::now();
     pipeline
         .write_orders(args.seed, n, &shutdown, |_| {})
         .await?;
     let write = t.elapsed();
-
-    let capture = pipeline.capture(args.schemas);
-    let t = Instant::now();
-    pipeline.run_capture(&capture, stop.clone()).await?;
-    let captured = t.elapsed();
-
-    let t = Instant::now();
-    pipeline.run_recommender(args.seed, stop).await?;
-    let recommend = t.elapsed();
-
-    let stats = &pipeline.stats;
-    let line_events = Stats::get(&stats.line_events);
-    let events = line_events + Stats::get(&stats.order_events);
-    let rate = |k: u64, d: std::time::Duration| k as f64 / d.as_secs_f64().max(1e-9);
-    println!(
-        "brewline bench: {n} orders, {lines} lines, schemas {}, data dir {}",
-        if args.schemas { "on" } else { "off" },
-        dir.display()
-    );
-    println!(
-        "  generate (in memory)   {:>8.3} s  {:>10.0} orders/s",
-        generate.as_secs_f64(),
-        rate(n, generate)
-    );
     println!(
         "  tills -> source        {:>8.3} s  {:>10.0} orders/s",
         write.as_secs_f64(),
         rate(n, write)
     );
+
+    let stats = pipeline.stats.clone();
+    let capture = pipeline.capture(args.schemas);
+    settle(&dir)?;
+    let t = Instant::now();
+    pipeline.run_capture(&capture, stop.clone()).await?;
+    let captured = t.elapsed();
     println!(
         "  capture -> log         {:>8.3} s  {:>10.0} row events/s",
         captured.as_secs_f64(),
         rate(Stats::get(&stats.captured), captured)
     );
+
+    settle(&dir)?;
+    let t = Instant::now();
+    pipeline.run_recommender(args.seed, stop).await?;
+    let recommend = t.elapsed();
+    let line_events = Stats::get(&stats.line_events);
+    let events = line_events + Stats::get(&stats.order_events);
     println!(
         "  recommender            {:>8.3} s  {:>10.0} line events/s  {:>10.0} events/s (all CDC records)",
         recommend.as_secs_f64(),

@@ -78,8 +78,8 @@ pub async fn run(config: Config, args: TailArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     while printed < max {
-        let batch = consumer.poll(4096, Duration::ZERO).await?;
-        if batch.is_empty() {
+        let batch = consumer.poll(4096, Duration::from_millis(100)).await?;
+        if batch.is_empty() && consumer.lag().await? == 0 {
             break;
         }
         for r in batch.iter().take((max - printed) as usize) {

@@ -107,19 +107,47 @@ pub struct Source {
     pub query: Option<String>,
 }
 
-/// One change of one row.
+/// Only when a change was committed: what a reader that needs nothing else of `source` decodes,
+/// without allocating.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct SourceTime {
+    #[serde(default)]
+    pub ts_ms: i64,
+    #[serde(default)]
+    pub ts_us: Option<i64>,
+}
+
+/// A `source` block that knows when its change was committed.
+pub trait CommitTime {
+    /// Microseconds since the epoch.
+    fn committed_at_us(&self) -> i64;
+}
+
+impl CommitTime for Source {
+    fn committed_at_us(&self) -> i64 {
+        self.ts_us.unwrap_or(self.ts_ms.saturating_mul(1000))
+    }
+}
+
+impl CommitTime for SourceTime {
+    fn committed_at_us(&self) -> i64 {
+        self.ts_us.unwrap_or(self.ts_ms.saturating_mul(1000))
+    }
+}
+
+/// One change of one row; `S` is how much of the `source` block is kept.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChangeEvent<T> {
+pub struct ChangeEvent<T, S = Source> {
     pub op: Op,
     pub before: Option<T>,
     pub after: Option<T>,
-    pub source: Source,
+    pub source: S,
     /// When the connector handled the change, epoch milliseconds.
     pub ts_ms: Option<i64>,
     pub ts_us: Option<i64>,
 }
 
-impl<T> ChangeEvent<T> {
+impl<T, S: CommitTime> ChangeEvent<T, S> {
     /// The row as it is after the change (before it, for a delete).
     pub fn row(&self) -> Option<&T> {
         self.after.as_ref().or(self.before.as_ref())
@@ -127,9 +155,7 @@ impl<T> ChangeEvent<T> {
 
     /// When the change was committed in the database, in microseconds since the epoch.
     pub fn committed_at_us(&self) -> i64 {
-        self.source
-            .ts_us
-            .unwrap_or(self.source.ts_ms.saturating_mul(1000))
+        self.source.committed_at_us()
     }
 }
 
@@ -137,8 +163,8 @@ impl<T> ChangeEvent<T> {
 // Returned once per record and never stored in bulk: boxing would cost an allocation per event.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decoded<T> {
-    Change(ChangeEvent<T>),
+pub enum Decoded<T, S = Source> {
+    Change(ChangeEvent<T, S>),
     Tombstone,
 }
 
@@ -167,8 +193,8 @@ struct Envelope<'a> {
     before: Option<&'a RawValue>,
     #[serde(default, borrow)]
     after: Option<&'a RawValue>,
-    #[serde(default)]
-    source: Option<Source>,
+    #[serde(default, borrow)]
+    source: Option<&'a RawValue>,
     #[serde(default, borrow)]
     op: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -188,8 +214,8 @@ struct Outer<'a> {
     before: Option<&'a RawValue>,
     #[serde(default, borrow)]
     after: Option<&'a RawValue>,
-    #[serde(default)]
-    source: Option<Source>,
+    #[serde(default, borrow)]
+    source: Option<&'a RawValue>,
     #[serde(default, borrow)]
     op: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -209,6 +235,13 @@ where
 
 /// Decodes a record value (`None` is a tombstone) into a change of rows of type `T`.
 pub fn decode<T: DeserializeOwned>(value: Option<&[u8]>) -> Result<Decoded<T>, DecodeError> {
+    decode_with::<T, Source>(value)
+}
+
+/// [`decode`], keeping of the `source` block only what `S` holds (e.g. [`SourceTime`]).
+pub fn decode_with<T: DeserializeOwned, S: DeserializeOwned + Default>(
+    value: Option<&[u8]>,
+) -> Result<Decoded<T, S>, DecodeError> {
     let Some(bytes) = value else {
         return Ok(Decoded::Tombstone);
     };
@@ -254,17 +287,21 @@ pub fn decode<T: DeserializeOwned>(value: Option<&[u8]>) -> Result<Decoded<T>, D
         op,
         before: row(env.before, "before")?,
         after: row(env.after, "after")?,
-        source: env.source.unwrap_or_default(),
+        source: match env.source {
+            Some(raw) => serde_json::from_str(raw.get())
+                .map_err(|e| DecodeError::Invalid(format!("`source`: {e}")))?,
+            None => S::default(),
+        },
         ts_ms: env.ts_ms,
         ts_us: env.ts_us,
     }))
 }
 
 #[derive(Serialize)]
-struct PayloadOut<'a, T> {
+struct PayloadOut<'a, T, S> {
     before: &'a Option<T>,
     after: &'a Option<T>,
-    source: &'a Source,
+    source: &'a S,
     op: Op,
     ts_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -274,7 +311,10 @@ struct PayloadOut<'a, T> {
 
 /// Encodes a change as JsonConverter would: with `schema` (the envelope schema of the table,
 /// see [`TableSchema::envelope_schema_json`]) or without it.
-pub fn encode<T: Serialize>(event: &ChangeEvent<T>, schema: Option<&str>) -> Vec<u8> {
+pub fn encode<T: Serialize, S: Serialize>(
+    event: &ChangeEvent<T, S>,
+    schema: Option<&str>,
+) -> Vec<u8> {
     let payload = PayloadOut {
         before: &event.before,
         after: &event.after,
@@ -329,13 +369,37 @@ pub struct OrderLineRow {
 }
 
 /// A point in time as Debezium writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Moment {
     /// `io.debezium.time.Timestamp`: epoch milliseconds (DATETIME).
     Millis(i64),
     /// `io.debezium.time.ZonedTimestamp`: ISO-8601 text (TIMESTAMP).
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for Moment {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Moment, D::Error> {
+        struct MomentVisitor;
+        impl Visitor<'_> for MomentVisitor {
+            type Value = Moment;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("epoch milliseconds or an ISO-8601 string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Moment, E> {
+                Ok(Moment::Millis(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Moment, E> {
+                i64::try_from(v)
+                    .map(Moment::Millis)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Moment, E> {
+                Ok(Moment::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(MomentVisitor)
+    }
 }
 
 fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -373,7 +437,7 @@ fn snapshot_flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
     })
 }
 
-impl ChangeEvent<OrderRow> {
+impl<S> ChangeEvent<OrderRow, S> {
     /// What this change of an `orders` row means for the order's assembly.
     pub fn order_change(&self) -> Result<Option<OrderChange>, DecodeError> {
         match (self.op, &self.after, &self.before) {
@@ -401,7 +465,7 @@ impl ChangeEvent<OrderRow> {
     }
 }
 
-impl ChangeEvent<OrderLineRow> {
+impl<S> ChangeEvent<OrderLineRow, S> {
     /// What this change of an `order_details` row means for the order's assembly. Suggested
     /// lines are never items of the order.
     pub fn order_change(&self) -> Result<Option<OrderChange>, DecodeError> {

@@ -107,7 +107,9 @@ pub trait Producer: Send + Sync {
 /// from the beginning.
 #[async_trait]
 pub trait Consumer: Send {
-    /// Up to `max` records, waiting at most `wait` for the first. Empty when nothing came.
+    /// Up to `max` records, waiting at most `wait` for the first; a zero wait takes only what
+    /// is ready now. Empty when nothing came (which does not mean the topics are read to their
+    /// end: ask [`Consumer::lag`]).
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Consumed>>;
 
     /// Commits, for each partition, the offset of the next record to read.
@@ -152,7 +154,7 @@ pub trait OrderStore: Send + Sync {
     /// Applies changes in order, each one atomically against its order's state (as
     /// [`brewline_core::OrderState::apply`] defines), and says what each did. An order completes
     /// once, whichever worker applies its last change.
-    async fn apply(&self, changes: Vec<Applied>) -> Result<Vec<Step>>;
+    async fn apply(&self, changes: &[Applied]) -> Result<Vec<Step>>;
 
     /// Removes the state of orders not touched for the TTL, and returns the ids of those that
     /// expired incomplete.

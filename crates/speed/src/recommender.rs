@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brewline_core::assembly::Step;
-use brewline_core::debezium::{decode, ChangeEvent, DecodeError, Decoded, OrderLineRow, OrderRow};
+use brewline_core::debezium::{
+    decode_with, ChangeEvent, DecodeError, Decoded, OrderLineRow, OrderRow, SourceTime,
+};
 use brewline_core::suggestion::{Lookups, Suggester};
 use brewline_core::OrderChange;
 use brewline_ports::{
@@ -65,6 +67,7 @@ pub struct Engines<'a> {
 /// One recommender worker.
 pub struct Recommender {
     config: RecommenderConfig,
+    topics: Topics,
     suggester: Suggester,
     lookups: Lookups,
     lookups_version: u64,
@@ -73,8 +76,99 @@ pub struct Recommender {
     last_lookup_check: Instant,
 }
 
-/// A record that is a change of an order, with its source commit time (µs).
-type Decodedchange = Option<(OrderChange, i64)>;
+/// The topics a recommender reads, to decode records on any thread.
+#[derive(Debug, Clone)]
+struct Topics {
+    orders: String,
+    order_details: String,
+}
+
+/// A batch of records, decoded: the unit of work between two commits.
+struct Batch {
+    records: usize,
+    /// The offsets to commit once the batch is done: the next offset of each partition.
+    offsets: Vec<(String, i32, i64)>,
+    order_events: u64,
+    line_events: u64,
+    changes: Vec<Applied>,
+    /// Source commit time (µs) of each change.
+    committed_at: Vec<i64>,
+    dead: Vec<Record>,
+}
+
+/// A record that is a change of an order, with its source commit time (µs), or nothing to do.
+type OrderEvent = Option<(OrderChange, i64)>;
+
+fn decode_as<T: DeserializeOwned>(
+    record: &Consumed,
+    to_change: impl Fn(
+        &ChangeEvent<T, SourceTime>,
+    ) -> std::result::Result<Option<OrderChange>, DecodeError>,
+) -> std::result::Result<OrderEvent, String> {
+    match decode_with::<T, SourceTime>(record.record.value.as_deref()) {
+        Ok(Decoded::Tombstone) => Ok(None),
+        Ok(Decoded::Change(event)) => to_change(&event)
+            .map(|c| c.map(|c| (c, event.committed_at_us())))
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Batch {
+    /// Decodes records: what each means for its order, or why it is a dead letter.
+    fn decode(topics: &Topics, records: Vec<Consumed>) -> Batch {
+        let mut batch = Batch {
+            records: records.len(),
+            offsets: Vec::new(),
+            order_events: 0,
+            line_events: 0,
+            changes: Vec::with_capacity(records.len()),
+            committed_at: Vec::with_capacity(records.len()),
+            dead: Vec::new(),
+        };
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for record in &records {
+            let o = next
+                .entry((record.topic.as_str(), record.partition))
+                .or_insert(0);
+            *o = (*o).max(record.offset + 1);
+            let event = if record.topic == topics.orders {
+                batch.order_events += 1;
+                decode_as::<OrderRow>(record, ChangeEvent::<OrderRow, SourceTime>::order_change)
+            } else if record.topic == topics.order_details {
+                batch.line_events += 1;
+                decode_as::<OrderLineRow>(
+                    record,
+                    ChangeEvent::<OrderLineRow, SourceTime>::order_change,
+                )
+            } else {
+                Err(format!(
+                    "record of topic {:?}, which the recommender does not read",
+                    record.topic
+                ))
+            };
+            match event {
+                Ok(Some((change, at_us))) => {
+                    batch.changes.push(Applied {
+                        change,
+                        at: record.event_ref(),
+                    });
+                    batch.committed_at.push(at_us);
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, %reason, "dead-lettered");
+                    batch.dead.push(dead_letter(record, &reason));
+                }
+            }
+        }
+        batch.offsets = next
+            .into_iter()
+            .map(|((t, p), o)| (t.to_string(), p, o))
+            .collect();
+        batch
+    }
+}
 
 impl Recommender {
     /// A worker with the current lookups; fails when no lookups were ever published.
@@ -92,6 +186,10 @@ impl Recommender {
             ));
         }
         Ok(Recommender {
+            topics: Topics {
+                orders: config.orders_topic.clone(),
+                order_details: config.order_details_topic.clone(),
+            },
             config,
             suggester,
             lookups: current,
@@ -102,77 +200,40 @@ impl Recommender {
         })
     }
 
-    fn decode_as<T>(
-        record: &Consumed,
-        to_change: impl Fn(&ChangeEvent<T>) -> std::result::Result<Option<OrderChange>, DecodeError>,
-    ) -> std::result::Result<Decodedchange, String>
-    where
-        T: DeserializeOwned,
-    {
-        match decode::<T>(record.record.value.as_deref()) {
-            Ok(Decoded::Tombstone) => Ok(None),
-            Ok(Decoded::Change(event)) => to_change(&event)
-                .map(|c| c.map(|c| (c, event.committed_at_us())))
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// What a record means for an order, or why it cannot be handled.
-    fn decode(&self, record: &Consumed) -> std::result::Result<Decodedchange, String> {
-        if record.topic == self.config.orders_topic {
-            Stats::add(&self.stats.order_events, 1);
-            Self::decode_as::<OrderRow>(record, ChangeEvent::<OrderRow>::order_change)
-        } else if record.topic == self.config.order_details_topic {
-            Stats::add(&self.stats.line_events, 1);
-            Self::decode_as::<OrderLineRow>(record, ChangeEvent::<OrderLineRow>::order_change)
-        } else {
-            Err(format!(
-                "record of topic {:?}, which the recommender does not read",
-                record.topic
-            ))
-        }
-    }
-
-    /// Handles one batch. Returns the number of records read.
-    pub async fn step(&mut self, e: &mut Engines<'_>) -> Result<usize> {
-        let stage = &self.stats.stage_nanos;
+    /// Polls (waiting up to `wait`) and decodes a batch; `None` when nothing came.
+    async fn next_batch(&mut self, e: &mut Engines<'_>, wait: Duration) -> Result<Option<Batch>> {
         let t = Instant::now();
-        let records = e
-            .consumer
-            .poll(self.config.batch, self.config.poll_wait)
-            .await?;
-        StageNanos::add(&stage.poll, t);
+        let records = e.consumer.poll(self.config.batch, wait).await?;
+        StageNanos::add(&self.stats.stage_nanos.poll, t);
         if records.is_empty() {
-            self.housekeeping(e).await?;
-            return Ok(0);
+            return Ok(None);
         }
         let t = Instant::now();
-        let mut changes = Vec::with_capacity(records.len());
-        let mut committed_at = Vec::with_capacity(records.len());
-        let mut dead = Vec::new();
-        for record in &records {
-            match self.decode(record) {
-                Ok(Some((change, at_us))) => {
-                    changes.push(Applied {
-                        change,
-                        at: record.event_ref(),
-                    });
-                    committed_at.push(at_us);
-                }
-                Ok(None) => {}
-                Err(reason) => {
-                    tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, %reason, "dead-lettered");
-                    dead.push(dead_letter(record, &reason));
-                }
+        let batch = Batch::decode(&self.topics, records);
+        StageNanos::add(&self.stats.stage_nanos.decide, t);
+        Ok(Some(batch))
+    }
+
+    /// Handles one batch: poll, decode, apply, suggest, send, commit. Returns the number of
+    /// records read.
+    pub async fn step(&mut self, e: &mut Engines<'_>) -> Result<usize> {
+        match self.next_batch(e, self.config.poll_wait).await? {
+            Some(batch) => self.finish(batch, e).await,
+            None => {
+                self.housekeeping(e).await?;
+                Ok(0)
             }
         }
-        StageNanos::add(&stage.decide, t);
+    }
+
+    /// Applies a decoded batch, sends its suggestions and dead letters, then commits it.
+    async fn finish(&mut self, batch: Batch, e: &mut Engines<'_>) -> Result<usize> {
+        let stage = &self.stats.stage_nanos;
         let t = Instant::now();
-        let steps = if changes.is_empty() {
+        let steps = if batch.changes.is_empty() {
             Vec::new()
         } else {
-            with_retries("applying order changes", || e.orders.apply(changes.clone())).await?
+            with_retries("applying order changes", || e.orders.apply(&batch.changes)).await?
         };
         StageNanos::add(&stage.apply, t);
         let t = Instant::now();
@@ -197,16 +258,16 @@ impl Recommender {
                 })?;
                 suggestions.push(Record::keyed(s.order_id.into_bytes(), Some(value)));
                 if first {
-                    latencies.push(committed_at[i]);
+                    latencies.push(batch.committed_at[i]);
                 }
             }
         }
         StageNanos::add(&stage.decide, t);
         let t = Instant::now();
-        if !dead.is_empty() {
+        if !batch.dead.is_empty() {
             with_retries("sending dead letters", || {
                 e.producer
-                    .send(&self.config.dead_letter_topic, dead.clone())
+                    .send(&self.config.dead_letter_topic, batch.dead.clone())
             })
             .await?;
         }
@@ -224,39 +285,33 @@ impl Recommender {
         for at in latencies {
             self.stats.record_latency(acked_us - at);
         }
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for r in &records {
-            let o = next.entry((r.topic.as_str(), r.partition)).or_insert(0);
-            *o = (*o).max(r.offset + 1);
-        }
-        let offsets: Vec<(String, i32, i64)> = next
-            .into_iter()
-            .map(|((t, p), o)| (t.to_string(), p, o))
-            .collect();
         let mut backoff = Backoff::new("committing offsets");
         loop {
-            if let Some(done) = backoff.retry(e.consumer.commit(&offsets).await).await {
+            if let Some(done) = backoff.retry(e.consumer.commit(&batch.offsets).await).await {
                 done?;
                 break;
             }
         }
-        let dead_count = dead.len() as u64;
+        let dead_count = batch.dead.len() as u64;
+        let new_suggestions = sent - replayed.min(sent);
+        Stats::add(&self.stats.order_events, batch.order_events);
+        Stats::add(&self.stats.line_events, batch.line_events);
         Stats::add(&self.stats.completed, completed);
         Stats::add(&self.stats.eligible, eligible);
-        Stats::add(&self.stats.suggestions, sent - replayed.min(sent));
+        Stats::add(&self.stats.suggestions, new_suggestions);
         Stats::add(&self.stats.replayed, replayed);
         Stats::add(&self.stats.dead_letters, dead_count);
         let deltas = [
             (counter::COMPLETED, completed),
             (counter::ELIGIBLE, eligible),
-            (counter::SUGGESTIONS, sent - replayed.min(sent)),
+            (counter::SUGGESTIONS, new_suggestions),
             (counter::REPLAYED, replayed),
             (counter::DEAD_LETTERS, dead_count),
         ];
         with_retries("updating counters", || e.counters.add(&deltas)).await?;
         StageNanos::add(&stage.commit, t);
         self.housekeeping(e).await?;
-        Ok(records.len())
+        Ok(batch.records)
     }
 
     /// Sweeps expired order state and picks up new lookups, each on its own schedule.
@@ -291,20 +346,58 @@ impl Recommender {
     }
 
     /// Recommends until told to stop; with `stop.drained`, stops once every record is read.
+    ///
+    /// While a batch is applied, the records ready after it are decoded on another thread. A
+    /// batch read ahead is never committed before it is handled: when the worker stops, it is
+    /// simply read again next time.
     pub async fn run(&mut self, e: &mut Engines<'_>, stop: StopWhen) -> Result<()> {
+        let mut ahead: Option<tokio::task::JoinHandle<Batch>> = None;
         let mut backoff = Backoff::new("reading the CDC topics");
         loop {
             if stop.shutting_down() {
                 return Ok(());
             }
             let upstream_done = stop.upstream_done();
-            let n = match backoff.retry(self.step(e).await).await {
-                Some(result) => result?,
-                None => continue,
+            let batch = match ahead.take() {
+                Some(decoding) => {
+                    let t = Instant::now();
+                    let batch = decoding.await.map_err(|e| {
+                        PortError::fatal("recommender", format!("decoding failed: {e}"))
+                    })?;
+                    StageNanos::add(&self.stats.stage_nanos.decide, t);
+                    Some(batch)
+                }
+                None => match backoff
+                    .retry(self.next_batch(e, self.config.poll_wait).await)
+                    .await
+                {
+                    Some(result) => result?,
+                    None => continue,
+                },
             };
-            if n == 0 && upstream_done && e.consumer.lag().await? == 0 {
-                return Ok(());
+            let Some(batch) = batch else {
+                self.housekeeping(e).await?;
+                if upstream_done && e.consumer.lag().await? == 0 {
+                    return Ok(());
+                }
+                continue;
+            };
+            let t = Instant::now();
+            match e.consumer.poll(self.config.batch, Duration::ZERO).await {
+                Ok(next) if !next.is_empty() => {
+                    let topics = self.topics.clone();
+                    ahead = Some(tokio::task::spawn_blocking(move || {
+                        Batch::decode(&topics, next)
+                    }));
+                }
+                Ok(_) => {}
+                Err(err) if err.retryable => {
+                    tracing::warn!(error = %err, "reading ahead failed; reading again after this batch");
+                }
+                Err(err) => return Err(err),
             }
+            StageNanos::add(&self.stats.stage_nanos.poll, t);
+            self.finish(batch, e).await?;
         }
     }
 }

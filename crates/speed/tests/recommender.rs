@@ -167,8 +167,8 @@ async fn read_all(
         .unwrap();
     let mut out = Vec::new();
     loop {
-        let batch = c.poll(1000, Duration::ZERO).await.unwrap();
-        if batch.is_empty() {
+        let batch = c.poll(1000, Duration::from_millis(100)).await.unwrap();
+        if batch.is_empty() && c.lag().await.unwrap() == 0 {
             return out;
         }
         for r in batch {

@@ -3,7 +3,7 @@
 //! consumer groups commit the next offset to read per partition and resume from it (from the
 //! earliest record when nothing was committed). Appends of one `send` are one transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use brewline_ports::{
     Subscription,
 };
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use crate::sqlite::Db;
 
@@ -198,14 +198,13 @@ impl EventLog for EmbeddedLog {
                 Ok(Ok((partitions, positions)))
             })
             .await??;
-        Ok(Box::new(EmbeddedConsumer {
+        Ok(Box::new(EmbeddedConsumer::new(
+            self,
             db,
-            group: subscription.group,
+            subscription.group,
             partitions,
             positions,
-            appended: self.appended.clone(),
-            turn: 0,
-        }))
+        )?))
     }
 }
 
@@ -277,30 +276,33 @@ impl Producer for EmbeddedProducer {
     }
 }
 
-struct EmbeddedConsumer {
+/// Records read ahead per read by the background reader.
+const PREFETCH: usize = 4096;
+/// Reads kept ready ahead of `poll`.
+const PREFETCH_DEPTH: usize = 2;
+
+/// Reads records in the background, ahead of `poll`, as librdkafka's consumer does.
+struct Reader {
     db: Db,
-    group: Option<String>,
     partitions: Vec<(String, i32)>,
-    positions: HashMap<(String, i32), i64>,
+    /// Next offset to read, per partition.
+    next: HashMap<(String, i32), i64>,
     appended: Arc<Notify>,
     /// Which partition reads first, rotating for fairness.
     turn: usize,
 }
 
-impl EmbeddedConsumer {
-    async fn read(&mut self, max: usize) -> Result<Vec<Consumed>> {
+impl Reader {
+    async fn read(&mut self) -> Result<Vec<Consumed>> {
         let n = self.partitions.len();
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let per_partition = (max / n).max(1);
+        let per_partition = (PREFETCH / n.max(1)).max(1);
         let order: Vec<(String, i32, i64)> = (0..n)
             .map(|i| {
                 let (t, p) = &self.partitions[(self.turn + i) % n];
-                (t.clone(), *p, self.positions[&(t.clone(), *p)])
+                (t.clone(), *p, self.next[&(t.clone(), *p)])
             })
             .collect();
-        self.turn = (self.turn + 1) % n;
+        self.turn = (self.turn + 1) % n.max(1);
         let out = self
             .db
             .run(move |c| {
@@ -336,10 +338,81 @@ impl EmbeddedConsumer {
             })
             .await?;
         for r in &out {
-            self.positions
+            self.next
                 .insert((r.topic.clone(), r.partition), r.offset + 1);
         }
         Ok(out)
+    }
+
+    /// Reads until the consumer is gone. Every read is handed over, an empty one too (it says
+    /// "caught up"); after an empty read it waits for an append.
+    async fn run(mut self, ready: mpsc::Sender<Result<Vec<Consumed>>>) {
+        loop {
+            let appended = self.appended.clone();
+            let notified = appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let result = self.read().await;
+            let caught_up = matches!(&result, Ok(batch) if batch.is_empty());
+            let failed = result.is_err();
+            if ready.send(result).await.is_err() || failed {
+                return;
+            }
+            if caught_up {
+                // Woken by an append of this process; other processes' appends are seen by
+                // polling.
+                tokio::select! {
+                    _ = ready.closed() => return,
+                    _ = tokio::time::timeout(Duration::from_millis(50), notified) => {}
+                }
+            }
+        }
+    }
+}
+
+struct EmbeddedConsumer {
+    /// For commits and lag.
+    db: Db,
+    group: Option<String>,
+    partitions: Vec<(String, i32)>,
+    /// Next offset `poll` will return, per partition.
+    positions: HashMap<(String, i32), i64>,
+    ready: mpsc::Receiver<Result<Vec<Consumed>>>,
+    buffered: VecDeque<Consumed>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedConsumer {
+    fn new(
+        log: &EmbeddedLog,
+        db: Db,
+        group: Option<String>,
+        partitions: Vec<(String, i32)>,
+        positions: HashMap<(String, i32), i64>,
+    ) -> Result<EmbeddedConsumer> {
+        let reader = Reader {
+            db: Db::open(&log.path, ENGINE, "", |_| Ok(()))?,
+            partitions: partitions.clone(),
+            next: positions.clone(),
+            appended: log.appended.clone(),
+            turn: 0,
+        };
+        let (tx, ready) = mpsc::channel(PREFETCH_DEPTH);
+        Ok(EmbeddedConsumer {
+            db,
+            group,
+            partitions,
+            positions,
+            ready,
+            buffered: VecDeque::new(),
+            reader: tokio::spawn(reader.run(tx)),
+        })
+    }
+}
+
+impl Drop for EmbeddedConsumer {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 
@@ -347,22 +420,33 @@ impl EmbeddedConsumer {
 impl Consumer for EmbeddedConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Consumed>> {
         let deadline = Instant::now() + wait;
-        loop {
-            let appended = self.appended.clone();
-            let notified = appended.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let out = self.read(max).await?;
-            if !out.is_empty() {
-                return Ok(out);
+        while self.buffered.is_empty() && !self.partitions.is_empty() {
+            let next = match self.ready.try_recv() {
+                Ok(next) => Some(next),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match tokio::time::timeout(left, self.ready.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    }
+                }
+            };
+            match next {
+                Some(batch) => self.buffered.extend(batch?),
+                None => return Err(PortError::fatal(ENGINE, "the background reader stopped")),
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(out);
-            }
-            // Woken by an append of this process; other processes' appends are seen by polling.
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), notified).await;
         }
+        let n = max.min(self.buffered.len());
+        let out: Vec<Consumed> = self.buffered.drain(..n).collect();
+        for r in &out {
+            self.positions
+                .insert((r.topic.clone(), r.partition), r.offset + 1);
+        }
+        Ok(out)
     }
 
     async fn commit(&mut self, next_offsets: &[(String, i32, i64)]) -> Result<()> {

@@ -2,10 +2,10 @@
 //! Redis holds in production.
 //!
 //! Like Redis with its append-only file, live order state is held in memory and every batch of
-//! changes is made durable by appending the new state of each touched order to a journal, in
-//! the same transaction, before the batch's outcome is returned. On open the journal of the last
-//! TTL is replayed; older entries are trimmed from its head. Appends are sequential, so a batch
-//! costs one short write however random the order ids are.
+//! changes is made durable by appending one journal entry — the new state of each order the
+//! batch touched — before the batch's outcome is returned. On open the journal of the last TTL
+//! is replayed; older entries are trimmed from its head. Appends are sequential, so a batch costs
+//! one write however random the order ids are.
 //!
 //! Where Redis keeps `ordered_products:{order}`, `message_count:{order}`, the order's header and
 //! `order_status:{order}` as separate keys, this store keeps them together as one
@@ -26,16 +26,17 @@ use brewline_core::assembly::{OrderState, Step};
 use brewline_core::suggestion::Lookups;
 use brewline_ports::{Applied, Counters, LookupStore, OrderStore, PortError, Result};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rustc_hash::FxHashMap;
 
 use crate::sqlite::Db;
 
 const ENGINE: &str = "embedded state";
 const SCHEMA: &str = "
+-- One entry per applied batch: a JSON object from order id to the order's new state.
 CREATE TABLE IF NOT EXISTS order_journal (
     seq INTEGER PRIMARY KEY,
-    order_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    touched_ms INTEGER NOT NULL
+    touched_ms INTEGER NOT NULL,
+    states TEXT NOT NULL
 );
 -- touched_ms grows with seq, so this index is appended to, never split in the middle.
 CREATE INDEX IF NOT EXISTS order_journal_touched ON order_journal (touched_ms);
@@ -60,7 +61,7 @@ struct Live {
 struct Inner {
     db: Db,
     ttl: Duration,
-    live: Mutex<HashMap<String, Live>>,
+    live: tokio::sync::Mutex<FxHashMap<String, Live>>,
     /// Held while open: one process at a time.
     _lock: File,
 }
@@ -77,12 +78,6 @@ fn registry() -> MutexGuard<'static, HashMap<PathBuf, Weak<Inner>>> {
     OPEN.get_or_init(Default::default)
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Live state is replaced only after its journal entry is committed, so it is consistent
-    // even if a holder panicked.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl EmbeddedState {
@@ -121,7 +116,7 @@ impl EmbeddedState {
         let inner = Arc::new(Inner {
             db,
             ttl,
-            live: Mutex::new(live),
+            live: tokio::sync::Mutex::new(live),
             _lock: lock_file,
         });
         open.insert(key, Arc::downgrade(&inner));
@@ -129,20 +124,23 @@ impl EmbeddedState {
     }
 
     /// The live state of the last TTL, from the journal.
-    fn replay(db: &Db, ttl: Duration) -> Result<HashMap<String, Live>> {
+    fn replay(db: &Db, ttl: Duration) -> Result<FxHashMap<String, Live>> {
         let cutoff = crate::now_ms() - ttl.as_millis() as i64;
-        let rows: Vec<(String, String, i64)> = db.blocking(|c| {
+        let entries: Vec<(i64, String)> = db.blocking(|c| {
             c.prepare(
-                "SELECT order_id, state, touched_ms FROM order_journal
-                 WHERE touched_ms >= ?1 ORDER BY seq",
+                "SELECT touched_ms, states FROM order_journal WHERE touched_ms >= ?1 ORDER BY seq",
             )?
-            .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect()
         })?;
-        let mut live = HashMap::with_capacity(rows.len());
-        for (id, text, touched_ms) in rows {
-            let state = decode_state(&text)?;
-            live.insert(id, Live { state, touched_ms });
+        let mut live = FxHashMap::default();
+        for (touched_ms, text) in entries {
+            let states: HashMap<String, OrderState> = serde_json::from_str(&text).map_err(|e| {
+                PortError::fatal(ENGINE, format!("journal entry is unreadable: {e}"))
+            })?;
+            for (id, state) in states {
+                live.insert(id, Live { state, touched_ms });
+            }
         }
         Ok(live)
     }
@@ -158,65 +156,83 @@ impl EmbeddedState {
     /// The state of one order, if it has not expired (for checks and tests).
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderState>> {
         let cutoff = self.cutoff();
-        Ok(lock(&self.inner.live)
+        Ok(self
+            .inner
+            .live
+            .lock()
+            .await
             .get(order_id)
             .filter(|l| l.touched_ms >= cutoff)
             .map(|l| l.state.clone()))
     }
 }
 
-fn decode_state(text: &str) -> Result<OrderState> {
-    serde_json::from_str(text)
-        .map_err(|e| PortError::fatal(ENGINE, format!("stored order state is unreadable: {e}")))
-}
-
 #[async_trait]
 impl OrderStore for EmbeddedState {
-    async fn apply(&self, changes: Vec<Applied>) -> Result<Vec<Step>> {
-        let inner = self.inner.clone();
-        let ttl_ms = inner.ttl.as_millis() as i64;
-        self.inner
-            .db
-            .run(move |c| {
-                let mut live = lock(&inner.live);
-                let now = crate::now_ms();
-                // Work on copies; install them only once the journal has them.
-                let mut touched: HashMap<&str, OrderState> = HashMap::new();
-                let mut steps = Vec::with_capacity(changes.len());
-                for a in &changes {
-                    let id = a.change.order_id();
-                    let state = touched.entry(id).or_insert_with(|| {
-                        live.get(id)
-                            .filter(|l| l.touched_ms >= now - ttl_ms)
-                            .map(|l| l.state.clone())
-                            .unwrap_or_default()
-                    });
-                    steps.push(state.apply(&a.change, &a.at));
+    async fn apply(&self, changes: &[Applied]) -> Result<Vec<Step>> {
+        // Held until the batch is durable and installed: one batch at a time per state.
+        let mut live = self.inner.live.lock().await;
+        let now = crate::now_ms();
+        let cutoff = now - self.inner.ttl.as_millis() as i64;
+        // The touched states are taken out of the live map and put back once the journal has
+        // them; if the journal write fails, the live map is rebuilt from the journal.
+        let mut touched: FxHashMap<String, OrderState> =
+            FxHashMap::with_capacity_and_hasher(changes.len(), Default::default());
+        let mut steps = Vec::with_capacity(changes.len());
+        for a in changes {
+            let id = a.change.order_id();
+            let state = match touched.get_mut(id) {
+                Some(state) => state,
+                None => {
+                    let state = live
+                        .remove(id)
+                        .filter(|l| l.touched_ms >= cutoff)
+                        .map(|l| l.state)
+                        .unwrap_or_default();
+                    touched.entry(id.to_string()).or_insert(state)
                 }
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                {
-                    let mut append = tx.prepare_cached(
-                        "INSERT INTO order_journal (order_id, state, touched_ms) VALUES (?1, ?2, ?3)",
-                    )?;
-                    for (id, state) in &touched {
-                        let text = serde_json::to_string(state)
-                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                        append.execute(params![id, text, now])?;
-                    }
-                }
-                tx.commit()?;
-                for (id, state) in touched {
-                    live.insert(id.to_string(), Live { state, touched_ms: now });
-                }
-                Ok(steps)
-            })
-            .await
+            };
+            steps.push(state.apply(&a.change, &a.at));
+        }
+        let written = match serde_json::to_string(&touched) {
+            Ok(entry) => {
+                self.inner
+                    .db
+                    .run(move |c| {
+                        c.prepare_cached(
+                            "INSERT INTO order_journal (touched_ms, states) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![now, entry])
+                        .map(drop)
+                    })
+                    .await
+            }
+            Err(e) => Err(PortError::fatal(
+                ENGINE,
+                format!("cannot encode order state: {e}"),
+            )),
+        };
+        if let Err(e) = written {
+            *live = Self::replay(&self.inner.db, self.inner.ttl)?;
+            return Err(e);
+        }
+        live.reserve(touched.len());
+        for (id, state) in touched {
+            live.insert(
+                id,
+                Live {
+                    state,
+                    touched_ms: now,
+                },
+            );
+        }
+        Ok(steps)
     }
 
     async fn expire(&self) -> Result<Vec<String>> {
         let cutoff = self.cutoff();
         let mut open = Vec::new();
-        lock(&self.inner.live).retain(|id, l| {
+        self.inner.live.lock().await.retain(|id, l| {
             let keep = l.touched_ms >= cutoff;
             if !keep && l.state.is_open() {
                 open.push(id.clone());
@@ -243,7 +259,7 @@ impl LookupStore for EmbeddedState {
             .map_err(|e| PortError::fatal(ENGINE, format!("cannot encode lookups: {e}")))?;
         self.inner.db
             .run(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let version: i64 = tx
                     .query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM lookups", [], |r| {
                         r.get(0)
@@ -307,7 +323,7 @@ impl Counters for EmbeddedState {
         self.inner
             .db
             .run(move |c| {
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 {
                     let mut st = tx.prepare_cached(
                         "INSERT INTO counters (name, value) VALUES (?1, ?2)

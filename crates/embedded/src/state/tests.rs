@@ -44,26 +44,20 @@ async fn state_carries_over_between_batches_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), Duration::from_secs(90));
     let steps = s
-        .apply(vec![
-            applied(placed("o1", 2), 0),
-            applied(line("o1", "A"), 1),
-        ])
+        .apply(&[applied(placed("o1", 2), 0), applied(line("o1", "A"), 1)])
         .await
         .unwrap();
     assert_eq!(steps, vec![Step::Pending, Step::Pending]);
     drop(s);
     let s = open(dir.path(), Duration::from_secs(90));
-    let steps = s.apply(vec![applied(line("o1", "B"), 2)]).await.unwrap();
+    let steps = s.apply(&[applied(line("o1", "B"), 2)]).await.unwrap();
     assert!(matches!(&steps[0], Step::Completed(o) if o.products == ["A", "B"]));
     let state = s.order("o1").await.unwrap().unwrap();
     assert_eq!(state.message_count, 3);
     assert!(state.is_complete());
     // The completing record again: replayed; a duplicate at another offset: nothing.
     let steps = s
-        .apply(vec![
-            applied(line("o1", "B"), 2),
-            applied(line("o1", "B"), 9),
-        ])
+        .apply(&[applied(line("o1", "B"), 2), applied(line("o1", "B"), 9)])
         .await
         .unwrap();
     assert!(matches!(steps[0], Step::Replayed(_)));
@@ -84,7 +78,7 @@ async fn two_workers_on_one_store_complete_an_order_once() {
                 0 => placed(&order, 3),
                 k => line(&order, &format!("P{k}")),
             };
-            store.apply(vec![applied(change, i)]).await.unwrap()
+            store.apply(&[applied(change, i)]).await.unwrap()
         }));
     }
     let mut completed = 0;
@@ -106,7 +100,7 @@ async fn two_workers_on_one_store_complete_an_order_once() {
 async fn expired_state_is_dropped_and_incomplete_orders_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), Duration::from_millis(50));
-    s.apply(vec![
+    s.apply(&[
         applied(placed("done", 1), 0),
         applied(line("done", "A"), 1),
         applied(placed("open", 2), 2),
@@ -132,7 +126,7 @@ async fn expired_state_is_dropped_and_incomplete_orders_are_reported() {
         "reported once"
     );
     // A late line starts afresh, as it would on a Redis key that expired.
-    let steps = s.apply(vec![applied(line("open", "B"), 4)]).await.unwrap();
+    let steps = s.apply(&[applied(line("open", "B"), 4)]).await.unwrap();
     assert_eq!(steps, vec![Step::Pending]);
 }
 
