@@ -14,7 +14,8 @@ use crate::order::{CompletedOrder, OrderHeader};
 /// record have the same reference; a duplicate written twice to the log does not.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EventRef {
-    pub topic: String,
+    /// Shared: every record of a topic names the same topic.
+    pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub offset: i64,
 }

@@ -77,7 +77,8 @@ impl Record {
 /// A record read from a topic, with where it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumed {
-    pub topic: String,
+    /// Shared by every record read from the topic.
+    pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// When the record was appended, epoch milliseconds.

@@ -8,7 +8,6 @@
 //! redelivered completing event, and the suggestion, a pure function of the order, is sent again
 //! identically. A failed engine call is retried on the same batch, never skipped.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,16 +125,20 @@ impl Batch {
             committed_at: Vec::with_capacity(records.len()),
             dead: Vec::new(),
         };
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        // A few partitions per batch: a short list beats a hash map.
+        let mut next: Vec<(&str, i32, i64)> = Vec::new();
         for record in &records {
-            let o = next
-                .entry((record.topic.as_str(), record.partition))
-                .or_insert(0);
-            *o = (*o).max(record.offset + 1);
-            let event = if record.topic == topics.orders {
+            match next
+                .iter_mut()
+                .find(|(t, p, _)| *p == record.partition && *t == &*record.topic)
+            {
+                Some((_, _, o)) => *o = (*o).max(record.offset + 1),
+                None => next.push((&record.topic, record.partition, record.offset + 1)),
+            }
+            let event = if *record.topic == *topics.orders {
                 batch.order_events += 1;
                 decode_as::<OrderRow>(record, ChangeEvent::<OrderRow, SourceTime>::order_change)
-            } else if record.topic == topics.order_details {
+            } else if *record.topic == *topics.order_details {
                 batch.line_events += 1;
                 decode_as::<OrderLineRow>(
                     record,
@@ -164,7 +167,7 @@ impl Batch {
         }
         batch.offsets = next
             .into_iter()
-            .map(|((t, p), o)| (t.to_string(), p, o))
+            .map(|(t, p, o)| (t.to_string(), p, o))
             .collect();
         batch
     }

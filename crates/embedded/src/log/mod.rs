@@ -2,6 +2,10 @@
 //! to the partition Kafka's default partitioner picks; offsets grow by one per partition;
 //! consumer groups commit the next offset to read per partition and resume from it (from the
 //! earliest record when nothing was committed). Appends of one `send` are one transaction.
+//!
+//! As in Kafka, records are stored in batches: the records one `send` appends to one partition
+//! are one row (base offset, count, the records packed), so appending and reading cost a few
+//! rows, not one per record.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -26,15 +30,15 @@ CREATE TABLE IF NOT EXISTS topics (
     name TEXT PRIMARY KEY,
     partitions INTEGER NOT NULL CHECK (partitions > 0)
 );
-CREATE TABLE IF NOT EXISTS records (
+-- Records base_offset .. base_offset + count - 1 of a partition, packed (see `pack`).
+CREATE TABLE IF NOT EXISTS record_batches (
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    key BLOB,
-    value BLOB,
-    headers BLOB,
+    base_offset INTEGER NOT NULL,
+    count INTEGER NOT NULL CHECK (count > 0),
     timestamp_ms INTEGER NOT NULL,
-    PRIMARY KEY (topic, partition, offset)
+    records BLOB NOT NULL,
+    PRIMARY KEY (topic, partition, base_offset)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS group_offsets (
     grp TEXT NOT NULL,
@@ -84,7 +88,7 @@ impl EmbeddedLog {
         self.db
             .run(move |c| {
                 c.query_row(
-                    "SELECT COUNT(*) FROM records WHERE topic = ?1",
+                    "SELECT COALESCE(SUM(count), 0) FROM record_batches WHERE topic = ?1",
                     [topic],
                     |r| r.get::<_, i64>(0),
                 )
@@ -107,36 +111,81 @@ fn missing_topic(topic: &str) -> PortError {
     )
 }
 
-/// Headers as `u32 name length, name, u32 value length, value`, repeated.
-fn encode_headers(headers: &[(String, Vec<u8>)]) -> Option<Vec<u8>> {
-    if headers.is_empty() {
-        return None;
-    }
-    let mut out = Vec::new();
-    for (k, v) in headers {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        out.extend_from_slice(v);
-    }
-    Some(out)
+/// The next offset of a partition (0 when it is empty).
+fn end_offset(c: &Connection, topic: &str, partition: i32) -> rusqlite::Result<i64> {
+    c.prepare_cached(
+        "SELECT base_offset + count FROM record_batches WHERE topic = ?1 AND partition = ?2
+         ORDER BY base_offset DESC LIMIT 1",
+    )?
+    .query_row(params![topic, partition], |r| r.get(0))
+    .optional()
+    .map(|o| o.unwrap_or(0))
 }
 
-fn decode_headers(mut bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    fn take<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
-        let len = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
-        let out = b.get(4..4 + len)?;
-        *b = &b[4 + len..];
-        Some(out)
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => {
+            out.extend_from_slice(&(b.len() as i32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        None => out.extend_from_slice(&(-1i32).to_le_bytes()),
     }
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        match (take(&mut bytes), take(&mut bytes)) {
-            (Some(k), Some(v)) => out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec())),
-            _ => break,
+}
+
+/// Packs records: for each, key and value as `i32 length (-1: none), bytes`, then
+/// `u32 header count` and each header's name and value the same way.
+fn pack(records: &[&Record]) -> Vec<u8> {
+    let size: usize = records
+        .iter()
+        .map(|r| 12 + r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for r in records {
+        put_bytes(&mut out, r.key.as_deref());
+        put_bytes(&mut out, r.value.as_deref());
+        out.extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
+        for (k, v) in &r.headers {
+            put_bytes(&mut out, Some(k.as_bytes()));
+            put_bytes(&mut out, Some(v));
         }
     }
     out
+}
+
+/// Reads what [`pack`] wrote; `None` if the bytes are cut short.
+fn unpack(mut bytes: &[u8], count: usize) -> Option<Vec<Record>> {
+    fn int(b: &mut &[u8]) -> Option<i32> {
+        let v = i32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+        *b = &b[4..];
+        Some(v)
+    }
+    fn take(b: &mut &[u8]) -> Option<Option<Vec<u8>>> {
+        let len = int(b)?;
+        if len < 0 {
+            return Some(None);
+        }
+        let out = b.get(..len as usize)?.to_vec();
+        *b = &b[len as usize..];
+        Some(Some(out))
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = take(&mut bytes)?;
+        let value = take(&mut bytes)?;
+        let n = int(&mut bytes)?;
+        let mut headers = Vec::with_capacity(n.max(0) as usize);
+        for _ in 0..n {
+            let k = take(&mut bytes)??;
+            let v = take(&mut bytes)??;
+            headers.push((String::from_utf8_lossy(&k).into_owned(), v));
+        }
+        out.push(Record {
+            key,
+            value,
+            headers,
+        });
+    }
+    Some(out)
 }
 
 #[async_trait]
@@ -191,8 +240,9 @@ impl EventLog for EmbeddedLog {
                                 .optional()?,
                             None => None,
                         };
+                        let topic: Arc<str> = topic.as_str().into();
                         partitions.push((topic.clone(), p));
-                        positions.insert((topic.clone(), p), committed.unwrap_or(0));
+                        positions.insert((topic, p), committed.unwrap_or(0));
                     }
                 }
                 Ok(Ok((partitions, positions)))
@@ -231,39 +281,36 @@ impl Producer for EmbeddedProducer {
                     return Ok(Err(missing_topic(&topic)));
                 };
                 let now = crate::now_ms();
-                let mut next: HashMap<i32, i64> = HashMap::new();
+                let mut per_partition: Vec<Vec<&Record>> = vec![Vec::new(); n as usize];
+                let mut spread = start;
+                for r in &records {
+                    let p = match &r.key {
+                        Some(k) => partition_for_key(k, n),
+                        None => {
+                            spread = spread.wrapping_add(1);
+                            (spread % n as u32) as i32
+                        }
+                    };
+                    per_partition[p as usize].push(r);
+                }
                 {
-                    let mut last = tx.prepare_cached(
-                        "SELECT MAX(offset) FROM records WHERE topic = ?1 AND partition = ?2",
-                    )?;
                     let mut insert = tx.prepare_cached(
-                        "INSERT INTO records (topic, partition, offset, key, value, headers, timestamp_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO record_batches
+                             (topic, partition, base_offset, count, timestamp_ms, records)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
-                    let mut spread = start;
-                    for r in &records {
-                        let p = match &r.key {
-                            Some(k) => partition_for_key(k, n),
-                            None => {
-                                spread = spread.wrapping_add(1);
-                                (spread % n as u32) as i32
-                            }
-                        };
-                        let offset = match next.get(&p) {
-                            Some(o) => *o,
-                            None => last
-                                .query_row(params![topic, p], |r| r.get::<_, Option<i64>>(0))?
-                                .map_or(0, |o| o + 1),
-                        };
-                        next.insert(p, offset + 1);
+                    for (p, batch) in per_partition.iter().enumerate() {
+                        if batch.is_empty() {
+                            continue;
+                        }
+                        let base = end_offset(&tx, &topic, p as i32)?;
                         insert.execute(params![
                             topic,
-                            p,
-                            offset,
-                            r.key,
-                            r.value,
-                            encode_headers(&r.headers),
-                            now
+                            p as i32,
+                            base,
+                            batch.len() as i64,
+                            now,
+                            pack(batch)
                         ])?;
                     }
                 }
@@ -284,9 +331,9 @@ const PREFETCH_DEPTH: usize = 2;
 /// Reads records in the background, ahead of `poll`, as librdkafka's consumer does.
 struct Reader {
     db: Db,
-    partitions: Vec<(String, i32)>,
+    partitions: Vec<(Arc<str>, i32)>,
     /// Next offset to read, per partition.
-    next: HashMap<(String, i32), i64>,
+    next: HashMap<(Arc<str>, i32), i64>,
     appended: Arc<Notify>,
     /// Which partition reads first, rotating for fairness.
     turn: usize,
@@ -296,7 +343,7 @@ impl Reader {
     async fn read(&mut self) -> Result<Vec<Consumed>> {
         let n = self.partitions.len();
         let per_partition = (PREFETCH / n.max(1)).max(1);
-        let order: Vec<(String, i32, i64)> = (0..n)
+        let order: Vec<(Arc<str>, i32, i64)> = (0..n)
             .map(|i| {
                 let (t, p) = &self.partitions[(self.turn + i) % n];
                 (t.clone(), *p, self.next[&(t.clone(), *p)])
@@ -306,37 +353,50 @@ impl Reader {
         let out = self
             .db
             .run(move |c| {
+                // The batch holding `from`, and the batches after it, until enough records.
                 let mut st = c.prepare_cached(
-                    "SELECT offset, key, value, headers, timestamp_ms FROM records
-                     WHERE topic = ?1 AND partition = ?2 AND offset >= ?3
-                     ORDER BY offset LIMIT ?4",
+                    "SELECT base_offset, count, timestamp_ms, records FROM record_batches
+                     WHERE topic = ?1 AND partition = ?2 AND base_offset >= COALESCE(
+                         (SELECT MAX(base_offset) FROM record_batches
+                          WHERE topic = ?1 AND partition = ?2 AND base_offset <= ?3), 0)
+                     ORDER BY base_offset",
                 )?;
                 let mut out = Vec::new();
                 for (topic, p, from) in order {
-                    let rows =
-                        st.query_map(params![topic, p, from, per_partition as i64], |r| {
-                            let headers: Option<Vec<u8>> = r.get(3)?;
-                            Ok(Consumed {
-                                topic: topic.clone(),
-                                partition: p,
-                                offset: r.get(0)?,
-                                timestamp_ms: r.get(4)?,
-                                record: Record {
-                                    key: r.get(1)?,
-                                    value: r.get(2)?,
-                                    headers: headers
-                                        .map(|h| decode_headers(&h))
-                                        .unwrap_or_default(),
-                                },
-                            })
-                        })?;
-                    for row in rows {
-                        out.push(row?);
+                    let mut rows = st.query(params![&*topic, p, from])?;
+                    let mut taken = 0usize;
+                    while let Some(row) = rows.next()? {
+                        let base: i64 = row.get(0)?;
+                        let count: i64 = row.get(1)?;
+                        let timestamp_ms: i64 = row.get(2)?;
+                        let packed = row.get_ref(3)?.as_blob()?;
+                        let Some(records) = unpack(packed, count as usize) else {
+                            return Ok(Err(PortError::fatal(
+                                ENGINE,
+                                format!("{topic}/{p}: the batch at offset {base} is damaged"),
+                            )));
+                        };
+                        for (i, record) in records.into_iter().enumerate() {
+                            let offset = base + i as i64;
+                            if offset >= from {
+                                out.push(Consumed {
+                                    topic: topic.clone(),
+                                    partition: p,
+                                    offset,
+                                    timestamp_ms,
+                                    record,
+                                });
+                                taken += 1;
+                            }
+                        }
+                        if taken >= per_partition {
+                            break;
+                        }
                     }
                 }
-                Ok(out)
+                Ok(Ok(out))
             })
-            .await?;
+            .await??;
         for r in &out {
             self.next
                 .insert((r.topic.clone(), r.partition), r.offset + 1);
@@ -374,9 +434,9 @@ struct EmbeddedConsumer {
     /// For commits and lag.
     db: Db,
     group: Option<String>,
-    partitions: Vec<(String, i32)>,
+    partitions: Vec<(Arc<str>, i32)>,
     /// Next offset `poll` will return, per partition.
-    positions: HashMap<(String, i32), i64>,
+    positions: HashMap<(Arc<str>, i32), i64>,
     ready: mpsc::Receiver<Result<Vec<Consumed>>>,
     buffered: VecDeque<Consumed>,
     reader: tokio::task::JoinHandle<()>,
@@ -387,8 +447,8 @@ impl EmbeddedConsumer {
         log: &EmbeddedLog,
         db: Db,
         group: Option<String>,
-        partitions: Vec<(String, i32)>,
-        positions: HashMap<(String, i32), i64>,
+        partitions: Vec<(Arc<str>, i32)>,
+        positions: HashMap<(Arc<str>, i32), i64>,
     ) -> Result<EmbeddedConsumer> {
         let reader = Reader {
             db: Db::open(&log.path, ENGINE, "", |_| Ok(()))?,
@@ -480,13 +540,9 @@ impl Consumer for EmbeddedConsumer {
             .collect();
         self.db
             .run(move |c| {
-                let mut st = c.prepare_cached(
-                    "SELECT MAX(offset) FROM records WHERE topic = ?1 AND partition = ?2",
-                )?;
                 let mut lag = 0u64;
                 for (t, p, pos) in parts {
-                    let last: Option<i64> = st.query_row(params![t, p], |r| r.get(0))?;
-                    lag += last.map_or(0, |l| (l + 1 - pos).max(0) as u64);
+                    lag += (end_offset(c, &t, p)? - pos).max(0) as u64;
                 }
                 Ok(lag)
             })

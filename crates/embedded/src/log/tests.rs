@@ -77,7 +77,7 @@ async fn a_group_resumes_from_its_committed_offsets_after_a_reopen() {
     assert_eq!(c.lag().await.unwrap(), 10 - first.len() as u64);
     let commits: Vec<_> = first
         .iter()
-        .map(|r| (r.topic.clone(), r.partition, r.offset + 1))
+        .map(|r| (r.topic.to_string(), r.partition, r.offset + 1))
         .collect();
     c.commit(&commits).await.unwrap();
     // Read more without committing, then "crash".
