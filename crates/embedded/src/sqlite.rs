@@ -6,6 +6,17 @@ use std::sync::{Arc, Mutex};
 use brewline_ports::{PortError, Result};
 use rusqlite::Connection;
 
+/// The page size a database is created with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PageSize {
+    /// Many small rows written a few at a time (the source's orders): small pages keep each
+    /// commit small.
+    SmallRows = 4096,
+    /// Large rows written whole (record batches, journal entries): large pages mean fewer
+    /// page writes and reads per row.
+    LargeRows = 32768,
+}
+
 #[derive(Clone)]
 pub(crate) struct Db {
     conn: Arc<Mutex<Connection>>,
@@ -26,10 +37,11 @@ impl Db {
     pub(crate) fn open(
         path: &Path,
         engine: &'static str,
+        page_size: PageSize,
         schema: &str,
         setup: impl FnOnce(&Connection) -> rusqlite::Result<()>,
     ) -> Result<Db> {
-        let conn = open_connection(path, engine)?;
+        let conn = open_connection(path, engine, page_size)?;
         setup(&conn).map_err(|e| sql_error(engine, e))?;
         conn.execute_batch(schema)
             .map_err(|e| PortError::fatal(engine, format!("{}: {e}", path.display())))?;
@@ -72,15 +84,24 @@ impl Db {
 
 /// A connection with brewline's settings: WAL (readers never block the writer), NORMAL
 /// synchronous (durable across a process crash; a power loss may drop the last commits),
-/// and a busy timeout for writers of other processes.
-pub(crate) fn open_connection(path: &Path, engine: &'static str) -> Result<Connection> {
+/// a busy timeout for writers of other processes, and memory-mapped reads (record batches and
+/// journal entries span many pages: mapped, they are read without a system call per page).
+pub(crate) fn open_connection(
+    path: &Path,
+    engine: &'static str,
+    page_size: PageSize,
+) -> Result<Connection> {
     let conn = Connection::open(path)
         .map_err(|e| PortError::fatal(engine, format!("cannot open {}: {e}", path.display())))?;
+    // Takes effect only when the file is created (before WAL mode is set).
+    conn.execute_batch(&format!("PRAGMA page_size = {};", page_size as u32))
+        .map_err(|e| sql_error(engine, e))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA busy_timeout = 10000;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA mmap_size = 1073741824;",
     )
     .map_err(|e| sql_error(engine, e))?;
     Ok(conn)

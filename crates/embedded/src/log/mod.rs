@@ -22,7 +22,7 @@ use brewline_ports::{
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, Notify};
 
-use crate::sqlite::Db;
+use crate::sqlite::{Db, PageSize};
 
 const ENGINE: &str = "embedded log";
 const SCHEMA: &str = "
@@ -65,7 +65,7 @@ pub struct EmbeddedLog {
 impl EmbeddedLog {
     pub fn open(path: &Path) -> Result<EmbeddedLog> {
         Ok(EmbeddedLog {
-            db: Db::open(path, ENGINE, SCHEMA, |_| Ok(()))?,
+            db: Db::open(path, ENGINE, PageSize::LargeRows, SCHEMA, |_| Ok(()))?,
             path: path.to_path_buf(),
             appended: Arc::new(Notify::new()),
         })
@@ -218,7 +218,7 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn consumer(&self, subscription: Subscription) -> Result<Box<dyn Consumer>> {
-        let db = Db::open(&self.path, ENGINE, "", |_| Ok(()))?;
+        let db = Db::open(&self.path, ENGINE, PageSize::LargeRows, "", |_| Ok(()))?;
         let sub = subscription.clone();
         let (partitions, positions) = db
             .run(move |c| {
@@ -451,7 +451,7 @@ impl EmbeddedConsumer {
         positions: HashMap<(Arc<str>, i32), i64>,
     ) -> Result<EmbeddedConsumer> {
         let reader = Reader {
-            db: Db::open(&log.path, ENGINE, "", |_| Ok(()))?,
+            db: Db::open(&log.path, ENGINE, PageSize::LargeRows, "", |_| Ok(()))?,
             partitions: partitions.clone(),
             next: positions.clone(),
             appended: log.appended.clone(),

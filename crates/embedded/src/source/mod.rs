@@ -22,7 +22,7 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::Notify;
 
-use crate::sqlite::Db;
+use crate::sqlite::{Db, PageSize};
 
 const ENGINE: &str = "embedded source";
 const SCHEMA: &str = include_str!("schema.sql");
@@ -48,7 +48,7 @@ impl EmbeddedSource {
     pub fn open(path: &Path) -> Result<EmbeddedSource> {
         let clock = Arc::new(TxnClock::default());
         let for_functions = clock.clone();
-        let db = Db::open(path, ENGINE, SCHEMA, move |conn| {
+        let db = Db::open(path, ENGINE, PageSize::SmallRows, SCHEMA, move |conn| {
             register_clock(conn, for_functions)
         })?;
         let last: i64 = db.blocking(|c| {
@@ -335,7 +335,7 @@ impl Capturable for EmbeddedSource {
                 )
             })?,
         };
-        let db = Db::open(&self.path, ENGINE, "", |_| Ok(()))?;
+        let db = Db::open(&self.path, ENGINE, PageSize::SmallRows, "", |_| Ok(()))?;
         Ok(Box::new(EmbeddedChangeFeed {
             db,
             after,

@@ -28,7 +28,7 @@ use brewline_ports::{Applied, Counters, LookupStore, OrderStore, PortError, Resu
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use rustc_hash::FxHashMap;
 
-use crate::sqlite::Db;
+use crate::sqlite::{Db, PageSize};
 
 const ENGINE: &str = "embedded state";
 const SCHEMA: &str = "
@@ -58,10 +58,17 @@ struct Live {
     touched_ms: i64,
 }
 
+/// What one batch at a time works on.
+struct Working {
+    orders: FxHashMap<String, Live>,
+    /// The journal entry being encoded, kept between batches to reuse its memory.
+    entry: Vec<u8>,
+}
+
 struct Inner {
     db: Db,
     ttl: Duration,
-    live: tokio::sync::Mutex<FxHashMap<String, Live>>,
+    working: tokio::sync::Mutex<Working>,
     /// Held while open: one process at a time.
     _lock: File,
 }
@@ -111,12 +118,15 @@ impl EmbeddedState {
                 ),
             )
         })?;
-        let db = Db::open(path, ENGINE, SCHEMA, |_| Ok(()))?;
+        let db = Db::open(path, ENGINE, PageSize::LargeRows, SCHEMA, |_| Ok(()))?;
         let live = Self::replay(&db, ttl)?;
         let inner = Arc::new(Inner {
             db,
             ttl,
-            live: tokio::sync::Mutex::new(live),
+            working: tokio::sync::Mutex::new(Working {
+                orders: live,
+                entry: Vec::new(),
+            }),
             _lock: lock_file,
         });
         open.insert(key, Arc::downgrade(&inner));
@@ -158,9 +168,10 @@ impl EmbeddedState {
         let cutoff = self.cutoff();
         Ok(self
             .inner
-            .live
+            .working
             .lock()
             .await
+            .orders
             .get(order_id)
             .filter(|l| l.touched_ms >= cutoff)
             .map(|l| l.state.clone()))
@@ -171,7 +182,11 @@ impl EmbeddedState {
 impl OrderStore for EmbeddedState {
     async fn apply(&self, changes: &[Applied]) -> Result<Vec<Step>> {
         // Held until the batch is durable and installed: one batch at a time per state.
-        let mut live = self.inner.live.lock().await;
+        let mut working = self.inner.working.lock().await;
+        let Working {
+            orders: live,
+            entry,
+        } = &mut *working;
         let now = crate::now_ms();
         let cutoff = now - self.inner.ttl.as_millis() as i64;
         // The touched states are taken out of the live map and put back once the journal has
@@ -194,16 +209,20 @@ impl OrderStore for EmbeddedState {
             };
             steps.push(state.apply(&a.change, &a.at));
         }
-        let written = match serde_json::to_string(&touched) {
-            Ok(entry) => {
+        let mut buffer = std::mem::take(entry);
+        buffer.clear();
+        let written = match serde_json::to_writer(&mut buffer, &touched) {
+            Ok(()) => {
                 self.inner
                     .db
                     .run(move |c| {
+                        let text =
+                            std::str::from_utf8(&buffer).map_err(rusqlite::Error::Utf8Error)?;
                         c.prepare_cached(
                             "INSERT INTO order_journal (touched_ms, states) VALUES (?1, ?2)",
                         )?
-                        .execute(params![now, entry])
-                        .map(drop)
+                        .execute(params![now, text])?;
+                        Ok(buffer)
                     })
                     .await
             }
@@ -212,9 +231,12 @@ impl OrderStore for EmbeddedState {
                 format!("cannot encode order state: {e}"),
             )),
         };
-        if let Err(e) = written {
-            *live = Self::replay(&self.inner.db, self.inner.ttl)?;
-            return Err(e);
+        match written {
+            Ok(buffer) => *entry = buffer,
+            Err(e) => {
+                *live = Self::replay(&self.inner.db, self.inner.ttl)?;
+                return Err(e);
+            }
         }
         live.reserve(touched.len());
         for (id, state) in touched {
@@ -232,7 +254,7 @@ impl OrderStore for EmbeddedState {
     async fn expire(&self) -> Result<Vec<String>> {
         let cutoff = self.cutoff();
         let mut open = Vec::new();
-        self.inner.live.lock().await.retain(|id, l| {
+        self.inner.working.lock().await.orders.retain(|id, l| {
             let keep = l.touched_ms >= cutoff;
             if !keep && l.state.is_open() {
                 open.push(id.clone());
