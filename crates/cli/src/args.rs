@@ -89,7 +89,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Write change events with Kafka Connect's `schema` part.
-    #[arg(long, value_name = "on|off", value_parser = parse_on_off, default_value = "off")]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off, default_value = "off",
+          action = clap::ArgAction::Set)]
     pub schemas: bool,
     /// Where to put the benchmark's data [default: a fresh temporary directory].
     #[arg(long, value_name = "DIR")]

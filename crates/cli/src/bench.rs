@@ -29,12 +29,16 @@ fn settle(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Peak resident memory of this process, from /proc (Linux), in MiB.
-fn peak_rss_mib() -> Option<f64> {
+/// Peak resident memory, and resident memory now split into the process's own (heap, stacks)
+/// and file pages mapped from the databases, from /proc (Linux), in MiB.
+fn memory_mib() -> Option<(f64, f64, f64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some((field("VmHWM:")?, field("RssAnon:")?, field("RssFile:")?))
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -129,8 +133,10 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         Stats::get(&stats.suggestions),
         Stats::get(&stats.dead_letters)
     );
-    if let Some(mib) = peak_rss_mib() {
-        println!("  peak RSS of the process {mib:.0} MiB");
+    if let Some((peak, anon, file)) = memory_mib() {
+        println!(
+            "  memory: peak RSS {peak:.0} MiB; now {anon:.0} MiB own + {file:.0} MiB mapped database pages"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -230,6 +230,27 @@ fn configuration_merges_file_then_environment() {
 }
 
 #[test]
+fn bench_times_every_stage_with_and_without_schemas() {
+    for schemas in ["on", "off"] {
+        let out = ok(&["bench", "--orders", "300", "--schemas", schemas]);
+        assert!(out.contains(&format!("schemas {schemas}")), "{out}");
+        for stage in [
+            "generate",
+            "tills -> source",
+            "capture -> log",
+            "recommender",
+            "orders completed 300",
+        ] {
+            assert!(out.contains(stage), "no {stage:?} in:\n{out}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("something"), "x").unwrap();
+    let e = fails(&["bench", "--data-dir", dir.path().to_str().unwrap()], &[]);
+    assert!(e.contains("not empty"), "{e}");
+}
+
+#[test]
 fn every_command_has_help_and_json_logs_are_json() {
     for cmd in [
         vec!["--help"],

@@ -186,30 +186,15 @@ pub enum DecodeError {
     Invalid(String),
 }
 
-/// The envelope with its rows still undecoded, so that `op` is checked before the rows.
+/// A record as Kafka Connect writes it: `{schema, payload: envelope}` with schemas, the envelope
+/// itself without. One struct reads both: `payload` is an envelope of the same shape. The rows
+/// and `source` stay undecoded, so that `op` is checked before them.
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(default, borrow)]
-    before: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    after: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    source: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    op: Option<Cow<'a, str>>,
-    #[serde(default)]
-    ts_ms: Option<i64>,
-    #[serde(default)]
-    ts_us: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct Outer<'a> {
     #[serde(default, rename = "schema")]
     _schema: IgnoredAny,
     #[serde(default, borrow, deserialize_with = "present")]
-    payload: Option<Option<Envelope<'a>>>,
-    // The bare envelope, when schemas are disabled.
+    payload: Option<Option<Box<Envelope<'a>>>>,
     #[serde(default, borrow)]
     before: Option<&'a RawValue>,
     #[serde(default, borrow)]
@@ -245,19 +230,12 @@ pub fn decode_with<T: DeserializeOwned, S: DeserializeOwned + Default>(
     let Some(bytes) = value else {
         return Ok(Decoded::Tombstone);
     };
-    let outer: Outer<'_> =
+    let outer: Envelope<'_> =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     let env = match outer.payload {
-        Some(Some(env)) => env,
+        Some(Some(env)) => *env,
         Some(None) => return Ok(Decoded::Tombstone),
-        None if outer.op.is_some() => Envelope {
-            before: outer.before,
-            after: outer.after,
-            source: outer.source,
-            op: outer.op,
-            ts_ms: outer.ts_ms,
-            ts_us: outer.ts_us,
-        },
+        None if outer.op.is_some() => outer,
         None => return Err(DecodeError::NoPayload),
     };
     let code = env
