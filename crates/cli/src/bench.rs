@@ -29,6 +29,23 @@ fn settle(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU time this process has used (user + system), from /proc (Linux; 100 ticks a second).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name: state is the first, utime the 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Peak resident memory, and resident memory now split into the process's own (heap, stacks)
 /// and file pages mapped from the databases, from /proc (Linux), in MiB.
 fn memory_mib() -> Option<(f64, f64, f64)> {
@@ -110,8 +127,10 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     settle(&dir)?;
     let t = Instant::now();
+    let cpu = cpu_seconds();
     pipeline.run_recommender(args.seed, stop).await?;
     let recommend = t.elapsed();
+    let cpu = cpu_seconds() - cpu;
     let line_events = Stats::get(&stats.line_events);
     let events = line_events + Stats::get(&stats.order_events);
     println!(
@@ -127,6 +146,10 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         .map(|(name, secs)| format!("{name} {secs:.3} s"))
         .collect();
     println!("  recommender stages     {}", stages.join(", "));
+    println!(
+        "  recommender CPU        {cpu:.2} s ({:.2} cores busy on average)",
+        cpu / recommend.as_secs_f64().max(1e-9)
+    );
     println!(
         "  orders completed {}, suggestions {}, dead letters {}",
         Stats::get(&stats.completed),

@@ -217,18 +217,6 @@ impl Recommender {
         Ok(Some(batch))
     }
 
-    /// Handles one batch: poll, decode, apply, suggest, send, commit. Returns the number of
-    /// records read.
-    pub async fn step(&mut self, e: &mut Engines<'_>) -> Result<usize> {
-        match self.next_batch(e, self.config.poll_wait).await? {
-            Some(batch) => self.finish(batch, e).await,
-            None => {
-                self.housekeeping(e).await?;
-                Ok(0)
-            }
-        }
-    }
-
     /// Applies a decoded batch, sends its suggestions and dead letters, then commits it.
     async fn finish(&mut self, batch: Batch, e: &mut Engines<'_>) -> Result<usize> {
         let stage = &self.stats.stage_nanos;
