@@ -63,6 +63,9 @@ pub struct DemoArgs {
     /// Seed of the tills and of the suggestions: the same seed gives the same orders.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Orders a second the tills write [default: as fast as the source takes them].
+    #[arg(long, value_parser = parse_rate, allow_hyphen_values = true)]
+    pub rate: Option<f64>,
     #[command(flatten)]
     pub data_dir: DataDirArg,
     /// Write change events with Kafka Connect's `schema` part [default: capture.schemas].
@@ -95,6 +98,15 @@ pub struct BenchArgs {
     /// Where to put the benchmark's data [default: a fresh temporary directory].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "expected a positive number of orders a second, got {s:?}"
+        )),
+    }
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {

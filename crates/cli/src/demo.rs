@@ -81,7 +81,7 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let tills = async {
         let r = pipeline
-            .write_orders(args.seed, args.orders, &shutdown, |n| {
+            .write_orders(args.seed, args.orders, args.rate, &shutdown, |n| {
                 tills_bar.set_position(n)
             })
             .await;
@@ -134,7 +134,10 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "  expired incomplete orders {:>10}",
         totals.expired_incomplete
     );
-    println!("this run ({secs:.2} s, tills, capture and recommender running together):");
+    let pace = args.rate.map_or("as fast as they can".to_string(), |r| {
+        format!("at {r} orders/s")
+    });
+    println!("this run ({secs:.2} s; tills {pace}, capture and recommender running together):");
     println!(
         "  line events/s             {:>10.0}  ({line_events} line events)",
         line_events as f64 / secs

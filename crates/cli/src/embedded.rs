@@ -58,24 +58,32 @@ impl EmbeddedPipeline {
     }
 
     /// Writes `count` orders of `seed`, continuing the numbering after the orders already in
-    /// the source. Calls `progress` with the orders written so far; stops early on `shutdown`.
+    /// the source, at `rate` orders a second (as fast as possible when `None`). Calls
+    /// `progress` with the orders written so far; stops early on `shutdown`.
     pub async fn write_orders(
         &self,
         seed: u64,
         count: u64,
+        rate: Option<f64>,
         shutdown: &tokio::sync::watch::Receiver<bool>,
         progress: impl Fn(u64),
     ) -> anyhow::Result<()> {
         let reference = self.dir.source.load_reference().await?;
         let tills = Tills::new(&reference, seed)?;
         let start = self.dir.source.counts().await?.orders;
+        // At a set rate, about 10 ms of orders at a time, each chunk on its schedule.
+        let chunk = rate.map_or(TILL_CHUNK, |r| ((r / 100.0) as u64).clamp(1, TILL_CHUNK));
+        let began = tokio::time::Instant::now();
         let mut written = 0;
         while written < count && !*shutdown.borrow() {
-            let n = TILL_CHUNK.min(count - written);
+            let n = chunk.min(count - written);
             let orders: Vec<_> = tills.orders(start + written, n).collect();
             self.dir.source.insert_orders(&orders).await?;
             written += n;
             progress(written);
+            if let Some(r) = rate {
+                tokio::time::sleep_until(began + Duration::from_secs_f64(written as f64 / r)).await;
+            }
         }
         Ok(())
     }

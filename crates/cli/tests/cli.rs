@@ -132,6 +132,27 @@ fn demo_suggests_once_per_eligible_order_and_continues_on_the_same_data_dir() {
 }
 
 #[test]
+fn demo_paces_the_tills_at_the_given_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let summary = ok(&[
+        "demo",
+        "--orders",
+        "200",
+        "--rate",
+        "400",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(450),
+        "200 orders at 400/s take 0.5 s"
+    );
+    assert!(summary.contains("at 400 orders/s"), "{summary}");
+    assert_eq!(figure(&summary, "complete orders"), 200);
+}
+
+#[test]
 fn tail_prints_json_lines_and_honours_max() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
@@ -168,6 +189,8 @@ fn wrong_input_says_what_to_fix() {
     let d = dir.path().to_str().unwrap();
     let e = fails(&["demo", "--orders", "many"], &[]);
     assert!(e.contains("--orders") && e.contains("many"), "{e}");
+    let e = fails(&["demo", "--rate", "-5", "--data-dir", d], &[]);
+    assert!(e.contains("positive number of orders a second"), "{e}");
     let e = fails(&["demo", "--schemas", "maybe", "--data-dir", d], &[]);
     assert!(e.contains("expected `on` or `off`"), "{e}");
     let e = fails(&["tail", "order_suggestions", "--data-dir", d], &[]);
