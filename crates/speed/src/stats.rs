@@ -21,7 +21,6 @@ pub struct Stats {
     pub suggestions: AtomicU64,
     /// Suggestions sent again because their completing event was delivered again.
     pub replayed: AtomicU64,
-    pub cancelled: AtomicU64,
     pub expired_incomplete: AtomicU64,
     /// Time the recommender spent in each stage of its batches, in nanoseconds.
     pub stage_nanos: StageNanos,
@@ -41,7 +40,6 @@ impl Default for Stats {
             eligible: AtomicU64::new(0),
             suggestions: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
             expired_incomplete: AtomicU64::new(0),
             stage_nanos: StageNanos::default(),
             // 1 µs to 1 hour, 3 significant digits.

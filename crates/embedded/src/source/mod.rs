@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use brewline_core::debezium::{Op, Source};
+use brewline_core::debezium::{Op, Source, TableSchema};
+use brewline_core::names;
 use brewline_core::order::NewOrder;
 use brewline_core::reference::{
     Category, Customer, PaymentMethod, Product, ReferenceData, Store, Tier,
@@ -26,6 +27,43 @@ use crate::sqlite::{Db, PageSize};
 
 const ENGINE: &str = "embedded source";
 const SCHEMA: &str = include_str!("schema.sql");
+
+/// The tables whose changes are captured.
+fn captured_tables() -> [TableSchema; 2] {
+    let (server, db) = (names::CDC_TOPIC_PREFIX, names::SOURCE_DATABASE);
+    [
+        TableSchema::orders(server, db),
+        TableSchema::order_details(server, db),
+    ]
+}
+
+/// Triggers that copy each insert, update and delete of `table` into `changelog`, with the row
+/// images as JSON objects of the table's columns.
+fn capture_triggers(table: &TableSchema) -> String {
+    let image = |row: &str| {
+        let fields: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| format!("'{0}', {row}.\"{0}\"", c.name))
+            .collect();
+        format!("json_object({})", fields.join(", "))
+    };
+    let t = &table.table;
+    let trigger = |name: &str, event: &str, op: &str, before: &str, after: &str| {
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS {t}_{name} AFTER {event} ON {t} BEGIN
+                 INSERT INTO changelog (txn, tbl, op, before, after, ts_us)
+                 VALUES (brewline_txn(), '{t}', '{op}', {before}, {after}, brewline_txn_us());
+             END;\n"
+        )
+    };
+    [
+        trigger("insert", "INSERT", "c", "NULL", &image("NEW")),
+        trigger("update", "UPDATE", "u", &image("OLD"), &image("NEW")),
+        trigger("delete", "DELETE", "d", &image("OLD"), "NULL"),
+    ]
+    .concat()
+}
 
 /// The transaction now being written: its number and start time, read by the triggers.
 #[derive(Default)]
@@ -48,9 +86,14 @@ impl EmbeddedSource {
     pub fn open(path: &Path) -> Result<EmbeddedSource> {
         let clock = Arc::new(TxnClock::default());
         let for_functions = clock.clone();
-        let db = Db::open(path, ENGINE, PageSize::SmallRows, SCHEMA, move |conn| {
-            register_clock(conn, for_functions)
-        })?;
+        let triggers: String = captured_tables().iter().map(capture_triggers).collect();
+        let db = Db::open(
+            path,
+            ENGINE,
+            PageSize::SmallRows,
+            &format!("{SCHEMA}\n{triggers}"),
+            move |conn| register_clock(conn, for_functions),
+        )?;
         let last: i64 = db.blocking(|c| {
             c.query_row("SELECT COALESCE(MAX(txn), 0) FROM changelog", [], |r| {
                 r.get(0)
@@ -431,7 +474,7 @@ impl EmbeddedChangeFeed {
                     ts_ms: row.ts_us / 1000,
                     ts_us: Some(row.ts_us),
                     snapshot: Some("false".into()),
-                    db: brewline_core::names::SOURCE_DATABASE.into(),
+                    db: names::SOURCE_DATABASE.into(),
                     table: Some(row.table.clone()),
                     file: "changelog".into(),
                     pos: row.seq,

@@ -155,10 +155,6 @@ impl EmbeddedState {
         Ok(live)
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.inner.ttl
-    }
-
     fn cutoff(&self) -> i64 {
         crate::now_ms() - self.inner.ttl.as_millis() as i64
     }
