@@ -66,7 +66,11 @@ impl Backoff {
                 self.wait = (self.wait * 2).min(Duration::from_secs(5));
                 None
             }
-            other => Some(other),
+            other => {
+                // Back to the shortest wait for the next failure.
+                self.wait = Duration::from_millis(50);
+                Some(other)
+            }
         }
     }
 }

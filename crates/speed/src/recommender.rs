@@ -228,7 +228,9 @@ impl Recommender {
         };
         StageNanos::add(&stage.apply, t);
         let t = Instant::now();
-        let (mut completed, mut eligible, mut replayed) = (0u64, 0u64, 0u64);
+        // Orders completed, of them eligible, suggestions made for the first time and sent
+        // again for a redelivered completing event.
+        let (mut completed, mut eligible, mut fresh, mut replayed) = (0u64, 0u64, 0u64, 0u64);
         let mut suggestions = Vec::new();
         let mut latencies = Vec::new();
         for (i, step) in steps.into_iter().enumerate() {
@@ -240,10 +242,13 @@ impl Recommender {
             if first {
                 completed += 1;
                 eligible += u64::from(self.lookups.is_eligible(&order.header));
-            } else {
-                replayed += 1;
             }
             if let Some(s) = self.suggester.suggest(&order, &self.lookups) {
+                if first {
+                    fresh += 1;
+                } else {
+                    replayed += 1;
+                }
                 let value = serde_json::to_vec(&s).map_err(|e| {
                     PortError::fatal("recommender", format!("cannot encode a suggestion: {e}"))
                 })?;
@@ -262,7 +267,6 @@ impl Recommender {
             })
             .await?;
         }
-        let sent = suggestions.len() as u64;
         if !suggestions.is_empty() {
             with_retries("sending suggestions", || {
                 e.producer
@@ -284,7 +288,7 @@ impl Recommender {
             }
         }
         let dead_count = batch.dead.len() as u64;
-        let new_suggestions = sent - replayed.min(sent);
+        let new_suggestions = fresh;
         Stats::add(&self.stats.order_events, batch.order_events);
         Stats::add(&self.stats.line_events, batch.line_events);
         Stats::add(&self.stats.completed, completed);

@@ -412,7 +412,16 @@ impl Reader {
             let notified = appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let result = self.read().await;
+            let result = match self.read().await {
+                // A busy database: try again shortly; only what a retry cannot mend is handed
+                // to `poll`, which ends the reader.
+                Err(e) if e.retryable => {
+                    tracing::warn!(error = %e, "reading the log failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                result => result,
+            };
             let caught_up = matches!(&result, Ok(batch) if batch.is_empty());
             let failed = result.is_err();
             if ready.send(result).await.is_err() || failed {
@@ -497,7 +506,10 @@ impl Consumer for EmbeddedConsumer {
             };
             match next {
                 Some(batch) => self.buffered.extend(batch?),
-                None => return Err(PortError::fatal(ENGINE, "the background reader stopped")),
+                None => return Err(PortError::fatal(
+                    ENGINE,
+                    "the background reader stopped after an error (reported by an earlier poll)",
+                )),
             }
         }
         let n = max.min(self.buffered.len());

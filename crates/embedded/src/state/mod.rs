@@ -119,7 +119,7 @@ impl EmbeddedState {
             )
         })?;
         let db = Db::open(path, ENGINE, PageSize::LargeRows, SCHEMA, |_| Ok(()))?;
-        let live = Self::replay(&db, ttl)?;
+        let live = Self::replay(&db)?;
         let inner = Arc::new(Inner {
             db,
             ttl,
@@ -133,15 +133,14 @@ impl EmbeddedState {
         Ok(EmbeddedState { inner })
     }
 
-    /// The live state of the last TTL, from the journal.
-    fn replay(db: &Db, ttl: Duration) -> Result<FxHashMap<String, Live>> {
-        let cutoff = crate::now_ms() - ttl.as_millis() as i64;
+    /// Every order state the journal still holds. States older than the TTL are kept too, so
+    /// that [`OrderStore::expire`] counts the orders that expired incomplete while no process
+    /// was running.
+    fn replay(db: &Db) -> Result<FxHashMap<String, Live>> {
         let entries: Vec<(i64, String)> = db.blocking(|c| {
-            c.prepare(
-                "SELECT touched_ms, states FROM order_journal WHERE touched_ms >= ?1 ORDER BY seq",
-            )?
-            .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect()
+            c.prepare("SELECT touched_ms, states FROM order_journal ORDER BY seq")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         })?;
         let mut live = FxHashMap::default();
         for (touched_ms, text) in entries {
@@ -230,7 +229,14 @@ impl OrderStore for EmbeddedState {
         match written {
             Ok(buffer) => *entry = buffer,
             Err(e) => {
-                *live = Self::replay(&self.inner.db, self.inner.ttl)?;
+                // Put back what the journal holds; if even that fails, this worker must stop
+                // (a retry would apply the batch to missing state) and a restart replays.
+                *live = Self::replay(&self.inner.db).map_err(|replay| {
+                    PortError::fatal(
+                        ENGINE,
+                        format!("{e}; then reloading the journal failed: {replay}"),
+                    )
+                })?;
                 return Err(e);
             }
         }
@@ -249,15 +255,9 @@ impl OrderStore for EmbeddedState {
 
     async fn expire(&self) -> Result<Vec<String>> {
         let cutoff = self.cutoff();
-        let mut open = Vec::new();
-        self.inner.working.lock().await.orders.retain(|id, l| {
-            let keep = l.touched_ms >= cutoff;
-            if !keep && l.state.is_open() {
-                open.push(id.clone());
-            }
-            keep
-        });
-        // The journal's head is older than any live state now: trim it.
+        let mut working = self.inner.working.lock().await;
+        // Trim the journal first: if that fails, nothing is dropped and the next call reports
+        // the same orders.
         self.inner
             .db
             .run(move |c| {
@@ -265,6 +265,14 @@ impl OrderStore for EmbeddedState {
                     .map(drop)
             })
             .await?;
+        let mut open = Vec::new();
+        working.orders.retain(|id, l| {
+            let keep = l.touched_ms >= cutoff;
+            if !keep && l.state.is_open() {
+                open.push(id.clone());
+            }
+            keep
+        });
         open.sort();
         Ok(open)
     }

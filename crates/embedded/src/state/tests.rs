@@ -131,6 +131,26 @@ async fn expired_state_is_dropped_and_incomplete_orders_are_reported() {
 }
 
 #[tokio::test]
+async fn orders_that_expired_while_no_process_ran_are_still_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path(), Duration::from_millis(50));
+        s.apply(&[applied(placed("left-open", 2), 0)])
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let s = open(dir.path(), Duration::from_millis(50));
+    assert_eq!(s.expire().await.unwrap(), vec!["left-open".to_string()]);
+    drop(s);
+    let s = open(dir.path(), Duration::from_millis(50));
+    assert!(
+        s.expire().await.unwrap().is_empty(),
+        "trimmed from the journal: reported once"
+    );
+}
+
+#[tokio::test]
 async fn lookups_are_replaced_whole_with_a_new_version() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), Duration::from_secs(90));
