@@ -56,6 +56,38 @@ impl OrderChange {
     }
 }
 
+/// What one change event means for its order: nothing, one change, or — for a line whose
+/// product changed, or that became a suggested line — a removal followed by an addition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes(Option<OrderChange>, Option<OrderChange>);
+
+impl Changes {
+    pub fn none() -> Changes {
+        Changes(None, None)
+    }
+
+    pub fn one(change: OrderChange) -> Changes {
+        Changes(Some(change), None)
+    }
+
+    /// `first`, then `then`, each if present (kept in canonical form: a lone change first).
+    pub fn both(first: Option<OrderChange>, then: Option<OrderChange>) -> Changes {
+        match first {
+            Some(first) => Changes(Some(first), then),
+            None => Changes(then, None),
+        }
+    }
+}
+
+impl IntoIterator for Changes {
+    type Item = OrderChange;
+    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<OrderChange>, 2>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        [self.0, self.1].into_iter().flatten()
+    }
+}
+
 /// Where an order stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
@@ -100,8 +132,14 @@ impl OrderState {
     /// Applies one change, delivered from `at`.
     pub fn apply(&mut self, change: &OrderChange, at: &EventRef) -> Step {
         self.message_count += 1;
+        // Only a header or an added line can have completed the order: a removal delivered
+        // with the same record (a line that changed its product) is not the completing change.
+        let can_complete = matches!(
+            change,
+            OrderChange::Placed(_) | OrderChange::LineAdded { .. }
+        );
         match &self.status {
-            Status::Completed { by } if by == at => {
+            Status::Completed { by } if by == at && can_complete => {
                 return self
                     .completed()
                     .map_or(Step::AlreadyComplete, Step::Replayed)
@@ -263,6 +301,34 @@ mod tests {
         assert!(
             matches!(s.apply(&line("C"), &at(4)), Step::Completed(o) if o.products == ["A", "C"])
         );
+    }
+
+    #[test]
+    fn a_replayed_record_that_removes_and_adds_replays_once() {
+        let mut s = OrderState::default();
+        s.apply(&OrderChange::Placed(header(2)), &at(0));
+        s.apply(&line("A"), &at(1));
+        // Record 2 changes line A to B: a removal then an addition, both from offset 2.
+        let removed_a = OrderChange::LineRemoved {
+            order_id: "o1".into(),
+            product_id: "A".into(),
+        };
+        assert_eq!(s.apply(&removed_a, &at(2)), Step::Pending);
+        assert_eq!(
+            s.apply(&line("B"), &at(2)),
+            Step::Pending,
+            "one line, two wanted"
+        );
+        assert!(
+            matches!(s.apply(&line("C"), &at(3)), Step::Completed(o) if o.products == ["B", "C"])
+        );
+        // The completing record again replays; a removal sharing its record never does.
+        assert!(matches!(s.apply(&line("C"), &at(3)), Step::Replayed(_)));
+        let removed_c = OrderChange::LineRemoved {
+            order_id: "o1".into(),
+            product_id: "C".into(),
+        };
+        assert_eq!(s.apply(&removed_c, &at(3)), Step::AlreadyComplete);
     }
 
     #[test]

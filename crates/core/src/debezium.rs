@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use crate::assembly::OrderChange;
+use crate::assembly::{Changes, OrderChange};
 use crate::order::OrderHeader;
 
 /// What happened to a row.
@@ -417,10 +417,10 @@ fn snapshot_flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
 
 impl<S> ChangeEvent<OrderRow, S> {
     /// What this change of an `orders` row means for the order's assembly.
-    pub fn order_change(&self) -> Result<Option<OrderChange>, DecodeError> {
+    pub fn order_changes(&self) -> Result<Changes, DecodeError> {
         match (self.op, &self.after, &self.before) {
-            (Op::Truncate, _, _) => Ok(None),
-            (Op::Delete, _, Some(before)) => Ok(Some(OrderChange::Cancelled {
+            (Op::Truncate, _, _) => Ok(Changes::none()),
+            (Op::Delete, _, Some(before)) => Ok(Changes::one(OrderChange::Cancelled {
                 order_id: before.id.clone(),
             })),
             (_, Some(row), _) => {
@@ -430,7 +430,7 @@ impl<S> ChangeEvent<OrderRow, S> {
                         row.id, row.num_products
                     )));
                 }
-                Ok(Some(OrderChange::Placed(OrderHeader {
+                Ok(Changes::one(OrderChange::Placed(OrderHeader {
                     order_id: row.id.clone(),
                     customer_id: row.customer_id,
                     store_id: row.store_id,
@@ -443,32 +443,49 @@ impl<S> ChangeEvent<OrderRow, S> {
     }
 }
 
+impl OrderLineRow {
+    /// The line leaving its order, unless it is a suggested line (never an item).
+    fn removed(&self) -> Option<OrderChange> {
+        (!self.is_suggestion).then(|| OrderChange::LineRemoved {
+            order_id: self.order_id.clone(),
+            product_id: self.product_id.clone(),
+        })
+    }
+
+    /// The line as an item of its order, unless it is a suggested line.
+    fn added(&self) -> Result<Option<OrderChange>, DecodeError> {
+        if self.is_suggestion {
+            return Ok(None);
+        }
+        if self.quantity < 1 || self.subtotal < 0 {
+            return Err(DecodeError::Invalid(format!(
+                "line {}/{} has quantity {} and subtotal {}",
+                self.order_id, self.product_id, self.quantity, self.subtotal
+            )));
+        }
+        Ok(Some(OrderChange::LineAdded {
+            order_id: self.order_id.clone(),
+            product_id: self.product_id.clone(),
+        }))
+    }
+}
+
 impl<S> ChangeEvent<OrderLineRow, S> {
     /// What this change of an `order_details` row means for the order's assembly. Suggested
-    /// lines are never items of the order.
-    pub fn order_change(&self) -> Result<Option<OrderChange>, DecodeError> {
-        match (self.op, &self.after, &self.before) {
-            (Op::Truncate, _, _) => Ok(None),
-            (Op::Delete, _, Some(before)) if !before.is_suggestion => {
-                Ok(Some(OrderChange::LineRemoved {
-                    order_id: before.order_id.clone(),
-                    product_id: before.product_id.clone(),
-                }))
+    /// lines are never items of the order; a line whose product changed (binlog capture reports
+    /// a key update as one update) or that became a suggested line is removed first.
+    pub fn order_changes(&self) -> Result<Changes, DecodeError> {
+        match (self.op, &self.before, &self.after) {
+            (Op::Truncate, _, _) => Ok(Changes::none()),
+            (Op::Delete, Some(before), _) => Ok(Changes::both(before.removed(), None)),
+            (Op::Update, Some(before), Some(after)) => {
+                let moved = before.product_id != after.product_id
+                    || before.order_id != after.order_id
+                    || after.is_suggestion;
+                let removed = if moved { before.removed() } else { None };
+                Ok(Changes::both(removed, after.added()?))
             }
-            (Op::Delete, _, Some(_)) => Ok(None),
-            (_, Some(row), _) if row.is_suggestion => Ok(None),
-            (_, Some(row), _) => {
-                if row.quantity < 1 || row.subtotal < 0 {
-                    return Err(DecodeError::Invalid(format!(
-                        "line {}/{} has quantity {} and subtotal {}",
-                        row.order_id, row.product_id, row.quantity, row.subtotal
-                    )));
-                }
-                Ok(Some(OrderChange::LineAdded {
-                    order_id: row.order_id.clone(),
-                    product_id: row.product_id.clone(),
-                }))
-            }
+            (_, _, Some(after)) => Ok(Changes::both(None, after.added()?)),
             _ => Err(DecodeError::Invalid("change has no row".into())),
         }
     }

@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use brewline_core::assembly::Changes;
 use brewline_core::assembly::Step;
 use brewline_core::debezium::{
     decode_with, ChangeEvent, DecodeError, Decoded, OrderLineRow, OrderRow, SourceTime,
 };
 use brewline_core::suggestion::{Lookups, Suggester};
-use brewline_core::OrderChange;
 use brewline_ports::{
     Applied, Consumed, Consumer, Counters, LookupStore, OrderStore, PortError, Producer, Record,
     Result,
@@ -96,18 +96,16 @@ struct Batch {
 }
 
 /// A record that is a change of an order, with its source commit time (µs), or nothing to do.
-type OrderEvent = Option<(OrderChange, i64)>;
+type OrderEvent = Option<(Changes, i64)>;
 
 fn decode_as<T: DeserializeOwned>(
     record: &Consumed,
-    to_change: impl Fn(
-        &ChangeEvent<T, SourceTime>,
-    ) -> std::result::Result<Option<OrderChange>, DecodeError>,
+    to_change: impl Fn(&ChangeEvent<T, SourceTime>) -> std::result::Result<Changes, DecodeError>,
 ) -> std::result::Result<OrderEvent, String> {
     match decode_with::<T, SourceTime>(record.record.value.as_deref()) {
         Ok(Decoded::Tombstone) => Ok(None),
         Ok(Decoded::Change(event)) => to_change(&event)
-            .map(|c| c.map(|c| (c, event.committed_at_us())))
+            .map(|c| Some((c, event.committed_at_us())))
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     }
@@ -137,12 +135,12 @@ impl Batch {
             }
             let event = if *record.topic == *topics.orders {
                 batch.order_events += 1;
-                decode_as::<OrderRow>(record, ChangeEvent::<OrderRow, SourceTime>::order_change)
+                decode_as::<OrderRow>(record, ChangeEvent::<OrderRow, SourceTime>::order_changes)
             } else if *record.topic == *topics.order_details {
                 batch.line_events += 1;
                 decode_as::<OrderLineRow>(
                     record,
-                    ChangeEvent::<OrderLineRow, SourceTime>::order_change,
+                    ChangeEvent::<OrderLineRow, SourceTime>::order_changes,
                 )
             } else {
                 Err(format!(
@@ -151,12 +149,14 @@ impl Batch {
                 ))
             };
             match event {
-                Ok(Some((change, at_us))) => {
-                    batch.changes.push(Applied {
-                        change,
-                        at: record.event_ref(),
-                    });
-                    batch.committed_at.push(at_us);
+                Ok(Some((changes, at_us))) => {
+                    for change in changes {
+                        batch.changes.push(Applied {
+                            change,
+                            at: record.event_ref(),
+                        });
+                        batch.committed_at.push(at_us);
+                    }
                 }
                 Ok(None) => {}
                 Err(reason) => {

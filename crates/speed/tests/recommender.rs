@@ -445,3 +445,42 @@ async fn a_cancelled_order_gets_no_suggestion_and_written_back_suggestions_trigg
     );
     assert_eq!(suggestions(&dir).await, got, "and triggered nothing");
 }
+
+#[tokio::test]
+async fn a_line_whose_product_changes_before_completion_counts_as_the_new_product() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = prepared(root.path()).await;
+    // A diamond customer paying with ACB; two lines wanted; line A becomes B, then C arrives.
+    dir.source
+        .execute(
+            "INSERT INTO orders VALUES ('moved', 0, 7, 1, 9, 2, 'new');
+             INSERT INTO order_details VALUES ('moved', 'CF01', 1, 0, 30000, 0);",
+        )
+        .await
+        .unwrap();
+    dir.source
+        .execute("UPDATE order_details SET product_id = 'T01' WHERE order_id = 'moved'")
+        .await
+        .unwrap();
+    dir.source
+        .execute("INSERT INTO order_details VALUES ('moved', 'C01', 1, 0, 40000, 0)")
+        .await
+        .unwrap();
+    write_and_capture(&dir, &[], false).await;
+    let producer = dir.log.producer().unwrap();
+    let (result, stats) = recommend(&dir, 16, producer.as_ref()).await;
+    result.unwrap();
+    assert_eq!(Stats::get(&stats.completed), 1);
+    let state = dir.state.order("moved").await.unwrap().unwrap();
+    assert_eq!(
+        state.products,
+        ["C01", "T01"],
+        "CF01 left the order when it became T01"
+    );
+    let got = suggestions(&dir).await;
+    let product = got["moved"][0]["product_id"].as_str().unwrap();
+    assert!(
+        product != "T01" && product != "C01",
+        "suggested {product}, already in the order"
+    );
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::assembly::Changes;
 use proptest::prelude::*;
 
 /// An insert into `orders` as Debezium 2.x with JsonConverter `schemas.enable=true` writes it.
@@ -34,8 +35,14 @@ fn decodes_insert_with_schema() {
     assert_eq!(c.committed_at_us(), 1_732_435_200_000_000);
     let row = c.after.as_ref().unwrap();
     assert_eq!(row.timestamp, Some(Moment::Millis(1_732_435_200_123)));
-    match c.order_change().unwrap() {
-        Some(OrderChange::Placed(h)) => {
+    match c
+        .order_changes()
+        .unwrap()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [OrderChange::Placed(h)] => {
             assert_eq!(h.customer_id, Some(1442));
             assert_eq!(h.payment_method_id, 9);
             assert_eq!(h.num_products, 2);
@@ -51,8 +58,8 @@ fn decodes_line_without_schema() {
     assert!(!row.is_suggestion);
     assert_eq!(row.subtotal, 80_000);
     assert_eq!(
-        c.order_change().unwrap(),
-        Some(OrderChange::LineAdded {
+        c.order_changes().unwrap(),
+        Changes::one(OrderChange::LineAdded {
             order_id: "0b6c8a54-5b0e-4b8e-9d43-1f5b2b0e8a11".into(),
             product_id: "CF03".into()
         })
@@ -65,7 +72,7 @@ fn decodes_snapshot_read_with_null_customer() {
     assert_eq!(c.op, Op::Read);
     assert_eq!(c.source.snapshot.as_deref(), Some("true"));
     assert!(
-        matches!(c.order_change().unwrap(), Some(OrderChange::Placed(h)) if h.customer_id.is_none())
+        matches!(c.order_changes().unwrap().into_iter().next(), Some(OrderChange::Placed(h)) if h.customer_id.is_none())
     );
 }
 
@@ -75,8 +82,8 @@ fn delete_cancels_and_tombstones_are_recognised() {
     assert_eq!(c.op, Op::Delete);
     assert!(c.after.is_none());
     assert_eq!(
-        c.order_change().unwrap(),
-        Some(OrderChange::Cancelled {
+        c.order_changes().unwrap(),
+        Changes::one(OrderChange::Cancelled {
             order_id: "a1".into()
         })
     );
@@ -91,7 +98,45 @@ fn delete_cancels_and_tombstones_are_recognised() {
 fn suggested_lines_are_not_items_of_the_order() {
     let c: ChangeEvent<OrderLineRow> = change(SUGGESTED_LINE);
     assert!(c.after.as_ref().unwrap().is_suggestion);
-    assert_eq!(c.order_change().unwrap(), None);
+    assert_eq!(c.order_changes().unwrap(), Changes::none());
+}
+
+#[test]
+fn a_line_that_changes_product_or_becomes_a_suggestion_is_removed_first() {
+    let update = |after: &str| -> Vec<OrderChange> {
+        let s = format!(
+            r#"{{"op":"u","before":{{"order_id":"o","product_id":"A","quantity":1,"subtotal":1,"is_suggestion":false}},"after":{after}}}"#
+        );
+        change::<OrderLineRow>(&s)
+            .order_changes()
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let removed = |p: &str| OrderChange::LineRemoved {
+        order_id: "o".into(),
+        product_id: p.into(),
+    };
+    let added = |p: &str| OrderChange::LineAdded {
+        order_id: "o".into(),
+        product_id: p.into(),
+    };
+    let row = |p: &str, flag: bool| {
+        format!(
+            r#"{{"order_id":"o","product_id":"{p}","quantity":2,"subtotal":2,"is_suggestion":{flag}}}"#
+        )
+    };
+    assert_eq!(update(&row("B", false)), vec![removed("A"), added("B")]);
+    assert_eq!(
+        update(&row("A", false)),
+        vec![added("A")],
+        "a quantity change"
+    );
+    assert_eq!(
+        update(&row("A", true)),
+        vec![removed("A")],
+        "now a suggested line"
+    );
 }
 
 #[test]
@@ -126,7 +171,7 @@ fn bad_events_get_a_reason() {
         r#"{"op":"c","after":{"id":"a","store_id":3,"payment_method_id":1,"num_products":0}}"#,
     );
     assert!(zero
-        .order_change()
+        .order_changes()
         .unwrap_err()
         .to_string()
         .contains("num_products 0"));
