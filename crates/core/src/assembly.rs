@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::order::{CompletedOrder, OrderHeader};
+use crate::suggestion::Suggestion;
 
 /// Where a change event was read: its topic, partition and offset. Two deliveries of the same
 /// record have the same reference; a duplicate written twice to the log does not.
@@ -109,6 +110,9 @@ pub struct OrderState {
     /// Change events applied, duplicates included (observability only).
     pub message_count: u64,
     pub status: Status,
+    /// The suggestion sent for the order, once recorded (see [`OrderState::remember`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<Suggestion>,
 }
 
 /// What applying one change did.
@@ -120,8 +124,9 @@ pub enum Step {
     Completed(CompletedOrder),
     /// The very event that completed the order was delivered again (a redelivery after a crash
     /// or a rebalance): what followed its first delivery may not have happened, so it may be
-    /// done again, with the identical order.
-    Replayed(CompletedOrder),
+    /// done again, with the identical order — and the suggestion recorded for it, if any, which
+    /// is the one to send again.
+    Replayed(CompletedOrder, Option<Suggestion>),
     /// The order was complete already: a duplicate or late event.
     AlreadyComplete,
     /// The order was deleted before it completed.
@@ -140,9 +145,10 @@ impl OrderState {
         );
         match &self.status {
             Status::Completed { by } if by == at && can_complete => {
-                return self
-                    .completed()
-                    .map_or(Step::AlreadyComplete, Step::Replayed)
+                return match self.completed() {
+                    Some(order) => Step::Replayed(order, self.suggestion.clone()),
+                    None => Step::AlreadyComplete,
+                }
             }
             Status::Completed { .. } => return Step::AlreadyComplete,
             Status::Cancelled => return Step::Cancelled,
@@ -181,6 +187,14 @@ impl OrderState {
             header: header.clone(),
             products: self.products.clone(),
         })
+    }
+
+    /// Records the suggestion sent for this (complete) order, so that a replay repeats it
+    /// rather than making it again from lookups or a seed that may have changed since.
+    pub fn remember(&mut self, suggestion: Suggestion) {
+        if self.is_complete() {
+            self.suggestion = Some(suggestion);
+        }
     }
 
     pub fn is_complete(&self) -> bool {
@@ -253,7 +267,7 @@ mod tests {
             for (offset, change) in delivered.iter().enumerate() {
                 match state.apply(change, &at(offset as i64)) {
                     Step::Completed(o) => completed.push(o),
-                    Step::Replayed(_) | Step::Cancelled => prop_assert!(false, "unexpected step"),
+                    Step::Replayed(..) | Step::Cancelled => prop_assert!(false, "unexpected step"),
                     Step::Pending | Step::AlreadyComplete => {}
                 }
             }
@@ -277,7 +291,7 @@ mod tests {
             let (order, offset) = first.expect("completes");
             prop_assert_eq!(
                 state.apply(&events(n)[offset], &at(offset as i64)),
-                Step::Replayed(order)
+                Step::Replayed(order, None)
             );
             let again = &events(n)[extra % (n + 1)];
             prop_assert_eq!(state.apply(again, &at(100)), Step::AlreadyComplete);
@@ -323,7 +337,7 @@ mod tests {
             matches!(s.apply(&line("C"), &at(3)), Step::Completed(o) if o.products == ["B", "C"])
         );
         // The completing record again replays; a removal sharing its record never does.
-        assert!(matches!(s.apply(&line("C"), &at(3)), Step::Replayed(_)));
+        assert!(matches!(s.apply(&line("C"), &at(3)), Step::Replayed(..)));
         let removed_c = OrderChange::LineRemoved {
             order_id: "o1".into(),
             product_id: "C".into(),

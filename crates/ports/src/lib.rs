@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use brewline_core::assembly::{EventRef, OrderChange, Step};
 use brewline_core::order::NewOrder;
 use brewline_core::reference::ReferenceData;
-use brewline_core::suggestion::Lookups;
+use brewline_core::suggestion::{Lookups, Suggestion};
 
 /// An engine failed. The text says what and where; `retryable` says whether trying again may
 /// help (a lost connection) or not (a missing topic).
@@ -156,6 +156,11 @@ pub trait OrderStore: Send + Sync {
     /// [`brewline_core::OrderState::apply`] defines), and says what each did. An order completes
     /// once, whichever worker applies its last change.
     async fn apply(&self, changes: &[Applied]) -> Result<Vec<Step>>;
+
+    /// Records, durably, the suggestion about to be sent for each complete order: a replay of
+    /// the order's completing event then gets this very suggestion back
+    /// ([`Step::Replayed`]) to send again.
+    async fn remember(&self, suggestions: &[Suggestion]) -> Result<()>;
 
     /// Removes the state of orders not touched for the TTL, and returns the ids of those that
     /// expired incomplete.

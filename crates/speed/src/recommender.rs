@@ -2,11 +2,12 @@
 //! in the order store, and publishes one suggestion for every eligible complete order.
 //!
 //! One batch is: poll → decode (bad records to the dead-letter topic) → apply to the order
-//! store (completion decided there, atomically) → suggest → send dead letters and suggestions
-//! and wait for their acknowledgement → commit the offsets. Offsets are committed only after
-//! the work they cover is done, so a crash redelivers the batch; the store recognises the
-//! redelivered completing event, and the suggestion, a pure function of the order, is sent again
-//! identically. A failed engine call is retried on the same batch, never skipped.
+//! store (completion decided there, atomically) → suggest → record the suggestions in the order
+//! store → send dead letters and suggestions and wait for their acknowledgement → commit the
+//! offsets. Offsets are committed only after the work they cover is done, so a crash redelivers
+//! the batch; the store recognises the redelivered completing event and hands back the
+//! suggestion recorded for the order, which is sent again identically (even if the seed or the
+//! lookups changed meanwhile). A failed engine call is retried on the same batch, never skipped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -232,18 +233,27 @@ impl Recommender {
         // again for a redelivered completing event.
         let (mut completed, mut eligible, mut fresh, mut replayed) = (0u64, 0u64, 0u64, 0u64);
         let mut suggestions = Vec::new();
+        // Suggestions made now, recorded in the order store before they are sent.
+        let mut made = Vec::new();
         let mut latencies = Vec::new();
         for (i, step) in steps.into_iter().enumerate() {
-            let (order, first) = match step {
-                Step::Completed(order) => (order, true),
-                Step::Replayed(order) => (order, false),
+            let (order, first, recorded) = match step {
+                Step::Completed(order) => (order, true, None),
+                Step::Replayed(order, recorded) => (order, false, recorded),
                 Step::Pending | Step::AlreadyComplete | Step::Cancelled => continue,
             };
             if first {
                 completed += 1;
                 eligible += u64::from(self.lookups.is_eligible(&order.header));
             }
-            if let Some(s) = self.suggester.suggest(&order, &self.lookups) {
+            // A replayed order gets the suggestion recorded for it, never a new one; with none
+            // recorded, none was sent, and one is made now.
+            let suggestion = recorded.or_else(|| {
+                let s = self.suggester.suggest(&order, &self.lookups);
+                made.extend(s.clone());
+                s
+            });
+            if let Some(s) = suggestion {
                 if first {
                     fresh += 1;
                 } else {
@@ -260,6 +270,9 @@ impl Recommender {
         }
         StageNanos::add(&stage.decide, t);
         let t = Instant::now();
+        if !made.is_empty() {
+            with_retries("recording suggestions", || e.orders.remember(&made)).await?;
+        }
         if !batch.dead.is_empty() {
             with_retries("sending dead letters", || {
                 e.producer

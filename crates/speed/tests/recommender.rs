@@ -129,8 +129,17 @@ async fn recommend(
     batch: usize,
     producer: &dyn Producer,
 ) -> (Result<(), PortError>, Arc<Stats>) {
+    recommend_with_seed(dir, batch, producer, 11).await
+}
+
+async fn recommend_with_seed(
+    dir: &DataDir,
+    batch: usize,
+    producer: &dyn Producer,
+    seed: u64,
+) -> (Result<(), PortError>, Arc<Stats>) {
     let stats = Arc::new(Stats::default());
-    let suggester = Suggester::new(11, Box::new(RandomStrategy));
+    let suggester = Suggester::new(seed, Box::new(RandomStrategy));
     let mut r = Recommender::new(config(batch), suggester, &dir.state, stats.clone())
         .await
         .unwrap();
@@ -326,9 +335,10 @@ async fn a_crash_at_any_point_of_a_batch_loses_no_suggestion_and_repeats_only_id
             assert!(result.is_err(), "the worker stopped at the crash");
             // Everything is dropped here: connections, state, the worker.
         }
+        // Restarted with another seed: a replay must repeat what was sent, not draw it again.
         let dir = DataDir::open(root.path(), Duration::from_secs(90)).unwrap();
         let producer = dir.log.producer().unwrap();
-        let (result, stats) = recommend(&dir, 50, producer.as_ref()).await;
+        let (result, stats) = recommend_with_seed(&dir, 50, producer.as_ref(), 99).await;
         result.unwrap();
         assert!(
             Stats::get(&stats.replayed) >= 1,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use brewline_core::assembly::{OrderState, Step};
-use brewline_core::suggestion::Lookups;
+use brewline_core::suggestion::{Lookups, Suggestion};
 use brewline_ports::{Applied, Counters, LookupStore, OrderStore, PortError, Result};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use rustc_hash::FxHashMap;
@@ -158,6 +158,64 @@ impl EmbeddedState {
         crate::now_ms() - self.inner.ttl.as_millis() as i64
     }
 
+    /// Appends the new states of the `touched` orders (taken out of `live`) to the journal, then
+    /// puts them back in `live`. If the append fails, `live` is rebuilt from the journal.
+    async fn journal(
+        &self,
+        live: &mut FxHashMap<String, Live>,
+        entry: &mut Vec<u8>,
+        touched: FxHashMap<String, OrderState>,
+        now: i64,
+    ) -> Result<()> {
+        let mut buffer = std::mem::take(entry);
+        buffer.clear();
+        let written = match serde_json::to_writer(&mut buffer, &touched) {
+            Ok(()) => {
+                self.inner
+                    .db
+                    .run(move |c| {
+                        let text =
+                            std::str::from_utf8(&buffer).map_err(rusqlite::Error::Utf8Error)?;
+                        c.prepare_cached(
+                            "INSERT INTO order_journal (touched_ms, states) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![now, text])?;
+                        Ok(buffer)
+                    })
+                    .await
+            }
+            Err(e) => Err(PortError::fatal(
+                ENGINE,
+                format!("cannot encode order state: {e}"),
+            )),
+        };
+        match written {
+            Ok(buffer) => *entry = buffer,
+            Err(e) => {
+                // Put back what the journal holds; if even that fails, this worker must stop
+                // (a retry would work on missing state) and a restart replays.
+                *live = Self::replay(&self.inner.db).map_err(|replay| {
+                    PortError::fatal(
+                        ENGINE,
+                        format!("{e}; then reloading the journal failed: {replay}"),
+                    )
+                })?;
+                return Err(e);
+            }
+        }
+        live.reserve(touched.len());
+        for (id, state) in touched {
+            live.insert(
+                id,
+                Live {
+                    state,
+                    touched_ms: now,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// The state of one order, if it has not expired (for checks and tests).
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderState>> {
         let cutoff = self.cutoff();
@@ -204,53 +262,28 @@ impl OrderStore for EmbeddedState {
             };
             steps.push(state.apply(&a.change, &a.at));
         }
-        let mut buffer = std::mem::take(entry);
-        buffer.clear();
-        let written = match serde_json::to_writer(&mut buffer, &touched) {
-            Ok(()) => {
-                self.inner
-                    .db
-                    .run(move |c| {
-                        let text =
-                            std::str::from_utf8(&buffer).map_err(rusqlite::Error::Utf8Error)?;
-                        c.prepare_cached(
-                            "INSERT INTO order_journal (touched_ms, states) VALUES (?1, ?2)",
-                        )?
-                        .execute(params![now, text])?;
-                        Ok(buffer)
-                    })
-                    .await
-            }
-            Err(e) => Err(PortError::fatal(
-                ENGINE,
-                format!("cannot encode order state: {e}"),
-            )),
-        };
-        match written {
-            Ok(buffer) => *entry = buffer,
-            Err(e) => {
-                // Put back what the journal holds; if even that fails, this worker must stop
-                // (a retry would apply the batch to missing state) and a restart replays.
-                *live = Self::replay(&self.inner.db).map_err(|replay| {
-                    PortError::fatal(
-                        ENGINE,
-                        format!("{e}; then reloading the journal failed: {replay}"),
-                    )
-                })?;
-                return Err(e);
-            }
-        }
-        live.reserve(touched.len());
-        for (id, state) in touched {
-            live.insert(
-                id,
-                Live {
-                    state,
-                    touched_ms: now,
-                },
-            );
-        }
+        self.journal(live, entry, touched, now).await?;
         Ok(steps)
+    }
+
+    async fn remember(&self, suggestions: &[Suggestion]) -> Result<()> {
+        if suggestions.is_empty() {
+            return Ok(());
+        }
+        let mut working = self.inner.working.lock().await;
+        let Working {
+            orders: live,
+            entry,
+        } = &mut *working;
+        let mut touched: FxHashMap<String, OrderState> = FxHashMap::default();
+        for s in suggestions {
+            if let Some(l) = live.remove(&s.order_id) {
+                let mut state = l.state;
+                state.remember(s.clone());
+                touched.insert(s.order_id.clone(), state);
+            }
+        }
+        self.journal(live, entry, touched, crate::now_ms()).await
     }
 
     async fn expire(&self) -> Result<Vec<String>> {

@@ -60,7 +60,7 @@ async fn state_carries_over_between_batches_and_reopens() {
         .apply(&[applied(line("o1", "B"), 2), applied(line("o1", "B"), 9)])
         .await
         .unwrap();
-    assert!(matches!(steps[0], Step::Replayed(_)));
+    assert!(matches!(steps[0], Step::Replayed(_, None)));
     assert_eq!(steps[1], Step::AlreadyComplete);
 }
 
