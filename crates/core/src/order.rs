@@ -29,10 +29,6 @@ impl NewOrder {
     pub fn num_products(&self) -> i64 {
         self.lines.len() as i64
     }
-
-    pub fn total(&self) -> i64 {
-        self.lines.iter().map(|l| l.subtotal).sum()
-    }
 }
 
 /// What the `orders` row tells the recommender about an order.

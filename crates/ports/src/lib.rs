@@ -204,8 +204,8 @@ pub trait SourceDb: Send + Sync {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SourceCounts {
     pub orders: u64,
+    /// Lines that are items of their order (suggested lines written back are not).
     pub order_lines: u64,
-    pub suggested_lines: u64,
 }
 
 /// A named, durable bookmark: where a capture or a batch job got to.

@@ -25,12 +25,6 @@ pub struct StopWhen {
 }
 
 impl StopWhen {
-    /// Never stops on its own: runs until shut down.
-    pub fn on_shutdown(shutdown: watch::Receiver<bool>) -> StopWhen {
-        let (_tx, drained) = watch::channel(false);
-        StopWhen { drained, shutdown }
-    }
-
     fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }

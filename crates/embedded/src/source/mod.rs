@@ -357,9 +357,6 @@ impl SourceDb for EmbeddedSource {
                     orders: n("SELECT COUNT(*) FROM orders")? as u64,
                     order_lines: n("SELECT COUNT(*) FROM order_details WHERE is_suggestion = 0")?
                         as u64,
-                    suggested_lines: n(
-                        "SELECT COUNT(*) FROM order_details WHERE is_suggestion = 1",
-                    )? as u64,
                 })
             })
             .await
