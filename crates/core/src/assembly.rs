@@ -110,8 +110,7 @@ pub struct OrderState {
     /// Change events applied, duplicates included (observability only).
     pub message_count: u64,
     pub status: Status,
-    /// The suggestion sent for the order, once recorded (see [`OrderState::remember`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The suggestion made when the order completed, if any.
     pub suggestion: Option<Suggestion>,
 }
 
@@ -120,8 +119,9 @@ pub struct OrderState {
 pub enum Step {
     /// Still waiting for the header or for lines.
     Pending,
-    /// This change completed the order: happens once per order.
-    Completed(CompletedOrder),
+    /// This change completed the order: happens once per order. With the suggestion made for
+    /// it, which the state records in the same step.
+    Completed(CompletedOrder, Option<Suggestion>),
     /// The very event that completed the order was delivered again (a redelivery after a crash
     /// or a rebalance): what followed its first delivery may not have happened, so it may be
     /// done again, with the identical order — and the suggestion recorded for it, if any, which
@@ -134,8 +134,15 @@ pub enum Step {
 }
 
 impl OrderState {
-    /// Applies one change, delivered from `at`.
-    pub fn apply(&mut self, change: &OrderChange, at: &EventRef) -> Step {
+    /// Applies one change, delivered from `at`. When it completes the order, `suggest` makes the
+    /// order's suggestion, which is recorded with the completion: a replay repeats it rather
+    /// than making it again from lookups or a seed that may have changed since.
+    pub fn apply(
+        &mut self,
+        change: &OrderChange,
+        at: &EventRef,
+        suggest: impl FnOnce(&CompletedOrder) -> Option<Suggestion>,
+    ) -> Step {
         self.message_count += 1;
         // Only a header or an added line can have completed the order: a removal delivered
         // with the same record (a line that changed its product) is not the completing change.
@@ -174,7 +181,8 @@ impl OrderState {
         match self.completed() {
             Some(order) => {
                 self.status = Status::Completed { by: at.clone() };
-                Step::Completed(order)
+                self.suggestion = suggest(&order);
+                Step::Completed(order, self.suggestion.clone())
             }
             None => Step::Pending,
         }
@@ -187,14 +195,6 @@ impl OrderState {
             header: header.clone(),
             products: self.products.clone(),
         })
-    }
-
-    /// Records the suggestion sent for this (complete) order, so that a replay repeats it
-    /// rather than making it again from lookups or a seed that may have changed since.
-    pub fn remember(&mut self, suggestion: Suggestion) {
-        if self.is_complete() {
-            self.suggestion = Some(suggestion);
-        }
     }
 
     pub fn is_complete(&self) -> bool {
@@ -227,6 +227,10 @@ mod tests {
             order_id: "o1".into(),
             product_id: p.into(),
         }
+    }
+
+    fn none(_: &CompletedOrder) -> Option<Suggestion> {
+        None
     }
 
     fn at(offset: i64) -> EventRef {
@@ -265,8 +269,8 @@ mod tests {
             let mut state = OrderState::default();
             let mut completed = vec![];
             for (offset, change) in delivered.iter().enumerate() {
-                match state.apply(change, &at(offset as i64)) {
-                    Step::Completed(o) => completed.push(o),
+                match state.apply(change, &at(offset as i64), none) {
+                    Step::Completed(o, _) => completed.push(o),
                     Step::Replayed(..) | Step::Cancelled => prop_assert!(false, "unexpected step"),
                     Step::Pending | Step::AlreadyComplete => {}
                 }
@@ -284,101 +288,150 @@ mod tests {
             let mut state = OrderState::default();
             let mut first = None;
             for (offset, change) in events(n).iter().enumerate() {
-                if let Step::Completed(o) = state.apply(change, &at(offset as i64)) {
+                if let Step::Completed(o, _) = state.apply(change, &at(offset as i64), none) {
                     first = Some((o, offset));
                 }
             }
             let (order, offset) = first.expect("completes");
             prop_assert_eq!(
-                state.apply(&events(n)[offset], &at(offset as i64)),
+                state.apply(&events(n)[offset], &at(offset as i64), none),
                 Step::Replayed(order, None)
             );
             let again = &events(n)[extra % (n + 1)];
-            prop_assert_eq!(state.apply(again, &at(100)), Step::AlreadyComplete);
+            prop_assert_eq!(state.apply(again, &at(100), none), Step::AlreadyComplete);
         }
     }
 
     #[test]
     fn header_last_completes_and_removed_line_is_awaited_again() {
         let mut s = OrderState::default();
-        assert_eq!(s.apply(&line("A"), &at(0)), Step::Pending);
-        assert_eq!(s.apply(&line("B"), &at(1)), Step::Pending);
+        assert_eq!(s.apply(&line("A"), &at(0), none), Step::Pending);
+        assert_eq!(s.apply(&line("B"), &at(1), none), Step::Pending);
         let removed = OrderChange::LineRemoved {
             order_id: "o1".into(),
             product_id: "B".into(),
         };
-        assert_eq!(s.apply(&removed, &at(2)), Step::Pending);
+        assert_eq!(s.apply(&removed, &at(2), none), Step::Pending);
         assert_eq!(
-            s.apply(&OrderChange::Placed(header(2)), &at(3)),
+            s.apply(&OrderChange::Placed(header(2)), &at(3), none),
             Step::Pending
         );
         assert!(
-            matches!(s.apply(&line("C"), &at(4)), Step::Completed(o) if o.products == ["A", "C"])
+            matches!(s.apply(&line("C"), &at(4), none), Step::Completed(o, _) if o.products == ["A", "C"])
         );
     }
 
     #[test]
     fn a_replayed_record_that_removes_and_adds_replays_once() {
         let mut s = OrderState::default();
-        s.apply(&OrderChange::Placed(header(2)), &at(0));
-        s.apply(&line("A"), &at(1));
+        s.apply(&OrderChange::Placed(header(2)), &at(0), none);
+        s.apply(&line("A"), &at(1), none);
         // Record 2 changes line A to B: a removal then an addition, both from offset 2.
         let removed_a = OrderChange::LineRemoved {
             order_id: "o1".into(),
             product_id: "A".into(),
         };
-        assert_eq!(s.apply(&removed_a, &at(2)), Step::Pending);
+        assert_eq!(s.apply(&removed_a, &at(2), none), Step::Pending);
         assert_eq!(
-            s.apply(&line("B"), &at(2)),
+            s.apply(&line("B"), &at(2), none),
             Step::Pending,
             "one line, two wanted"
         );
         assert!(
-            matches!(s.apply(&line("C"), &at(3)), Step::Completed(o) if o.products == ["B", "C"])
+            matches!(s.apply(&line("C"), &at(3), none), Step::Completed(o, _) if o.products == ["B", "C"])
         );
         // The completing record again replays; a removal sharing its record never does.
-        assert!(matches!(s.apply(&line("C"), &at(3)), Step::Replayed(..)));
+        assert!(matches!(
+            s.apply(&line("C"), &at(3), none),
+            Step::Replayed(..)
+        ));
         let removed_c = OrderChange::LineRemoved {
             order_id: "o1".into(),
             product_id: "C".into(),
         };
-        assert_eq!(s.apply(&removed_c, &at(3)), Step::AlreadyComplete);
+        assert_eq!(s.apply(&removed_c, &at(3), none), Step::AlreadyComplete);
     }
 
     #[test]
     fn cancelled_before_completion_never_completes() {
         let mut s = OrderState::default();
-        s.apply(&OrderChange::Placed(header(2)), &at(0));
-        s.apply(&line("A"), &at(1));
+        s.apply(&OrderChange::Placed(header(2)), &at(0), none);
+        s.apply(&line("A"), &at(1), none);
         let cancel = OrderChange::Cancelled {
             order_id: "o1".into(),
         };
-        assert_eq!(s.apply(&cancel, &at(2)), Step::Cancelled);
-        assert_eq!(s.apply(&line("B"), &at(3)), Step::Cancelled);
+        assert_eq!(s.apply(&cancel, &at(2), none), Step::Cancelled);
+        assert_eq!(s.apply(&line("B"), &at(3), none), Step::Cancelled);
         assert!(!s.is_complete() && !s.is_open());
     }
 
     #[test]
     fn cancelled_after_completion_stays_complete() {
         let mut s = OrderState::default();
-        s.apply(&OrderChange::Placed(header(1)), &at(0));
-        assert!(matches!(s.apply(&line("A"), &at(1)), Step::Completed(_)));
+        s.apply(&OrderChange::Placed(header(1)), &at(0), none);
+        assert!(matches!(
+            s.apply(&line("A"), &at(1), none),
+            Step::Completed(..)
+        ));
         let cancel = OrderChange::Cancelled {
             order_id: "o1".into(),
         };
-        assert_eq!(s.apply(&cancel, &at(2)), Step::AlreadyComplete);
+        assert_eq!(s.apply(&cancel, &at(2), none), Step::AlreadyComplete);
         assert!(s.is_complete());
     }
 
     #[test]
     fn updated_header_with_more_products_waits_for_them() {
         let mut s = OrderState::default();
-        s.apply(&OrderChange::Placed(header(3)), &at(0));
-        s.apply(&line("A"), &at(1));
-        s.apply(&line("B"), &at(2));
+        s.apply(&OrderChange::Placed(header(3)), &at(0), none);
+        s.apply(&line("A"), &at(1), none);
+        s.apply(&line("B"), &at(2), none);
         assert!(matches!(
-            s.apply(&OrderChange::Placed(header(2)), &at(3)),
-            Step::Completed(_)
+            s.apply(&OrderChange::Placed(header(2)), &at(3), none),
+            Step::Completed(..)
         ));
+    }
+
+    fn suggestion_of(order: &CompletedOrder, product: &str) -> Suggestion {
+        Suggestion {
+            order_id: order.id().to_string(),
+            product_id: product.into(),
+            product_name: product.into(),
+            quantity: 1,
+            unit_price: 100,
+            discount_percent: 10,
+            subtotal: 90,
+            is_suggestion: true,
+            customer_id: order.header.customer_id,
+            store_id: order.header.store_id,
+            payment_method_id: order.header.payment_method_id,
+            order_products: order.products.clone(),
+            strategy: "random".into(),
+        }
+    }
+
+    #[test]
+    fn the_suggestion_is_made_once_at_completion_and_replayed_as_recorded() {
+        let mut s = OrderState::default();
+        let mut calls = 0;
+        s.apply(&OrderChange::Placed(header(1)), &at(0), |_| {
+            calls += 1;
+            None
+        });
+        let Step::Completed(order, Some(made)) =
+            s.apply(&line("A"), &at(1), |o| Some(suggestion_of(o, "X")))
+        else {
+            panic!("the line completes the order with a suggestion");
+        };
+        assert_eq!(calls, 0, "no suggestion is made before completion");
+        assert_eq!(made.product_id, "X");
+        assert_eq!(s.suggestion.as_ref(), Some(&made));
+        // Redelivered, with a suggester that would now choose differently: the recorded one.
+        let replay = s.apply(&line("A"), &at(1), |o| Some(suggestion_of(o, "Y")));
+        assert_eq!(replay, Step::Replayed(order, Some(made)));
+        assert_eq!(
+            s.apply(&line("A"), &at(2), |o| Some(suggestion_of(o, "Y"))),
+            Step::AlreadyComplete
+        );
     }
 }

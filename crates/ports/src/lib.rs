@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use brewline_core::assembly::{EventRef, OrderChange, Step};
-use brewline_core::order::NewOrder;
+use brewline_core::order::{CompletedOrder, NewOrder};
 use brewline_core::reference::ReferenceData;
 use brewline_core::suggestion::{Lookups, Suggestion};
 
@@ -148,19 +148,19 @@ pub struct Applied {
     pub at: EventRef,
 }
 
+/// Makes the suggestion for an order as it completes (none when it is not eligible).
+pub type Suggest<'a> = &'a (dyn Fn(&CompletedOrder) -> Option<Suggestion> + Sync);
+
 /// Per-order state that outlives a worker: Redis (the dynamic database), or the embedded
 /// state. Every order's state expires after the store's TTL.
 #[async_trait]
 pub trait OrderStore: Send + Sync {
     /// Applies changes in order, each one atomically against its order's state (as
     /// [`brewline_core::OrderState::apply`] defines), and says what each did. An order completes
-    /// once, whichever worker applies its last change.
-    async fn apply(&self, changes: &[Applied]) -> Result<Vec<Step>>;
-
-    /// Records, durably, the suggestion about to be sent for each complete order: a replay of
-    /// the order's completing event then gets this very suggestion back
-    /// ([`Step::Replayed`]) to send again.
-    async fn remember(&self, suggestions: &[Suggestion]) -> Result<()>;
+    /// once, whichever worker applies its last change; `suggest` makes its suggestion then,
+    /// and the store records it durably with the completion, so that a replay of the
+    /// completing event gets this very suggestion back ([`Step::Replayed`]) to send again.
+    async fn apply(&self, changes: &[Applied], suggest: Suggest<'_>) -> Result<Vec<Step>>;
 
     /// Removes the state of orders not touched for the TTL, and returns the ids of those that
     /// expired incomplete.

@@ -2,8 +2,8 @@
 //! in the order store, and publishes one suggestion for every eligible complete order.
 //!
 //! One batch is: poll → decode (bad records to the dead-letter topic) → apply to the order
-//! store (completion decided there, atomically) → suggest → record the suggestions in the order
-//! store → send dead letters and suggestions and wait for their acknowledgement → commit the
+//! store (completion decided there, atomically, and the suggestion made and recorded with it)
+//! → send dead letters and suggestions and wait for their acknowledgement → commit the
 //! offsets. Offsets are committed only after the work they cover is done, so a crash redelivers
 //! the batch; the store recognises the redelivered completing event and hands back the
 //! suggestion recorded for the order, which is sent again identically (even if the seed or the
@@ -17,6 +17,7 @@ use brewline_core::assembly::Step;
 use brewline_core::debezium::{
     decode_with, ChangeEvent, DecodeError, Decoded, OrderLineRow, OrderRow, SourceTime,
 };
+use brewline_core::order::CompletedOrder;
 use brewline_core::suggestion::{Lookups, Suggester};
 use brewline_ports::{
     Applied, Consumed, Consumer, Counters, LookupStore, OrderStore, PortError, Producer, Record,
@@ -225,7 +226,11 @@ impl Recommender {
         let steps = if batch.changes.is_empty() {
             Vec::new()
         } else {
-            with_retries("applying order changes", || e.orders.apply(&batch.changes)).await?
+            let suggest = |order: &CompletedOrder| self.suggester.suggest(order, &self.lookups);
+            with_retries("applying order changes", || {
+                e.orders.apply(&batch.changes, &suggest)
+            })
+            .await?
         };
         StageNanos::add(&stage.apply, t);
         let t = Instant::now();
@@ -233,12 +238,10 @@ impl Recommender {
         // again for a redelivered completing event.
         let (mut completed, mut eligible, mut fresh, mut replayed) = (0u64, 0u64, 0u64, 0u64);
         let mut suggestions = Vec::new();
-        // Suggestions made now, recorded in the order store before they are sent.
-        let mut made = Vec::new();
         let mut latencies = Vec::new();
         for (i, step) in steps.into_iter().enumerate() {
-            let (order, first, recorded) = match step {
-                Step::Completed(order) => (order, true, None),
+            let (order, first, suggestion) = match step {
+                Step::Completed(order, made) => (order, true, made),
                 Step::Replayed(order, recorded) => (order, false, recorded),
                 Step::Pending | Step::AlreadyComplete | Step::Cancelled => continue,
             };
@@ -246,13 +249,6 @@ impl Recommender {
                 completed += 1;
                 eligible += u64::from(self.lookups.is_eligible(&order.header));
             }
-            // A replayed order gets the suggestion recorded for it, never a new one; with none
-            // recorded, none was sent, and one is made now.
-            let suggestion = recorded.or_else(|| {
-                let s = self.suggester.suggest(&order, &self.lookups);
-                made.extend(s.clone());
-                s
-            });
             if let Some(s) = suggestion {
                 if first {
                     fresh += 1;
@@ -270,9 +266,6 @@ impl Recommender {
         }
         StageNanos::add(&stage.decide, t);
         let t = Instant::now();
-        if !made.is_empty() {
-            with_retries("recording suggestions", || e.orders.remember(&made)).await?;
-        }
         if !batch.dead.is_empty() {
             with_retries("sending dead letters", || {
                 e.producer

@@ -30,16 +30,20 @@ CREATE TABLE IF NOT EXISTS topics (
     name TEXT PRIMARY KEY,
     partitions INTEGER NOT NULL CHECK (partitions > 0)
 );
--- Records base_offset .. base_offset + count - 1 of a partition, packed (see `pack`).
+-- Records base_offset .. base_offset + count - 1 of a partition, packed (see `pack`). A rowid
+-- table with the position in a separate index: a seek then compares small index keys, where in
+-- a WITHOUT ROWID table it would read each large batch it passes to compare its key.
 CREATE TABLE IF NOT EXISTS record_batches (
+    id INTEGER PRIMARY KEY,
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
     base_offset INTEGER NOT NULL,
     count INTEGER NOT NULL CHECK (count > 0),
     timestamp_ms INTEGER NOT NULL,
-    records BLOB NOT NULL,
-    PRIMARY KEY (topic, partition, base_offset)
-) WITHOUT ROWID;
+    records BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS record_batches_position
+    ON record_batches (topic, partition, base_offset);
 CREATE TABLE IF NOT EXISTS group_offsets (
     grp TEXT NOT NULL,
     topic TEXT NOT NULL,

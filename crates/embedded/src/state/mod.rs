@@ -2,10 +2,10 @@
 //! Redis holds in production.
 //!
 //! Like Redis with its append-only file, live order state is held in memory and every batch of
-//! changes is made durable by appending one journal entry — the new state of each order the
-//! batch touched — before the batch's outcome is returned. On open the journal of the last TTL
-//! is replayed; older entries are trimmed from its head. Appends are sequential, so a batch costs
-//! one write however random the order ids are.
+//! changes is made durable by appending one record — the new state of each order the batch
+//! touched — to the [`journal`] before the batch's outcome is returned; on open the journal is
+//! replayed. Appends are sequential, so a batch costs one write however random the order ids
+//! are. Lookups and counters, small and rarely written, are in a SQLite file.
 //!
 //! Where Redis keeps `ordered_products:{order}`, `message_count:{order}`, the order's header and
 //! `order_status:{order}` as separate keys, this store keeps them together as one
@@ -15,6 +15,8 @@
 //! All handles on one state file in a process share one in-memory state, so two workers
 //! complete an order once; another process is refused while one has the file open.
 
+mod journal;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,23 +25,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use brewline_core::assembly::{OrderState, Step};
-use brewline_core::suggestion::{Lookups, Suggestion};
-use brewline_ports::{Applied, Counters, LookupStore, OrderStore, PortError, Result};
+use brewline_core::suggestion::Lookups;
+use brewline_ports::{Applied, Counters, LookupStore, OrderStore, PortError, Result, Suggest};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use rustc_hash::FxHashMap;
 
 use crate::sqlite::{Db, PageSize};
+use journal::{Journal, JournalError, Replayed};
 
 const ENGINE: &str = "embedded state";
 const SCHEMA: &str = "
--- One entry per applied batch: a JSON object from order id to the order's new state.
-CREATE TABLE IF NOT EXISTS order_journal (
-    seq INTEGER PRIMARY KEY,
-    touched_ms INTEGER NOT NULL,
-    states TEXT NOT NULL
-);
--- touched_ms grows with seq, so this index is appended to, never split in the middle.
-CREATE INDEX IF NOT EXISTS order_journal_touched ON order_journal (touched_ms);
 CREATE TABLE IF NOT EXISTS lookups (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     version INTEGER NOT NULL,
@@ -51,18 +46,19 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 ";
 
-/// The state of one order and when it last changed.
-#[derive(Clone)]
+/// The state of one order, when it last changed, and the last batch that changed it.
 struct Live {
     state: OrderState,
     touched_ms: i64,
+    batch: u64,
 }
 
 /// What one batch at a time works on.
 struct Working {
     orders: FxHashMap<String, Live>,
-    /// The journal entry being encoded, kept between batches to reuse its memory.
-    entry: Vec<u8>,
+    journal: Journal,
+    /// Numbers the batches, to list each order a batch touches once.
+    batch: u64,
 }
 
 struct Inner {
@@ -73,7 +69,7 @@ struct Inner {
     _lock: File,
 }
 
-/// Order state, lookups and counters in a SQLite file.
+/// Order state (in memory, journaled), lookups and counters (in a SQLite file).
 #[derive(Clone)]
 pub struct EmbeddedState {
     inner: Arc<Inner>,
@@ -87,9 +83,30 @@ fn registry() -> MutexGuard<'static, HashMap<PathBuf, Weak<Inner>>> {
         .unwrap_or_else(PoisonError::into_inner)
 }
 
+fn journal_error(e: JournalError) -> PortError {
+    PortError::fatal(ENGINE, e)
+}
+
+fn live(replayed: Replayed) -> FxHashMap<String, Live> {
+    replayed
+        .into_iter()
+        .map(|(id, (state, touched_ms))| {
+            (
+                id,
+                Live {
+                    state,
+                    touched_ms,
+                    batch: 0,
+                },
+            )
+        })
+        .collect()
+}
+
 impl EmbeddedState {
-    /// Opens (creating when needed) the state at `path`; order state lives for `ttl` after its
-    /// last change.
+    /// Opens (creating when needed) the state at `path` (a SQLite file, with the order journal
+    /// in the folder beside it of the same name and extension `journal`); order state lives
+    /// for `ttl` after its last change.
     pub fn open(path: &Path, ttl: Duration) -> Result<EmbeddedState> {
         let fatal =
             |e: std::io::Error| PortError::fatal(ENGINE, format!("{}: {e}", path.display()));
@@ -118,14 +135,16 @@ impl EmbeddedState {
                 ),
             )
         })?;
-        let db = Db::open(path, ENGINE, PageSize::LargeRows, SCHEMA, |_| Ok(()))?;
-        let live = Self::replay(&db)?;
+        let db = Db::open(path, ENGINE, PageSize::SmallRows, SCHEMA, |_| Ok(()))?;
+        let (journal, replayed) =
+            Journal::open(&key.with_extension("journal"), ttl).map_err(journal_error)?;
         let inner = Arc::new(Inner {
             db,
             ttl,
             working: tokio::sync::Mutex::new(Working {
-                orders: live,
-                entry: Vec::new(),
+                orders: live(replayed),
+                journal,
+                batch: 0,
             }),
             _lock: lock_file,
         });
@@ -133,87 +152,8 @@ impl EmbeddedState {
         Ok(EmbeddedState { inner })
     }
 
-    /// Every order state the journal still holds. States older than the TTL are kept too, so
-    /// that [`OrderStore::expire`] counts the orders that expired incomplete while no process
-    /// was running.
-    fn replay(db: &Db) -> Result<FxHashMap<String, Live>> {
-        let entries: Vec<(i64, String)> = db.blocking(|c| {
-            c.prepare("SELECT touched_ms, states FROM order_journal ORDER BY seq")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })?;
-        let mut live = FxHashMap::default();
-        for (touched_ms, text) in entries {
-            let states: HashMap<String, OrderState> = serde_json::from_str(&text).map_err(|e| {
-                PortError::fatal(ENGINE, format!("journal entry is unreadable: {e}"))
-            })?;
-            for (id, state) in states {
-                live.insert(id, Live { state, touched_ms });
-            }
-        }
-        Ok(live)
-    }
-
     fn cutoff(&self) -> i64 {
         crate::now_ms() - self.inner.ttl.as_millis() as i64
-    }
-
-    /// Appends the new states of the `touched` orders (taken out of `live`) to the journal, then
-    /// puts them back in `live`. If the append fails, `live` is rebuilt from the journal.
-    async fn journal(
-        &self,
-        live: &mut FxHashMap<String, Live>,
-        entry: &mut Vec<u8>,
-        touched: FxHashMap<String, OrderState>,
-        now: i64,
-    ) -> Result<()> {
-        let mut buffer = std::mem::take(entry);
-        buffer.clear();
-        let written = match serde_json::to_writer(&mut buffer, &touched) {
-            Ok(()) => {
-                self.inner
-                    .db
-                    .run(move |c| {
-                        let text =
-                            std::str::from_utf8(&buffer).map_err(rusqlite::Error::Utf8Error)?;
-                        c.prepare_cached(
-                            "INSERT INTO order_journal (touched_ms, states) VALUES (?1, ?2)",
-                        )?
-                        .execute(params![now, text])?;
-                        Ok(buffer)
-                    })
-                    .await
-            }
-            Err(e) => Err(PortError::fatal(
-                ENGINE,
-                format!("cannot encode order state: {e}"),
-            )),
-        };
-        match written {
-            Ok(buffer) => *entry = buffer,
-            Err(e) => {
-                // Put back what the journal holds; if even that fails, this worker must stop
-                // (a retry would work on missing state) and a restart replays.
-                *live = Self::replay(&self.inner.db).map_err(|replay| {
-                    PortError::fatal(
-                        ENGINE,
-                        format!("{e}; then reloading the journal failed: {replay}"),
-                    )
-                })?;
-                return Err(e);
-            }
-        }
-        live.reserve(touched.len());
-        for (id, state) in touched {
-            live.insert(
-                id,
-                Live {
-                    state,
-                    touched_ms: now,
-                },
-            );
-        }
-        Ok(())
     }
 
     /// The state of one order, if it has not expired (for checks and tests).
@@ -233,71 +173,69 @@ impl EmbeddedState {
 
 #[async_trait]
 impl OrderStore for EmbeddedState {
-    async fn apply(&self, changes: &[Applied]) -> Result<Vec<Step>> {
-        // Held until the batch is durable and installed: one batch at a time per state.
+    async fn apply(&self, changes: &[Applied], suggest: Suggest<'_>) -> Result<Vec<Step>> {
+        // Held until the batch is durable: one batch at a time per state.
         let mut working = self.inner.working.lock().await;
         let Working {
-            orders: live,
-            entry,
+            orders,
+            journal,
+            batch,
         } = &mut *working;
+        *batch += 1;
         let now = crate::now_ms();
         let cutoff = now - self.inner.ttl.as_millis() as i64;
-        // The touched states are taken out of the live map and put back once the journal has
-        // them; if the journal write fails, the live map is rebuilt from the journal.
-        let mut touched: FxHashMap<String, OrderState> =
-            FxHashMap::with_capacity_and_hasher(changes.len(), Default::default());
+        // The orders this batch touched, each once; their states are changed in place and, if
+        // the journal cannot take them, the live map is rebuilt from the journal.
+        let mut touched: Vec<&str> = Vec::with_capacity(changes.len());
         let mut steps = Vec::with_capacity(changes.len());
         for a in changes {
             let id = a.change.order_id();
-            let state = match touched.get_mut(id) {
-                Some(state) => state,
-                None => {
-                    let state = live
-                        .remove(id)
-                        .filter(|l| l.touched_ms >= cutoff)
-                        .map(|l| l.state)
-                        .unwrap_or_default();
-                    touched.entry(id.to_string()).or_insert(state)
-                }
+            let live = match orders.get_mut(id) {
+                Some(live) => live,
+                None => orders.entry(id.to_string()).or_insert(Live {
+                    state: OrderState::default(),
+                    touched_ms: now,
+                    batch: 0,
+                }),
             };
-            steps.push(state.apply(&a.change, &a.at));
-        }
-        self.journal(live, entry, touched, now).await?;
-        Ok(steps)
-    }
-
-    async fn remember(&self, suggestions: &[Suggestion]) -> Result<()> {
-        if suggestions.is_empty() {
-            return Ok(());
-        }
-        let mut working = self.inner.working.lock().await;
-        let Working {
-            orders: live,
-            entry,
-        } = &mut *working;
-        let mut touched: FxHashMap<String, OrderState> = FxHashMap::default();
-        for s in suggestions {
-            if let Some(l) = live.remove(&s.order_id) {
-                let mut state = l.state;
-                state.remember(s.clone());
-                touched.insert(s.order_id.clone(), state);
+            if live.batch != *batch {
+                if live.touched_ms < cutoff {
+                    // Expired, not yet swept: starts afresh, as on a Redis key that expired.
+                    live.state = OrderState::default();
+                }
+                live.batch = *batch;
+                live.touched_ms = now;
+                touched.push(id);
             }
+            steps.push(live.state.apply(&a.change, &a.at, suggest));
         }
-        self.journal(live, entry, touched, crate::now_ms()).await
+        let appended = journal.append(
+            now,
+            touched.iter().filter_map(|id| {
+                let (id, live) = orders.get_key_value(*id)?;
+                Some((id.as_str(), &live.state))
+            }),
+        );
+        if let Err(e) = appended {
+            // Put back what the journal holds; if even that fails, this worker must stop (a
+            // retry would work on missing state) and a restart replays.
+            *orders = live(journal.reload().map_err(|reload| {
+                PortError::fatal(
+                    ENGINE,
+                    format!("{e}; then reloading the journal failed: {reload}"),
+                )
+            })?);
+            return Err(PortError::retryable(ENGINE, e));
+        }
+        Ok(steps)
     }
 
     async fn expire(&self) -> Result<Vec<String>> {
         let cutoff = self.cutoff();
         let mut working = self.inner.working.lock().await;
-        // Trim the journal first: if that fails, nothing is dropped and the next call reports
+        // Record the cutoff first: if that fails, nothing is dropped and the next call reports
         // the same orders.
-        self.inner
-            .db
-            .run(move |c| {
-                c.execute("DELETE FROM order_journal WHERE touched_ms < ?1", [cutoff])
-                    .map(drop)
-            })
-            .await?;
+        working.journal.expire(cutoff).map_err(journal_error)?;
         let mut open = Vec::new();
         working.orders.retain(|id, l| {
             let keep = l.touched_ms >= cutoff;
