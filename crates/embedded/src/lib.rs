@@ -3,9 +3,9 @@
 //! atomic per-order completion, atomic lookup refresh, a change feed that resumes from a
 //! position — so the whole pipeline runs, and is tested, with no server at all.
 //!
-//! A data directory holds three databases: `source.sqlite` (the shop's `coffee_shop`
-//! database and its changelog), `log.sqlite` (topics, consumer-group offsets, checkpoints) and
-//! `state.sqlite` (per-order state, lookups, counters).
+//! A data directory holds `source.sqlite` (the shop's `coffee_shop` database and its
+//! changelog), `log.sqlite` (topics, consumer-group offsets, checkpoints), `state.sqlite`
+//! (lookups, counters) and `state.journal/` (the journal of per-order state).
 
 mod sqlite;
 
