@@ -4,6 +4,9 @@
 //! (SQLite), and the same tests run against both. They are async because the real engines are;
 //! every method is one round trip's worth of work, batched where the engines batch.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -1,0 +1,48 @@
+//! Where brewline's Redis data lives: two databases and the names of its keys.
+
+use brewline_core::names;
+use serde::{Deserialize, Serialize};
+
+/// The Redis databases and key names. The defaults are the original pipeline's names (SPEC.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// The static database: the lookup cache (`redis://host:port/db`; a password goes in the
+    /// URL, `redis://:password@host:port/db`, set from the environment).
+    pub static_url: String,
+    /// The dynamic database: per-order state and counters.
+    pub dynamic_url: String,
+    /// Set of customer ids of tier diamond.
+    pub diamond_customers_key: String,
+    /// Set of the ids of every payment method of the eligible bank.
+    pub acb_payment_key: String,
+    /// Prefix of the hashes `product:{id}` (`name`, `unit_price`).
+    pub product_key_prefix: String,
+    /// Counter raised by every lookup load: recommenders reload their copy when it changes.
+    pub lookups_version_key: String,
+    /// Prefix of the per-order state keys `order_state:{order}` (see [`crate::RedisOrders`]).
+    pub order_state_prefix: String,
+    /// Sorted set of open orders by the time their state expires.
+    pub open_orders_key: String,
+    /// Hash of the recommender's running counters.
+    pub counters_key: String,
+    /// Milliseconds a command may take before it fails (and is retried).
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            static_url: "redis://127.0.0.1:6379/0".into(),
+            dynamic_url: "redis://127.0.0.1:6379/1".into(),
+            diamond_customers_key: names::DIAMOND_CUSTOMERS_KEY.into(),
+            acb_payment_key: names::ACB_PAYMENT_KEY.into(),
+            product_key_prefix: names::PRODUCT_KEY_PREFIX.into(),
+            lookups_version_key: "lookups_version".into(),
+            order_state_prefix: "order_state:".into(),
+            open_orders_key: "open_orders".into(),
+            counters_key: "brewline_counters".into(),
+            response_timeout_ms: 5_000,
+        }
+    }
+}

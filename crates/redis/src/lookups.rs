@@ -1,0 +1,222 @@
+//! The static lookup cache in Redis: the sets `diamond_customers` and `bank_acb_payment`, a
+//! hash `product:{id}` per product, and a version counter.
+//!
+//! A load builds every key under a temporary name, then renames them all into place in one
+//! `MULTI`/`EXEC` with the version raised: a reader sees the old lookups or the new ones, never
+//! a set half-filled. Recommenders check the version and reload their in-process copy when it
+//! changed. Products are found with `SCAN`, never `KEYS`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brewline_core::suggestion::{Lookups, ProductInfo};
+use brewline_ports::{LookupStore, PortError, Result};
+use redis::aio::ConnectionManager;
+use redis::Value;
+
+use crate::{connect, port_error, RedisConfig, ENGINE};
+
+/// Temporary keys live this long if a load dies before renaming them.
+const BUILDING_TTL: Duration = Duration::from_secs(600);
+/// Members per `SADD`.
+const CHUNK: usize = 1000;
+
+/// The lookup cache in the static database.
+#[derive(Clone)]
+pub struct RedisLookups {
+    connection: ConnectionManager,
+    config: RedisConfig,
+}
+
+impl RedisLookups {
+    pub async fn connect(config: &RedisConfig) -> Result<RedisLookups> {
+        Ok(RedisLookups {
+            connection: connect(&config.static_url, config).await?,
+            config: config.clone(),
+        })
+    }
+
+    /// Every key that starts with `prefix`, by `SCAN`.
+    async fn scan(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut c = self.connection.clone();
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| port_error("listing product keys", e))?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn current_version(&self) -> Result<u64> {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(&self.config.lookups_version_key)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| port_error("reading the lookups' version", e))?;
+        Ok(v.unwrap_or(0))
+    }
+}
+
+fn decode<T: redis::FromRedisValue>(value: &Value, what: &str) -> Result<T> {
+    redis::from_redis_value(value)
+        .map_err(|e| PortError::fatal(ENGINE, format!("{what} is not what brewline writes: {e}")))
+}
+
+#[async_trait]
+impl LookupStore for RedisLookups {
+    async fn publish(&self, lookups: &Lookups) -> Result<u64> {
+        let k = &self.config;
+        let existing = self.scan(&k.product_key_prefix).await?;
+        let nonce = format!("{}-{}", std::process::id(), brewline_ports::now_us());
+        let building = |key: &str| format!("building:{nonce}:{key}");
+        let ttl = BUILDING_TTL.as_secs() as i64;
+
+        // Build every key under its temporary name.
+        let mut build = redis::pipe();
+        let sets = [
+            (&k.diamond_customers_key, &lookups.diamond_customers),
+            (&k.acb_payment_key, &lookups.acb_payment_methods),
+        ];
+        for (key, members) in sets {
+            let mut sorted: Vec<i64> = members.iter().copied().collect();
+            sorted.sort_unstable();
+            for chunk in sorted.chunks(CHUNK) {
+                build.sadd(building(key), chunk).ignore();
+            }
+            build.expire(building(key), ttl).ignore();
+        }
+        for (id, product) in &lookups.products {
+            let key = format!("{}{id}", k.product_key_prefix);
+            build
+                .hset_multiple(
+                    building(&key),
+                    &[
+                        ("name", product.name.clone()),
+                        ("unit_price", product.unit_price.to_string()),
+                    ],
+                )
+                .ignore()
+                .expire(building(&key), ttl)
+                .ignore();
+        }
+        build
+            .query_async::<()>(&mut self.connection.clone())
+            .await
+            .map_err(|e| port_error("building the lookups", e))?;
+
+        // Swap them all into place at once, drop products no longer on the menu, and say so.
+        let mut swap = redis::pipe();
+        swap.atomic();
+        for (key, members) in sets {
+            if members.is_empty() {
+                swap.del(key).ignore();
+            } else {
+                swap.rename(building(key), key).ignore();
+                swap.persist(key).ignore();
+            }
+        }
+        let mut fresh = Vec::with_capacity(lookups.products.len());
+        for id in lookups.products.keys() {
+            let key = format!("{}{id}", k.product_key_prefix);
+            swap.rename(building(&key), &key).ignore();
+            swap.persist(&key).ignore();
+            fresh.push(key);
+        }
+        fresh.sort();
+        for stale in existing.iter().filter(|e| fresh.binary_search(e).is_err()) {
+            swap.del(stale).ignore();
+        }
+        swap.incr(&k.lookups_version_key, 1);
+        let (version,): (u64,) = swap
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| port_error("swapping the lookups into place", e))?;
+        tracing::info!(
+            version,
+            diamond_customers = lookups.diamond_customers.len(),
+            acb_payment_methods = lookups.acb_payment_methods.len(),
+            products = lookups.products.len(),
+            "lookups loaded into Redis"
+        );
+        Ok(version)
+    }
+
+    async fn version(&self) -> Result<u64> {
+        self.current_version().await
+    }
+
+    async fn load(&self) -> Result<(Lookups, u64)> {
+        let k = &self.config;
+        // A load that swaps keys between the SCAN and the read shows as a new version: read again.
+        for _ in 0..10 {
+            let before = self.current_version().await?;
+            let product_keys = self.scan(&k.product_key_prefix).await?;
+            let mut read = redis::pipe();
+            read.atomic()
+                .get(&k.lookups_version_key)
+                .smembers(&k.diamond_customers_key)
+                .smembers(&k.acb_payment_key);
+            for key in &product_keys {
+                read.hgetall(key);
+            }
+            let values: Vec<Value> = read
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(|e| port_error("reading the lookups", e))?;
+            let [version, diamond, acb, products @ ..] = values.as_slice() else {
+                return Err(PortError::fatal(ENGINE, "reading the lookups: short reply"));
+            };
+            let version: Option<u64> = decode(version, "the lookups' version")?;
+            let version = version.unwrap_or(0);
+            if version != before {
+                continue;
+            }
+            let mut lookups = Lookups {
+                diamond_customers: decode(diamond, &k.diamond_customers_key)?,
+                acb_payment_methods: decode(acb, &k.acb_payment_key)?,
+                ..Lookups::default()
+            };
+            for (key, value) in product_keys.iter().zip(products) {
+                let mut fields: HashMap<String, String> = decode(value, key)?;
+                let (Some(name), Some(price)) = (fields.remove("name"), fields.get("unit_price"))
+                else {
+                    return Err(PortError::fatal(
+                        ENGINE,
+                        format!("{key} lacks `name` or `unit_price`: load the cache again (`brewline cache load`)"),
+                    ));
+                };
+                let unit_price = price.parse().map_err(|_| {
+                    PortError::fatal(
+                        ENGINE,
+                        format!("{key}: unit_price {price:?} is not an integer"),
+                    )
+                })?;
+                let id = key[k.product_key_prefix.len()..].to_string();
+                lookups
+                    .products
+                    .insert(id, ProductInfo { name, unit_price });
+            }
+            return Ok((lookups, version));
+        }
+        Err(PortError::retryable(
+            ENGINE,
+            "the lookups kept changing while being read",
+        ))
+    }
+}

@@ -1,0 +1,202 @@
+//! Per-order state in Redis (the dynamic database), with the completion decided atomically.
+//!
+//! The rule of assembly is [`OrderState::apply`], the same code the embedded store runs and the
+//! property tests check; Redis makes it atomic by compare-and-set. A batch reads the states of
+//! its orders (`MGET`), applies its changes to them in Rust — making each suggestion as its
+//! order completes — and writes them back with a Lua script that first checks that every state
+//! is still the one read. If another worker changed one meanwhile (two workers around a
+//! rebalance), nothing is written and the batch is applied again on fresh states. So an order
+//! completes once, with one suggestion, whichever worker gets there; a redelivered completing
+//! event finds the state that recorded its suggestion and repeats it.
+//!
+//! Where the original pipeline kept `ordered_products:{order}`, `message_count:{order}`, the
+//! header and `order_status:{order}` as four keys changed by separate commands (which is how it
+//! counted redelivered events twice), brewline keeps one JSON value per order,
+//! `order_state:{order}`, so that one atomic write moves all of it. Every write sets the TTL.
+//! Open orders are also in a sorted set by expiry time, so that orders whose state expires
+//! incomplete are counted once ([`OrderStore::expire`]) rather than vanishing.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brewline_core::assembly::{OrderState, Step};
+use brewline_ports::{Applied, OrderStore, PortError, Result, Suggest};
+use redis::aio::ConnectionManager;
+use redis::Script;
+use rustc_hash::FxHashMap;
+
+use crate::{connect, port_error, RedisConfig, ENGINE};
+
+/// KEYS[1]: the open-orders set; KEYS[2..]: the orders' state keys. ARGV[1]: TTL (ms);
+/// ARGV[2]: expiry time of what is written (ms); then per order: the state read ('' = none),
+/// the new state, '1' if the order is still open, the order id. Returns 0 when written, else
+/// the number of the first order whose state changed since it was read.
+const COMPARE_AND_SET: &str = r"
+local n = #KEYS - 1
+for i = 1, n do
+  local current = redis.call('GET', KEYS[i + 1]) or ''
+  if current ~= ARGV[3 + (i - 1) * 4] then
+    return i
+  end
+end
+for i = 1, n do
+  local at = 3 + (i - 1) * 4
+  redis.call('SET', KEYS[i + 1], ARGV[at + 1], 'PX', ARGV[1])
+  if ARGV[at + 2] == '1' then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[at + 3])
+  else
+    redis.call('ZREM', KEYS[1], ARGV[at + 3])
+  end
+end
+return 0
+";
+
+/// KEYS[1]: the open-orders set; ARGV[1]: now (ms). Takes out and returns the orders whose
+/// state has expired while open: each is returned once, whichever worker sweeps.
+const TAKE_EXPIRED: &str = r"
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+end
+return expired
+";
+
+/// Attempts of one batch before giving up (each lost to another worker's write).
+const ATTEMPTS: usize = 20;
+
+/// Per-order state in the dynamic database.
+#[derive(Clone)]
+pub struct RedisOrders {
+    connection: ConnectionManager,
+    prefix: String,
+    open_orders: String,
+    ttl: Duration,
+    compare_and_set: Script,
+    take_expired: Script,
+}
+
+impl RedisOrders {
+    /// Connects to the dynamic database; order state lives for `ttl` after its last change.
+    pub async fn connect(config: &RedisConfig, ttl: Duration) -> Result<RedisOrders> {
+        Ok(RedisOrders {
+            connection: connect(&config.dynamic_url, config).await?,
+            prefix: config.order_state_prefix.clone(),
+            open_orders: config.open_orders_key.clone(),
+            ttl,
+            compare_and_set: Script::new(COMPARE_AND_SET),
+            take_expired: Script::new(TAKE_EXPIRED),
+        })
+    }
+
+    fn key(&self, order_id: &str) -> String {
+        format!("{}{order_id}", self.prefix)
+    }
+
+    /// The state of one order, if it has not expired (for checks and tests).
+    pub async fn order(&self, order_id: &str) -> Result<Option<OrderState>> {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(self.key(order_id))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| port_error("reading order state", e))?;
+        value.map(|v| parse(&self.key(order_id), &v)).transpose()
+    }
+
+    /// One attempt: `Ok(None)` when another worker changed one of the orders meanwhile.
+    async fn try_apply(
+        &self,
+        changes: &[Applied],
+        suggest: Suggest<'_>,
+    ) -> Result<Option<Vec<Step>>> {
+        let mut ids: Vec<&str> = Vec::new();
+        let mut index: FxHashMap<&str, usize> = FxHashMap::default();
+        for a in changes {
+            let id = a.change.order_id();
+            index.entry(id).or_insert_with(|| {
+                ids.push(id);
+                ids.len() - 1
+            });
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.key(id)).collect();
+        let mut c = self.connection.clone();
+        let read: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| port_error("reading order state", e))?;
+        let mut states = Vec::with_capacity(ids.len());
+        for (key, value) in keys.iter().zip(&read) {
+            states.push(match value {
+                Some(v) => parse(key, v)?,
+                None => OrderState::default(),
+            });
+        }
+        let steps: Vec<Step> = changes
+            .iter()
+            .map(|a| states[index[a.change.order_id()]].apply(&a.change, &a.at, suggest))
+            .collect();
+        let now = brewline_ports::now_ms();
+        let ttl_ms = self.ttl.as_millis() as u64;
+        let mut call = self.compare_and_set.prepare_invoke();
+        call.key(&self.open_orders)
+            .arg(ttl_ms)
+            .arg(now as u64 + ttl_ms);
+        for (i, state) in states.iter().enumerate() {
+            let new = serde_json::to_string(state)
+                .map_err(|e| PortError::fatal(ENGINE, format!("cannot encode order state: {e}")))?;
+            call.key(&keys[i])
+                .arg(read[i].as_deref().unwrap_or(""))
+                .arg(new)
+                .arg(if state.is_open() { "1" } else { "0" })
+                .arg(ids[i]);
+        }
+        let lost: i64 = call
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| port_error("writing order state", e))?;
+        Ok((lost == 0).then_some(steps))
+    }
+}
+
+fn parse(key: &str, value: &str) -> Result<OrderState> {
+    serde_json::from_str(value).map_err(|e| {
+        PortError::fatal(
+            ENGINE,
+            format!("{key} does not hold an order state brewline wrote: {e}"),
+        )
+    })
+}
+
+#[async_trait]
+impl OrderStore for RedisOrders {
+    async fn apply(&self, changes: &[Applied], suggest: Suggest<'_>) -> Result<Vec<Step>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        for attempt in 1..=ATTEMPTS {
+            if let Some(steps) = self.try_apply(changes, suggest).await? {
+                return Ok(steps);
+            }
+            tracing::debug!(
+                attempt,
+                "another worker changed these orders meanwhile; applying again"
+            );
+        }
+        Err(PortError::retryable(
+            ENGINE,
+            format!("order state kept changing under this batch ({ATTEMPTS} attempts): are two workers reading the same partitions?"),
+        ))
+    }
+
+    async fn expire(&self) -> Result<Vec<String>> {
+        let mut expired: Vec<String> = self
+            .take_expired
+            .key(&self.open_orders)
+            .arg(brewline_ports::now_ms())
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| port_error("sweeping expired orders", e))?;
+        expired.sort();
+        Ok(expired)
+    }
+}

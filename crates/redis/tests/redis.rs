@@ -1,0 +1,147 @@
+//! The state ports on a real Redis: the shared conformance cases, plus what is Redis' own.
+//! Needs the server `scripts/test` starts (`BREWLINE_TEST_REDIS_URL`); run with
+//! `scripts/test`, or `cargo test -- --ignored` with that variable set.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use brewline_ports::{conformance, LookupStore, OrderStore};
+use brewline_redis::{RedisConfig, RedisCounters, RedisLookups, RedisOrders};
+
+/// A configuration whose every key starts with `scope`, on the test server.
+fn config(scope: &str) -> RedisConfig {
+    let url = std::env::var("BREWLINE_TEST_REDIS_URL")
+        .expect("BREWLINE_TEST_REDIS_URL is not set: run these tests through scripts/test");
+    let scope = format!("{scope}-{}", brewline_ports::now_us());
+    let d = RedisConfig::default();
+    RedisConfig {
+        static_url: format!("{url}/0"),
+        dynamic_url: format!("{url}/1"),
+        diamond_customers_key: format!("{scope}:{}", d.diamond_customers_key),
+        acb_payment_key: format!("{scope}:{}", d.acb_payment_key),
+        product_key_prefix: format!("{scope}:{}", d.product_key_prefix),
+        lookups_version_key: format!("{scope}:{}", d.lookups_version_key),
+        order_state_prefix: format!("{scope}:{}", d.order_state_prefix),
+        open_orders_key: format!("{scope}:{}", d.open_orders_key),
+        counters_key: format!("{scope}:{}", d.counters_key),
+        ..d
+    }
+}
+
+async fn orders(config: &RedisConfig, ttl: Duration) -> RedisOrders {
+    RedisOrders::connect(config, ttl).await.unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn completes_once_and_replays_the_recorded_suggestion() {
+    let c = config("replay");
+    let a = orders(&c, Duration::from_secs(90)).await;
+    let b = orders(&c, Duration::from_secs(90)).await;
+    let handles = std::sync::Mutex::new(vec![a, b]);
+    conformance::completes_once_and_replays_the_recorded_suggestion("r", || {
+        // Alternate between two connections: what one wrote, the other reads.
+        let mut h = handles.lock().unwrap();
+        h.rotate_left(1);
+        h[0].clone()
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn concurrent_workers_complete_each_order_once() {
+    let c = config("workers");
+    let a = orders(&c, Duration::from_secs(90)).await;
+    let b = orders(&c, Duration::from_secs(90)).await;
+    conformance::concurrent_workers_complete_each_order_once("r", a, b).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn open_orders_that_expire_are_reported_once() {
+    let c = config("expire");
+    let ttl = Duration::from_millis(300);
+    let store = orders(&c, ttl).await;
+    conformance::open_orders_that_expire_are_reported_once("r", &store, ttl).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn order_state_carries_the_ttl() {
+    let c = config("ttl");
+    let store = orders(&c, Duration::from_secs(90)).await;
+    store
+        .apply(
+            &[conformance::applied(conformance::placed("o", 2), 0)],
+            &conformance::none,
+        )
+        .await
+        .unwrap();
+    let client = redis::Client::open(c.dynamic_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{}o", c.order_state_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((80_000..=90_000).contains(&ttl), "PTTL {ttl}");
+    assert_eq!(store.order("o").await.unwrap().unwrap().message_count, 1);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn lookups_are_replaced_whole_with_a_new_version() {
+    let store = RedisLookups::connect(&config("lookups")).await.unwrap();
+    conformance::lookups_are_replaced_whole_with_a_new_version(&store).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn a_reader_never_sees_half_published_lookups() {
+    let store = RedisLookups::connect(&config("swap")).await.unwrap();
+    conformance::a_reader_never_sees_half_published_lookups(store).await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn lookups_are_the_keys_spec_names() {
+    let c = config("keys");
+    let store = RedisLookups::connect(&c).await.unwrap();
+    let reference = brewline_core::ReferenceData::bundled().unwrap();
+    let lookups = brewline_core::suggestion::Lookups::from_reference(&reference, "ACB");
+    store.publish(&lookups).await.unwrap();
+    let client = redis::Client::open(c.static_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let acb: Vec<i64> = redis::cmd("SMEMBERS")
+        .arg(&c.acb_payment_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut acb_expected: Vec<i64> = lookups.acb_payment_methods.iter().copied().collect();
+    let mut acb = acb;
+    acb.sort();
+    acb_expected.sort();
+    assert_eq!(acb, acb_expected, "every ACB method, not only the first");
+    let (id, product) = lookups.products.iter().next().unwrap();
+    let name: String = redis::cmd("HGET")
+        .arg(format!("{}{id}", c.product_key_prefix))
+        .arg("name")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(name, product.name);
+    let building: Vec<String> = redis::cmd("KEYS")
+        .arg("building:*keys*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(building.is_empty(), "no temporary key left: {building:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn counters_add_up() {
+    let store = RedisCounters::connect(&config("counters")).await.unwrap();
+    conformance::counters_add_up("r", &store).await;
+}
