@@ -23,6 +23,10 @@ pub struct Config {
     pub recommender: RecommenderConfig,
     /// The embedded engines.
     pub embedded: EmbeddedConfig,
+    /// Kafka: the event log of a deployment.
+    pub kafka: brewline_kafka::KafkaConfig,
+    /// Redis: the lookup cache and the per-order state of a deployment.
+    pub redis: brewline_redis::RedisConfig,
 }
 
 /// Topic names and partitions.
@@ -151,6 +155,22 @@ impl Config {
             .merge(env)
             .extract()
             .context("invalid configuration (keys and types are listed in `brewline config`)")
+    }
+
+    /// The recommender's topics and pacing.
+    pub fn recommender_config(&self) -> brewline_speed::recommender::RecommenderConfig {
+        let r = &self.recommender;
+        let t = &self.topics;
+        brewline_speed::recommender::RecommenderConfig {
+            orders_topic: t.orders.clone(),
+            order_details_topic: t.order_details.clone(),
+            suggestions_topic: t.suggestions.clone(),
+            dead_letter_topic: t.dead_letters.clone(),
+            batch: r.batch,
+            poll_wait: std::time::Duration::from_millis(r.poll_wait_ms),
+            expire_every: std::time::Duration::from_secs(r.expire_every_secs),
+            lookups_every: std::time::Duration::from_secs(r.lookups_every_secs),
+        }
     }
 
     /// Checks values no type can rule out.

@@ -12,7 +12,7 @@ use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
 use brewline_ports::{Capturable, CheckpointStore, Counters, EventLog, SourceDb, Subscription};
 use brewline_speed::capture::{Capture, CaptureConfig};
-use brewline_speed::recommender::{Engines, Recommender, RecommenderConfig};
+use brewline_speed::recommender::{Engines, Recommender};
 use brewline_speed::stats::Stats;
 use brewline_speed::{lookup_cache, StopWhen};
 
@@ -49,11 +49,9 @@ impl EmbeddedPipeline {
             &self.config.recommender.eligible_bank,
         )
         .await?;
-        let t = &self.config.topics;
-        for topic in [&t.orders, &t.order_details, &t.suggestions] {
-            self.dir.log.create_topic(topic, t.partitions).await?;
+        for (topic, partitions) in crate::topics::all(&self.config) {
+            self.dir.log.create_topic(&topic, partitions).await?;
         }
-        self.dir.log.create_topic(&t.dead_letters, 1).await?;
         Ok(())
     }
 
@@ -125,16 +123,7 @@ impl EmbeddedPipeline {
     pub async fn run_recommender(&self, seed: u64, stop: StopWhen) -> anyhow::Result<()> {
         let r = &self.config.recommender;
         let t = &self.config.topics;
-        let config = RecommenderConfig {
-            orders_topic: t.orders.clone(),
-            order_details_topic: t.order_details.clone(),
-            suggestions_topic: t.suggestions.clone(),
-            dead_letter_topic: t.dead_letters.clone(),
-            batch: r.batch,
-            poll_wait: Duration::from_millis(r.poll_wait_ms),
-            expire_every: Duration::from_secs(r.expire_every_secs),
-            lookups_every: Duration::from_secs(r.lookups_every_secs),
-        };
+        let config = self.config.recommender_config();
         let suggester = Suggester::new(seed, Box::new(AffinityStrategy::default()));
         let mut recommender =
             Recommender::new(config, suggester, &self.dir.state, self.stats.clone()).await?;

@@ -5,13 +5,17 @@ mod bench;
 mod config;
 mod demo;
 mod embedded;
+mod metrics_server;
+mod recommend;
+mod shutdown;
 mod tail;
+mod topics;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command, LogFormat};
+use crate::args::{Cli, Command, LogFormat, TopicsAction};
 use crate::config::Config;
 
 fn init_logging(format: LogFormat) {
@@ -40,6 +44,10 @@ fn main() -> ExitCode {
                 Command::Demo(a) => demo::run(config, a).await,
                 Command::Tail(a) => tail::run(config, a).await,
                 Command::Bench(a) => bench::run(config, a).await,
+                Command::Recommend(a) => recommend::run(config, a).await,
+                Command::Topics {
+                    action: TopicsAction::Create(a),
+                } => topics::create(config, a).await,
                 Command::Config => {
                     print!("{}", toml::to_string_pretty(&config)?);
                     Ok(ExitCode::SUCCESS)

@@ -30,13 +30,19 @@ pub struct NoTills(&'static str);
 
 impl Tills {
     pub fn new(reference: &ReferenceData, seed: u64) -> Result<Tills, NoTills> {
-        let menu: Vec<_> = reference
+        // Sorted, so that the same seed gives the same orders whatever order a database hands
+        // the reference data back in.
+        let mut menu: Vec<_> = reference
             .products
             .iter()
             .map(|p| (p.id.clone(), p.unit_price))
             .collect();
-        let store_ids: Vec<_> = reference.stores.iter().map(|s| s.id).collect();
-        let payment_method_ids: Vec<_> = reference.payment_methods.iter().map(|p| p.id).collect();
+        menu.sort();
+        let mut store_ids: Vec<_> = reference.stores.iter().map(|s| s.id).collect();
+        store_ids.sort_unstable();
+        let mut payment_method_ids: Vec<_> =
+            reference.payment_methods.iter().map(|p| p.id).collect();
+        payment_method_ids.sort_unstable();
         if menu.len() < 3 {
             return Err(NoTills("three products"));
         }

@@ -254,3 +254,166 @@ pub async fn counters_add_up<S: Counters>(scope: &str, store: &S) {
     assert_eq!(got.get(&a), Some(&5));
     assert_eq!(got.get(&b), None, "zero deltas write nothing");
 }
+
+// ---- the event log ----
+
+use crate::{Consumed, Consumer, EventLog, Record, Subscription};
+
+pub fn record(key: &str, value: &str) -> Record {
+    Record::keyed(key.as_bytes().to_vec(), Some(value.as_bytes().to_vec()))
+}
+
+pub fn subscription(topics: &[&str], group: Option<&str>) -> Subscription {
+    Subscription {
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        group: group.map(str::to_string),
+    }
+}
+
+/// Reads until `n` records came, failing after 60 s.
+pub async fn read(c: &mut dyn Consumer, n: usize) -> Vec<Consumed> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut all = Vec::new();
+    while all.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} records came within 60 s",
+            all.len()
+        );
+        all.extend(
+            c.poll(n - all.len(), Duration::from_millis(200))
+                .await
+                .unwrap(),
+        );
+    }
+    all
+}
+
+/// Keyed records land in the partition Kafka's partitioner gives their key, with
+/// consecutive offsets from 0, and in the order sent per key.
+pub async fn keys_land_in_kafkas_partition_in_order(log: &dyn EventLog, topic: &str) {
+    log.create_topic(topic, 3).await.unwrap();
+    let p = log.producer().unwrap();
+    let records: Vec<_> = (0..60)
+        .map(|i| record(&format!("k{}", i % 10), &i.to_string()))
+        .collect();
+    p.send(topic, records[..30].to_vec()).await.unwrap();
+    p.send(topic, records[30..].to_vec()).await.unwrap();
+    let mut c = log.consumer(subscription(&[topic], None)).await.unwrap();
+    let all = read(c.as_mut(), 60).await;
+    let mut per_partition: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();
+    for r in &all {
+        let key = r.record.key.as_ref().unwrap();
+        assert_eq!(
+            r.partition,
+            brewline_core::partition::partition_for_key(key, 3)
+        );
+        assert_eq!(&*r.topic, topic);
+        per_partition.entry(r.partition).or_default().push(r.offset);
+    }
+    for offsets in per_partition.values() {
+        let expected: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(offsets, &expected, "offsets start at 0 and have no gaps");
+    }
+    let values_of_k3: Vec<String> = all
+        .iter()
+        .filter(|r| r.record.key.as_deref() == Some(b"k3"))
+        .map(|r| String::from_utf8(r.record.value.clone().unwrap()).unwrap())
+        .collect();
+    assert_eq!(values_of_k3, ["3", "13", "23", "33", "43", "53"]);
+}
+
+/// A group member that crashes after committing part of what it read: the next member of the
+/// group gets exactly the uncommitted records again; another group starts from the earliest.
+pub async fn a_group_resumes_from_its_committed_offsets<L: EventLog>(
+    reopen: impl Fn() -> L,
+    topic: &str,
+    group: &str,
+) {
+    let log = reopen();
+    log.create_topic(topic, 2).await.unwrap();
+    log.producer()
+        .unwrap()
+        .send(
+            topic,
+            (0..10).map(|i| record(&format!("k{i}"), "v")).collect(),
+        )
+        .await
+        .unwrap();
+    let mut c = log
+        .consumer(subscription(&[topic], Some(group)))
+        .await
+        .unwrap();
+    let first = read(c.as_mut(), 4).await;
+    let mut next: std::collections::BTreeMap<i32, i64> = Default::default();
+    for r in &first {
+        let n = next.entry(r.partition).or_insert(0);
+        *n = (*n).max(r.offset + 1);
+    }
+    let commits: Vec<_> = next
+        .iter()
+        .map(|(p, o)| (topic.to_string(), *p, *o))
+        .collect();
+    c.commit(&commits).await.unwrap();
+    let committed: usize = next.values().map(|o| *o as usize).sum();
+    // Read on without committing, then "crash".
+    let _uncommitted = c.poll(100, Duration::from_millis(500)).await.unwrap();
+    drop(c);
+    drop(log);
+    let log = reopen();
+    let mut c = log
+        .consumer(subscription(&[topic], Some(group)))
+        .await
+        .unwrap();
+    let rest = read(c.as_mut(), 10 - committed).await;
+    for r in &rest {
+        assert!(
+            r.offset >= next.get(&r.partition).copied().unwrap_or(0),
+            "a committed record came again: {}/{}",
+            r.partition,
+            r.offset
+        );
+    }
+    let again = c.poll(10, Duration::from_millis(1500)).await.unwrap();
+    assert!(again.is_empty(), "nothing more: {again:?}");
+    let mut other = log
+        .consumer(subscription(&[topic], Some(&format!("{group}-other"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        read(other.as_mut(), 10).await.len(),
+        10,
+        "another group starts from the earliest"
+    );
+}
+
+/// Headers, tombstones and unkeyed records come back as they were sent; unkeyed records are
+/// spread over the partitions.
+pub async fn headers_tombstones_and_unkeyed_records_survive(log: &dyn EventLog, topic: &str) {
+    log.create_topic(topic, 2).await.unwrap();
+    let with_headers = Record {
+        key: None,
+        value: Some(vec![0xff, 0x00, 0x01]),
+        headers: vec![("reason".into(), b"bad".to_vec()), ("empty".into(), vec![])],
+    };
+    let mut records = vec![with_headers.clone(), Record::keyed("k", None)];
+    records.extend((0..20).map(|i| Record {
+        key: None,
+        value: Some(format!("u{i}").into_bytes()),
+        headers: vec![],
+    }));
+    log.producer().unwrap().send(topic, records).await.unwrap();
+    let mut c = log.consumer(subscription(&[topic], None)).await.unwrap();
+    let all = read(c.as_mut(), 22).await;
+    assert!(all.iter().any(|r| r.record == with_headers), "{all:?}");
+    assert!(all
+        .iter()
+        .any(|r| r.record.key.as_deref() == Some(b"k") && r.record.value.is_none()));
+    let partitions: std::collections::HashSet<_> = all
+        .iter()
+        .filter(|r| r.record.key.is_none())
+        .map(|r| r.partition)
+        .collect();
+    assert_eq!(partitions.len(), 2, "unkeyed records are spread");
+    log.create_topic(topic, 5).await.unwrap();
+}

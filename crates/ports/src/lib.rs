@@ -199,6 +199,11 @@ pub trait SourceDb: Send + Sync {
     /// Writes orders, each in a transaction of its own, as the tills do.
     async fn insert_orders(&self, orders: &[NewOrder]) -> Result<()>;
 
+    /// Writes suggestions the customers accepted as `order_details` rows with
+    /// `is_suggestion = true`; one already written (or whose order is gone) is skipped.
+    /// Returns the rows written.
+    async fn accept_suggestions(&self, suggestions: &[Suggestion]) -> Result<u64>;
+
     /// How many orders and order lines the database holds.
     async fn counts(&self) -> Result<SourceCounts>;
 }

@@ -139,10 +139,12 @@ impl Capture {
             }
         }
         for (topic, records) in per_topic {
+            let n = records.len() as u64;
             with_retries("sending change events", || {
                 producer.send(&topic, records.clone())
             })
             .await?;
+            self.stats.events_out.add(&topic, n);
         }
         if let Some(position) = changes.iter().rev().find_map(|c| c.resume_after.as_deref()) {
             with_retries("saving the capture position", || {

@@ -7,9 +7,12 @@
 pub mod capture;
 pub mod dead_letter;
 pub mod lookup_cache;
+pub mod metrics;
 pub mod recommender;
 pub mod stats;
 
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use brewline_ports::PortError;
@@ -34,6 +37,32 @@ impl StopWhen {
     }
 }
 
+/// Failed engine calls of this process, by engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failures {
+    pub errors: u64,
+    pub retries: u64,
+}
+
+static FAILURES: Mutex<BTreeMap<&'static str, Failures>> = Mutex::new(BTreeMap::new());
+
+fn count_failure(engine: &'static str, retried: bool) {
+    let mut all = FAILURES.lock().unwrap_or_else(PoisonError::into_inner);
+    let f = all.entry(engine).or_default();
+    f.errors += 1;
+    f.retries += u64::from(retried);
+}
+
+/// Failed engine calls of this process so far, by engine.
+pub fn engine_failures() -> Vec<(&'static str, Failures)> {
+    FAILURES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(e, f)| (*e, *f))
+        .collect()
+}
+
 /// Waits longer after each retryable failure of an engine call (50 ms doubling to 5 s).
 pub(crate) struct Backoff {
     what: &'static str,
@@ -55,12 +84,16 @@ impl Backoff {
     ) -> Option<Result<T, PortError>> {
         match result {
             Err(e) if e.retryable => {
+                count_failure(e.engine, true);
                 tracing::warn!(error = %e, retry_in_ms = self.wait.as_millis() as u64, "{} failed; retrying", self.what);
                 tokio::time::sleep(self.wait).await;
                 self.wait = (self.wait * 2).min(Duration::from_secs(5));
                 None
             }
             other => {
+                if let Err(e) = &other {
+                    count_failure(e.engine, false);
+                }
                 // Back to the shortest wait for the next failure.
                 self.wait = Duration::from_millis(50);
                 Some(other)

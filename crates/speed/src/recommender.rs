@@ -9,6 +9,7 @@
 //! suggestion recorded for the order, which is sent again identically (even if the seed or the
 //! lookups changed meanwhile). A failed engine call is retried on the same batch, never skipped.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,11 @@ pub struct Recommender {
     stats: Arc<Stats>,
     last_expire: Instant,
     last_lookup_check: Instant,
+    last_lag_check: Instant,
 }
+
+/// How often the consumer lag is read for the metrics.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// The topics a recommender reads, to decode records on any thread.
 #[derive(Debug, Clone)]
@@ -187,7 +192,7 @@ impl Recommender {
         if version == 0 {
             return Err(PortError::fatal(
                 "lookups",
-                "no lookups were published yet: load the lookup cache first (`brewline demo` does it)",
+                "no lookups were published yet: load the lookup cache first (`brewline cache load`; `brewline demo` does it for the embedded engines)",
             ));
         }
         Ok(Recommender {
@@ -202,6 +207,7 @@ impl Recommender {
             stats,
             last_expire: Instant::now(),
             last_lookup_check: Instant::now(),
+            last_lag_check: Instant::now(),
         })
     }
 
@@ -273,6 +279,7 @@ impl Recommender {
             })
             .await?;
         }
+        let suggestions_sent = suggestions.len() as u64;
         if !suggestions.is_empty() {
             with_retries("sending suggestions", || {
                 e.producer
@@ -294,6 +301,17 @@ impl Recommender {
             }
         }
         let dead_count = batch.dead.len() as u64;
+        let c = &self.config;
+        self.stats
+            .events_in
+            .add(&c.orders_topic, batch.order_events);
+        self.stats
+            .events_in
+            .add(&c.order_details_topic, batch.line_events);
+        self.stats
+            .events_out
+            .add(&c.suggestions_topic, suggestions_sent);
+        self.stats.events_out.add(&c.dead_letter_topic, dead_count);
         let new_suggestions = fresh;
         Stats::add(&self.stats.order_events, batch.order_events);
         Stats::add(&self.stats.line_events, batch.line_events);
@@ -330,6 +348,14 @@ impl Recommender {
                 Stats::add(&self.stats.expired_incomplete, n);
                 let delta = [(counter::EXPIRED_INCOMPLETE, n)];
                 with_retries("updating counters", || e.counters.add(&delta)).await?;
+            }
+        }
+        if self.last_lag_check.elapsed() >= LAG_EVERY {
+            self.last_lag_check = Instant::now();
+            let lag = e.consumer.lag().await;
+            match lag {
+                Ok(lag) => self.stats.consumer_lag.store(lag, Ordering::Relaxed),
+                Err(err) => tracing::warn!(error = %err, "reading the consumer lag failed"),
             }
         }
         if self.last_lookup_check.elapsed() >= self.config.lookups_every {

@@ -1,6 +1,7 @@
 //! The running figures of the speed layer, shared between the loops and whoever reports them
 //! (progress bars, summaries, metrics).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -22,11 +23,62 @@ pub struct Stats {
     /// Suggestions sent again because their completing event was delivered again.
     pub replayed: AtomicU64,
     pub expired_incomplete: AtomicU64,
+    /// Records read, by topic.
+    pub events_in: ByTopic,
+    /// Records written and acknowledged, by topic.
+    pub events_out: ByTopic,
+    /// Records in the consumed topics not yet committed (as last asked).
+    pub consumer_lag: AtomicU64,
     /// Time the recommender spent in each stage of its batches, in nanoseconds.
     pub stage_nanos: StageNanos,
     /// Microseconds from the source commit to the suggestion acknowledged by the log.
     /// (`None` only if the histogram could not be made, which its fixed bounds rule out.)
     latency_us: Mutex<Option<Histogram<u64>>>,
+    /// The same latencies in the exported histogram's buckets (not cumulative), with their
+    /// count and sum.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds of the exported latency histogram's buckets, in seconds.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A counter per topic.
+#[derive(Debug, Default)]
+pub struct ByTopic(Mutex<BTreeMap<String, u64>>);
+
+impl ByTopic {
+    pub fn add(&self, topic: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Ok(mut map) = self.0.lock() {
+            match map.get_mut(topic) {
+                Some(count) => *count += n,
+                None => {
+                    map.insert(topic.to_string(), n);
+                }
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.0
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, topic: &str) -> u64 {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(topic).copied())
+            .unwrap_or(0)
+    }
 }
 
 impl Default for Stats {
@@ -41,9 +93,15 @@ impl Default for Stats {
             suggestions: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
             expired_incomplete: AtomicU64::new(0),
+            events_in: ByTopic::default(),
+            events_out: ByTopic::default(),
+            consumer_lag: AtomicU64::new(0),
             stage_nanos: StageNanos::default(),
             // 1 µs to 1 hour, 3 significant digits.
             latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()),
+            latency_buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -100,11 +158,33 @@ impl Stats {
     }
 
     pub(crate) fn record_latency(&self, us: i64) {
+        let us = us.max(1) as u64;
         if let Ok(mut guard) = self.latency_us.lock() {
             if let Some(h) = guard.as_mut() {
-                h.saturating_record(us.max(1) as u64);
+                h.saturating_record(us);
             }
         }
+        let seconds = us as f64 / 1e6;
+        if let Some(i) = LATENCY_BUCKETS_SECONDS.iter().position(|b| seconds <= *b) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Cumulative bucket counts (as Prometheus wants them), total count and sum (µs).
+    pub fn latency_buckets(&self) -> ([u64; LATENCY_BUCKETS_SECONDS.len()], u64, u64) {
+        let mut cumulative = [0u64; LATENCY_BUCKETS_SECONDS.len()];
+        let mut running = 0;
+        for (i, b) in self.latency_buckets.iter().enumerate() {
+            running += b.load(Ordering::Relaxed);
+            cumulative[i] = running;
+        }
+        (
+            cumulative,
+            self.latency_count.load(Ordering::Relaxed),
+            self.latency_sum_us.load(Ordering::Relaxed),
+        )
     }
 
     pub fn latency(&self) -> Latency {

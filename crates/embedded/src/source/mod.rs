@@ -16,6 +16,7 @@ use brewline_core::order::NewOrder;
 use brewline_core::reference::{
     Category, Customer, PaymentMethod, Product, ReferenceData, Store, Tier,
 };
+use brewline_core::suggestion::Suggestion;
 use brewline_ports::{
     Capturable, ChangeFeed, PortError, Result, RowChange, SourceCounts, SourceDb,
 };
@@ -347,6 +348,40 @@ impl SourceDb for EmbeddedSource {
             .await?;
         self.committed.notify_waiters();
         Ok(())
+    }
+
+    async fn accept_suggestions(&self, suggestions: &[Suggestion]) -> Result<u64> {
+        let suggestions = suggestions.to_vec();
+        let clock = self.clock.clone();
+        let written = self
+            .db
+            .run(move |conn| {
+                clock.txn.fetch_add(1, Ordering::SeqCst);
+                clock.started_us.store(crate::now_us(), Ordering::SeqCst);
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut written = 0;
+                {
+                    let mut st = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO order_details (order_id, product_id, quantity,
+                             discount_percent, subtotal, is_suggestion)
+                         SELECT ?1, ?2, ?3, ?4, ?5, 1 WHERE EXISTS (SELECT 1 FROM orders WHERE id = ?1)",
+                    )?;
+                    for s in &suggestions {
+                        written += st.execute(params![
+                            s.order_id,
+                            s.product_id,
+                            s.quantity,
+                            s.discount_percent,
+                            s.subtotal
+                        ])? as u64;
+                    }
+                }
+                tx.commit()?;
+                Ok(written)
+            })
+            .await?;
+        self.committed.notify_waiters();
+        Ok(written)
     }
 
     async fn counts(&self) -> Result<SourceCounts> {

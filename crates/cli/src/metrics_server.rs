@@ -1,0 +1,47 @@
+//! `--metrics-addr`: Prometheus text at `/metrics`, served while a command runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use brewline_speed::metrics;
+use brewline_speed::stats::Stats;
+
+/// The routes of the metrics endpoint.
+pub fn router(stats: Arc<Stats>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let stats = stats.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics::render(&stats),
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
+/// Serves `/metrics` on `addr` in the background, when an address is given.
+pub async fn start(addr: Option<SocketAddr>, stats: Arc<Stats>) -> anyhow::Result<()> {
+    let Some(addr) = addr else { return Ok(()) };
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for --metrics-addr (is the port taken?)")
+    })?;
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(stats)).await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `brewline recommend`: the recommender service on Kafka and Redis.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use brewline_core::suggestion::{AffinityStrategy, Suggester};
+use brewline_kafka::{KafkaConsumer, KafkaProducer};
+use brewline_ports::Subscription;
+use brewline_redis::{RedisCounters, RedisLookups, RedisOrders};
+use brewline_speed::recommender::{Engines, Recommender};
+use brewline_speed::stats::Stats;
+
+use crate::args::RecommendArgs;
+use crate::config::Config;
+use crate::{metrics_server, shutdown};
+
+pub async fn run(mut config: Config, args: RecommendArgs) -> anyhow::Result<ExitCode> {
+    args.engines.apply(&mut config);
+    if let Some(group) = args.group {
+        config.recommender.group = group;
+    }
+    if let Some(seed) = args.seed {
+        config.recommender.seed = seed;
+    }
+    anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
+    let stats = Arc::new(Stats::default());
+    metrics_server::start(args.metrics.metrics_addr, stats.clone()).await?;
+    let ttl = Duration::from_secs(config.recommender.order_ttl_secs);
+    let orders = RedisOrders::connect(&config.redis, ttl)
+        .await
+        .context("connecting to the dynamic Redis")?;
+    let lookups = RedisLookups::connect(&config.redis)
+        .await
+        .context("connecting to the static Redis")?;
+    let counters = RedisCounters::connect(&config.redis)
+        .await
+        .context("connecting to the dynamic Redis")?;
+    let producer = KafkaProducer::new(&config.kafka)?;
+    let (stop, stopped) = shutdown::on_signal();
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..args.workers {
+        let (config, stats, stop) = (config.clone(), stats.clone(), stopped.clone());
+        let (orders, lookups, counters, producer) = (
+            orders.clone(),
+            lookups.clone(),
+            counters.clone(),
+            producer.clone(),
+        );
+        workers.spawn(async move {
+            let t = &config.topics;
+            let mut consumer = KafkaConsumer::new(
+                &config.kafka,
+                Subscription {
+                    topics: vec![t.orders.clone(), t.order_details.clone()],
+                    group: Some(config.recommender.group.clone()),
+                },
+            )
+            .await?;
+            let suggester = Suggester::new(
+                config.recommender.seed,
+                Box::new(AffinityStrategy::default()),
+            );
+            let mut recommender =
+                Recommender::new(config.recommender_config(), suggester, &lookups, stats).await?;
+            tracing::info!(worker, group = %config.recommender.group, "recommender worker started");
+            let mut engines = Engines {
+                consumer: &mut consumer,
+                producer: &producer,
+                orders: &orders,
+                lookups: &lookups,
+                counters: &counters,
+            };
+            recommender.run(&mut engines, stop).await?;
+            tracing::info!(worker, "recommender worker stopped");
+            anyhow::Ok(())
+        });
+    }
+    let mut failed = None;
+    while let Some(done) = workers.join_next().await {
+        let result = done.context("a worker panicked").and_then(|r| r);
+        if let Err(e) = result {
+            tracing::error!(error = %format!("{e:#}"), "recommender worker failed; stopping the others");
+            let _ = stop.send(true);
+            failed.get_or_insert(e);
+        }
+    }
+    drop(stop);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

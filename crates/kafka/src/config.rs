@@ -1,0 +1,87 @@
+//! How brewline talks to Kafka.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The cluster and the client settings. Every librdkafka property can be set or overridden
+/// in `producer` and `consumer` (see librdkafka's CONFIGURATION.md); brewline's own defaults
+/// are listed with [`KafkaConfig::producer_properties`] and
+/// [`KafkaConfig::consumer_properties`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// `client.id`: names brewline's connections in the broker's logs and metrics.
+    pub client_id: String,
+    /// Replication factor of the topics brewline creates (1 for a single broker).
+    pub replication_factor: i32,
+    /// Extra or overriding producer properties, e.g. `"linger.ms" = "10"`.
+    pub producer: BTreeMap<String, String>,
+    /// Extra or overriding consumer properties. Brokers that hold a fetch until
+    /// `fetch.wait.max.ms` even with data waiting (tansu) need it low, e.g. `"10"`.
+    pub consumer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "brewline".into(),
+            replication_factor: 1,
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The producer's properties: idempotent (no duplicates or reordering from retries), acks
+    /// from all in-sync replicas, Kafka's murmur2 partitioner (a key lands where a Java
+    /// producer puts it), then the configured ones.
+    pub fn producer_properties(&self) -> BTreeMap<String, String> {
+        let mut p = self.common_inner();
+        for (k, v) in [
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("queue.buffering.max.messages", "1000000"),
+        ] {
+            p.insert(k.into(), v.into());
+        }
+        p.extend(self.producer.clone());
+        p
+    }
+
+    /// The consumer's properties: offsets committed by brewline only, after the work they
+    /// cover (never automatically), and the earliest record when a group has none, then the
+    /// configured ones.
+    pub fn consumer_properties(&self) -> BTreeMap<String, String> {
+        let mut p = self.common_inner();
+        for (k, v) in [
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+        ] {
+            p.insert(k.into(), v.into());
+        }
+        p.extend(self.consumer.clone());
+        p
+    }
+
+    /// What every client sets: where the cluster is and who connects.
+    pub fn common_properties(&self) -> BTreeMap<String, String> {
+        self.common_inner()
+    }
+
+    fn common_inner(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("bootstrap.servers".into(), self.brokers.clone()),
+            ("client.id".into(), self.client_id.clone()),
+        ])
+    }
+}

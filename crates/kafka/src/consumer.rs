@@ -1,0 +1,239 @@
+//! The consumer: a member of a consumer group whose offsets brewline commits itself, or a
+//! reader of every partition from the beginning.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brewline_ports::{Consumed, Consumer, PortError, Record, Result, Subscription};
+use futures_util::FutureExt;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::{client_config, port_error, KafkaConfig, ENGINE};
+
+/// Logs rebalances and keeps the consumer lag librdkafka reports in its statistics.
+#[derive(Default)]
+pub struct Context {
+    /// Records not yet committed in the assigned partitions; -1 until the first statistics.
+    lag: AtomicI64,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            // Partition -1 is librdkafka's internal one; a negative lag is not known yet.
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
+/// A consumer on one cluster.
+pub struct KafkaConsumer {
+    consumer: Arc<StreamConsumer<Context>>,
+    /// Topic names, shared by every record read from the topic.
+    topics: HashMap<String, Arc<str>>,
+}
+
+impl KafkaConsumer {
+    /// Joins `subscription.group` and subscribes to its topics; without a group, reads every
+    /// partition of the topics from the beginning and commits nothing.
+    pub async fn new(config: &KafkaConfig, subscription: Subscription) -> Result<KafkaConsumer> {
+        let mut properties = config.consumer_properties();
+        properties
+            .entry("statistics.interval.ms".into())
+            .or_insert_with(|| "1000".into());
+        let group = subscription.group.clone().unwrap_or_else(|| {
+            format!(
+                "brewline-reader-{}-{}",
+                std::process::id(),
+                brewline_ports::now_us()
+            )
+        });
+        properties.insert("group.id".into(), group);
+        let consumer: StreamConsumer<Context> = client_config(&properties)
+            .create_with_context(Context {
+                lag: AtomicI64::new(-1),
+            })
+            .map_err(|e| port_error("creating the consumer", e))?;
+        let consumer = Arc::new(consumer);
+        let topics: Vec<&str> = subscription.topics.iter().map(String::as_str).collect();
+        if subscription.group.is_some() {
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| port_error("subscribing", e))?;
+        } else {
+            let c = consumer.clone();
+            let names: Vec<String> = subscription.topics.clone();
+            let assignment = tokio::task::spawn_blocking(move || {
+                let mut tpl = TopicPartitionList::new();
+                for topic in &names {
+                    let metadata = c
+                        .fetch_metadata(Some(topic), Duration::from_secs(10))
+                        .map_err(|e| port_error(&format!("reading metadata of {topic}"), e))?;
+                    for t in metadata.topics() {
+                        if t.partitions().is_empty() {
+                            return Err(PortError::fatal(
+                                ENGINE,
+                                format!("topic {topic} does not exist"),
+                            ));
+                        }
+                        for p in t.partitions() {
+                            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                                .map_err(|e| port_error("assigning partitions", e))?;
+                        }
+                    }
+                }
+                Ok(tpl)
+            })
+            .await
+            .map_err(|e| PortError::fatal(ENGINE, format!("reading metadata: {e}")))??;
+            consumer
+                .assign(&assignment)
+                .map_err(|e| port_error("assigning partitions", e))?;
+        }
+        Ok(KafkaConsumer {
+            consumer,
+            topics: subscription
+                .topics
+                .iter()
+                .map(|t| (t.clone(), Arc::from(t.as_str())))
+                .collect(),
+        })
+    }
+
+    fn consumed(&mut self, m: &BorrowedMessage<'_>) -> Consumed {
+        let topic = match self.topics.get(m.topic()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(m.topic());
+                self.topics.insert(m.topic().to_string(), t.clone());
+                t
+            }
+        };
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Consumed {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+            record: Record {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers,
+            },
+        }
+    }
+}
+
+/// Commit failures that mean the partitions moved to another member: the records will be
+/// delivered to it, which is at-least-once, not an error of this worker.
+fn lost_partitions(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::AssignmentLost
+                | RDKafkaErrorCode::State
+        )
+    )
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Consumed>> {
+        let consumer = self.consumer.clone();
+        let first = if wait.is_zero() {
+            consumer.recv().now_or_never()
+        } else {
+            tokio::time::timeout(wait, consumer.recv()).await.ok()
+        };
+        let mut out = Vec::new();
+        match first {
+            None => return Ok(out),
+            Some(Err(e)) => return Err(port_error("reading", e)),
+            Some(Ok(m)) => out.push(self.consumed(&m)),
+        }
+        while out.len() < max {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => out.push(self.consumed(&m)),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "reading failed; handing over what was read");
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, next_offsets: &[(String, i32, i64)]) -> Result<()> {
+        if next_offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, next) in next_offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(|e| port_error("committing", e))?;
+        }
+        let consumer = self.consumer.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+                .await
+                .map_err(|e| PortError::fatal(ENGINE, format!("committing: {e}")))?;
+        match committed {
+            Ok(()) => Ok(()),
+            Err(e) if lost_partitions(&e) => {
+                tracing::warn!(error = %e, "not committed: the partitions went to another member, which reads these records again");
+                Ok(())
+            }
+            Err(e) => Err(port_error("committing", e)),
+        }
+    }
+
+    async fn lag(&mut self) -> Result<u64> {
+        let lag = self.consumer.context().lag.load(Ordering::Relaxed);
+        Ok(lag.max(0) as u64)
+    }
+}

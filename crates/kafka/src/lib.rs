@@ -1,0 +1,117 @@
+//! brewline's event log on Kafka, through rdkafka (librdkafka): an idempotent producer keyed
+//! like Java clients, group consumers whose offsets brewline commits itself after the work
+//! they cover, and topic creation. Only standard Kafka protocol and client settings are used,
+//! so any Kafka-protocol broker works; what a broker needs differently is configuration
+//! ([`KafkaConfig`]).
+
+mod config;
+mod consumer;
+mod producer;
+
+pub use config::KafkaConfig;
+pub use consumer::KafkaConsumer;
+pub use producer::KafkaProducer;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brewline_ports::{Consumer, EventLog, PortError, Producer, Result, Subscription};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::ClientConfig;
+
+const ENGINE: &str = "kafka";
+
+/// A librdkafka client configuration from properties.
+pub(crate) fn client_config(
+    properties: &std::collections::BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A Kafka error as a port error: retryable unless it cannot mend by itself.
+pub(crate) fn port_error(context: &str, e: KafkaError) -> PortError {
+    let fatal = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::InvalidConfig
+                | RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::Fatal
+        )
+    ) || matches!(
+        e,
+        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(..)
+    );
+    let message = format!("{context}: {e}");
+    if fatal {
+        PortError::fatal(ENGINE, message)
+    } else {
+        PortError::retryable(ENGINE, message)
+    }
+}
+
+/// A Kafka cluster.
+#[derive(Debug, Clone)]
+pub struct KafkaLog {
+    config: KafkaConfig,
+}
+
+impl KafkaLog {
+    pub fn new(config: KafkaConfig) -> KafkaLog {
+        KafkaLog { config }
+    }
+
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&self.config.common_properties())
+                .create()
+                .map_err(|e| port_error("creating an admin client", e))?;
+        let new = NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(self.config.replication_factor),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics([&new], &options)
+            .await
+            .map_err(|e| port_error(&format!("creating topic {topic}"), e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(PortError::fatal(
+                        ENGINE,
+                        format!("creating topic {name}: {code}"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn producer(&self) -> Result<Box<dyn Producer>> {
+        Ok(Box::new(KafkaProducer::new(&self.config)?))
+    }
+
+    async fn consumer(&self, subscription: Subscription) -> Result<Box<dyn Consumer>> {
+        Ok(Box::new(
+            KafkaConsumer::new(&self.config, subscription).await?,
+        ))
+    }
+}

@@ -1,0 +1,58 @@
+//! The event log on a real Kafka-protocol broker: the shared conformance cases. Needs the
+//! broker `scripts/test` starts (`BREWLINE_TEST_BROKERS`); run with `scripts/test`, or
+//! `cargo test -- --ignored` with that variable set.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use brewline_kafka::{KafkaConfig, KafkaLog};
+use brewline_ports::conformance;
+
+/// The test broker, with the consumer settings tansu needs (it holds every fetch for up to
+/// `fetch.wait.max.ms`) and a short session, so that a killed member's partitions move on
+/// quickly.
+pub fn config() -> KafkaConfig {
+    let brokers = std::env::var("BREWLINE_TEST_BROKERS")
+        .expect("BREWLINE_TEST_BROKERS is not set: run these tests through scripts/test");
+    KafkaConfig {
+        brokers,
+        consumer: BTreeMap::from([
+            ("fetch.wait.max.ms".to_string(), "10".to_string()),
+            // A member that died without leaving is replaced after 6 s, not 45.
+            ("session.timeout.ms".to_string(), "6000".to_string()),
+            ("heartbeat.interval.ms".to_string(), "1000".to_string()),
+        ]),
+        ..KafkaConfig::default()
+    }
+}
+
+/// A topic name no other test run used.
+fn unique(name: &str) -> String {
+    format!("{name}-{}", brewline_ports::now_us())
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
+async fn keys_land_in_kafkas_partition_in_order() {
+    let log = KafkaLog::new(config());
+    conformance::keys_land_in_kafkas_partition_in_order(&log, &unique("keys")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
+async fn a_group_resumes_from_its_committed_offsets() {
+    let topic = unique("resume");
+    conformance::a_group_resumes_from_its_committed_offsets(
+        || KafkaLog::new(config()),
+        &topic,
+        &unique("group"),
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
+async fn headers_tombstones_and_unkeyed_records_survive() {
+    let log = KafkaLog::new(config());
+    conformance::headers_tombstones_and_unkeyed_records_survive(&log, &unique("headers")).await;
+}

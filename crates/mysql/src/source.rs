@@ -1,0 +1,415 @@
+//! The `coffee_shop` database on MySQL/MariaDB.
+
+use async_trait::async_trait;
+use brewline_core::order::NewOrder;
+use brewline_core::reference::{
+    Category, Customer, PaymentMethod, Product, ReferenceData, Store, Tier,
+};
+use brewline_core::suggestion::Suggestion;
+use brewline_ports::{PortError, Result, SourceCounts, SourceDb};
+use mysql_async::prelude::{Query, Queryable, WithParams};
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
+
+use crate::{port_error, MysqlConfig, ENGINE};
+
+const SCHEMA: &str = include_str!("schema.sql");
+/// Rows per multi-row `INSERT`.
+const ROWS_PER_INSERT: usize = 500;
+
+/// The shop's database.
+#[derive(Clone)]
+pub struct MysqlSource {
+    pool: Pool,
+    server: Opts,
+    database: String,
+}
+
+impl MysqlSource {
+    /// A pool on `config.database` (connections are made when first needed).
+    pub fn new(config: &MysqlConfig) -> Result<MysqlSource> {
+        // The URL may hold a password: the error does not repeat it.
+        let server = Opts::from_url(&config.url).map_err(|e| {
+            PortError::fatal(
+                ENGINE,
+                format!("not a MySQL URL ({e}); write it as mysql://user:password@host:port"),
+            )
+        })?;
+        let constraints = PoolConstraints::new(0, config.max_connections.max(1))
+            .ok_or_else(|| PortError::fatal(ENGINE, "mysql.max_connections must be at least 1"))?;
+        let opts = OptsBuilder::from_opts(server.clone())
+            .db_name(Some(config.database.clone()))
+            .pool_opts(PoolOpts::default().with_constraints(constraints));
+        Ok(MysqlSource {
+            pool: Pool::new(opts),
+            server,
+            database: config.database.clone(),
+        })
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        self.pool.get_conn().await.map_err(|e| {
+            port_error(
+                &format!(
+                    "connecting to database {} (run `brewline db init` first)",
+                    self.database
+                ),
+                e,
+            )
+        })
+    }
+
+    /// Closes the pool's connections.
+    pub async fn close(self) -> Result<()> {
+        self.pool
+            .disconnect()
+            .await
+            .map_err(|e| port_error("closing connections", e))
+    }
+
+    /// Upserts `rows` into `table`; `update` is the `ON DUPLICATE KEY UPDATE` clause.
+    async fn upsert(
+        &self,
+        conn: &mut Conn,
+        table: &str,
+        columns: &[&str],
+        rows: Vec<Vec<Value>>,
+        update: &str,
+    ) -> Result<()> {
+        let one = format!("({})", vec!["?"; columns.len()].join(", "));
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO {table} ({}) VALUES {} ON DUPLICATE KEY UPDATE {update}",
+                columns.join(", "),
+                vec![one.as_str(); chunk.len()].join(", ")
+            );
+            let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+            conn.exec_drop(sql, params)
+                .await
+                .map_err(|e| port_error(&format!("loading {table}"), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `ON DUPLICATE KEY UPDATE` that moves `updated_at` only when one of `columns` changed
+/// (assignments run left to right, so `updated_at` is decided before the columns change).
+fn changed_then_set(columns: &[&str]) -> String {
+    let old: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    let new: Vec<String> = columns.iter().map(|c| format!("VALUES({c})")).collect();
+    let mut set = vec![format!(
+        "updated_at = IF(({}) <=> ({}), updated_at, NOW(3))",
+        old.join(", "),
+        new.join(", ")
+    )];
+    set.extend(columns.iter().map(|c| format!("{c} = VALUES({c})")));
+    set.join(", ")
+}
+
+#[async_trait]
+impl SourceDb for MysqlSource {
+    async fn init_schema(&self) -> Result<()> {
+        let mut server = Conn::new(self.server.clone())
+            .await
+            .map_err(|e| port_error("connecting to the server", e))?;
+        format!(
+            "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4",
+            self.database.replace('`', "")
+        )
+        .ignore(&mut server)
+        .await
+        .map_err(|e| port_error("creating the database", e))?;
+        server
+            .disconnect()
+            .await
+            .map_err(|e| port_error("disconnecting", e))?;
+        let mut conn = self.conn().await?;
+        for statement in SCHEMA.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+            conn.query_drop(statement)
+                .await
+                .map_err(|e| port_error("creating the tables", e))?;
+        }
+        Ok(())
+    }
+
+    async fn seed_reference(&self, r: &ReferenceData) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let now = || Value::from("1970-01-01 00:00:01");
+        let rows = r
+            .stores
+            .iter()
+            .map(|s| {
+                vec![
+                    s.id.into(),
+                    s.name.clone().into(),
+                    s.address.clone().into(),
+                    s.district.clone().into(),
+                    s.city.clone().into(),
+                    now(),
+                ]
+            })
+            .collect();
+        let cols = ["name", "address", "district", "city"];
+        let table_cols = ["id", "name", "address", "district", "city", "updated_at"];
+        self.upsert(
+            &mut conn,
+            "stores",
+            &table_cols,
+            rows,
+            &changed_then_set(&cols),
+        )
+        .await?;
+        let rows = r
+            .payment_methods
+            .iter()
+            .map(|p| {
+                vec![
+                    p.id.into(),
+                    p.method_name.clone().into(),
+                    p.bank.clone().into(),
+                    now(),
+                ]
+            })
+            .collect();
+        self.upsert(
+            &mut conn,
+            "payment_method",
+            &["id", "method_name", "bank", "updated_at"],
+            rows,
+            &changed_then_set(&["method_name", "bank"]),
+        )
+        .await?;
+        let rows = r
+            .categories
+            .iter()
+            .map(|c| vec![c.id.into(), c.name.clone().into(), now()])
+            .collect();
+        self.upsert(
+            &mut conn,
+            "product_category",
+            &["id", "name", "updated_at"],
+            rows,
+            &changed_then_set(&["name"]),
+        )
+        .await?;
+        let rows = r
+            .products
+            .iter()
+            .map(|p| {
+                vec![
+                    p.id.clone().into(),
+                    p.name.clone().into(),
+                    p.category_id.into(),
+                    p.unit_price.into(),
+                    now(),
+                ]
+            })
+            .collect();
+        self.upsert(
+            &mut conn,
+            "products",
+            &["id", "name", "category_id", "unit_price", "updated_at"],
+            rows,
+            &changed_then_set(&["name", "category_id", "unit_price"]),
+        )
+        .await?;
+        let rows = r
+            .customers
+            .iter()
+            .map(|c| {
+                vec![
+                    c.id.into(),
+                    c.name.clone().into(),
+                    c.phone_number.clone().into(),
+                    c.tier.as_str().into(),
+                    now(),
+                ]
+            })
+            .collect();
+        self.upsert(
+            &mut conn,
+            "customers",
+            &["id", "name", "phone_number", "tier", "updated_at"],
+            rows,
+            &changed_then_set(&["name", "phone_number", "tier"]),
+        )
+        .await?;
+        // New rows got the placeholder time above: give them the load's time.
+        for table in [
+            "stores",
+            "payment_method",
+            "product_category",
+            "products",
+            "customers",
+        ] {
+            format!("UPDATE {table} SET updated_at = NOW(3) WHERE updated_at < '1970-01-02'")
+                .ignore(&mut conn)
+                .await
+                .map_err(|e| port_error(&format!("stamping {table}"), e))?;
+        }
+        Ok(())
+    }
+
+    async fn load_reference(&self) -> Result<ReferenceData> {
+        let mut conn = self.conn().await?;
+        let e = |what: &'static str| move |e| port_error(&format!("reading {what}"), e);
+        let stores = "SELECT id, name, address, district, city FROM stores ORDER BY id"
+            .map(&mut conn, |(id, name, address, district, city)| Store {
+                id,
+                name,
+                address,
+                district,
+                city,
+            })
+            .await
+            .map_err(e("stores"))?;
+        let payment_methods = "SELECT id, method_name, bank FROM payment_method ORDER BY id"
+            .map(&mut conn, |(id, method_name, bank)| PaymentMethod {
+                id,
+                method_name,
+                bank,
+            })
+            .await
+            .map_err(e("payment methods"))?;
+        let categories = "SELECT id, name FROM product_category ORDER BY id"
+            .map(&mut conn, |(id, name)| Category { id, name })
+            .await
+            .map_err(e("product categories"))?;
+        let products = "SELECT id, name, category_id, unit_price FROM products ORDER BY id"
+            .map(&mut conn, |(id, name, category_id, unit_price)| Product {
+                id,
+                name,
+                category_id,
+                unit_price,
+            })
+            .await
+            .map_err(e("products"))?;
+        let customers: Vec<(i64, String, String, String)> =
+            "SELECT id, name, phone_number, tier FROM customers ORDER BY id"
+                .fetch(&mut conn)
+                .await
+                .map_err(e("customers"))?;
+        let customers = customers
+            .into_iter()
+            .map(|(id, name, phone_number, tier)| {
+                let tier = Tier::parse(&tier).ok_or_else(|| {
+                    PortError::fatal(
+                        ENGINE,
+                        format!("customer {id} has an unknown tier {tier:?}"),
+                    )
+                })?;
+                Ok(Customer {
+                    id,
+                    name,
+                    phone_number,
+                    tier,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ReferenceData {
+            stores,
+            payment_methods,
+            categories,
+            products,
+            customers,
+        })
+    }
+
+    async fn insert_orders(&self, orders: &[NewOrder]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        for o in orders {
+            let mut tx = conn
+                .start_transaction(TxOpts::default())
+                .await
+                .map_err(|e| port_error("starting a transaction", e))?;
+            tx.exec_drop(
+                "INSERT INTO orders (id, timestamp, customer_id, store_id, payment_method_id,
+                     num_products, status)
+                 VALUES (?, NOW(3), ?, ?, ?, ?, 'completed')",
+                (
+                    &o.id,
+                    o.customer_id,
+                    o.store_id,
+                    o.payment_method_id,
+                    o.num_products(),
+                ),
+            )
+            .await
+            .map_err(|e| port_error("inserting an order", e))?;
+            let placeholders = vec!["(?, ?, ?, 0, ?, FALSE)"; o.lines.len()].join(", ");
+            let params: Vec<Value> = o
+                .lines
+                .iter()
+                .flat_map(|l| {
+                    [
+                        o.id.clone().into(),
+                        l.product_id.clone().into(),
+                        l.quantity.into(),
+                        l.subtotal.into(),
+                    ]
+                })
+                .collect();
+            tx.exec_drop(
+                format!(
+                    "INSERT INTO order_details (order_id, product_id, quantity, discount_percent,
+                         subtotal, is_suggestion) VALUES {placeholders}"
+                ),
+                params,
+            )
+            .await
+            .map_err(|e| port_error("inserting order lines", e))?;
+            tx.commit()
+                .await
+                .map_err(|e| port_error("committing an order", e))?;
+        }
+        Ok(())
+    }
+
+    async fn accept_suggestions(&self, suggestions: &[Suggestion]) -> Result<u64> {
+        if suggestions.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn().await?;
+        let mut inserted = 0;
+        for chunk in suggestions.chunks(ROWS_PER_INSERT) {
+            let placeholders = vec!["(?, ?, ?, ?, ?, TRUE)"; chunk.len()].join(", ");
+            let params: Vec<Value> = chunk
+                .iter()
+                .flat_map(|s| {
+                    [
+                        s.order_id.clone().into(),
+                        s.product_id.clone().into(),
+                        s.quantity.into(),
+                        s.discount_percent.into(),
+                        s.subtotal.into(),
+                    ]
+                })
+                .collect();
+            // IGNORE: a suggestion accepted twice (a redelivery), or for an order deleted
+            // since, adds nothing.
+            format!(
+                "INSERT IGNORE INTO order_details (order_id, product_id, quantity,
+                     discount_percent, subtotal, is_suggestion) VALUES {placeholders}"
+            )
+            .with(params)
+            .ignore(&mut conn)
+            .await
+            .map_err(|e| port_error("inserting accepted suggestions", e))?;
+            inserted += conn.affected_rows();
+        }
+        Ok(inserted)
+    }
+
+    async fn counts(&self) -> Result<SourceCounts> {
+        let mut conn = self.conn().await?;
+        let (orders, order_lines): (u64, u64) = "SELECT (SELECT COUNT(*) FROM orders),
+                (SELECT COUNT(*) FROM order_details WHERE NOT is_suggestion)"
+            .first(&mut conn)
+            .await
+            .map_err(|e| port_error("counting orders", e))?
+            .unwrap_or((0, 0));
+        Ok(SourceCounts {
+            orders,
+            order_lines,
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! Every metric brewline exports, by name, in one place; and their rendering in Prometheus'
+//! text exposition format (version 0.0.4), which Prometheus and every compatible scraper read.
+
+use std::fmt::Write;
+
+use crate::stats::{Stats, LATENCY_BUCKETS_SECONDS};
+
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A metric's name, help text and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        help,
+        kind: Kind::Counter,
+    }
+}
+
+pub const EVENTS_IN: Metric = counter("brewline_events_in_total", "Records read, by topic.");
+pub const EVENTS_OUT: Metric = counter(
+    "brewline_events_out_total",
+    "Records written and acknowledged, by topic.",
+);
+pub const DEAD_LETTERS: Metric = counter(
+    "brewline_dead_letters_total",
+    "Records sent to the dead-letter topic.",
+);
+pub const ROWS_CAPTURED: Metric = counter(
+    "brewline_capture_rows_total",
+    "Row changes captured from the source database.",
+);
+pub const ORDERS_COMPLETED: Metric = counter(
+    "brewline_orders_completed_total",
+    "Orders whose header and every line arrived (each counted once).",
+);
+pub const ORDERS_ELIGIBLE: Metric = counter(
+    "brewline_orders_eligible_total",
+    "Completed orders of a diamond customer paid with an eligible bank's method.",
+);
+pub const ORDERS_EXPIRED_INCOMPLETE: Metric = counter(
+    "brewline_orders_expired_incomplete_total",
+    "Orders whose state expired before all their lines arrived.",
+);
+pub const SUGGESTIONS: Metric = counter(
+    "brewline_suggestions_total",
+    "Suggestions made and sent (one per eligible order).",
+);
+pub const SUGGESTIONS_REPLAYED: Metric = counter(
+    "brewline_suggestions_replayed_total",
+    "Suggestions sent again, identical, because their completing event was delivered again.",
+);
+pub const SUGGESTION_LATENCY: Metric = Metric {
+    name: "brewline_suggestion_latency_seconds",
+    help:
+        "From the order's commit in the source database to its suggestion acknowledged by the log.",
+    kind: Kind::Histogram,
+};
+pub const CONSUMER_LAG: Metric = Metric {
+    name: "brewline_consumer_lag",
+    help: "Records in the consumed topics not yet committed by this consumer.",
+    kind: Kind::Gauge,
+};
+pub const ENGINE_ERRORS: Metric = counter(
+    "brewline_engine_errors_total",
+    "Failed calls to an engine (kafka, redis, mysql, embedded ...), by engine.",
+);
+pub const ENGINE_RETRIES: Metric = counter(
+    "brewline_engine_retries_total",
+    "Calls to an engine tried again after a failure that a retry may mend, by engine.",
+);
+
+/// Every metric, in the order they are rendered.
+pub const ALL: &[Metric] = &[
+    EVENTS_IN,
+    EVENTS_OUT,
+    DEAD_LETTERS,
+    ROWS_CAPTURED,
+    ORDERS_COMPLETED,
+    ORDERS_ELIGIBLE,
+    ORDERS_EXPIRED_INCOMPLETE,
+    SUGGESTIONS,
+    SUGGESTIONS_REPLAYED,
+    SUGGESTION_LATENCY,
+    CONSUMER_LAG,
+    ENGINE_ERRORS,
+    ENGINE_RETRIES,
+];
+
+fn header(out: &mut String, m: &Metric) {
+    let kind = match m.kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+        Kind::Histogram => "histogram",
+    };
+    let _ = writeln!(out, "# HELP {} {}", m.name, m.help);
+    let _ = writeln!(out, "# TYPE {} {kind}", m.name);
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+fn labeled(out: &mut String, m: &Metric, label: &str, values: &[(String, u64)]) {
+    header(out, m);
+    for (v, n) in values {
+        let _ = writeln!(out, "{}{{{label}=\"{}\"}} {n}", m.name, escape(v));
+    }
+}
+
+fn single(out: &mut String, m: &Metric, value: u64) {
+    header(out, m);
+    let _ = writeln!(out, "{} {value}", m.name);
+}
+
+/// The figures of `stats`, and the engine failures of this process, as Prometheus text.
+pub fn render(stats: &Stats) -> String {
+    let mut out = String::new();
+    labeled(&mut out, &EVENTS_IN, "topic", &stats.events_in.snapshot());
+    labeled(&mut out, &EVENTS_OUT, "topic", &stats.events_out.snapshot());
+    single(&mut out, &DEAD_LETTERS, Stats::get(&stats.dead_letters));
+    single(&mut out, &ROWS_CAPTURED, Stats::get(&stats.captured));
+    single(&mut out, &ORDERS_COMPLETED, Stats::get(&stats.completed));
+    single(&mut out, &ORDERS_ELIGIBLE, Stats::get(&stats.eligible));
+    single(
+        &mut out,
+        &ORDERS_EXPIRED_INCOMPLETE,
+        Stats::get(&stats.expired_incomplete),
+    );
+    single(&mut out, &SUGGESTIONS, Stats::get(&stats.suggestions));
+    single(&mut out, &SUGGESTIONS_REPLAYED, Stats::get(&stats.replayed));
+    header(&mut out, &SUGGESTION_LATENCY);
+    let (buckets, count, sum_us) = stats.latency_buckets();
+    let name = SUGGESTION_LATENCY.name;
+    for (bound, n) in LATENCY_BUCKETS_SECONDS.iter().zip(&buckets) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {count}");
+    single(&mut out, &CONSUMER_LAG, Stats::get(&stats.consumer_lag));
+    let failures = crate::engine_failures();
+    let errors: Vec<(String, u64)> = failures
+        .iter()
+        .map(|(e, f)| (e.to_string(), f.errors))
+        .collect();
+    let retries: Vec<(String, u64)> = failures
+        .iter()
+        .map(|(e, f)| (e.to_string(), f.retries))
+        .collect();
+    labeled(&mut out, &ENGINE_ERRORS, "engine", &errors);
+    labeled(&mut out, &ENGINE_RETRIES, "engine", &retries);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_rendered_once_with_its_type() {
+        let stats = Stats::default();
+        stats.events_in.add("mysql.coffee_shop.orders", 3);
+        stats.record_latency(1_500);
+        stats.record_latency(40_000);
+        let text = render(&stats);
+        for m in ALL {
+            assert_eq!(
+                text.matches(&format!("# TYPE {} ", m.name)).count(),
+                1,
+                "{}",
+                m.name
+            );
+        }
+        assert!(text.contains("brewline_events_in_total{topic=\"mysql.coffee_shop.orders\"} 3"));
+        assert!(text.contains("brewline_suggestion_latency_seconds_bucket{le=\"0.001\"} 0"));
+        assert!(text.contains("brewline_suggestion_latency_seconds_bucket{le=\"0.0025\"} 1"));
+        assert!(text.contains("brewline_suggestion_latency_seconds_bucket{le=\"0.05\"} 2"));
+        assert!(text.contains("brewline_suggestion_latency_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("brewline_suggestion_latency_seconds_sum 0.0415"));
+    }
+
+    #[test]
+    fn names_are_unique_and_prometheus_safe() {
+        let mut names: Vec<_> = ALL.iter().map(|m| m.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        for n in names {
+            assert!(n.starts_with("brewline_"));
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+        }
+    }
+}
