@@ -49,6 +49,21 @@ pub enum Command {
     /// publishes one suggestion per eligible order. Runs until SIGTERM or Ctrl-C, then
     /// finishes the batch in hand, commits and exits 0.
     Recommend(RecommendArgs),
+    /// The shop's MySQL/MariaDB database.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// The shop's tills: write orders into MySQL/MariaDB, one transaction per order.
+    Simulate(SimulateArgs),
+    /// The lookup cache in Redis.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+    /// Customers accepting suggestions: reads `order_suggestions` and writes a share of them
+    /// back as order lines with `is_suggestion = true`. Runs until SIGTERM or Ctrl-C.
+    Accept(AcceptArgs),
     /// Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -195,6 +210,89 @@ pub struct RecommendArgs {
     /// Seed of the random suggestions [default: recommender.seed].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Static group membership: workers join as ID-0, ID-1 ... so that a restart takes the
+    /// partitions back at once [default: recommender.instance_id, none].
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+    #[command(flatten)]
+    pub metrics: MetricsArg,
+}
+
+/// Where the shop's database is.
+#[derive(Debug, Args)]
+pub struct MysqlArg {
+    /// The MySQL/MariaDB server, mysql://user:password@host:port [default: mysql.url].
+    #[arg(long, value_name = "URL")]
+    pub mysql: Option<String>,
+}
+
+impl MysqlArg {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(u) = &self.mysql {
+            config.mysql.url = u.clone();
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Create the database and its tables (primary keys everywhere, phone numbers as text);
+    /// running it again changes nothing.
+    Init(MysqlArg),
+    /// Load the reference data (stores, payment methods, categories, products, customers);
+    /// running it again changes only what differs.
+    Seed(MysqlArg),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub mysql: MysqlArg,
+    /// Orders to write.
+    #[arg(long, default_value_t = 20_000)]
+    pub orders: u64,
+    /// Orders a second [default: as fast as the database takes them].
+    #[arg(long, value_parser = parse_rate, allow_hyphen_values = true)]
+    pub rate: Option<f64>,
+    /// Seed of the tills: the same seed gives the same orders.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub metrics: MetricsArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Build `diamond_customers`, `bank_acb_payment` and `product:{id}` from the database,
+    /// swap them in atomically and raise the version recommenders watch.
+    Load(CacheLoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheLoadArgs {
+    #[command(flatten)]
+    pub mysql: MysqlArg,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Load again at this interval (e.g. 30s, 5m, 1h) until stopped [default: once].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub every: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub metrics: MetricsArg,
+}
+
+#[derive(Debug, Args)]
+pub struct AcceptArgs {
+    #[command(flatten)]
+    pub mysql: MysqlArg,
+    #[command(flatten)]
+    pub kafka: KafkaArg,
+    /// Share of customers who accept their suggestion, 0 to 1 (decided per order id).
+    #[arg(long, default_value_t = 1.0)]
+    pub share: f64,
+    /// Consumer group [default: accept.group].
+    #[arg(long)]
+    pub group: Option<String>,
     #[command(flatten)]
     pub metrics: MetricsArg,
 }
@@ -218,6 +316,26 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         _ => Err(format!(
             "expected a positive number of orders a second, got {s:?}"
         )),
+    }
+}
+
+/// A duration like `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s, 5m or 1h, got {s:?}"))?;
+    let seconds = match unit {
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s, m or h")),
+    };
+    match seconds {
+        0 => Err("the duration must be more than zero".into()),
+        s => Ok(std::time::Duration::from_secs(s)),
     }
 }
 

@@ -27,6 +27,26 @@ pub struct Config {
     pub kafka: brewline_kafka::KafkaConfig,
     /// Redis: the lookup cache and the per-order state of a deployment.
     pub redis: brewline_redis::RedisConfig,
+    /// MySQL/MariaDB: the shop's database in a deployment.
+    pub mysql: brewline_mysql::MysqlConfig,
+    /// The write-back of accepted suggestions.
+    pub accept: AcceptConfig,
+}
+
+/// `brewline accept`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcceptConfig {
+    /// Consumer group reading the suggestions.
+    pub group: String,
+}
+
+impl Default for AcceptConfig {
+    fn default() -> Self {
+        AcceptConfig {
+            group: "brewline-accept".into(),
+        }
+    }
 }
 
 /// Topic names and partitions.
@@ -103,6 +123,10 @@ pub struct RecommenderConfig {
     pub expire_every_secs: u64,
     /// How often the lookups' version is checked, in seconds.
     pub lookups_every_secs: u64,
+    /// Static group membership (Kafka's `group.instance.id`): worker N of this process joins
+    /// as `{instance_id}-{N}`, so a restarted process takes its partitions back at once instead
+    /// of after the session timeout. Give every process its own (e.g. the host name).
+    pub instance_id: Option<String>,
 }
 
 impl Default for RecommenderConfig {
@@ -116,6 +140,7 @@ impl Default for RecommenderConfig {
             eligible_bank: names::ELIGIBLE_BANK.into(),
             expire_every_secs: 5,
             lookups_every_secs: 5,
+            instance_id: None,
         }
     }
 }

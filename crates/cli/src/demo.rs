@@ -24,21 +24,6 @@ fn bar(multi: &MultiProgress, len: u64, prefix: &'static str) -> ProgressBar {
     b
 }
 
-/// Sets `shutdown` on Ctrl-C, so every loop finishes and commits its batch before stopping.
-pub(crate) fn stop_on_ctrl_c() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("stopping: finishing the batches in hand (Ctrl-C again to abort)");
-            let _ = tx.send(true);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
-    rx
-}
-
 pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args
         .data_dir
@@ -50,7 +35,7 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     pipeline.prepare().await?;
     let before = pipeline.totals().await?;
 
-    let shutdown = stop_on_ctrl_c();
+    let (_stop, shutdown) = crate::shutdown::signalled();
     let (tills_done, tills_done_rx) = watch::channel(false);
     let (capture_done, capture_done_rx) = watch::channel(false);
     let multi = MultiProgress::new();

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brewline_core::debezium::TableSchema;
-use brewline_core::generator::Tills;
 use brewline_core::suggestion::{AffinityStrategy, Suggester};
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
@@ -17,9 +16,7 @@ use brewline_speed::stats::Stats;
 use brewline_speed::{lookup_cache, StopWhen};
 
 use crate::config::Config;
-
-/// Orders written per call to the source (each still in a transaction of its own).
-const TILL_CHUNK: u64 = 256;
+use crate::tills;
 
 pub struct EmbeddedPipeline {
     pub dir: DataDir,
@@ -55,9 +52,7 @@ impl EmbeddedPipeline {
         Ok(())
     }
 
-    /// Writes `count` orders of `seed`, continuing the numbering after the orders already in
-    /// the source, at `rate` orders a second (as fast as possible when `None`). Calls
-    /// `progress` with the orders written so far; stops early on `shutdown`.
+    /// Writes `count` orders of `seed` into the embedded source (see [`tills::write_orders`]).
     pub async fn write_orders(
         &self,
         seed: u64,
@@ -66,23 +61,7 @@ impl EmbeddedPipeline {
         shutdown: &tokio::sync::watch::Receiver<bool>,
         progress: impl Fn(u64),
     ) -> anyhow::Result<()> {
-        let reference = self.dir.source.load_reference().await?;
-        let tills = Tills::new(&reference, seed)?;
-        let start = self.dir.source.counts().await?.orders;
-        // At a set rate, about 10 ms of orders at a time, each chunk on its schedule.
-        let chunk = rate.map_or(TILL_CHUNK, |r| ((r / 100.0) as u64).clamp(1, TILL_CHUNK));
-        let began = tokio::time::Instant::now();
-        let mut written = 0;
-        while written < count && !*shutdown.borrow() {
-            let n = chunk.min(count - written);
-            let orders: Vec<_> = tills.orders(start + written, n).collect();
-            self.dir.source.insert_orders(&orders).await?;
-            written += n;
-            progress(written);
-            if let Some(r) = rate {
-                tokio::time::sleep_until(began + Duration::from_secs_f64(written as f64 / r)).await;
-            }
-        }
+        tills::write_orders(&self.dir.source, seed, count, rate, shutdown, progress).await?;
         Ok(())
     }
 

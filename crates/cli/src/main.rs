@@ -8,14 +8,16 @@ mod embedded;
 mod metrics_server;
 mod recommend;
 mod shutdown;
+mod source_cmds;
 mod tail;
+mod tills;
 mod topics;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Cli, Command, LogFormat, TopicsAction};
+use crate::args::{CacheAction, Cli, Command, DbAction, LogFormat, TopicsAction};
 use crate::config::Config;
 
 fn init_logging(format: LogFormat) {
@@ -45,6 +47,17 @@ fn main() -> ExitCode {
                 Command::Tail(a) => tail::run(config, a).await,
                 Command::Bench(a) => bench::run(config, a).await,
                 Command::Recommend(a) => recommend::run(config, a).await,
+                Command::Db {
+                    action: DbAction::Init(a),
+                } => source_cmds::init(config, a).await,
+                Command::Db {
+                    action: DbAction::Seed(a),
+                } => source_cmds::seed(config, a).await,
+                Command::Simulate(a) => source_cmds::simulate(config, a).await,
+                Command::Cache {
+                    action: CacheAction::Load(a),
+                } => source_cmds::cache_load(config, a).await,
+                Command::Accept(a) => source_cmds::accept(config, a).await,
                 Command::Topics {
                     action: TopicsAction::Create(a),
                 } => topics::create(config, a).await,

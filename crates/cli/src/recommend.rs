@@ -24,6 +24,9 @@ pub async fn run(mut config: Config, args: RecommendArgs) -> anyhow::Result<Exit
     if let Some(seed) = args.seed {
         config.recommender.seed = seed;
     }
+    if let Some(id) = args.instance_id {
+        config.recommender.instance_id = Some(id);
+    }
     anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
     let stats = Arc::new(Stats::default());
     metrics_server::start(args.metrics.metrics_addr, stats.clone()).await?;
@@ -50,8 +53,14 @@ pub async fn run(mut config: Config, args: RecommendArgs) -> anyhow::Result<Exit
         );
         workers.spawn(async move {
             let t = &config.topics;
+            let mut kafka = config.kafka.clone();
+            if let Some(id) = &config.recommender.instance_id {
+                kafka
+                    .consumer
+                    .insert("group.instance.id".into(), format!("{id}-{worker}"));
+            }
             let mut consumer = KafkaConsumer::new(
-                &config.kafka,
+                &kafka,
                 Subscription {
                     topics: vec![t.orders.clone(), t.order_details.clone()],
                     group: Some(config.recommender.group.clone()),

@@ -1,20 +1,28 @@
-//! SIGTERM and Ctrl-C: finish the work in hand, commit, exit 0.
+//! SIGTERM and Ctrl-C: finish the work in hand, commit, exit 0. A second signal aborts.
 
 use brewline_speed::StopWhen;
 use tokio::sync::watch;
 
-/// A stop condition set by SIGTERM or SIGINT (and the sender, to stop from inside). The
-/// `drained` side never fires: a service runs until told to stop.
-pub fn on_signal() -> (watch::Sender<bool>, StopWhen) {
+/// A flag set by the first SIGTERM or SIGINT (and the sender, to stop from inside); a second
+/// signal exits at once with 130.
+pub fn signalled() -> (watch::Sender<bool>, watch::Receiver<bool>) {
     let (tx, rx) = watch::channel(false);
-    let (never_tx, never) = watch::channel(false);
-    let signalled = tx.clone();
+    let set = tx.clone();
     tokio::spawn(async move {
-        let _keep = never_tx;
         wait_for_signal().await;
-        tracing::info!("stopping: finishing the batch in hand");
-        let _ = signalled.send(true);
+        eprintln!("stopping: finishing the work in hand (signal again to abort)");
+        let _ = set.send(true);
+        wait_for_signal().await;
+        std::process::exit(130);
     });
+    (tx, rx)
+}
+
+/// A stop condition for a service: set by a signal, never by running out of work.
+pub fn on_signal() -> (watch::Sender<bool>, StopWhen) {
+    let (tx, rx) = signalled();
+    // Only ever read, never set: a closed channel keeps its `false`.
+    let (_, never) = watch::channel(false);
     (
         tx,
         StopWhen {

@@ -185,13 +185,24 @@ pub fn discounted(unit_price: i64, factor_percent: i64) -> (i64, i64) {
     )
 }
 
+/// FNV-1a of an order id: stable across platforms and releases, unlike std's hasher.
+fn order_hash(order_id: &str) -> u64 {
+    order_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The random generator of one order: the same run seed and order id give the same draws.
 pub fn order_rng(seed: u64, order_id: &str) -> ChaCha8Rng {
-    // FNV-1a: stable across platforms and releases, unlike std's hasher.
-    let hash = order_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    ChaCha8Rng::seed_from_u64(seed ^ hash)
+    ChaCha8Rng::seed_from_u64(seed ^ order_hash(order_id))
+}
+
+/// Whether the customer of `order_id` accepts its suggestion when a `share` (0 to 1) of
+/// customers do: decided by the order id alone, so a redelivered suggestion gets the same
+/// answer.
+pub fn accepts(order_id: &str, share: f64) -> bool {
+    let draw = ChaCha8Rng::seed_from_u64(order_hash(order_id)).random::<f64>();
+    draw < share
 }
 
 /// Makes suggestions: a pure function of the order, the lookups, the strategy and the seed.
@@ -365,5 +376,16 @@ mod tests {
             let f = draw_factor_percent(&mut ChaCha8Rng::seed_from_u64(seed));
             prop_assert!((50..=80).contains(&f));
         }
+    }
+
+    #[test]
+    fn acceptance_is_decided_by_the_order_and_follows_the_share() {
+        let ids: Vec<String> = (0..10_000).map(|i| format!("order-{i}")).collect();
+        let accepted = |share: f64| ids.iter().filter(|id| accepts(id, share)).count();
+        assert_eq!(accepted(1.0), 10_000);
+        assert_eq!(accepted(0.0), 0);
+        let half = accepted(0.5);
+        assert!((4_700..=5_300).contains(&half), "{half}");
+        assert_eq!(accepts("order-7", 0.5), accepts("order-7", 0.5));
     }
 }

@@ -1,5 +1,5 @@
 //! The event log on a real Kafka-protocol broker: the shared conformance cases. Needs the
-//! broker `scripts/test` starts (`BREWLINE_TEST_BROKERS`); run with `scripts/test`, or
+//! broker `scripts/test` starts (`TEST_BREWLINE_BROKERS`); run with `scripts/test`, or
 //! `cargo test -- --ignored` with that variable set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,14 +8,18 @@ use std::collections::BTreeMap;
 use brewline_kafka::{KafkaConfig, KafkaLog};
 use brewline_ports::conformance;
 
-/// The test broker, with the consumer settings tansu needs (it holds every fetch for up to
-/// `fetch.wait.max.ms`) and a short session, so that a killed member's partitions move on
-/// quickly.
+/// The test broker, with the settings tansu needs: it holds every fetch for up to
+/// `fetch.wait.max.ms`; and a fetch from an offset inside a record batch skips to the next
+/// batch (Kafka returns the batch and the client skips the records before the offset), so a
+/// group resuming from a commit in the middle of a batch would lose records: batches of one
+/// record make every offset a batch start. And a short session, so that a killed member's
+/// partitions move on quickly.
 pub fn config() -> KafkaConfig {
-    let brokers = std::env::var("BREWLINE_TEST_BROKERS")
-        .expect("BREWLINE_TEST_BROKERS is not set: run these tests through scripts/test");
+    let brokers = std::env::var("TEST_BREWLINE_BROKERS")
+        .expect("TEST_BREWLINE_BROKERS is not set: run these tests through scripts/test");
     KafkaConfig {
         brokers,
+        producer: BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]),
         consumer: BTreeMap::from([
             ("fetch.wait.max.ms".to_string(), "10".to_string()),
             // A member that died without leaving is replaced after 6 s, not 45.

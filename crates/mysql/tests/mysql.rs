@@ -1,5 +1,5 @@
 //! The source database on a real MariaDB (with the row binlog the CDC reads). Needs the server
-//! `scripts/test` starts (`BREWLINE_TEST_MYSQL_URL`); run with `scripts/test`, or
+//! `scripts/test` starts (`TEST_BREWLINE_MYSQL_URL`); run with `scripts/test`, or
 //! `cargo test -- --ignored` with that variable set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,8 +12,8 @@ use mysql_async::prelude::Queryable;
 
 /// A database of its own for each test, on the test server.
 fn config(name: &str) -> MysqlConfig {
-    let url = std::env::var("BREWLINE_TEST_MYSQL_URL")
-        .expect("BREWLINE_TEST_MYSQL_URL is not set: run these tests through scripts/test");
+    let url = std::env::var("TEST_BREWLINE_MYSQL_URL")
+        .expect("TEST_BREWLINE_MYSQL_URL is not set: run these tests through scripts/test");
     MysqlConfig {
         url,
         database: format!("{name}_{}", brewline_ports::now_us()),

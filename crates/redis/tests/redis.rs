@@ -1,5 +1,5 @@
 //! The state ports on a real Redis: the shared conformance cases, plus what is Redis' own.
-//! Needs the server `scripts/test` starts (`BREWLINE_TEST_REDIS_URL`); run with
+//! Needs the server `scripts/test` starts (`TEST_BREWLINE_REDIS_URL`); run with
 //! `scripts/test`, or `cargo test -- --ignored` with that variable set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,8 +10,8 @@ use brewline_redis::{RedisConfig, RedisCounters, RedisLookups, RedisOrders};
 
 /// A configuration whose every key starts with `scope`, on the test server.
 fn config(scope: &str) -> RedisConfig {
-    let url = std::env::var("BREWLINE_TEST_REDIS_URL")
-        .expect("BREWLINE_TEST_REDIS_URL is not set: run these tests through scripts/test");
+    let url = std::env::var("TEST_BREWLINE_REDIS_URL")
+        .expect("TEST_BREWLINE_REDIS_URL is not set: run these tests through scripts/test");
     let scope = format!("{scope}-{}", brewline_ports::now_us());
     let d = RedisConfig::default();
     RedisConfig {
@@ -144,4 +144,42 @@ async fn lookups_are_the_keys_spec_names() {
 async fn counters_add_up() {
     let store = RedisCounters::connect(&config("counters")).await.unwrap();
     conformance::counters_add_up("r", &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: run scripts/test"]
+async fn batches_racing_on_the_same_orders_complete_every_order_once() {
+    let c = config("race");
+    let a = orders(&c, Duration::from_secs(90)).await;
+    let b = orders(&c, Duration::from_secs(90)).await;
+    let ids: Vec<String> = (0..2000).map(|i| format!("o{i}")).collect();
+    let headers: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, o)| conformance::applied(conformance::placed(o, 1), i as i64))
+        .collect();
+    let lines: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, o)| conformance::applied(conformance::line(o, "A"), i as i64))
+        .collect();
+    let run = |store: RedisOrders, changes: Vec<brewline_ports::Applied>| {
+        tokio::spawn(async move {
+            let mut completed = 0;
+            for batch in changes.chunks(100) {
+                let steps = store.apply(batch, &conformance::none).await.unwrap();
+                completed += steps
+                    .iter()
+                    .filter(|s| matches!(s, brewline_core::Step::Completed(..)))
+                    .count();
+            }
+            completed
+        })
+    };
+    let (x, y) = (run(a.clone(), headers), run(b, lines));
+    let completed = x.await.unwrap() + y.await.unwrap();
+    assert_eq!(completed, 2000);
+    for o in &ids {
+        assert!(a.order(o).await.unwrap().unwrap().is_complete(), "{o}");
+    }
 }

@@ -64,13 +64,13 @@ pub fn engine_failures() -> Vec<(&'static str, Failures)> {
 }
 
 /// Waits longer after each retryable failure of an engine call (50 ms doubling to 5 s).
-pub(crate) struct Backoff {
+pub struct Backoff {
     what: &'static str,
     wait: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new(what: &'static str) -> Backoff {
+    pub fn new(what: &'static str) -> Backoff {
         Backoff {
             what,
             wait: Duration::from_millis(50),
@@ -78,10 +78,7 @@ impl Backoff {
     }
 
     /// `Ok` after a pause when `result` failed in a way a retry may mend, else the result.
-    pub(crate) async fn retry<T>(
-        &mut self,
-        result: Result<T, PortError>,
-    ) -> Option<Result<T, PortError>> {
+    pub async fn retry<T>(&mut self, result: Result<T, PortError>) -> Option<Result<T, PortError>> {
         match result {
             Err(e) if e.retryable => {
                 count_failure(e.engine, true);
@@ -103,10 +100,7 @@ impl Backoff {
 }
 
 /// Runs `attempt` until it succeeds or fails with an error that a retry cannot mend.
-pub(crate) async fn with_retries<T, F, Fut>(
-    what: &'static str,
-    mut attempt: F,
-) -> Result<T, PortError>
+pub async fn with_retries<T, F, Fut>(what: &'static str, mut attempt: F) -> Result<T, PortError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, PortError>>,

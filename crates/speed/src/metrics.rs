@@ -42,6 +42,18 @@ pub const ROWS_CAPTURED: Metric = counter(
     "brewline_capture_rows_total",
     "Row changes captured from the source database.",
 );
+pub const ORDERS_WRITTEN: Metric = counter(
+    "brewline_orders_written_total",
+    "Orders the tills (`simulate`) wrote to the source database.",
+);
+pub const SUGGESTIONS_ACCEPTED: Metric = counter(
+    "brewline_suggestions_accepted_total",
+    "Accepted suggestions written back to the source database as order lines.",
+);
+pub const LOOKUP_LOADS: Metric = counter(
+    "brewline_lookup_loads_total",
+    "Loads of the lookup cache published.",
+);
 pub const ORDERS_COMPLETED: Metric = counter(
     "brewline_orders_completed_total",
     "Orders whose header and every line arrived (each counted once).",
@@ -88,6 +100,9 @@ pub const ALL: &[Metric] = &[
     EVENTS_OUT,
     DEAD_LETTERS,
     ROWS_CAPTURED,
+    ORDERS_WRITTEN,
+    SUGGESTIONS_ACCEPTED,
+    LOOKUP_LOADS,
     ORDERS_COMPLETED,
     ORDERS_ELIGIBLE,
     ORDERS_EXPIRED_INCOMPLETE,
@@ -135,6 +150,13 @@ pub fn render(stats: &Stats) -> String {
     labeled(&mut out, &EVENTS_OUT, "topic", &stats.events_out.snapshot());
     single(&mut out, &DEAD_LETTERS, Stats::get(&stats.dead_letters));
     single(&mut out, &ROWS_CAPTURED, Stats::get(&stats.captured));
+    single(&mut out, &ORDERS_WRITTEN, Stats::get(&stats.orders_written));
+    single(
+        &mut out,
+        &SUGGESTIONS_ACCEPTED,
+        Stats::get(&stats.suggestions_accepted),
+    );
+    single(&mut out, &LOOKUP_LOADS, Stats::get(&stats.lookup_loads));
     single(&mut out, &ORDERS_COMPLETED, Stats::get(&stats.completed));
     single(&mut out, &ORDERS_ELIGIBLE, Stats::get(&stats.eligible));
     single(

@@ -229,6 +229,7 @@ impl Recommender {
     async fn finish(&mut self, batch: Batch, e: &mut Engines<'_>) -> Result<usize> {
         let stage = &self.stats.stage_nanos;
         let t = Instant::now();
+        tracing::debug!(records = batch.records, until = ?batch.offsets, "handling a batch");
         let steps = if batch.changes.is_empty() {
             Vec::new()
         } else {

@@ -23,6 +23,12 @@ pub struct Stats {
     /// Suggestions sent again because their completing event was delivered again.
     pub replayed: AtomicU64,
     pub expired_incomplete: AtomicU64,
+    /// Orders the tills wrote to the source.
+    pub orders_written: AtomicU64,
+    /// Suggestions customers accepted, written back to the source.
+    pub suggestions_accepted: AtomicU64,
+    /// Lookup cache loads published.
+    pub lookup_loads: AtomicU64,
     /// Records read, by topic.
     pub events_in: ByTopic,
     /// Records written and acknowledged, by topic.
@@ -93,6 +99,9 @@ impl Default for Stats {
             suggestions: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
             expired_incomplete: AtomicU64::new(0),
+            orders_written: AtomicU64::new(0),
+            suggestions_accepted: AtomicU64::new(0),
+            lookup_loads: AtomicU64::new(0),
             events_in: ByTopic::default(),
             events_out: ByTopic::default(),
             consumer_lag: AtomicU64::new(0),
@@ -149,7 +158,7 @@ pub struct Latency {
 }
 
 impl Stats {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 

@@ -1,0 +1,187 @@
+//! The commands on the shop's MySQL/MariaDB database: `db init`, `db seed`, `simulate`,
+//! `cache load` and `accept`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use brewline_core::suggestion::{accepts, Suggestion};
+use brewline_core::ReferenceData;
+use brewline_kafka::{KafkaConsumer, KafkaProducer};
+use brewline_mysql::MysqlSource;
+use brewline_ports::{Consumer, Producer, SourceDb, Subscription};
+use brewline_redis::RedisLookups;
+use brewline_speed::dead_letter::dead_letter;
+use brewline_speed::stats::Stats;
+use brewline_speed::{lookup_cache, with_retries, Backoff};
+
+use crate::args::{AcceptArgs, CacheLoadArgs, MysqlArg, SimulateArgs};
+use crate::config::Config;
+use crate::{metrics_server, shutdown, tills};
+
+fn source(config: &Config) -> anyhow::Result<MysqlSource> {
+    Ok(MysqlSource::new(&config.mysql)?)
+}
+
+/// `db init`: the `coffee_shop` database and its tables (idempotent).
+pub async fn init(mut config: Config, args: MysqlArg) -> anyhow::Result<ExitCode> {
+    args.apply(&mut config);
+    let s = source(&config)?;
+    s.init_schema().await.context("creating the schema")?;
+    println!("database {} is ready", config.mysql.database);
+    s.close().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `db seed`: the reference data (idempotent; changed rows get a new `updated_at`).
+pub async fn seed(mut config: Config, args: MysqlArg) -> anyhow::Result<ExitCode> {
+    args.apply(&mut config);
+    let s = source(&config)?;
+    let reference = ReferenceData::bundled().context("reading the bundled reference data")?;
+    s.seed_reference(&reference)
+        .await
+        .context("loading the reference data (did `brewline db init` run?)")?;
+    println!(
+        "loaded {} stores, {} payment methods, {} categories, {} products, {} customers",
+        reference.stores.len(),
+        reference.payment_methods.len(),
+        reference.categories.len(),
+        reference.products.len(),
+        reference.customers.len()
+    );
+    s.close().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `simulate`: the tills, one transaction per order.
+pub async fn simulate(mut config: Config, args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    args.mysql.apply(&mut config);
+    let stats = Arc::new(Stats::default());
+    metrics_server::start(args.metrics.metrics_addr, stats.clone()).await?;
+    let s = source(&config)?;
+    let (_stop, shutdown) = shutdown::signalled();
+    let bar = indicatif::ProgressBar::new(args.orders);
+    let written = tills::write_orders(&s, args.seed, args.orders, args.rate, &shutdown, |n| {
+        bar.set_position(n);
+        stats
+            .orders_written
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!("wrote {written} orders");
+    s.close().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cache load`: the lookups from the database into Redis, once or every `--every`.
+pub async fn cache_load(mut config: Config, args: CacheLoadArgs) -> anyhow::Result<ExitCode> {
+    args.mysql.apply(&mut config);
+    args.redis.apply(&mut config);
+    let stats = Arc::new(Stats::default());
+    metrics_server::start(args.metrics.metrics_addr, stats.clone()).await?;
+    let s = source(&config)?;
+    let store = RedisLookups::connect(&config.redis)
+        .await
+        .context("connecting to the static Redis")?;
+    let (_stop, mut shutdown) = shutdown::signalled();
+    loop {
+        let bank = &config.recommender.eligible_bank;
+        let (lookups, version) = with_retries("loading the lookup cache", || {
+            lookup_cache::refresh(&s, &store, bank)
+        })
+        .await?;
+        Stats::add(&stats.lookup_loads, 1);
+        println!(
+            "lookups version {version}: {} diamond customers, {} payment methods of {bank}, {} products",
+            lookups.diamond_customers.len(),
+            lookups.acb_payment_methods.len(),
+            lookups.products.len()
+        );
+        let Some(every) = args.every else { break };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    s.close().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `accept`: customers accepting a share of the suggestions, written back as order lines.
+pub async fn accept(mut config: Config, args: AcceptArgs) -> anyhow::Result<ExitCode> {
+    args.mysql.apply(&mut config);
+    args.kafka.apply(&mut config);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.share),
+        "--share must be between 0 and 1, got {}",
+        args.share
+    );
+    let group = args.group.unwrap_or_else(|| config.accept.group.clone());
+    let stats = Arc::new(Stats::default());
+    metrics_server::start(args.metrics.metrics_addr, stats.clone()).await?;
+    let s = source(&config)?;
+    let topic = config.topics.suggestions.clone();
+    let mut consumer = KafkaConsumer::new(
+        &config.kafka,
+        Subscription {
+            topics: vec![topic.clone()],
+            group: Some(group),
+        },
+    )
+    .await?;
+    let producer = KafkaProducer::new(&config.kafka)?;
+    let (_stop, shutdown) = shutdown::signalled();
+    while !*shutdown.borrow() {
+        let records = consumer.poll(1000, Duration::from_millis(200)).await?;
+        if records.is_empty() {
+            continue;
+        }
+        let mut accepted = Vec::new();
+        let mut dead = Vec::new();
+        let mut next: Vec<(String, i32, i64)> = Vec::new();
+        for r in &records {
+            match next.iter_mut().find(|(_, p, _)| *p == r.partition) {
+                Some((_, _, o)) => *o = (*o).max(r.offset + 1),
+                None => next.push((r.topic.to_string(), r.partition, r.offset + 1)),
+            }
+            let Some(value) = r.record.value.as_deref() else {
+                continue;
+            };
+            match serde_json::from_slice::<Suggestion>(value) {
+                Ok(s) if accepts(&s.order_id, args.share) => accepted.push(s),
+                Ok(_) => {}
+                Err(e) => dead.push(dead_letter(r, &format!("not a suggestion: {e}"))),
+            }
+        }
+        let written = with_retries("writing accepted suggestions", || {
+            s.accept_suggestions(&accepted)
+        })
+        .await?;
+        if !dead.is_empty() {
+            let n = dead.len() as u64;
+            with_retries("sending dead letters", || {
+                producer.send(&config.topics.dead_letters, dead.clone())
+            })
+            .await?;
+            Stats::add(&stats.dead_letters, n);
+        }
+        let mut backoff = Backoff::new("committing offsets");
+        loop {
+            if let Some(done) = backoff.retry(consumer.commit(&next).await).await {
+                done?;
+                break;
+            }
+        }
+        stats.events_in.add(&topic, records.len() as u64);
+        Stats::add(&stats.suggestions_accepted, written);
+        tracing::info!(
+            read = records.len(),
+            accepted = written,
+            "suggestions accepted"
+        );
+    }
+    s.close().await?;
+    Ok(ExitCode::SUCCESS)
+}
