@@ -18,6 +18,7 @@ use brewline_core::suggestion::Lookups;
 use brewline_core::ReferenceData;
 use brewline_embedded::{EmbeddedLog, EmbeddedSource};
 use brewline_kafka::{KafkaConfig, KafkaConsumer, KafkaProducer};
+use brewline_mysql::{MysqlConfig, MysqlSource};
 use brewline_ports::{Capturable, Consumed, Consumer, Producer, Record, SourceDb, Subscription};
 use brewline_speed::capture::{Capture, CaptureConfig};
 use brewline_speed::stats::Stats;
@@ -40,10 +41,12 @@ struct Deployment {
 }
 
 impl Deployment {
-    fn new(name: &str, redis_dbs: (u8, u8)) -> Deployment {
+    /// A deployment on the test servers, its Redis data in databases `redis_dbs` of `redis`
+    /// (the test Redis when `None`).
+    fn new(name: &str, redis: Option<&str>, redis_dbs: (u8, u8)) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let prefix = format!("{name}{}", brewline_ports::now_us());
-        let redis = env("TEST_BREWLINE_REDIS_URL");
+        let redis = redis.map_or_else(|| env("TEST_BREWLINE_REDIS_URL"), str::to_string);
         let d = Deployment {
             config: dir.path().join("brewline.toml"),
             prefix: prefix.clone(),
@@ -105,7 +108,10 @@ dynamic_url = "{dynamic_url}"
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewline"));
         cmd.arg("--config").arg(&self.config).args(args);
-        cmd.env("BREWLINE_LOG", "info");
+        cmd.env(
+            "BREWLINE_LOG",
+            std::env::var("TEST_BREWLINE_LOG").unwrap_or_else(|_| "info".into()),
+        );
         cmd
     }
 
@@ -200,9 +206,19 @@ fn header(o: &NewOrder) -> OrderHeader {
     }
 }
 
-/// Writes `orders` to an embedded source and captures them, as Debezium events, into the
-/// deployment's CDC topics on Kafka (`schemas`: with Kafka Connect's schema part).
+/// Writes `orders` to the deployment's database, and to an embedded source from which they
+/// are captured, as Debezium events, into the deployment's CDC topics on Kafka (`schemas`:
+/// with Kafka Connect's schema part): the events are those the embedded capture writes, in
+/// Debezium's format, until the database's own binlog is captured.
 async fn produce_events(d: &Deployment, work: &Path, orders: &[NewOrder], schemas: bool) {
+    let database = MysqlSource::new(&MysqlConfig {
+        url: env("TEST_BREWLINE_MYSQL_URL"),
+        database: d.prefix.clone(),
+        ..MysqlConfig::default()
+    })
+    .unwrap();
+    database.insert_orders(orders).await.unwrap();
+    database.close().await.unwrap();
     let source = EmbeddedSource::open(&work.join("source.sqlite")).unwrap();
     source
         .seed_reference(&ReferenceData::bundled().unwrap())
@@ -317,7 +333,7 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
 async fn two_recommenders_killed_and_restarted_make_one_suggestion_per_eligible_order() {
-    let d = Deployment::new("recs", (2, 3));
+    let d = Deployment::new("recs", None, (2, 3));
     d.set_up();
     let reference = ReferenceData::bundled().unwrap();
     let lookups = Lookups::from_reference(&reference, "ACB");
@@ -447,8 +463,42 @@ async fn two_recommenders_killed_and_restarted_make_one_suggestion_per_eligible_
         "{body}"
     );
 
+    // Customers accept every suggestion: each becomes one order line, once, however often
+    // `accept` reads it.
+    let mut accept = d.start("accept", &["accept", "--share", "1.0"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lines_written = loop {
+        let n = suggested_lines(&d).await;
+        if n >= eligible.len() as i64 || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(terminate(&mut accept).success(), "{}", d.log("accept"));
+    assert_eq!(lines_written, eligible.len() as i64, "{}", d.log("accept"));
+    let mut again = d.start("accept", &["accept", "--group", "second-reader"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(terminate(&mut again).success(), "{}", d.log("accept"));
+    assert_eq!(suggested_lines(&d).await, lines_written, "accepted once");
+
     assert!(terminate(&mut a).success(), "{}", d.log("a"));
     assert!(terminate(&mut b).success(), "{}", d.log("b"));
+}
+
+/// Order lines with `is_suggestion = true` in the deployment's database.
+async fn suggested_lines(d: &Deployment) -> i64 {
+    use mysql_async::prelude::Queryable;
+    let opts = mysql_async::OptsBuilder::from_opts(
+        mysql_async::Opts::from_url(&env("TEST_BREWLINE_MYSQL_URL")).unwrap(),
+    )
+    .db_name(Some(d.prefix.clone()));
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let n: Option<i64> = conn
+        .query_first("SELECT COUNT(*) FROM order_details WHERE is_suggestion")
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    n.unwrap_or(0)
 }
 
 fn tail_of(log: &str) -> String {
@@ -466,4 +516,127 @@ fn reqwest_free_get(addr: &str, path: &str) -> String {
     out.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or(out)
+}
+
+/// A Redis of the test's own, with an append-only file, that can be stopped and started again.
+struct OwnRedis {
+    dir: tempfile::TempDir,
+    port: u16,
+    process: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let mut r = OwnRedis {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            process: None,
+        };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/services installs it)");
+        self.process = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops Redis as an operator's restart does (SIGTERM: the append-only file is flushed).
+    fn down(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            terminate(&mut child);
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
+async fn the_recommender_rides_out_a_redis_restart() {
+    let mut redis = OwnRedis::start();
+    let d = Deployment::new("redis", Some(&redis.url()), (0, 1));
+    d.set_up();
+    let reference = ReferenceData::bundled().unwrap();
+    let lookups = Lookups::from_reference(&reference, "ACB");
+    let all = orders(&reference, 12, 800);
+    let eligible: BTreeSet<String> = all
+        .iter()
+        .filter(|o| lookups.is_eligible(&header(o)))
+        .map(|o| o.id.clone())
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    produce_events(&d, work.path(), &all[..400], false).await;
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut r = d.start(
+        "r",
+        &[
+            "recommend",
+            "--metrics-addr",
+            &metrics,
+            "--instance-id",
+            "r",
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.down();
+    // Events arrive while Redis is down; the recommender retries until it is back.
+    produce_events(&d, work.path(), &all[400..], true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.up();
+
+    let found = suggestions_for(&d, &eligible, Duration::from_secs(90)).await;
+    let found_ids: BTreeSet<String> = found.keys().cloned().collect();
+    assert_eq!(
+        found_ids.len(),
+        eligible.len(),
+        "every eligible order, no other\n{}",
+        tail_of(&d.log("r"))
+    );
+    assert_eq!(found_ids, eligible);
+    for (order, copies) in &found {
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "{order}: {copies:?}"
+        );
+    }
+    let body = reqwest_free_get(&metrics, "/metrics");
+    let retries = body
+        .lines()
+        .find(|l| l.starts_with("brewline_engine_retries_total{engine=\"redis\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(retries > 0, "the outage shows as retries:\n{body}");
+    assert!(terminate(&mut r).success(), "{}", d.log("r"));
 }

@@ -4,21 +4,20 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use brewline_ports::{Counters, Result};
-use redis::aio::ConnectionManager;
 
-use crate::{connect, port_error, RedisConfig};
+use crate::{Connection, RedisConfig};
 
 /// Counters in the hash `counters_key` of the dynamic database.
 #[derive(Clone)]
 pub struct RedisCounters {
-    connection: ConnectionManager,
+    connection: Connection,
     key: String,
 }
 
 impl RedisCounters {
     pub async fn connect(config: &RedisConfig) -> Result<RedisCounters> {
         Ok(RedisCounters {
-            connection: connect(&config.dynamic_url, config).await?,
+            connection: Connection::open(&config.dynamic_url, config).await?,
             key: config.counters_key.clone(),
         })
     }
@@ -31,16 +30,17 @@ impl Counters for RedisCounters {
         for (name, delta) in deltas.iter().filter(|(_, d)| *d > 0) {
             pipe.hincr(&self.key, *name, *delta).ignore();
         }
-        pipe.query_async::<()>(&mut self.connection.clone())
+        self.connection
+            .call("raising counters", async |c| {
+                pipe.query_async::<()>(c).await
+            })
             .await
-            .map_err(|e| port_error("raising counters", e))
     }
 
     async fn get(&self) -> Result<BTreeMap<String, u64>> {
-        redis::cmd("HGETALL")
-            .arg(&self.key)
-            .query_async(&mut self.connection.clone())
+        let cmd = redis::cmd("HGETALL").arg(&self.key).clone();
+        self.connection
+            .call("reading counters", async |c| cmd.query_async(c).await)
             .await
-            .map_err(|e| port_error("reading counters", e))
     }
 }

@@ -12,10 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use brewline_core::suggestion::{Lookups, ProductInfo};
 use brewline_ports::{LookupStore, PortError, Result};
-use redis::aio::ConnectionManager;
 use redis::Value;
 
-use crate::{connect, port_error, RedisConfig, ENGINE};
+use crate::{Connection, RedisConfig, ENGINE};
 
 /// Temporary keys live this long if a load dies before renaming them.
 const BUILDING_TTL: Duration = Duration::from_secs(600);
@@ -25,33 +24,34 @@ const CHUNK: usize = 1000;
 /// The lookup cache in the static database.
 #[derive(Clone)]
 pub struct RedisLookups {
-    connection: ConnectionManager,
+    connection: Connection,
     config: RedisConfig,
 }
 
 impl RedisLookups {
     pub async fn connect(config: &RedisConfig) -> Result<RedisLookups> {
         Ok(RedisLookups {
-            connection: connect(&config.static_url, config).await?,
+            connection: Connection::open(&config.static_url, config).await?,
             config: config.clone(),
         })
     }
 
     /// Every key that starts with `prefix`, by `SCAN`.
     async fn scan(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut c = self.connection.clone();
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            let scan = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(format!("{prefix}*"))
                 .arg("COUNT")
                 .arg(1000)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| port_error("listing product keys", e))?;
+                .clone();
+            let (next, batch): (u64, Vec<String>) = self
+                .connection
+                .call("listing product keys", async |c| scan.query_async(c).await)
+                .await?;
             keys.extend(batch);
             if next == 0 {
                 break;
@@ -64,11 +64,15 @@ impl RedisLookups {
     }
 
     async fn current_version(&self) -> Result<u64> {
-        let v: Option<u64> = redis::cmd("GET")
+        let get = redis::cmd("GET")
             .arg(&self.config.lookups_version_key)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| port_error("reading the lookups' version", e))?;
+            .clone();
+        let v: Option<u64> = self
+            .connection
+            .call("reading the lookups' version", async |c| {
+                get.query_async(c).await
+            })
+            .await?;
         Ok(v.unwrap_or(0))
     }
 }
@@ -115,10 +119,11 @@ impl LookupStore for RedisLookups {
                 .expire(building(&key), ttl)
                 .ignore();
         }
-        build
-            .query_async::<()>(&mut self.connection.clone())
-            .await
-            .map_err(|e| port_error("building the lookups", e))?;
+        self.connection
+            .call("building the lookups", async |c| {
+                build.query_async::<()>(c).await
+            })
+            .await?;
 
         // Swap them all into place at once, drop products no longer on the menu, and say so.
         let mut swap = redis::pipe();
@@ -143,10 +148,12 @@ impl LookupStore for RedisLookups {
             swap.del(stale).ignore();
         }
         swap.incr(&k.lookups_version_key, 1);
-        let (version,): (u64,) = swap
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| port_error("swapping the lookups into place", e))?;
+        let (version,): (u64,) = self
+            .connection
+            .call("swapping the lookups into place", async |c| {
+                swap.query_async(c).await
+            })
+            .await?;
         tracing::info!(
             version,
             diamond_customers = lookups.diamond_customers.len(),
@@ -175,10 +182,10 @@ impl LookupStore for RedisLookups {
             for key in &product_keys {
                 read.hgetall(key);
             }
-            let values: Vec<Value> = read
-                .query_async(&mut self.connection.clone())
-                .await
-                .map_err(|e| port_error("reading the lookups", e))?;
+            let values: Vec<Value> = self
+                .connection
+                .call("reading the lookups", async |c| read.query_async(c).await)
+                .await?;
             let [version, diamond, acb, products @ ..] = values.as_slice() else {
                 return Err(PortError::fatal(ENGINE, "reading the lookups: short reply"));
             };

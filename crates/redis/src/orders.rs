@@ -21,11 +21,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use brewline_core::assembly::{OrderState, Step};
 use brewline_ports::{Applied, OrderStore, PortError, Result, Suggest};
-use redis::aio::ConnectionManager;
 use redis::Script;
 use rustc_hash::FxHashMap;
 
-use crate::{connect, port_error, RedisConfig, ENGINE};
+use crate::{Connection, RedisConfig, ENGINE};
 
 /// KEYS[1]: the open-orders set; KEYS[2..]: the orders' state keys. ARGV[1]: TTL (ms);
 /// ARGV[2]: expiry time of what is written (ms); then per order: the state read ('' = none),
@@ -67,7 +66,7 @@ const ATTEMPTS: usize = 20;
 /// Per-order state in the dynamic database.
 #[derive(Clone)]
 pub struct RedisOrders {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     open_orders: String,
     ttl: Duration,
@@ -79,7 +78,7 @@ impl RedisOrders {
     /// Connects to the dynamic database; order state lives for `ttl` after its last change.
     pub async fn connect(config: &RedisConfig, ttl: Duration) -> Result<RedisOrders> {
         Ok(RedisOrders {
-            connection: connect(&config.dynamic_url, config).await?,
+            connection: Connection::open(&config.dynamic_url, config).await?,
             prefix: config.order_state_prefix.clone(),
             open_orders: config.open_orders_key.clone(),
             ttl,
@@ -94,11 +93,11 @@ impl RedisOrders {
 
     /// The state of one order, if it has not expired (for checks and tests).
     pub async fn order(&self, order_id: &str) -> Result<Option<OrderState>> {
-        let value: Option<String> = redis::cmd("GET")
-            .arg(self.key(order_id))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| port_error("reading order state", e))?;
+        let get = redis::cmd("GET").arg(self.key(order_id)).clone();
+        let value: Option<String> = self
+            .connection
+            .call("reading order state", async |c| get.query_async(c).await)
+            .await?;
         value.map(|v| parse(&self.key(order_id), &v)).transpose()
     }
 
@@ -118,12 +117,11 @@ impl RedisOrders {
             });
         }
         let keys: Vec<String> = ids.iter().map(|id| self.key(id)).collect();
-        let mut c = self.connection.clone();
-        let read: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut c)
-            .await
-            .map_err(|e| port_error("reading order state", e))?;
+        let mget = redis::cmd("MGET").arg(&keys).clone();
+        let read: Vec<Option<String>> = self
+            .connection
+            .call("reading order state", async |c| mget.query_async(c).await)
+            .await?;
         let mut states = Vec::with_capacity(ids.len());
         for (key, value) in keys.iter().zip(&read) {
             states.push(match value {
@@ -150,10 +148,10 @@ impl RedisOrders {
                 .arg(if state.is_open() { "1" } else { "0" })
                 .arg(ids[i]);
         }
-        let lost: i64 = call
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| port_error("writing order state", e))?;
+        let lost: i64 = self
+            .connection
+            .call("writing order state", async |c| call.invoke_async(c).await)
+            .await?;
         Ok((lost == 0).then_some(steps))
     }
 }
@@ -189,13 +187,14 @@ impl OrderStore for RedisOrders {
     }
 
     async fn expire(&self) -> Result<Vec<String>> {
+        let mut sweep = self.take_expired.key(&self.open_orders);
+        sweep.arg(brewline_ports::now_ms());
         let mut expired: Vec<String> = self
-            .take_expired
-            .key(&self.open_orders)
-            .arg(brewline_ports::now_ms())
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| port_error("sweeping expired orders", e))?;
+            .connection
+            .call("sweeping expired orders", async |c| {
+                sweep.invoke_async(c).await
+            })
+            .await?;
         expired.sort();
         Ok(expired)
     }
