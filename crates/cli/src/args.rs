@@ -132,6 +132,19 @@ pub struct BenchArgs {
     /// Where to put the benchmark's data [default: a fresh temporary directory].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Benchmark the recommender on Kafka (these brokers) and Redis instead: the broker's own
+    /// limit, `brewline recommend`, and the baseline, on the same events.
+    #[arg(long, value_name = "HOST:PORT[,...]")]
+    pub brokers: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// With --brokers: also run the original pipeline's way of working
+    /// (bench/original_consumer.py) with this Python, which has kafka-python and redis-py.
+    #[arg(long, value_name = "PYTHON")]
+    pub baseline: Option<PathBuf>,
+    /// The baseline script [default: bench/original_consumer.py].
+    #[arg(long, value_name = "FILE")]
+    pub baseline_script: Option<PathBuf>,
 }
 
 /// Where Kafka is.

@@ -59,6 +59,9 @@ fn memory_mib() -> Option<(f64, f64, f64)> {
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(brokers) = args.brokers.clone() {
+        return crate::bench_kafka::run(config, args, brokers).await;
+    }
     let tmp;
     let dir = match &args.data_dir {
         Some(d) => {

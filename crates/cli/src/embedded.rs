@@ -86,14 +86,24 @@ impl EmbeddedPipeline {
         )
     }
 
-    /// Captures from the stored position until `stop`.
+    /// Captures from the stored position until `stop`, into the embedded log.
     pub async fn run_capture(&self, capture: &Capture, stop: StopWhen) -> anyhow::Result<()> {
+        let producer = self.dir.log.producer()?;
+        self.run_capture_into(capture, producer.as_ref(), stop).await
+    }
+
+    /// Captures from the stored position until `stop`, into `producer`'s log.
+    pub async fn run_capture_into(
+        &self,
+        capture: &Capture,
+        producer: &dyn brewline_ports::Producer,
+        stop: StopWhen,
+    ) -> anyhow::Result<()> {
         let checkpoint = format!("capture.{}", self.config.capture.database);
         let position = self.dir.log.load(&checkpoint).await?;
         let mut feed = self.dir.source.follow(position).await?;
-        let producer = self.dir.log.producer()?;
         capture
-            .run(feed.as_mut(), producer.as_ref(), &self.dir.log, stop)
+            .run(feed.as_mut(), producer, &self.dir.log, stop)
             .await
             .context("capture failed")
     }

@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod bench_kafka;
 mod config;
 mod demo;
 mod embedded;
