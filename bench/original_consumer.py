@@ -5,9 +5,9 @@ As the original: kafka-python with auto-commit, redis-py with one round trip per
 pipelining. Per `orders` event: HSET of the order's header + EXPIRE. Per `order_details` event:
 INCR message_count + EXPIRE, SADD ordered_products + EXPIRE, HGETALL of the header; when the
 count reaches num_products (the original's completion test, which redeliveries break): two
-SISMEMBER (diamond customer, ACB method) and, when eligible, KEYS product:* and HGETALL of each,
-a random product not in the order, two sends (the suggestion and the order's status), and SET
-order_status.
+SISMEMBER (diamond customer, ACB method), KEYS product:* and HGETALL of each product, and SET
+order_status; when eligible, a random product not in the order and two sends (the suggestion
+and the order's status).
 
 It reads from the earliest offset (the original used `latest`, which would read nothing of a
 prepared topic) and stops after `--expect` records, printing one JSON line of figures.
@@ -80,13 +80,15 @@ def main() -> int:
                 dynamic.expire(f"ordered_products:{order}", a.ttl)
                 info = dynamic.hgetall(f"order_info:{order}")
                 if info and count >= int(info[b"num_products"]):
+                    # On every completed order, as the original: both lookups, then the whole
+                    # menu with KEYS and one HGETALL per product.
                     diamond = static.sismember("diamond_customers", info[b"customer_id"])
                     acb = static.sismember("bank_acb_payment", info[b"payment_method_id"])
+                    menu = {}
+                    for key in static.keys("product:*"):
+                        menu[key.decode()[len("product:"):]] = static.hgetall(key)
                     if diamond and acb:
                         ordered = dynamic.smembers(f"ordered_products:{order}")
-                        menu = {}
-                        for key in static.keys("product:*"):
-                            menu[key.decode()[len("product:"):]] = static.hgetall(key)
                         choices = [p for p in menu if p.encode() not in ordered]
                         if choices:
                             product = random.choice(choices)
@@ -103,7 +105,7 @@ def main() -> int:
                                 json.dumps({"order_id": order, "status": "completed"}).encode(),
                             )
                             suggestions += 1
-                        dynamic.set(f"order_status:{order}", "completed", ex=a.ttl)
+                    dynamic.set(f"order_status:{order}", "completed", ex=a.ttl)
         if records >= a.expect:
             break
     producer.flush()

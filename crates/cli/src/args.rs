@@ -99,6 +99,8 @@ pub struct DemoArgs {
     /// Write change events with Kafka Connect's `schema` part [default: capture.schemas].
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub schemas: Option<bool>,
+    #[command(flatten)]
+    pub metrics: MetricsArg,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +147,9 @@ pub struct BenchArgs {
     /// The baseline script [default: bench/original_consumer.py].
     #[arg(long, value_name = "FILE")]
     pub baseline_script: Option<PathBuf>,
+    /// With --brokers: workers of the benchmarked `brewline recommend`.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
 }
 
 /// Where Kafka is.

@@ -4,8 +4,8 @@
 //!
 //! - (c) a raw rdkafka consume of the CDC topics, with the recommender's consumer settings:
 //!   the most any consumer gets from this broker;
-//! - (a) `brewline recommend`, one worker, as its own process (its peak RSS is read from
-//!   /proc);
+//! - (a) `brewline recommend` (`--workers`, 1 by default) as its own process (its peak RSS is
+//!   read from /proc);
 //! - (b) the baseline `bench/original_consumer.py` (kafka-python, redis-py, one Redis round
 //!   trip per command), when `--baseline PYTHON` names an interpreter that has them.
 //!
@@ -38,6 +38,18 @@ struct Run {
 impl Run {
     fn lines_per_second(&self) -> f64 {
         self.lines as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// A child process that is killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -156,13 +168,16 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
         l.local_addr()?.to_string()
     };
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(&exe)
+    let child = Command::new(&exe)
         .arg("--config")
         .arg(&config_file)
         .args(["recommend", "--metrics-addr", &metrics_addr, "--instance-id", "bench"])
+        .args(["--workers", &args.workers.to_string()])
         .stdout(Stdio::null())
         .spawn()
         .context("starting `brewline recommend`")?;
+    // Killed if this run fails before stopping it.
+    let mut child = KillOnDrop(child);
     let (mut first, mut seen) = (None, 0);
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen < total && Instant::now() < deadline {
@@ -179,11 +194,11 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
         lines: lines.min(seen),
         seconds: first.map_or(0.0, |f| f.elapsed().as_secs_f64()),
     };
-    let rss = peak_rss_mib(child.id());
+    let rss = peak_rss_mib(child.0.id());
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
-    let _ = child.wait();
+    let _ = child.0.wait();
     anyhow::ensure!(seen >= total, "the recommender read {seen} of {total} records in 600 s");
 
     // (b) The baseline.
@@ -235,7 +250,8 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
         )
     };
     row("(c) raw rdkafka consume", &raw);
-    row("(a) brewline recommend, 1 worker", &recommender);
+    let name = format!("(a) brewline recommend, {} worker(s)", args.workers);
+    row(&name, &recommender);
     if let Some(b) = &baseline {
         row("(b) baseline (original, Python)", b);
     }

@@ -32,6 +32,7 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| config.embedded.data_dir.clone());
     let schemas = args.schemas.unwrap_or(config.capture.schemas);
     let pipeline = EmbeddedPipeline::open(config, &data_dir)?;
+    crate::metrics_server::start(args.metrics.metrics_addr, pipeline.stats.clone()).await?;
     pipeline.prepare().await?;
     let before = pipeline.totals().await?;
 

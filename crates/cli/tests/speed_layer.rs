@@ -126,18 +126,21 @@ dynamic_url = "{dynamic_url}"
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Starts a long-running command, its log in the deployment's folder.
-    fn start(&self, name: &str, args: &[&str]) -> Child {
+    /// Starts a long-running command, its log in the deployment's folder; it is killed when
+    /// the handle is dropped (a failed test leaves nothing running).
+    fn start(&self, name: &str, args: &[&str]) -> Process {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{name}.log")))
             .unwrap();
-        self.command(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        Process(
+            self.command(args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn log(&self, name: &str) -> String {
@@ -307,7 +310,27 @@ async fn suggestions_for(
     }
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+/// A child process, killed when dropped.
+struct Process(Child);
+
+impl Process {
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn terminate(process: &mut Process) -> std::process::ExitStatus {
+    let child = &mut process.0;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -399,8 +422,7 @@ async fn two_recommenders_killed_and_restarted_make_one_suggestion_per_eligible_
     };
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        b.kill().unwrap(); // SIGKILL: no chance to commit
-        b.wait().unwrap();
+        b.kill(); // SIGKILL: no chance to commit
         b = d.start("b", &["recommend", "--workers", "2", "--instance-id", "b"]);
     }
     d.run(&["cache", "load"]);
@@ -562,8 +584,8 @@ impl OwnRedis {
 
     /// Stops Redis as an operator's restart does (SIGTERM: the append-only file is flushed).
     fn down(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            terminate(&mut child);
+        if let Some(child) = self.process.take() {
+            terminate(&mut Process(child));
         }
     }
 
