@@ -99,7 +99,10 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
     RedisLookups::connect(&config.redis)
         .await
         .context("connecting to the static Redis")?
-        .publish(&Lookups::from_reference(&reference, &config.recommender.eligible_bank))
+        .publish(&Lookups::from_reference(
+            &reference,
+            &config.recommender.eligible_bank,
+        ))
         .await?;
 
     // The events: the tills' orders, captured as Debezium events into the CDC topics.
@@ -128,7 +131,10 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
         if args.schemas { "on" } else { "off" },
         began.elapsed().as_secs_f64()
     );
-    let topics = [config.topics.orders.as_str(), config.topics.order_details.as_str()];
+    let topics = [
+        config.topics.orders.as_str(),
+        config.topics.order_details.as_str(),
+    ];
 
     // (c) The broker's limit.
     let mut raw_consumer = KafkaConsumer::new(
@@ -171,7 +177,13 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
     let child = Command::new(&exe)
         .arg("--config")
         .arg(&config_file)
-        .args(["recommend", "--metrics-addr", &metrics_addr, "--instance-id", "bench"])
+        .args([
+            "recommend",
+            "--metrics-addr",
+            &metrics_addr,
+            "--instance-id",
+            "bench",
+        ])
         .args(["--workers", &args.workers.to_string()])
         .stdout(Stdio::null())
         .spawn()
@@ -199,7 +211,10 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
         .args(["-TERM", &child.0.id().to_string()])
         .status();
     let _ = child.0.wait();
-    anyhow::ensure!(seen >= total, "the recommender read {seen} of {total} records in 600 s");
+    anyhow::ensure!(
+        seen >= total,
+        "the recommender read {seen} of {total} records in 600 s"
+    );
 
     // (b) The baseline.
     let baseline = match &args.baseline {
@@ -220,10 +235,20 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
                 .args(["--brokers", &config.kafka.brokers])
                 .args(["--redis-static", &config.redis.static_url])
                 .args(["--redis-dynamic", &config.redis.dynamic_url])
-                .args(["--orders-topic", topics[0], "--order-details-topic", topics[1]])
+                .args([
+                    "--orders-topic",
+                    topics[0],
+                    "--order-details-topic",
+                    topics[1],
+                ])
                 .args(["--suggestions-topic", &config.topics.suggestions])
                 .args(["--group", &format!("{prefix}-baseline")])
-                .args(["--expect", &total.to_string(), "--fetch-wait-ms", &fetch_wait])
+                .args([
+                    "--expect",
+                    &total.to_string(),
+                    "--fetch-wait-ms",
+                    &fetch_wait,
+                ])
                 .output()
                 .with_context(|| format!("running the baseline {}", script.display()))?;
             anyhow::ensure!(

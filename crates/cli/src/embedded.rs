@@ -89,7 +89,8 @@ impl EmbeddedPipeline {
     /// Captures from the stored position until `stop`, into the embedded log.
     pub async fn run_capture(&self, capture: &Capture, stop: StopWhen) -> anyhow::Result<()> {
         let producer = self.dir.log.producer()?;
-        self.run_capture_into(capture, producer.as_ref(), stop).await
+        self.run_capture_into(capture, producer.as_ref(), stop)
+            .await
     }
 
     /// Captures from the stored position until `stop`, into `producer`'s log.
