@@ -28,7 +28,8 @@ use crate::{Connection, RedisConfig, ENGINE};
 
 /// KEYS[1]: the open-orders set; KEYS[2..]: the orders' state keys. ARGV[1]: TTL (ms);
 /// ARGV[2]: expiry time of what is written (ms); then per order: the state read ('' = none),
-/// the new state, '1' if the order is still open, the order id. Returns 0 when written, else
+/// the new state, '1' if the order is still open (its expiry is moved), '0' if it was open in
+/// the set and no longer is, '-' if neither, the order id. Returns 0 when written, else
 /// the number of the first order whose state changed since it was read.
 const COMPARE_AND_SET: &str = r"
 local n = #KEYS - 1
@@ -41,9 +42,10 @@ end
 for i = 1, n do
   local at = 3 + (i - 1) * 4
   redis.call('SET', KEYS[i + 1], ARGV[at + 1], 'PX', ARGV[1])
-  if ARGV[at + 2] == '1' then
+  local open = ARGV[at + 2]
+  if open == '1' then
     redis.call('ZADD', KEYS[1], ARGV[2], ARGV[at + 3])
-  else
+  elseif open == '0' then
     redis.call('ZREM', KEYS[1], ARGV[at + 3])
   end
 end
@@ -129,6 +131,12 @@ impl RedisOrders {
                 None => OrderState::default(),
             });
         }
+        // Orders in the open set before this batch: only they need taking out of it.
+        let was_open: Vec<bool> = read
+            .iter()
+            .zip(&states)
+            .map(|(r, s)| r.is_some() && s.is_open())
+            .collect();
         let steps: Vec<Step> = changes
             .iter()
             .map(|a| states[index[a.change.order_id()]].apply(&a.change, &a.at, suggest))
@@ -145,7 +153,11 @@ impl RedisOrders {
             call.key(&keys[i])
                 .arg(read[i].as_deref().unwrap_or(""))
                 .arg(new)
-                .arg(if state.is_open() { "1" } else { "0" })
+                .arg(match (state.is_open(), was_open[i]) {
+                    (true, _) => "1",
+                    (false, true) => "0",
+                    (false, false) => "-",
+                })
                 .arg(ids[i]);
         }
         let lost: i64 = self
