@@ -140,12 +140,8 @@ pub async fn accept(mut config: Config, args: AcceptArgs) -> anyhow::Result<Exit
         }
         let mut accepted = Vec::new();
         let mut dead = Vec::new();
-        let mut next: Vec<(String, i32, i64)> = Vec::new();
+        let next = brewline_ports::next_offsets(&records);
         for r in &records {
-            match next.iter_mut().find(|(_, p, _)| *p == r.partition) {
-                Some((_, _, o)) => *o = (*o).max(r.offset + 1),
-                None => next.push((r.topic.to_string(), r.partition, r.offset + 1)),
-            }
             let Some(value) = r.record.value.as_deref() else {
                 continue;
             };

@@ -199,6 +199,16 @@ fn orders(reference: &ReferenceData, seed: u64, n: u64) -> Vec<NewOrder> {
         .collect()
 }
 
+/// The ids of the orders the lookups make eligible.
+fn eligible(orders: &[NewOrder]) -> BTreeSet<String> {
+    let lookups = Lookups::from_reference(&ReferenceData::bundled().unwrap(), "ACB");
+    orders
+        .iter()
+        .filter(|o| lookups.is_eligible(&header(o)))
+        .map(|o| o.id.clone())
+        .collect()
+}
+
 fn header(o: &NewOrder) -> OrderHeader {
     OrderHeader {
         order_id: o.id.clone(),
@@ -356,16 +366,10 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
 async fn two_recommenders_killed_and_restarted_make_one_suggestion_per_eligible_order() {
-    let d = Deployment::new("recs", None, (2, 3));
+    let d = Arc::new(Deployment::new("recs", None, (2, 3)));
     d.set_up();
-    let reference = ReferenceData::bundled().unwrap();
-    let lookups = Lookups::from_reference(&reference, "ACB");
-    let all = orders(&reference, 11, 2400);
-    let eligible: BTreeSet<String> = all
-        .iter()
-        .filter(|o| lookups.is_eligible(&header(o)))
-        .map(|o| o.id.clone())
-        .collect();
+    let all = orders(&ReferenceData::bundled().unwrap(), 11, 2400);
+    let eligible = eligible(&all);
     assert!(eligible.len() > 500, "{} eligible", eligible.len());
 
     // The first half as JsonConverter writes without schemas, then two malformed records.
@@ -405,14 +409,7 @@ async fn two_recommenders_killed_and_restarted_make_one_suggestion_per_eligible_
     let producing = {
         let work = work.path().to_path_buf();
         let second: Vec<NewOrder> = all[1200..].to_vec();
-        let d2 = Deployment {
-            dir: tempfile::tempdir().unwrap(),
-            config: d.config.clone(),
-            prefix: d.prefix.clone(),
-            brokers: d.brokers.clone(),
-            redis_static: d.redis_static.clone(),
-            redis_dynamic: d.redis_dynamic.clone(),
-        };
+        let d2 = d.clone();
         tokio::spawn(async move {
             for chunk in second.chunks(300) {
                 produce_events(&d2, &work, chunk, true).await;
@@ -609,14 +606,8 @@ async fn the_recommender_rides_out_a_redis_restart() {
     let mut redis = OwnRedis::start();
     let d = Deployment::new("redis", Some(&redis.url()), (0, 1));
     d.set_up();
-    let reference = ReferenceData::bundled().unwrap();
-    let lookups = Lookups::from_reference(&reference, "ACB");
-    let all = orders(&reference, 12, 800);
-    let eligible: BTreeSet<String> = all
-        .iter()
-        .filter(|o| lookups.is_eligible(&header(o)))
-        .map(|o| o.id.clone())
-        .collect();
+    let all = orders(&ReferenceData::bundled().unwrap(), 12, 800);
+    let eligible = eligible(&all);
     let work = tempfile::tempdir().unwrap();
     produce_events(&d, work.path(), &all[..400], false).await;
     let metrics = format!("127.0.0.1:{}", free_port());

@@ -41,7 +41,7 @@ impl KafkaConfig {
     /// from all in-sync replicas, Kafka's murmur2 partitioner (a key lands where a Java
     /// producer puts it), then the configured ones.
     pub fn producer_properties(&self) -> BTreeMap<String, String> {
-        let mut p = self.common_inner();
+        let mut p = self.common_properties();
         for (k, v) in [
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -60,7 +60,7 @@ impl KafkaConfig {
     /// cover (never automatically), and the earliest record when a group has none, then the
     /// configured ones.
     pub fn consumer_properties(&self) -> BTreeMap<String, String> {
-        let mut p = self.common_inner();
+        let mut p = self.common_properties();
         for (k, v) in [
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
@@ -75,10 +75,6 @@ impl KafkaConfig {
 
     /// What every client sets: where the cluster is and who connects.
     pub fn common_properties(&self) -> BTreeMap<String, String> {
-        self.common_inner()
-    }
-
-    fn common_inner(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("bootstrap.servers".into(), self.brokers.clone()),
             ("client.id".into(), self.client_id.clone()),

@@ -66,20 +66,21 @@ impl MysqlSource {
             .map_err(|e| port_error("closing connections", e))
     }
 
-    /// Upserts `rows` into `table`; `update` is the `ON DUPLICATE KEY UPDATE` clause.
+    /// Upserts `rows` (values of `id` then `changing`) into `table`, stamping `updated_at`
+    /// with the load's time on new rows and on rows whose `changing` columns changed.
     async fn upsert(
         &self,
         conn: &mut Conn,
         table: &str,
-        columns: &[&str],
+        changing: &[&str],
         rows: Vec<Vec<Value>>,
-        update: &str,
     ) -> Result<()> {
-        let one = format!("({})", vec!["?"; columns.len()].join(", "));
+        let one = format!("(?, {}NOW(3))", "?, ".repeat(changing.len()));
+        let update = changed_then_set(changing);
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let sql = format!(
-                "INSERT INTO {table} ({}) VALUES {} ON DUPLICATE KEY UPDATE {update}",
-                columns.join(", "),
+                "INSERT INTO {table} (id, {}, updated_at) VALUES {} ON DUPLICATE KEY UPDATE {update}",
+                changing.join(", "),
                 vec![one.as_str(); chunk.len()].join(", ")
             );
             let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
@@ -133,7 +134,6 @@ impl SourceDb for MysqlSource {
 
     async fn seed_reference(&self, r: &ReferenceData) -> Result<()> {
         let mut conn = self.conn().await?;
-        let now = || Value::from("1970-01-01 00:00:01");
         let rows = r
             .stores
             .iter()
@@ -144,18 +144,14 @@ impl SourceDb for MysqlSource {
                     s.address.clone().into(),
                     s.district.clone().into(),
                     s.city.clone().into(),
-                    now(),
                 ]
             })
             .collect();
-        let cols = ["name", "address", "district", "city"];
-        let table_cols = ["id", "name", "address", "district", "city", "updated_at"];
         self.upsert(
             &mut conn,
             "stores",
-            &table_cols,
+            &["name", "address", "district", "city"],
             rows,
-            &changed_then_set(&cols),
         )
         .await?;
         let rows = r
@@ -166,31 +162,18 @@ impl SourceDb for MysqlSource {
                     p.id.into(),
                     p.method_name.clone().into(),
                     p.bank.clone().into(),
-                    now(),
                 ]
             })
             .collect();
-        self.upsert(
-            &mut conn,
-            "payment_method",
-            &["id", "method_name", "bank", "updated_at"],
-            rows,
-            &changed_then_set(&["method_name", "bank"]),
-        )
-        .await?;
+        self.upsert(&mut conn, "payment_method", &["method_name", "bank"], rows)
+            .await?;
         let rows = r
             .categories
             .iter()
-            .map(|c| vec![c.id.into(), c.name.clone().into(), now()])
+            .map(|c| vec![c.id.into(), c.name.clone().into()])
             .collect();
-        self.upsert(
-            &mut conn,
-            "product_category",
-            &["id", "name", "updated_at"],
-            rows,
-            &changed_then_set(&["name"]),
-        )
-        .await?;
+        self.upsert(&mut conn, "product_category", &["name"], rows)
+            .await?;
         let rows = r
             .products
             .iter()
@@ -200,16 +183,14 @@ impl SourceDb for MysqlSource {
                     p.name.clone().into(),
                     p.category_id.into(),
                     p.unit_price.into(),
-                    now(),
                 ]
             })
             .collect();
         self.upsert(
             &mut conn,
             "products",
-            &["id", "name", "category_id", "unit_price", "updated_at"],
+            &["name", "category_id", "unit_price"],
             rows,
-            &changed_then_set(&["name", "category_id", "unit_price"]),
         )
         .await?;
         let rows = r
@@ -221,31 +202,16 @@ impl SourceDb for MysqlSource {
                     c.name.clone().into(),
                     c.phone_number.clone().into(),
                     c.tier.as_str().into(),
-                    now(),
                 ]
             })
             .collect();
         self.upsert(
             &mut conn,
             "customers",
-            &["id", "name", "phone_number", "tier", "updated_at"],
+            &["name", "phone_number", "tier"],
             rows,
-            &changed_then_set(&["name", "phone_number", "tier"]),
         )
         .await?;
-        // New rows got the placeholder time above: give them the load's time.
-        for table in [
-            "stores",
-            "payment_method",
-            "product_category",
-            "products",
-            "customers",
-        ] {
-            format!("UPDATE {table} SET updated_at = NOW(3) WHERE updated_at < '1970-01-02'")
-                .ignore(&mut conn)
-                .await
-                .map_err(|e| port_error(&format!("stamping {table}"), e))?;
-        }
         Ok(())
     }
 

@@ -99,6 +99,25 @@ impl Consumed {
     }
 }
 
+/// The offsets to commit after handling `records`: per topic and partition, the offset after
+/// the last record read.
+pub fn next_offsets(records: &[Consumed]) -> Vec<(String, i32, i64)> {
+    // A few partitions per batch: a short list beats a hash map.
+    let mut next: Vec<(&str, i32, i64)> = Vec::new();
+    for r in records {
+        match next
+            .iter_mut()
+            .find(|(t, p, _)| *p == r.partition && *t == &*r.topic)
+        {
+            Some((_, _, o)) => *o = (*o).max(r.offset + 1),
+            None => next.push((&r.topic, r.partition, r.offset + 1)),
+        }
+    }
+    next.into_iter()
+        .map(|(t, p, o)| (t.to_string(), p, o))
+        .collect()
+}
+
 /// Appends records to topics.
 #[async_trait]
 pub trait Producer: Send + Sync {

@@ -154,13 +154,6 @@ impl LookupStore for RedisLookups {
                 swap.query_async(c).await
             })
             .await?;
-        tracing::info!(
-            version,
-            diamond_customers = lookups.diamond_customers.len(),
-            acb_payment_methods = lookups.acb_payment_methods.len(),
-            products = lookups.products.len(),
-            "lookups loaded into Redis"
-        );
         Ok(version)
     }
 

@@ -123,23 +123,14 @@ impl Batch {
     fn decode(topics: &Topics, records: Vec<Consumed>) -> Batch {
         let mut batch = Batch {
             records: records.len(),
-            offsets: Vec::new(),
+            offsets: brewline_ports::next_offsets(&records),
             order_events: 0,
             line_events: 0,
             changes: Vec::with_capacity(records.len()),
             committed_at: Vec::with_capacity(records.len()),
             dead: Vec::new(),
         };
-        // A few partitions per batch: a short list beats a hash map.
-        let mut next: Vec<(&str, i32, i64)> = Vec::new();
         for record in &records {
-            match next
-                .iter_mut()
-                .find(|(t, p, _)| *p == record.partition && *t == &*record.topic)
-            {
-                Some((_, _, o)) => *o = (*o).max(record.offset + 1),
-                None => next.push((&record.topic, record.partition, record.offset + 1)),
-            }
             let event = if *record.topic == *topics.orders {
                 batch.order_events += 1;
                 decode_as::<OrderRow>(record, ChangeEvent::<OrderRow, SourceTime>::order_changes)
@@ -172,10 +163,6 @@ impl Batch {
                 }
             }
         }
-        batch.offsets = next
-            .into_iter()
-            .map(|(t, p, o)| (t.to_string(), p, o))
-            .collect();
         batch
     }
 }
