@@ -49,6 +49,11 @@ pub enum Command {
     /// publishes one suggestion per eligible order. Runs until SIGTERM or Ctrl-C, then
     /// finishes the batch in hand, commits and exits 0.
     Recommend(RecommendArgs),
+    /// Change data capture: the row binlog of MySQL/MariaDB into Debezium-format topics on
+    /// Kafka, one per table, keyed by order id. Snapshots the tables first when no position is
+    /// stored; stores its position only after the broker acknowledged every event before it.
+    /// Runs until SIGTERM or Ctrl-C.
+    Cdc(CdcArgs),
     /// The shop's MySQL/MariaDB database.
     Db {
         #[command(subcommand)]
@@ -250,6 +255,28 @@ impl MysqlArg {
             config.mysql.url = u.clone();
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CdcArgs {
+    #[command(flatten)]
+    pub mysql: MysqlArg,
+    #[command(flatten)]
+    pub kafka: KafkaArg,
+    /// Replica id to read the binlog as, unique on the server [default: cdc.server_id].
+    #[arg(long, value_name = "N")]
+    pub server_id: Option<u32>,
+    /// Tables to capture, comma-separated [default: cdc.tables, orders,order_details].
+    #[arg(long, value_delimiter = ',', value_name = "TABLE,...")]
+    pub tables: Option<Vec<String>>,
+    /// Write change events with Kafka Connect's `schema` part [default: capture.schemas].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub schemas: Option<bool>,
+    /// Stop once the binlog is read to its end instead of following it.
+    #[arg(long)]
+    pub until_caught_up: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArg,
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,6 +31,8 @@ pub struct Config {
     pub mysql: brewline_mysql::MysqlConfig,
     /// The write-back of accepted suggestions.
     pub accept: AcceptConfig,
+    /// `brewline cdc`: change capture from the MySQL/MariaDB binlog.
+    pub cdc: brewline_mysql::CdcConfig,
 }
 
 /// `brewline accept`.

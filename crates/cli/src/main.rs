@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod bench_kafka;
+mod cdc;
 mod config;
 mod demo;
 mod embedded;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
                 Command::Tail(a) => tail::run(config, a).await,
                 Command::Bench(a) => bench::run(config, a).await,
                 Command::Recommend(a) => recommend::run(config, a).await,
+                Command::Cdc(a) => cdc::run(config, a).await,
                 Command::Db {
                     action: DbAction::Init(a),
                 } => source_cmds::init(config, a).await,

@@ -508,6 +508,15 @@ pub enum ColumnType {
     Timestamp,
     /// TIMESTAMP: `io.debezium.time.ZonedTimestamp`, ISO-8601 UTC text.
     ZonedTimestamp,
+    /// DATE: `io.debezium.time.Date`, days since the epoch.
+    Date,
+    /// FLOAT, DOUBLE; DECIMAL with `decimal.handling.mode=double`.
+    Float64,
+    /// DECIMAL with `decimal.handling.mode=precise`: Kafka Connect's `Decimal`, the unscaled
+    /// value's big-endian two's-complement bytes (base64 in JSON).
+    Decimal { precision: u32, scale: u32 },
+    /// BINARY, VARBINARY, BLOB: bytes (base64 in JSON).
+    Bytes,
 }
 
 /// One column of a captured table.
@@ -588,6 +597,20 @@ impl TableSchema {
             ColumnType::Boolean => ("boolean", None),
             ColumnType::Timestamp => ("int64", Some("io.debezium.time.Timestamp")),
             ColumnType::ZonedTimestamp => ("string", Some("io.debezium.time.ZonedTimestamp")),
+            ColumnType::Date => ("int32", Some("io.debezium.time.Date")),
+            ColumnType::Float64 => ("double", None),
+            ColumnType::Bytes => ("bytes", None),
+            ColumnType::Decimal { precision, scale } => {
+                return json!({
+                    "type": "bytes", "optional": c.optional,
+                    "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
+                    "parameters": {
+                        "scale": scale.to_string(),
+                        "connect.decimal.precision": precision.to_string(),
+                    },
+                    "field": c.name,
+                });
+            }
         };
         let mut f = json!({"type": ty, "optional": c.optional, "field": c.name});
         if let (Some(name), Some(obj)) = (name, f.as_object_mut()) {

@@ -1,10 +1,15 @@
 //! brewline's source database on MySQL 8 or MariaDB 10.11, through mysql_async: the
 //! `coffee_shop` schema, its reference data, the tills' orders (one transaction each) and the
-//! suggestions customers accept.
+//! suggestions customers accept; and change capture from its row binlog ([`MysqlCapture`]),
+//! with the capture's position kept on the same server ([`MysqlCheckpoints`]).
 
+pub mod capture;
+mod checkpoints;
 mod config;
 mod source;
 
+pub use capture::{CdcConfig, MysqlCapture};
+pub use checkpoints::MysqlCheckpoints;
 pub use config::MysqlConfig;
 pub use source::MysqlSource;
 

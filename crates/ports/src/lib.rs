@@ -257,6 +257,9 @@ pub struct RowChange {
     /// Set on the last change of a transaction: the position to resume from after it. A
     /// capture stores only these, so that a transaction is never split across a restart.
     pub resume_after: Option<String>,
+    /// The table's columns as the feed knows them when they may differ from the capture's
+    /// configured schema (a binlog reader follows `ALTER TABLE`); `None`: the configured one.
+    pub schema: Option<std::sync::Arc<brewline_core::debezium::TableSchema>>,
 }
 
 /// Committed row changes of a source database, in commit order.
@@ -266,8 +269,14 @@ pub trait ChangeFeed: Send {
     /// first. Empty when nothing came.
     async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<RowChange>>;
 
-    /// How many committed changes are not yet read.
+    /// How many committed changes (or, for a binlog, bytes) are not yet read.
     async fn behind(&mut self) -> Result<u64>;
+
+    /// Rows read so far and rows in all of an initial snapshot under way; `None` when no
+    /// snapshot is being read.
+    fn snapshot_progress(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A source whose committed changes can be followed from a position.

@@ -6,7 +6,8 @@
 //! what is sent twice after a crash is sent identically.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brewline_core::debezium::{encode, ChangeEvent, Op, TableSchema};
@@ -31,10 +32,27 @@ pub struct CaptureConfig {
 }
 
 struct Table {
-    schema: TableSchema,
     topic: String,
     key_column: String,
-    schema_json: Option<String>,
+    /// The columns events are written with, and their Kafka Connect schema when events carry
+    /// one; replaced when the feed reports other columns (after `ALTER TABLE`).
+    shape: Mutex<Shape>,
+}
+
+#[derive(Clone)]
+struct Shape {
+    schema: Arc<TableSchema>,
+    schema_json: Option<Arc<str>>,
+}
+
+impl Shape {
+    fn new(schema: Arc<TableSchema>, with_schema: bool) -> Shape {
+        let schema_json = with_schema.then(|| Arc::from(schema.envelope_schema_json()));
+        Shape {
+            schema,
+            schema_json,
+        }
+    }
 }
 
 /// Turns row changes into Debezium events and sends them.
@@ -56,10 +74,9 @@ impl Capture {
                     &schema.table,
                 );
                 let table = Table {
-                    schema: schema.clone(),
                     topic,
                     key_column: key.clone(),
-                    schema_json: config.with_schema.then(|| schema.envelope_schema_json()),
+                    shape: Mutex::new(Shape::new(Arc::new(schema.clone()), config.with_schema)),
                 };
                 (schema.table.clone(), table)
             })
@@ -81,14 +98,24 @@ impl Capture {
     /// The event (and tombstone, for a delete) of one row change, with its topic.
     fn events(&self, change: &RowChange) -> Option<(&str, Vec<Record>)> {
         let table = self.tables.get(&change.table)?;
+        let shape = {
+            let mut shape = table.shape.lock().ok()?;
+            if let Some(schema) = &change.schema {
+                if !Arc::ptr_eq(schema, &shape.schema) && **schema != *shape.schema {
+                    tracing::info!(table = %change.table, columns = schema.columns.len(), "the table's columns changed");
+                    *shape = Shape::new(schema.clone(), self.config.with_schema);
+                }
+            }
+            shape.clone()
+        };
         let now_us = brewline_ports::now_us();
         let mut source = change.source.clone();
         source.name = self.config.topic_prefix.clone();
         source.version = concat!("brewline-", env!("CARGO_PKG_VERSION")).into();
         let event = ChangeEvent {
             op: change.op,
-            before: change.before.as_ref().map(|r| table.schema.normalize(r)),
-            after: change.after.as_ref().map(|r| table.schema.normalize(r)),
+            before: change.before.as_ref().map(|r| shape.schema.normalize(r)),
+            after: change.after.as_ref().map(|r| shape.schema.normalize(r)),
             source,
             ts_ms: Some(now_us / 1000),
             ts_us: Some(now_us),
@@ -100,7 +127,7 @@ impl Capture {
                 serde_json::Value::String(s) => s.clone().into_bytes(),
                 other => other.to_string().into_bytes(),
             });
-        let value = encode(&event, table.schema_json.as_deref());
+        let value = encode(&event, shape.schema_json.as_deref());
         let mut records = vec![Record {
             key: key.clone(),
             value: Some(value),
@@ -126,9 +153,18 @@ impl Capture {
         wait: Duration,
     ) -> Result<usize> {
         let changes = feed.next(self.config.batch, wait).await?;
-        if changes.is_empty() {
-            return Ok(0);
+        if let Some((read, total)) = feed.snapshot_progress() {
+            self.stats.snapshot_rows.store(read, Ordering::Relaxed);
+            self.stats.snapshot_total.store(total, Ordering::Relaxed);
         }
+        let Some(last) = changes.last() else {
+            self.stats.capture_lag_ms.store(0, Ordering::Relaxed);
+            return Ok(0);
+        };
+        let lag_ms = brewline_ports::now_ms() - last.source.ts_ms;
+        self.stats
+            .capture_lag_ms
+            .store(lag_ms.max(0) as u64, Ordering::Relaxed);
         let mut per_topic: Vec<(String, Vec<Record>)> = Vec::new();
         for change in &changes {
             if let Some((topic, records)) = self.events(change) {
@@ -153,6 +189,11 @@ impl Capture {
             .await?;
         }
         Stats::add(&self.stats.captured, changes.len() as u64);
+        for change in &changes {
+            self.stats
+                .captured_rows
+                .add(&change.table, change.op.code(), 1);
+        }
         Ok(changes.len())
     }
 

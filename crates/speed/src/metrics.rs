@@ -40,8 +40,23 @@ pub const DEAD_LETTERS: Metric = counter(
 );
 pub const ROWS_CAPTURED: Metric = counter(
     "brewline_capture_rows_total",
-    "Row changes captured from the source database.",
+    "Row changes captured from the source database, by table and op (c, u, d, r).",
 );
+pub const CAPTURE_LAG: Metric = Metric {
+    name: "brewline_capture_lag_seconds",
+    help: "Seconds between the source commit of the last captured change and its capture (0 when caught up).",
+    kind: Kind::Gauge,
+};
+pub const SNAPSHOT_ROWS: Metric = Metric {
+    name: "brewline_capture_snapshot_rows",
+    help: "Rows of the initial snapshot read so far.",
+    kind: Kind::Gauge,
+};
+pub const SNAPSHOT_TOTAL: Metric = Metric {
+    name: "brewline_capture_snapshot_rows_total_expected",
+    help: "Rows the initial snapshot reads in all (counted when it began).",
+    kind: Kind::Gauge,
+};
 pub const ORDERS_WRITTEN: Metric = counter(
     "brewline_orders_written_total",
     "Orders the tills (`simulate`) wrote to the source database.",
@@ -100,6 +115,9 @@ pub const ALL: &[Metric] = &[
     EVENTS_OUT,
     DEAD_LETTERS,
     ROWS_CAPTURED,
+    CAPTURE_LAG,
+    SNAPSHOT_ROWS,
+    SNAPSHOT_TOTAL,
     ORDERS_WRITTEN,
     SUGGESTIONS_ACCEPTED,
     LOOKUP_LOADS,
@@ -149,7 +167,20 @@ pub fn render(stats: &Stats) -> String {
     labeled(&mut out, &EVENTS_IN, "topic", &stats.events_in.snapshot());
     labeled(&mut out, &EVENTS_OUT, "topic", &stats.events_out.snapshot());
     single(&mut out, &DEAD_LETTERS, Stats::get(&stats.dead_letters));
-    single(&mut out, &ROWS_CAPTURED, Stats::get(&stats.captured));
+    header(&mut out, &ROWS_CAPTURED);
+    for (table, op, n) in stats.captured_rows.snapshot() {
+        let _ = writeln!(
+            out,
+            "{}{{table=\"{}\",op=\"{op}\"}} {n}",
+            ROWS_CAPTURED.name,
+            escape(&table)
+        );
+    }
+    header(&mut out, &CAPTURE_LAG);
+    let lag = Stats::get(&stats.capture_lag_ms) as f64 / 1e3;
+    let _ = writeln!(out, "{} {lag}", CAPTURE_LAG.name);
+    single(&mut out, &SNAPSHOT_ROWS, Stats::get(&stats.snapshot_rows));
+    single(&mut out, &SNAPSHOT_TOTAL, Stats::get(&stats.snapshot_total));
     single(&mut out, &ORDERS_WRITTEN, Stats::get(&stats.orders_written));
     single(
         &mut out,

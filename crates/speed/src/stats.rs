@@ -12,6 +12,14 @@ use hdrhistogram::Histogram;
 pub struct Stats {
     /// Row changes captured from the source.
     pub captured: AtomicU64,
+    /// Row changes captured, by table and Debezium op code.
+    pub captured_rows: ByTableOp,
+    /// Milliseconds between a captured change's commit and its capture, as of the last batch
+    /// (0 once the capture has caught up).
+    pub capture_lag_ms: AtomicU64,
+    /// Rows of the initial snapshot read so far, and in all.
+    pub snapshot_rows: AtomicU64,
+    pub snapshot_total: AtomicU64,
     /// Change events read from the `orders` topic.
     pub order_events: AtomicU64,
     /// Change events read from the `order_details` topic.
@@ -87,10 +95,33 @@ impl ByTopic {
     }
 }
 
+/// A counter per table and operation.
+#[derive(Debug, Default)]
+pub struct ByTableOp(Mutex<BTreeMap<(String, &'static str), u64>>);
+
+impl ByTableOp {
+    pub fn add(&self, table: &str, op: &'static str, n: u64) {
+        if let Ok(mut map) = self.0.lock() {
+            *map.entry((table.to_string(), op)).or_default() += n;
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, &'static str, u64)> {
+        self.0
+            .lock()
+            .map(|m| m.iter().map(|((t, o), n)| (t.clone(), *o, *n)).collect())
+            .unwrap_or_default()
+    }
+}
+
 impl Default for Stats {
     fn default() -> Self {
         Stats {
             captured: AtomicU64::new(0),
+            captured_rows: ByTableOp::default(),
+            capture_lag_ms: AtomicU64::new(0),
+            snapshot_rows: AtomicU64::new(0),
+            snapshot_total: AtomicU64::new(0),
             order_events: AtomicU64::new(0),
             line_events: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),

@@ -514,6 +514,7 @@ impl EmbeddedChangeFeed {
                     ..Source::default()
                 },
                 resume_after: txn_ends.then(|| row.seq.to_string()),
+                schema: None,
             });
         }
         Ok(out)

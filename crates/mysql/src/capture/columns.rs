@@ -1,0 +1,480 @@
+//! MySQL column types and values as Debezium's MySQL connector writes them: pure functions,
+//! no I/O.
+//!
+//! | MySQL | Debezium (Kafka Connect) | JSON |
+//! |---|---|---|
+//! | TINYINT(1), BOOLEAN | boolean | `true` |
+//! | TINYINT, SMALLINT (MEDIUMINT, INT; INT UNSIGNED, BIGINT) | int16 (int32; int64) | number |
+//! | DECIMAL | string, double or `Decimal` by `decimal_handling` | `"12.50"`, `12.5`, base64 |
+//! | FLOAT, DOUBLE | double | number |
+//! | DATETIME | `io.debezium.time.Timestamp` | epoch milliseconds |
+//! | TIMESTAMP | `io.debezium.time.ZonedTimestamp` | `"2026-11-25T10:00:00.123Z"` |
+//! | DATE | `io.debezium.time.Date` | days since the epoch |
+//! | CHAR, VARCHAR, TEXT, ENUM, SET, JSON, TIME, YEAR | string | text |
+//! | BINARY, VARBINARY, BLOB | bytes | base64 |
+
+use base64::Engine as _;
+use brewline_core::debezium::ColumnType;
+use mysql_async::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+/// How DECIMAL columns are written (Debezium's `decimal.handling.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecimalHandling {
+    /// Exact, as text: `"12.50"`.
+    #[default]
+    String,
+    /// Exact, as Kafka Connect's `Decimal`: the unscaled value's bytes, base64 in JSON.
+    Precise,
+    /// As a double (may round).
+    Double,
+}
+
+/// A column as `information_schema.COLUMNS` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// `DATA_TYPE`, e.g. `int`.
+    pub data_type: String,
+    /// `COLUMN_TYPE`, e.g. `int(11) unsigned`, `tinyint(1)`.
+    pub column_type: String,
+    pub nullable: bool,
+    pub precision: Option<u32>,
+    pub scale: Option<u32>,
+}
+
+/// The Debezium type of a column.
+pub fn column_type(c: &ColumnInfo, decimals: DecimalHandling) -> ColumnType {
+    let unsigned = c.column_type.to_ascii_lowercase().contains("unsigned");
+    match c.data_type.to_ascii_lowercase().as_str() {
+        "tinyint" if c.column_type.to_ascii_lowercase().starts_with("tinyint(1)") => {
+            ColumnType::Boolean
+        }
+        "bool" | "boolean" => ColumnType::Boolean,
+        "tinyint" => ColumnType::Int16,
+        "smallint" if unsigned => ColumnType::Int32,
+        "smallint" => ColumnType::Int16,
+        "mediumint" => ColumnType::Int32,
+        "int" | "integer" if unsigned => ColumnType::Int64,
+        "int" | "integer" => ColumnType::Int32,
+        "bigint" => ColumnType::Int64,
+        "decimal" | "numeric" => match decimals {
+            DecimalHandling::String => ColumnType::String,
+            DecimalHandling::Double => ColumnType::Float64,
+            DecimalHandling::Precise => ColumnType::Decimal {
+                precision: c.precision.unwrap_or(10),
+                scale: c.scale.unwrap_or(0),
+            },
+        },
+        "float" | "double" | "real" => ColumnType::Float64,
+        "datetime" => ColumnType::Timestamp,
+        "timestamp" => ColumnType::ZonedTimestamp,
+        "date" => ColumnType::Date,
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit" => {
+            ColumnType::Bytes
+        }
+        _ => ColumnType::String,
+    }
+}
+
+/// The Debezium type to use for a value of a column nobody described (a column added after
+/// the table's description was read, until it is read again).
+pub fn guessed_type(v: &Value) -> ColumnType {
+    match v {
+        Value::Int(_) | Value::UInt(_) => ColumnType::Int64,
+        Value::Float(_) | Value::Double(_) => ColumnType::Float64,
+        Value::Date(..) => ColumnType::Timestamp,
+        Value::NULL | Value::Bytes(_) | Value::Time(..) => ColumnType::String,
+    }
+}
+
+/// A value read from MySQL (binlog row, or a snapshot read with the session in UTC) as
+/// Debezium writes it for a column of type `kind`.
+pub fn to_json(kind: ColumnType, v: Value) -> Result<Json, String> {
+    let bad = |v: &Value| format!("{v:?} is not a value of a {kind:?} column");
+    Ok(match (kind, v) {
+        (_, Value::NULL) => Json::Null,
+        (ColumnType::Boolean, Value::Int(n)) => Json::Bool(n != 0),
+        (ColumnType::Boolean, Value::UInt(n)) => Json::Bool(n != 0),
+        (ColumnType::Boolean, Value::Bytes(b)) => Json::Bool(text(&b) != "0"),
+        (ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64, v) => match v {
+            Value::Int(n) => Json::from(n),
+            Value::UInt(n) => Json::from(n),
+            Value::Bytes(b) => {
+                let t = text(&b);
+                t.parse::<i64>()
+                    .map(Json::from)
+                    .or_else(|_| t.parse::<u64>().map(Json::from))
+                    .map_err(|_| format!("{t:?} is not an integer"))?
+            }
+            v => return Err(bad(&v)),
+        },
+        (ColumnType::Float64, v) => match v {
+            Value::Float(f) => Json::from(f64::from(f)),
+            Value::Double(f) => Json::from(f),
+            Value::Int(n) => Json::from(n as f64),
+            Value::UInt(n) => Json::from(n as f64),
+            Value::Bytes(b) => {
+                let t = text(&b);
+                Json::from(
+                    t.parse::<f64>()
+                        .map_err(|_| format!("{t:?} is not a number"))?,
+                )
+            }
+            v => return Err(bad(&v)),
+        },
+        (ColumnType::Decimal { scale, .. }, Value::Bytes(b)) => {
+            let unscaled = unscaled(&text(&b), scale)?;
+            Json::String(
+                base64::engine::general_purpose::STANDARD.encode(twos_complement(unscaled)),
+            )
+        }
+        (ColumnType::Timestamp, v) => match v {
+            Value::Date(y, mo, d, h, mi, s, us) => {
+                Json::from(epoch_micros(y, mo, d, h, mi, s, us).div_euclid(1000))
+            }
+            Value::Bytes(b) => {
+                let t = text(&b);
+                let (y, mo, d, h, mi, s, us) =
+                    parse_datetime(&t).ok_or_else(|| format!("{t:?} is not a DATETIME"))?;
+                Json::from(epoch_micros(y, mo, d, h, mi, s, us).div_euclid(1000))
+            }
+            v => return Err(bad(&v)),
+        },
+        (ColumnType::ZonedTimestamp, v) => {
+            let micros = match v {
+                // The binlog's TIMESTAMP: seconds since the epoch, maybe with a fraction.
+                Value::Bytes(b) => {
+                    let t = text(&b);
+                    match parse_datetime(&t) {
+                        Some((y, mo, d, h, mi, s, us)) => epoch_micros(y, mo, d, h, mi, s, us),
+                        None => epoch_seconds_text(&t)
+                            .ok_or_else(|| format!("{t:?} is not a TIMESTAMP"))?,
+                    }
+                }
+                Value::Int(secs) => secs * 1_000_000,
+                Value::UInt(secs) => secs as i64 * 1_000_000,
+                // Read by a query in a session whose time zone is UTC.
+                Value::Date(y, mo, d, h, mi, s, us) => epoch_micros(y, mo, d, h, mi, s, us),
+                v => return Err(bad(&v)),
+            };
+            Json::String(iso_utc(micros))
+        }
+        (ColumnType::Date, Value::Date(y, mo, d, ..)) => {
+            Json::from(days_from_civil(i64::from(y), u32::from(mo), u32::from(d)))
+        }
+        (ColumnType::Date, Value::Bytes(b)) => {
+            let t = text(&b);
+            let (y, mo, d, ..) =
+                parse_datetime(&t).ok_or_else(|| format!("{t:?} is not a DATE"))?;
+            Json::from(days_from_civil(i64::from(y), u32::from(mo), u32::from(d)))
+        }
+        (ColumnType::Bytes, Value::Bytes(b)) => {
+            Json::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        (ColumnType::String, v) => Json::String(match v {
+            Value::Bytes(b) => text(&b),
+            Value::Int(n) => n.to_string(),
+            Value::UInt(n) => n.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Double(f) => f.to_string(),
+            Value::Date(y, mo, d, h, mi, s, us) => {
+                format!(
+                    "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{}",
+                    fraction(us)
+                )
+            }
+            Value::Time(neg, days, h, mi, s, us) => format!(
+                "{}{:02}:{mi:02}:{s:02}{}",
+                if neg { "-" } else { "" },
+                days * 24 + u32::from(h),
+                fraction(us)
+            ),
+            Value::NULL => return Ok(Json::Null),
+        }),
+        (_, v) => return Err(bad(&v)),
+    })
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn fraction(us: u32) -> String {
+    if us == 0 {
+        String::new()
+    } else {
+        format!(".{us:06}")
+    }
+}
+
+/// `2026-11-25 10:00:00[.123456]` or `2026-11-25`.
+fn parse_datetime(t: &str) -> Option<(u16, u8, u8, u8, u8, u8, u32)> {
+    let (date, time) = t.split_once([' ', 'T']).unwrap_or((t, "00:00:00"));
+    let mut d = date.splitn(3, '-');
+    let (y, mo, dd) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let (h, mi, s) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    let us = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(6).collect();
+        digits.parse::<u32>().ok()? * 10u32.pow(6 - digits.len() as u32)
+    };
+    Some((y, mo, dd, h, mi, s, us))
+}
+
+/// `1700000000` or `1700000000.123000` (seconds since the epoch) in microseconds.
+fn epoch_seconds_text(t: &str) -> Option<i64> {
+    let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let us = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(6).collect();
+        i64::from(digits.parse::<u32>().ok()?) * 10i64.pow(6 - digits.len() as u32)
+    };
+    Some(secs * 1_000_000 + us)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day since 1970-01-01 (H. Hinnant's `civil_from_days`).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn epoch_micros(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> i64 {
+    let days = days_from_civil(i64::from(y), u32::from(mo), u32::from(d));
+    let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s);
+    secs * 1_000_000 + i64::from(us)
+}
+
+/// ISO-8601 in UTC, as Debezium's `ZonedTimestamp`: `2026-11-25T10:00:00Z`, with the
+/// fraction only when there is one.
+pub fn iso_utc(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let us = micros.rem_euclid(1_000_000) as u32;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    let frac = if us == 0 {
+        String::new()
+    } else if us % 1000 == 0 {
+        format!(".{:03}", us / 1000)
+    } else {
+        format!(".{us:06}")
+    };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+/// The unscaled integer of a decimal text at `scale` digits: `"-12.5"` at 2 → -1250.
+fn unscaled(t: &str, scale: u32) -> Result<i128, String> {
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if frac.len() > scale as usize || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return Err(format!("{t:?} is not a decimal of scale {scale}"));
+    }
+    let padded = format!("{int}{frac}{}", "0".repeat(scale as usize - frac.len()));
+    let v: i128 = padded
+        .parse()
+        .map_err(|_| format!("{t:?} does not fit 38 digits"))?;
+    Ok(if neg { -v } else { v })
+}
+
+/// The shortest big-endian two's-complement bytes of `v` (Java's `BigInteger.toByteArray`).
+fn twos_complement(v: i128) -> Vec<u8> {
+    let bytes = v.to_be_bytes();
+    let mut start = 0;
+    while start < bytes.len() - 1 {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        if (b == 0 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    bytes[start..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(data_type: &str, column_type: &str) -> ColumnInfo {
+        ColumnInfo {
+            name: "c".into(),
+            data_type: data_type.into(),
+            column_type: column_type.into(),
+            nullable: true,
+            precision: Some(10),
+            scale: Some(2),
+        }
+    }
+
+    #[test]
+    fn column_types_follow_debezium() {
+        let t = |d: &str, c: &str| column_type(&info(d, c), DecimalHandling::String);
+        assert_eq!(t("tinyint", "tinyint(1)"), ColumnType::Boolean);
+        assert_eq!(t("tinyint", "tinyint(4)"), ColumnType::Int16);
+        assert_eq!(t("int", "int(11)"), ColumnType::Int32);
+        assert_eq!(t("int", "int(10) unsigned"), ColumnType::Int64);
+        assert_eq!(t("bigint", "bigint(20)"), ColumnType::Int64);
+        assert_eq!(t("datetime", "datetime(3)"), ColumnType::Timestamp);
+        assert_eq!(t("timestamp", "timestamp"), ColumnType::ZonedTimestamp);
+        assert_eq!(t("varchar", "varchar(36)"), ColumnType::String);
+        assert_eq!(t("decimal", "decimal(10,2)"), ColumnType::String);
+        assert_eq!(
+            column_type(&info("decimal", "decimal(10,2)"), DecimalHandling::Precise),
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 2
+            }
+        );
+        assert_eq!(
+            column_type(&info("decimal", "decimal(10,2)"), DecimalHandling::Double),
+            ColumnType::Float64
+        );
+    }
+
+    #[test]
+    fn datetime_is_epoch_millis_and_timestamp_is_iso_utc() {
+        // 2026-11-25 10:00:00.123 as DATETIME(3), read from the binlog.
+        let v = Value::Date(2026, 11, 25, 10, 0, 0, 123_000);
+        assert_eq!(
+            to_json(ColumnType::Timestamp, v).unwrap(),
+            Json::from(1_795_600_800_123i64)
+        );
+        // The same instant as the binlog writes a TIMESTAMP(3): epoch seconds as text.
+        let v = Value::Bytes(b"1795600800.123000".to_vec());
+        assert_eq!(
+            to_json(ColumnType::ZonedTimestamp, v).unwrap(),
+            Json::from("2026-11-25T10:00:00.123Z")
+        );
+        assert_eq!(
+            to_json(ColumnType::ZonedTimestamp, Value::Int(0)).unwrap(),
+            Json::from("1970-01-01T00:00:00Z")
+        );
+        // Read by a query with the session in UTC.
+        let v = Value::Date(2026, 11, 25, 10, 0, 0, 0);
+        assert_eq!(
+            to_json(ColumnType::ZonedTimestamp, v).unwrap(),
+            Json::from("2026-11-25T10:00:00Z")
+        );
+        assert_eq!(
+            to_json(ColumnType::Date, Value::Date(1970, 1, 2, 0, 0, 0, 0)).unwrap(),
+            Json::from(1)
+        );
+        assert_eq!(
+            to_json(
+                ColumnType::Timestamp,
+                Value::Bytes(b"1969-12-31 23:59:59".to_vec())
+            )
+            .unwrap(),
+            Json::from(-1000)
+        );
+    }
+
+    #[test]
+    fn calendar_round_trips() {
+        for days in [-719_468, -1, 0, 1, 11_016, 20_417, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn booleans_integers_text() {
+        assert_eq!(
+            to_json(ColumnType::Boolean, Value::Int(1)).unwrap(),
+            Json::Bool(true)
+        );
+        assert_eq!(
+            to_json(ColumnType::Boolean, Value::Int(0)).unwrap(),
+            Json::Bool(false)
+        );
+        assert_eq!(
+            to_json(ColumnType::Int32, Value::Int(-7)).unwrap(),
+            Json::from(-7)
+        );
+        assert_eq!(
+            to_json(ColumnType::Int64, Value::UInt(u64::MAX)).unwrap(),
+            Json::from(u64::MAX)
+        );
+        assert_eq!(
+            to_json(
+                ColumnType::String,
+                Value::Bytes("Cà phê".as_bytes().to_vec())
+            )
+            .unwrap(),
+            Json::from("Cà phê")
+        );
+        assert_eq!(to_json(ColumnType::Int32, Value::NULL).unwrap(), Json::Null);
+        assert!(to_json(ColumnType::Int32, Value::Date(2026, 1, 1, 0, 0, 0, 0)).is_err());
+    }
+
+    #[test]
+    fn decimals_are_exact_in_every_mode() {
+        assert_eq!(
+            to_json(ColumnType::String, Value::Bytes(b"12.50".to_vec())).unwrap(),
+            Json::from("12.50")
+        );
+        assert_eq!(
+            to_json(ColumnType::Float64, Value::Bytes(b"12.50".to_vec())).unwrap(),
+            Json::from(12.5)
+        );
+        let precise = |t: &str| {
+            to_json(
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+                Value::Bytes(t.as_bytes().to_vec()),
+            )
+            .unwrap()
+        };
+        // 1250 = 0x04E2; -1250 = 0xFB1E; 128 needs a leading 0 byte (0x0080).
+        assert_eq!(precise("12.50"), Json::from("BOI="));
+        assert_eq!(precise("-12.5"), Json::from("+x4="));
+        assert_eq!(precise("1.28"), Json::from("AIA="));
+        assert_eq!(precise("0"), Json::from("AA=="));
+        assert!(unscaled("1.234", 2).is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! The change feed of a MySQL/MariaDB database: the snapshot when there is no position, then
+//! the row binlog, one transaction at a time.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brewline_core::debezium::{Op, Source};
+use brewline_ports::{ChangeFeed, PortError, Result, RowChange};
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
+use mysql_async::binlog::row::BinlogRow;
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use serde_json::{Map, Value as Json};
+use tokio::time::Instant;
+
+use super::snapshot::Snapshot;
+use super::{binlog_end, columns, Described, MysqlCapture, Position};
+use crate::{port_error, ENGINE};
+
+/// MariaDB's compressed event types (`log_bin_compress`), which cannot be read.
+const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 165..=171;
+
+pub(crate) struct MysqlFeed {
+    capture: MysqlCapture,
+    /// For descriptions and the server's binlog end.
+    meta: Conn,
+    described: HashMap<String, Described>,
+    snapshot: Option<Snapshot>,
+    /// Rows of the last snapshot, for its progress once it is done.
+    snapshot_progress: Option<(u64, u64)>,
+    stream: Option<BinlogStream>,
+    /// Where the binlog is read from next (the end of the last event read).
+    position: Position,
+    /// The end of the last transaction read: where reading starts again after a failure.
+    committed: Position,
+    /// Changes of the transaction being read, and its thread.
+    pending: Vec<RowChange>,
+    thread: Option<i64>,
+    ready: Vec<RowChange>,
+}
+
+impl MysqlFeed {
+    pub async fn open(capture: MysqlCapture, position: Option<String>) -> Result<MysqlFeed> {
+        let mut meta = capture.connect().await?;
+        let (snapshot, position) = match position {
+            Some(p) => (None, Position::parse(&p)?),
+            None => {
+                let s = Snapshot::begin(&capture).await?;
+                let p = s.position.clone();
+                (Some(s), p)
+            }
+        };
+        let mut described = HashMap::new();
+        for table in &capture.config.tables {
+            described.insert(table.clone(), capture.describe(&mut meta, table).await?);
+        }
+        tracing::info!(%position, snapshot = snapshot.is_some(), "change capture starts");
+        Ok(MysqlFeed {
+            capture,
+            meta,
+            described,
+            snapshot_progress: snapshot.as_ref().map(|s| (s.read, s.total)),
+            snapshot,
+            stream: None,
+            committed: position.clone(),
+            position,
+            pending: Vec::new(),
+            thread: None,
+            ready: Vec::new(),
+        })
+    }
+
+    async fn start_stream(&mut self) -> Result<BinlogStream> {
+        let conn = self.capture.connect().await?;
+        let request = BinlogStreamRequest::new(self.capture.config.server_id)
+            .with_filename(self.position.file.as_bytes())
+            .with_pos(self.position.pos);
+        tracing::info!(position = %self.position, "reading the binlog");
+        conn.get_binlog_stream(request)
+            .await
+            .map_err(|e| port_error(&format!("requesting the binlog from {}", self.position), e))
+    }
+
+    /// Reads binlog events until `max` changes are ready or `deadline` passes. A transaction's
+    /// changes become ready at its commit, or in pieces of `max` when it is larger (only its
+    /// last change carries the position after it).
+    async fn read_binlog(&mut self, max: usize, deadline: Instant) -> Result<()> {
+        let mut stream = match self.stream.take() {
+            Some(s) => s,
+            None => self.start_stream().await?,
+        };
+        let result = self.read_events(&mut stream, max, deadline).await;
+        // After a failure the stream is dropped: the next call reads again from the position
+        // of the last complete transaction.
+        if result.is_ok() {
+            self.stream = Some(stream);
+        } else {
+            self.pending.clear();
+            self.position = self.committed.clone();
+        }
+        result
+    }
+
+    async fn read_events(
+        &mut self,
+        stream: &mut BinlogStream,
+        max: usize,
+        deadline: Instant,
+    ) -> Result<()> {
+        while self.ready.len() < max {
+            let event = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => return Ok(()),
+                Ok(None) => {
+                    return Err(PortError::retryable(
+                        ENGINE,
+                        "the server ended the binlog stream",
+                    ))
+                }
+                Ok(Some(Err(e))) => return Err(port_error("reading the binlog", e)),
+                Ok(Some(Ok(event))) => event,
+            };
+            let header = event.header();
+            let at = self.position.clone();
+            if MARIADB_COMPRESSED.contains(&header.event_type_raw()) {
+                return Err(PortError::fatal(
+                    ENGINE,
+                    format!("compressed binlog event at {at}: set log_bin_compress=OFF"),
+                ));
+            }
+            let data = event.read_data().map_err(|e| {
+                PortError::fatal(ENGINE, format!("unreadable binlog event at {at}: {e}"))
+            })?;
+            let end = u64::from(header.log_pos());
+            match data {
+                Some(EventData::RotateEvent(r)) => {
+                    // The rotate the server sends first repeats the requested file (and its
+                    // name may be garbled by MariaDB); a real rotate moves to the next file.
+                    if header.timestamp() != 0 || self.position.file.is_empty() {
+                        self.position = Position {
+                            file: r.name().into_owned(),
+                            pos: r.position(),
+                        };
+                    }
+                    continue;
+                }
+                Some(EventData::QueryEvent(q)) => {
+                    let sql = q.query();
+                    let statement = sql.trim();
+                    if statement.eq_ignore_ascii_case("BEGIN") {
+                        self.pending.clear();
+                        self.thread = Some(i64::from(q.thread_id()));
+                    } else if statement.eq_ignore_ascii_case("COMMIT") {
+                        self.commit(end);
+                    } else if !statement.starts_with('#') {
+                        // DDL: descriptions are read again when rows need them.
+                        tracing::info!(statement = %statement.chars().take(200).collect::<String>(), "schema statement in the binlog");
+                        self.described.clear();
+                    }
+                }
+                Some(EventData::XidEvent(_)) => self.commit(end),
+                Some(EventData::RowsEvent(rows)) => {
+                    let tme = stream.get_tme(rows.table_id()).cloned().ok_or_else(|| {
+                        PortError::fatal(
+                            ENGINE,
+                            format!("rows event at {at} without its table map"),
+                        )
+                    })?;
+                    let event_start = end.saturating_sub(u64::from(header.event_size()));
+                    let source = Source {
+                        connector: "mysql".into(),
+                        ts_ms: i64::from(header.timestamp()) * 1000,
+                        snapshot: Some("false".into()),
+                        server_id: i64::from(header.server_id()),
+                        file: self.position.file.clone(),
+                        pos: event_start as i64,
+                        thread: self.thread,
+                        ..Source::default()
+                    };
+                    self.rows(&rows, &tme, source).await?;
+                    if self.pending.len() >= max {
+                        self.ready.append(&mut self.pending);
+                    }
+                }
+                _ => {}
+            }
+            if end > 0 {
+                self.position.pos = end;
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a transaction at binlog offset `end`: its changes are ready, the last one
+    /// carrying the position after it.
+    fn commit(&mut self, end: u64) {
+        if let Some(last) = self.pending.last_mut() {
+            last.resume_after = Some(
+                Position {
+                    file: self.position.file.clone(),
+                    pos: end,
+                }
+                .to_string(),
+            );
+        }
+        self.ready.append(&mut self.pending);
+        self.thread = None;
+        self.committed = Position {
+            file: self.position.file.clone(),
+            pos: end,
+        };
+    }
+
+    /// The row changes of one rows event of a captured table.
+    async fn rows(
+        &mut self,
+        event: &RowsEventData<'_>,
+        tme: &TableMapEvent<'static>,
+        source: Source,
+    ) -> Result<()> {
+        if tme.database_name() != self.capture.database {
+            return Ok(());
+        }
+        let table = tme.table_name().into_owned();
+        if !self.capture.config.tables.contains(&table) {
+            return Ok(());
+        }
+        let op = match event {
+            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => Op::Create,
+            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
+            _ => Op::Update,
+        };
+        for (index, pair) in event.rows(tme).enumerate() {
+            let (before, after) = pair.map_err(|e| {
+                PortError::fatal(
+                    ENGINE,
+                    format!(
+                        "unreadable row of {table} at {}:{}: {e}",
+                        source.file, source.pos
+                    ),
+                )
+            })?;
+            let before = match before {
+                Some(row) => Some(self.image(&table, row).await?),
+                None => None,
+            };
+            let after = match after {
+                Some(row) => Some(self.image(&table, row).await?),
+                None => None,
+            };
+            let schema = self.described.get(&table).map(|d| d.schema.clone());
+            self.pending.push(RowChange {
+                table: table.clone(),
+                op,
+                before,
+                after,
+                source: Source {
+                    table: Some(table.clone()),
+                    db: self.capture.database.clone(),
+                    row: index as i32,
+                    ..source.clone()
+                },
+                resume_after: None,
+                schema,
+            });
+        }
+        Ok(())
+    }
+
+    /// A binlog row as Debezium's JSON row, by the column names the binlog gives.
+    async fn image(&mut self, table: &str, mut row: BinlogRow) -> Result<Map<String, Json>> {
+        let names: Vec<String> = row
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_str().into_owned())
+            .collect();
+        if names.iter().any(|n| n.starts_with('@')) {
+            return Err(PortError::fatal(
+                ENGINE,
+                "the binlog does not name its columns: set binlog_row_metadata=FULL on the server (its events written before that cannot be captured)",
+            ));
+        }
+        let known = |d: &Described| names.iter().all(|n| d.types.contains_key(n));
+        if !self.described.get(table).is_some_and(known) {
+            let d = self.capture.describe(&mut self.meta, table).await?;
+            self.described.insert(table.to_string(), d);
+        }
+        let described = self.described.get(table);
+        let mut image = Map::with_capacity(names.len());
+        for (i, name) in names.into_iter().enumerate() {
+            let value = match row.take(i) {
+                Some(BinlogValue::Value(v)) => {
+                    let kind = described
+                        .and_then(|d| d.types.get(&name).copied())
+                        .unwrap_or_else(|| columns::guessed_type(&v));
+                    columns::to_json(kind, v).map_err(|reason| {
+                        PortError::fatal(ENGINE, format!("{table}.{name}: {reason}"))
+                    })?
+                }
+                Some(BinlogValue::Jsonb(j)) => match Json::try_from(j) {
+                    Ok(json) => Json::String(json.to_string()),
+                    Err(e) => {
+                        return Err(PortError::fatal(
+                            ENGINE,
+                            format!("{table}.{name}: unreadable JSON value: {e}"),
+                        ))
+                    }
+                },
+                Some(BinlogValue::JsonDiff(_)) => {
+                    return Err(PortError::fatal(
+                        ENGINE,
+                        format!("{table}.{name}: partial JSON update in the binlog: set binlog_row_value_options='' on the server"),
+                    ))
+                }
+                None => Json::Null,
+            };
+            image.insert(name, value);
+        }
+        Ok(image)
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for MysqlFeed {
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<RowChange>> {
+        let max = max.max(1);
+        if let Some(snapshot) = self.snapshot.as_mut() {
+            let rows = snapshot.next(max).await?;
+            self.snapshot_progress = Some((snapshot.read, snapshot.total));
+            if rows.is_empty() || snapshot.done() {
+                tracing::info!(rows = snapshot.read, "snapshot done; streaming the binlog");
+                self.snapshot = None;
+            }
+            if !rows.is_empty() {
+                return Ok(rows);
+            }
+        }
+        let deadline = Instant::now() + wait;
+        self.read_binlog(max, deadline).await?;
+        Ok(std::mem::take(&mut self.ready))
+    }
+
+    async fn behind(&mut self) -> Result<u64> {
+        if let Some(s) = &self.snapshot {
+            return Ok(s.total.saturating_sub(s.read).max(1));
+        }
+        let end = binlog_end(&mut self.meta).await?;
+        Ok(if end.file == self.position.file {
+            end.pos.saturating_sub(self.position.pos)
+        } else {
+            u64::from(u32::MAX)
+        })
+    }
+
+    fn snapshot_progress(&self) -> Option<(u64, u64)> {
+        self.snapshot_progress
+    }
+}

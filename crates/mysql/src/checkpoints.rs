@@ -1,0 +1,87 @@
+//! Named positions (of a change capture) in a table on the source server.
+//!
+//! Why a table and not a compacted Kafka topic as Kafka Connect uses: it is read back with one
+//! query, without reading a topic to its end (which needs a broker that reports the end offset
+//! correctly: tansu does not), and it lives with the database whose binlog it points into, so
+//! a restored or replaced server is not followed from a position of another. It needs a
+//! database the capture's user may write (`cdc.offsets_database`), which the capture itself
+//! does not capture.
+
+use async_trait::async_trait;
+use brewline_ports::{CheckpointStore, PortError, Result};
+use mysql_async::prelude::{Query, WithParams};
+use mysql_async::{Conn, Opts, OptsBuilder, Pool};
+
+use crate::{port_error, MysqlConfig, ENGINE};
+
+/// Positions in `{database}.brewline_offsets`.
+#[derive(Clone)]
+pub struct MysqlCheckpoints {
+    pool: Pool,
+}
+
+impl MysqlCheckpoints {
+    /// Creates the database and table when missing.
+    pub async fn connect(mysql: &MysqlConfig, database: &str) -> Result<MysqlCheckpoints> {
+        let server = Opts::from_url(&mysql.url).map_err(|e| {
+            PortError::fatal(
+                ENGINE,
+                format!("not a MySQL URL ({e}); write it as mysql://user:password@host:port"),
+            )
+        })?;
+        let mut conn = Conn::new(server.clone())
+            .await
+            .map_err(|e| port_error("connecting for the capture's position", e))?;
+        format!(
+            "CREATE DATABASE IF NOT EXISTS `{}`",
+            database.replace('`', "")
+        )
+        .ignore(&mut conn)
+        .await
+        .map_err(|e| port_error("creating the offsets database", e))?;
+        let _ = conn.disconnect().await;
+        let pool = Pool::new(OptsBuilder::from_opts(server).db_name(Some(database)));
+        let mut conn = pool
+            .get_conn()
+            .await
+            .map_err(|e| port_error("connecting for the capture's position", e))?;
+        "CREATE TABLE IF NOT EXISTS brewline_offsets (
+             name VARCHAR(255) PRIMARY KEY,
+             position VARCHAR(1024) NOT NULL,
+             updated_at DATETIME(3) NOT NULL
+         )"
+        .ignore(&mut conn)
+        .await
+        .map_err(|e| port_error("creating the offsets table", e))?;
+        Ok(MysqlCheckpoints { pool })
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        self.pool
+            .get_conn()
+            .await
+            .map_err(|e| port_error("connecting for the capture's position", e))
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MysqlCheckpoints {
+    async fn load(&self, name: &str) -> Result<Option<String>> {
+        let mut conn = self.conn().await?;
+        "SELECT position FROM brewline_offsets WHERE name = ?"
+            .with((name,))
+            .first(&mut conn)
+            .await
+            .map_err(|e| port_error("reading the capture's position", e))
+    }
+
+    async fn save(&self, name: &str, value: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        "INSERT INTO brewline_offsets (name, position, updated_at) VALUES (?, ?, NOW(3))
+         ON DUPLICATE KEY UPDATE position = VALUES(position), updated_at = NOW(3)"
+            .with((name, value))
+            .ignore(&mut conn)
+            .await
+            .map_err(|e| port_error("saving the capture's position", e))
+    }
+}

@@ -1,0 +1,221 @@
+//! Change capture from a real MariaDB row binlog: snapshot, streaming, resume, types, schema
+//! changes. Needs the server `scripts/test` starts (`TEST_BREWLINE_MYSQL_URL`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use brewline_core::debezium::{ColumnType, Op};
+use brewline_core::ReferenceData;
+use brewline_mysql::{CdcConfig, MysqlCapture, MysqlCheckpoints, MysqlConfig, MysqlSource};
+use brewline_ports::{Capturable, ChangeFeed, CheckpointStore, RowChange, SourceDb};
+use mysql_async::prelude::Queryable;
+use serde_json::json;
+
+fn config(name: &str) -> MysqlConfig {
+    let url = std::env::var("TEST_BREWLINE_MYSQL_URL")
+        .expect("TEST_BREWLINE_MYSQL_URL is not set: run these tests through scripts/test");
+    MysqlConfig {
+        url,
+        database: format!("{name}_{}", brewline_ports::now_us()),
+        ..MysqlConfig::default()
+    }
+}
+
+async fn seeded(name: &str) -> MysqlConfig {
+    let c = config(name);
+    let s = MysqlSource::new(&c).unwrap();
+    s.init_schema().await.unwrap();
+    s.seed_reference(&ReferenceData::bundled().unwrap())
+        .await
+        .unwrap();
+    c
+}
+
+async fn sql(c: &MysqlConfig, statements: &[&str]) {
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&c.url).unwrap())
+        .db_name(Some(c.database.clone()));
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    for s in statements {
+        conn.query_drop(*s).await.unwrap();
+    }
+    conn.disconnect().await.unwrap();
+}
+
+/// Reads until `n` changes came (or fails after 20 s).
+async fn read(feed: &mut dyn ChangeFeed, n: usize) -> Vec<RowChange> {
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} changes came: {out:#?}",
+            out.len()
+        );
+        out.extend(feed.next(1000, Duration::from_millis(200)).await.unwrap());
+    }
+    assert_eq!(out.len(), n, "{out:#?}");
+    out
+}
+
+const ORDER: &str = "INSERT INTO orders (id, timestamp, customer_id, store_id, payment_method_id,
+     num_products, status) VALUES ('o-1', '2026-11-25 10:00:00.123', 7, 1, 1, 2, 'completed')";
+
+#[tokio::test]
+#[ignore = "needs MariaDB: run scripts/test"]
+async fn snapshot_then_binlog_with_debezium_types_transactions_and_resume() {
+    let c = seeded("cdc_stream").await;
+    sql(
+        &c,
+        &[
+            ORDER,
+            "INSERT INTO order_details VALUES ('o-1', 'CF01', 1, 0, 45000, FALSE),
+                 ('o-1', 'CF02', 2, 0, 90000, FALSE)",
+        ],
+    )
+    .await;
+    let capture = MysqlCapture::new(&c, &CdcConfig::default(), "mysql").unwrap();
+    capture.check_server().await.unwrap();
+    let tables = capture.tables().await.unwrap();
+    assert_eq!(tables[0].1, "id");
+    assert_eq!(
+        tables[1].1,
+        "order_details".replace("order_details", "order_id")
+    );
+    let is_suggestion = tables[1]
+        .0
+        .columns
+        .iter()
+        .find(|col| col.name == "is_suggestion")
+        .unwrap();
+    assert_eq!(is_suggestion.kind, ColumnType::Boolean);
+
+    // No position: a snapshot of the three rows, the last carrying the position.
+    let mut feed = capture.follow(None).await.unwrap();
+    let snap = read(feed.as_mut(), 3).await;
+    assert!(snap.iter().all(|r| r.op == Op::Read));
+    assert_eq!(snap[0].table, "orders");
+    let order = snap[0].after.as_ref().unwrap();
+    assert_eq!(order["id"], json!("o-1"));
+    assert_eq!(
+        order["timestamp"],
+        json!(1_795_600_800_123i64),
+        "DATETIME as epoch millis"
+    );
+    assert_eq!(order["customer_id"], json!(7));
+    assert_eq!(
+        snap[1].after.as_ref().unwrap()["is_suggestion"],
+        json!(false)
+    );
+    assert!(snap[..2].iter().all(|r| r.resume_after.is_none()));
+    assert_eq!(snap[2].source.snapshot.as_deref(), Some("last"));
+    let after_snapshot = snap[2].resume_after.clone().unwrap();
+    assert_eq!(feed.snapshot_progress(), Some((3, 3)));
+
+    // Streaming: a two-row transaction, an update and a delete.
+    sql(
+        &c,
+        &[
+            "START TRANSACTION",
+            "INSERT INTO orders VALUES ('o-2', '2026-11-25 10:01:00', NULL, 2, 3, 1, NULL)",
+            "INSERT INTO order_details VALUES ('o-2', 'CF01', 1, 0, 50000, TRUE)",
+            "COMMIT",
+            "UPDATE orders SET status = 'cancelled' WHERE id = 'o-1'",
+            "DELETE FROM order_details WHERE order_id = 'o-1' AND product_id = 'CF02'",
+        ],
+    )
+    .await;
+    let stream = read(feed.as_mut(), 4).await;
+    assert_eq!(
+        stream.iter().map(|r| r.op).collect::<Vec<_>>(),
+        [Op::Create, Op::Create, Op::Update, Op::Delete]
+    );
+    assert!(stream[0].resume_after.is_none(), "not inside a transaction");
+    assert!(stream[1].resume_after.is_some(), "at its end");
+    let line = stream[1].after.as_ref().unwrap();
+    assert_eq!(line["is_suggestion"], json!(true), "BOOLEAN as a boolean");
+    assert_eq!(
+        stream[0].after.as_ref().unwrap()["customer_id"],
+        json!(null)
+    );
+    assert_eq!(
+        stream[2].before.as_ref().unwrap()["status"],
+        json!("completed")
+    );
+    assert_eq!(
+        stream[2].after.as_ref().unwrap()["status"],
+        json!("cancelled")
+    );
+    assert_eq!(
+        stream[3].before.as_ref().unwrap()["product_id"],
+        json!("CF02")
+    );
+    assert!(stream[3].after.is_none());
+    assert_eq!(stream[0].source.db, c.database);
+    assert!(stream[0].source.file.starts_with("binlog."));
+    assert!(stream[0].source.ts_ms > 0);
+
+    // From the position after the snapshot, the same four changes come again, identically.
+    drop(feed);
+    let mut again = capture.follow(Some(after_snapshot)).await.unwrap();
+    let repeat = read(again.as_mut(), 4).await;
+    assert_eq!(repeat, stream);
+    // From the position after the transaction, only the update and the delete.
+    let mut rest = capture
+        .follow(stream[1].resume_after.clone())
+        .await
+        .unwrap();
+    assert_eq!(read(rest.as_mut(), 2).await, stream[2..].to_vec());
+
+    // A column added mid-stream: capture goes on, and rows carry it with the new schema.
+    sql(
+        &c,
+        &[
+            "ALTER TABLE orders ADD COLUMN channel VARCHAR(16) NULL",
+            "INSERT INTO orders VALUES ('o-3', '2026-11-25 10:02:00', 9, 1, 1, 1, NULL, 'app')",
+        ],
+    )
+    .await;
+    let added = read(rest.as_mut(), 1).await;
+    assert_eq!(added[0].after.as_ref().unwrap()["channel"], json!("app"));
+    let schema = added[0].schema.as_ref().unwrap();
+    assert!(schema.columns.iter().any(|col| col.name == "channel"));
+}
+
+#[tokio::test]
+#[ignore = "needs MariaDB: run scripts/test"]
+async fn positions_are_kept_in_a_table_and_bad_settings_are_named() {
+    let c = seeded("cdc_offsets").await;
+    let store = MysqlCheckpoints::connect(&c, &format!("{}_offsets", c.database))
+        .await
+        .unwrap();
+    assert_eq!(store.load("cdc.a").await.unwrap(), None);
+    store.save("cdc.a", "binlog.000001:4").await.unwrap();
+    store.save("cdc.a", "binlog.000001:999").await.unwrap();
+    assert_eq!(
+        store.load("cdc.a").await.unwrap().as_deref(),
+        Some("binlog.000001:999")
+    );
+
+    let missing = CdcConfig {
+        tables: vec!["no_such_table".into()],
+        ..CdcConfig::default()
+    };
+    let e = MysqlCapture::new(&c, &missing, "mysql")
+        .unwrap()
+        .tables()
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("does not exist"), "{e}");
+    let bad = CdcConfig {
+        server_id: 0,
+        ..CdcConfig::default()
+    };
+    assert!(MysqlCapture::new(&c, &bad, "mysql").is_err());
+    let e = MysqlCapture::new(&c, &CdcConfig::default(), "mysql")
+        .unwrap()
+        .follow(Some("nonsense".into()))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.message.contains("file:position"), "{e}");
+}
