@@ -302,8 +302,20 @@ pub struct SimulateArgs {
     /// Seed of the tills: the same seed gives the same orders.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Make this share of the orders (0 to 1) a diamond customer's paid with the eligible
+    /// bank, so that they get suggestions [default: the original's distributions, about 1
+    /// order in 800].
+    #[arg(long, value_parser = parse_share, value_name = "SHARE")]
+    pub eligible_share: Option<f64>,
     #[command(flatten)]
     pub metrics: MetricsArg,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a share from 0 to 1, got {s:?}")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

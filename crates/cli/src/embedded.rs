@@ -61,7 +61,16 @@ impl EmbeddedPipeline {
         shutdown: &tokio::sync::watch::Receiver<bool>,
         progress: impl Fn(u64),
     ) -> anyhow::Result<()> {
-        tills::write_orders(&self.dir.source, seed, count, rate, shutdown, progress).await?;
+        tills::write_orders(
+            &self.dir.source,
+            seed,
+            count,
+            rate,
+            None,
+            shutdown,
+            progress,
+        )
+        .await?;
         Ok(())
     }
 

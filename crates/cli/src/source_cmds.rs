@@ -62,12 +62,23 @@ pub async fn simulate(mut config: Config, args: SimulateArgs) -> anyhow::Result<
     let s = source(&config)?;
     let (_stop, shutdown) = shutdown::signalled();
     let bar = indicatif::ProgressBar::new(args.orders);
-    let written = tills::write_orders(&s, args.seed, args.orders, args.rate, &shutdown, |n| {
-        bar.set_position(n);
-        stats
-            .orders_written
-            .store(n, std::sync::atomic::Ordering::Relaxed);
-    })
+    let eligible = args
+        .eligible_share
+        .map(|share| (share, config.recommender.eligible_bank.as_str()));
+    let written = tills::write_orders(
+        &s,
+        args.seed,
+        args.orders,
+        args.rate,
+        eligible,
+        &shutdown,
+        |n| {
+            bar.set_position(n);
+            stats
+                .orders_written
+                .store(n, std::sync::atomic::Ordering::Relaxed);
+        },
+    )
     .await?;
     bar.finish_and_clear();
     println!("wrote {written} orders");

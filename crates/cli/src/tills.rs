@@ -13,16 +13,21 @@ const TILL_CHUNK: u64 = 256;
 /// Writes `count` orders of `seed`, numbering on after the orders already in the source (so
 /// a second run adds new orders), at `rate` orders a second (as fast as possible when
 /// `None`). Calls `progress` with the orders written so far; stops early on `shutdown`.
+/// `eligible`: a share of the orders made eligible, with the eligible bank.
 pub async fn write_orders(
     source: &dyn SourceDb,
     seed: u64,
     count: u64,
     rate: Option<f64>,
+    eligible: Option<(f64, &str)>,
     shutdown: &watch::Receiver<bool>,
     progress: impl Fn(u64),
 ) -> anyhow::Result<u64> {
     let reference = source.load_reference().await?;
-    let tills = Tills::new(&reference, seed)?;
+    let mut tills = Tills::new(&reference, seed)?;
+    if let Some((share, bank)) = eligible {
+        tills = tills.with_eligible_share(&reference, share, bank)?;
+    }
     let start = source.counts().await?.orders;
     // At a set rate, about 10 ms of orders at a time, each chunk on its schedule.
     let chunk = rate.map_or(TILL_CHUNK, |r| ((r / 100.0) as u64).clamp(1, TILL_CHUNK));

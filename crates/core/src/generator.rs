@@ -21,6 +21,15 @@ pub struct Tills {
     menu: Vec<(String, i64)>,
     store_ids: Vec<i64>,
     payment_method_ids: Vec<i64>,
+    /// Share of orders made eligible for a suggestion, with who and how they pay.
+    eligible: Option<Eligible>,
+}
+
+#[derive(Debug, Clone)]
+struct Eligible {
+    share: f64,
+    diamond_customers: Vec<i64>,
+    payment_method_ids: Vec<i64>,
 }
 
 /// The reference data has nothing to sell, or nowhere to sell it.
@@ -57,7 +66,45 @@ impl Tills {
             menu,
             store_ids,
             payment_method_ids,
+            eligible: None,
         })
+    }
+
+    /// Tills where a `share` of the orders (0 to 1) is a diamond customer's paid with a method
+    /// of `bank`, so that a small run exercises the recommender (with the original's
+    /// distributions about 1 order in 800 is). The other orders stay as they were.
+    pub fn with_eligible_share(
+        mut self,
+        reference: &ReferenceData,
+        share: f64,
+        bank: &str,
+    ) -> Result<Tills, NoTills> {
+        let mut diamond_customers: Vec<i64> = reference
+            .customers
+            .iter()
+            .filter(|c| c.tier == crate::reference::Tier::Diamond)
+            .map(|c| c.id)
+            .collect();
+        diamond_customers.sort_unstable();
+        let mut payment_method_ids: Vec<i64> = reference
+            .payment_methods
+            .iter()
+            .filter(|p| p.bank.as_deref() == Some(bank))
+            .map(|p| p.id)
+            .collect();
+        payment_method_ids.sort_unstable();
+        if diamond_customers.is_empty() {
+            return Err(NoTills("diamond customer"));
+        }
+        if payment_method_ids.is_empty() {
+            return Err(NoTills("payment method of the eligible bank"));
+        }
+        self.eligible = Some(Eligible {
+            share: share.clamp(0.0, 1.0),
+            diamond_customers,
+            payment_method_ids,
+        });
+        Ok(self)
     }
 
     /// Order number `index` of this seed.
@@ -96,6 +143,14 @@ impl Tills {
                 }
             })
             .collect::<Vec<_>>();
+        let (mut customer_id, mut payment_method_id) = (customer_id, payment_method_id);
+        if let Some(e) = &self.eligible {
+            if rng.random::<f64>() < e.share {
+                customer_id = e.diamond_customers[rng.random_range(0..e.diamond_customers.len())];
+                payment_method_id =
+                    e.payment_method_ids[rng.random_range(0..e.payment_method_ids.len())];
+            }
+        }
         NewOrder {
             id,
             customer_id,
@@ -166,5 +221,35 @@ mod tests {
         assert!((share(quantities[1], lines) - 0.875).abs() < 0.01);
         assert!((share(quantities[3], lines) - 0.025).abs() < 0.005);
         assert!((share(diamond, n) - 0.015).abs() < 0.003, "{diamond}");
+    }
+
+    #[test]
+    fn an_eligible_share_changes_only_who_pays_how() {
+        let reference = ReferenceData::bundled().unwrap();
+        let plain: Vec<_> = tills(5).orders(0, 4000).collect();
+        let shaped: Vec<_> = tills(5)
+            .with_eligible_share(&reference, 0.25, "ACB")
+            .unwrap()
+            .orders(0, 4000)
+            .collect();
+        let lookups = crate::suggestion::Lookups::from_reference(&reference, "ACB");
+        let mut eligible = 0;
+        for (p, s) in plain.iter().zip(&shaped) {
+            assert_eq!((&p.id, p.store_id, &p.lines), (&s.id, s.store_id, &s.lines));
+            let header = crate::order::OrderHeader {
+                order_id: s.id.clone(),
+                customer_id: Some(s.customer_id),
+                store_id: s.store_id,
+                payment_method_id: s.payment_method_id,
+                num_products: s.num_products(),
+            };
+            eligible += u32::from(lookups.is_eligible(&header));
+        }
+        assert!((900..1100).contains(&eligible), "{eligible} of 4000");
+        let none =
+            Tills::new(&reference, 5)
+                .unwrap()
+                .with_eligible_share(&reference, 0.5, "No Such Bank");
+        assert!(none.is_err());
     }
 }

@@ -1,0 +1,302 @@
+//! The whole speed layer from the database on: `simulate` writes orders into MariaDB,
+//! `brewline cdc` captures its row binlog into Kafka (SIGKILLed and restarted mid-stream),
+//! `brewline recommend` suggests, `brewline accept` writes accepted suggestions back, which
+//! come through the binlog again and trigger nothing. Checked against SQL on the database.
+//! Needs the servers `scripts/test` starts (`TEST_BREWLINE_*`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use mysql_async::prelude::Queryable;
+use serde_json::Value;
+
+async fn database(d: &Deployment) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::from_opts(
+        mysql_async::Opts::from_url(&env("TEST_BREWLINE_MYSQL_URL")).unwrap(),
+    )
+    .db_name(Some(d.prefix.clone()));
+    mysql_async::Conn::new(opts).await.unwrap()
+}
+
+/// The orders that must get a suggestion, by SPEC's rule, decided by SQL on the database: a
+/// diamond customer, a payment method of the eligible bank, and every line there.
+async fn eligible_by_sql(d: &Deployment) -> BTreeSet<String> {
+    let mut conn = database(d).await;
+    let ids: Vec<String> = conn
+        .query(
+            "SELECT o.id FROM orders o
+             JOIN customers c ON c.id = o.customer_id
+             JOIN payment_method p ON p.id = o.payment_method_id
+             WHERE c.tier = 'diamond' AND p.bank = 'ACB'
+               AND o.num_products = (SELECT COUNT(*) FROM order_details l
+                                     WHERE l.order_id = o.id AND NOT l.is_suggestion)",
+        )
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    ids.into_iter().collect()
+}
+
+/// (order id, product id) of every line in the database.
+async fn lines_by_sql(d: &Deployment, suggested: bool) -> BTreeSet<(String, String)> {
+    let mut conn = database(d).await;
+    let rows: Vec<(String, String)> = conn
+        .exec(
+            "SELECT order_id, product_id FROM order_details WHERE is_suggestion = ?",
+            (suggested,),
+        )
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    rows.into_iter().collect()
+}
+
+/// The position `brewline cdc` stored for the deployment's database.
+async fn stored_position(d: &Deployment) -> Option<String> {
+    let mut conn = database(d).await;
+    let position: Option<String> = conn
+        .exec_first(
+            "SELECT position FROM brewline.brewline_offsets WHERE name = ?",
+            (format!("cdc.mysql.{}", d.prefix),),
+        )
+        .await
+        .unwrap_or(None);
+    conn.disconnect().await.unwrap();
+    position
+}
+
+/// The `after` rows of the change events on a CDC topic (tombstones and deletes skipped).
+async fn captured_rows(d: &Deployment, table: &str) -> Vec<(String, Value)> {
+    read_all(d, &d.topic(table), Duration::from_secs(3))
+        .await
+        .into_iter()
+        .filter_map(|r| {
+            let value: Value = serde_json::from_slice(r.record.value.as_ref()?).unwrap();
+            let payload = value.get("payload").cloned().unwrap_or(value);
+            let op = payload["op"].as_str().unwrap().to_string();
+            Some((op, payload))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
+async fn cdc_feeds_the_recommender_through_kills_deletes_write_backs_and_a_schema_change() {
+    let d = Deployment::with_cdc("cdc", (4, 5));
+    d.set_up();
+    // Orders already in the database when capture starts: the snapshot brings them.
+    d.run(&[
+        "simulate",
+        "--orders",
+        "400",
+        "--seed",
+        "21",
+        "--eligible-share",
+        "0.25",
+    ]);
+
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let cdc_args = ["cdc", "--metrics-addr", metrics.as_str()];
+    let mut cdc = d.start("cdc", &cdc_args);
+    let mut recommend = d.start("recommend", &["recommend", "--instance-id", "r"]);
+    // Kills come once the snapshot is done and its position stored: a snapshot cut short is
+    // taken again from scratch (as Debezium does), at a later position.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored_position(&d).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no position stored:\n{}",
+            d.log("cdc")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // More orders while capture is killed three times (SIGKILL: no chance to save anything).
+    let tills = d.start(
+        "tills",
+        &[
+            "simulate",
+            "--orders",
+            "1200",
+            "--rate",
+            "300",
+            "--seed",
+            "22",
+            "--eligible-share",
+            "0.25",
+        ],
+    );
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        cdc.kill();
+        cdc = d.start("cdc", &cdc_args);
+    }
+    // A column added while orders flow does not stop capture.
+    let mut conn = database(&d).await;
+    conn.query_drop("ALTER TABLE orders ADD COLUMN channel VARCHAR(16) NULL")
+        .await
+        .unwrap();
+    // An eligible order (diamond customer 2, ACB method 9) cancelled before its second line
+    // came: deleted, it must never get a suggestion.
+    for statement in [
+        "INSERT INTO orders (id, timestamp, customer_id, store_id, payment_method_id, num_products)
+         VALUES ('cancelled-1', NOW(3), (SELECT MIN(id) FROM customers WHERE tier = 'diamond'), 1, 9, 2)",
+        "INSERT INTO order_details VALUES ('cancelled-1', 'CF01', 1, 0, 30000, FALSE)",
+        "DELETE FROM order_details WHERE order_id = 'cancelled-1'",
+        "DELETE FROM orders WHERE id = 'cancelled-1'",
+        // An order updated after it was placed: the update follows its insert.
+        "UPDATE orders SET status = 'refunded' WHERE id = (SELECT MIN(id) FROM (SELECT id FROM orders) o)",
+    ] {
+        conn.query_drop(statement).await.unwrap();
+    }
+    conn.disconnect().await.unwrap();
+    let mut tills = tills;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tills.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "simulate did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every eligible order exactly one suggestion (identical copies after a kill), no other.
+    let eligible = eligible_by_sql(&d).await;
+    assert!(eligible.len() > 20, "{} eligible orders", eligible.len());
+    let found = suggestions_for(&d, &eligible, Duration::from_secs(120)).await;
+    let found_ids: BTreeSet<String> = found.keys().cloned().collect();
+    assert_eq!(
+        found_ids.len(),
+        eligible.len(),
+        "suggestions vs SQL: missing {:?}, extra {:?}\ncdc log:\n{}\nrecommend log:\n{}",
+        eligible.difference(&found_ids).take(5).collect::<Vec<_>>(),
+        found_ids.difference(&eligible).take(5).collect::<Vec<_>>(),
+        tail_of(&d.log("cdc")),
+        tail_of(&d.log("recommend"))
+    );
+    assert_eq!(found_ids, eligible);
+    assert!(!found.contains_key("cancelled-1"));
+    for (order, copies) in &found {
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "{order}: {copies:?}"
+        );
+    }
+
+    // Every committed row change arrived: each line of the database has its event, and the
+    // updated order's update comes after its insert.
+    let lines = captured_rows(&d, "order_details").await;
+    let captured: BTreeSet<(String, String)> = lines
+        .iter()
+        .filter(|(op, _)| op != "d")
+        .map(|(_, p)| {
+            let row = &p["after"];
+            (
+                row["order_id"].as_str().unwrap().to_string(),
+                row["product_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let in_db = lines_by_sql(&d, false).await;
+    assert!(
+        in_db.is_subset(&captured),
+        "{} lines of the database never captured",
+        in_db.difference(&captured).count()
+    );
+    let orders = captured_rows(&d, "orders").await;
+    let mut ops_by_order: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (op, p) in &orders {
+        let row = if op == "d" { &p["before"] } else { &p["after"] };
+        ops_by_order
+            .entry(row["id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(op.clone());
+    }
+    assert!(
+        orders.iter().any(|(op, _)| op == "r"),
+        "the orders before capture came by snapshot"
+    );
+    let cancelled = ops_by_order.get("cancelled-1").unwrap_or_else(|| {
+        panic!(
+            "the cancelled order's changes were not captured\ncdc log:\n{}",
+            tail_of(&d.log("cdc"))
+        )
+    });
+    assert_eq!(cancelled.first().map(String::as_str), Some("c"));
+    assert_eq!(cancelled.last().map(String::as_str), Some("d"));
+    let updated: Vec<&Vec<String>> = ops_by_order
+        .values()
+        .filter(|ops| ops.iter().any(|o| o == "u"))
+        .collect();
+    assert_eq!(updated.len(), 1, "one order was updated");
+    let first_update = updated[0].iter().position(|o| o == "u").unwrap();
+    assert!(updated[0][..first_update]
+        .iter()
+        .any(|o| o == "c" || o == "r"));
+    assert!(
+        orders
+            .iter()
+            .any(|(_, p)| p["after"].get("channel").is_some()),
+        "rows after ALTER TABLE carry the new column"
+    );
+
+    // Customers accept every suggestion; the lines written back come through the binlog
+    // with is_suggestion = true and trigger nothing.
+    let mut accept = d.start("accept", &["accept", "--share", "1.0"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (suggested_lines(&d).await as usize) < eligible.len() {
+        assert!(Instant::now() < deadline, "{}", d.log("accept"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(terminate(&mut accept).success(), "{}", d.log("accept"));
+    let written_back = lines_by_sql(&d, true).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let back: BTreeSet<(String, String)> = captured_rows(&d, "order_details")
+            .await
+            .iter()
+            .filter(|(_, p)| p["after"]["is_suggestion"] == Value::Bool(true))
+            .map(|(_, p)| {
+                let row = &p["after"];
+                (
+                    row["order_id"].as_str().unwrap().to_string(),
+                    row["product_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        if back == written_back {
+            break;
+        }
+        assert!(Instant::now() < deadline, "write-backs not captured");
+    }
+    let after = suggestions_for(&d, &eligible, Duration::from_secs(5)).await;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        found.keys().collect::<Vec<_>>()
+    );
+    for (order, copies) in &after {
+        assert!(copies.iter().all(|c| c == &found[order][0]), "{order}");
+    }
+
+    let log = d.log("cdc");
+    assert_eq!(
+        log.matches("snapshot started").count(),
+        1,
+        "one snapshot; every restart went on from the stored binlog position:\n{log}"
+    );
+    assert!(log.matches("reading the binlog").count() >= 4, "{log}");
+    let body = reqwest_free_get(&metrics, "/metrics");
+    assert!(
+        body.contains("brewline_capture_rows_total{table=\"order_details\",op=\"c\"}"),
+        "{body}"
+    );
+    assert!(body.contains("brewline_capture_lag_seconds"), "{body}");
+    assert!(terminate(&mut cdc).success(), "{}", d.log("cdc"));
+    assert!(
+        terminate(&mut recommend).success(),
+        "{}",
+        d.log("recommend")
+    );
+}

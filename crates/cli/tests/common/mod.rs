@@ -1,0 +1,423 @@
+//! What the end-to-end tests share: a deployment on the test servers (its own topics, group,
+//! Redis databases and MySQL database), its processes, and readers of its topics.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brewline_core::debezium::TableSchema;
+use brewline_core::generator::Tills;
+use brewline_core::order::{NewOrder, OrderHeader};
+use brewline_core::suggestion::Lookups;
+use brewline_core::ReferenceData;
+use brewline_embedded::{EmbeddedLog, EmbeddedSource};
+use brewline_kafka::{KafkaConfig, KafkaConsumer, KafkaProducer};
+use brewline_mysql::{MysqlConfig, MysqlSource};
+use brewline_ports::{Capturable, Consumed, Consumer, SourceDb, Subscription};
+use brewline_speed::capture::{Capture, CaptureConfig};
+use brewline_speed::stats::Stats;
+use brewline_speed::StopWhen;
+use serde_json::Value;
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run through scripts/test"))
+}
+
+/// One deployment on the test servers: its own topics, consumer group, Redis databases and
+/// MySQL database, in a config file every command reads.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub prefix: String,
+    pub brokers: String,
+    pub redis_static: String,
+    pub redis_dynamic: String,
+    /// Topics named as `brewline cdc` names them (`mysql.{database}.{table}`).
+    pub cdc: bool,
+}
+
+impl Deployment {
+    /// A deployment on the test servers, its Redis data in databases `redis_dbs` of `redis`
+    /// (the test Redis when `None`).
+    pub fn new(name: &str, redis: Option<&str>, redis_dbs: (u8, u8)) -> Deployment {
+        Deployment::create(name, redis, redis_dbs, false)
+    }
+
+    /// A deployment fed by `brewline cdc` from its database (a replica id of its own).
+    pub fn with_cdc(name: &str, redis_dbs: (u8, u8)) -> Deployment {
+        Deployment::create(name, None, redis_dbs, true)
+    }
+
+    fn create(name: &str, redis: Option<&str>, redis_dbs: (u8, u8), cdc: bool) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("{name}{}", brewline_ports::now_us());
+        let redis = redis.map_or_else(|| env("TEST_BREWLINE_REDIS_URL"), str::to_string);
+        let d = Deployment {
+            config: dir.path().join("brewline.toml"),
+            prefix: prefix.clone(),
+            brokers: env("TEST_BREWLINE_BROKERS"),
+            redis_static: format!("{redis}/{}", redis_dbs.0),
+            redis_dynamic: format!("{redis}/{}", redis_dbs.1),
+            dir,
+            cdc,
+        };
+        let topics = if cdc {
+            format!("mysql.{prefix}")
+        } else {
+            format!("{prefix}.coffee_shop")
+        };
+        let server_id = 1000 + brewline_ports::now_us() % 1_000_000;
+        // The tests of `brewline cdc` restart the capture, not the consumers: their events go
+        // in large batches, as tansu wants them.
+        let producer = if cdc {
+            ""
+        } else {
+            "\"batch.num.messages\" = \"1\""
+        };
+        std::fs::write(
+            &d.config,
+            format!(
+                r#"
+[topics]
+orders = "{topics}.orders"
+order_details = "{topics}.order_details"
+suggestions = "{prefix}.suggestions"
+dead_letters = "{prefix}.dlq"
+
+[recommender]
+group = "{prefix}-recs"
+batch = 500
+poll_wait_ms = 50
+lookups_every_secs = 1
+
+[mysql]
+url = "{mysql}"
+database = "{prefix}"
+
+[cdc]
+server_id = {server_id}
+
+[kafka]
+brokers = "{brokers}"
+
+# tansu's quirks, met by configuration (see crates/kafka/tests/kafka.rs): a fetch from inside
+# a record batch skips to the next batch, so every record is a batch; a fetch is held for
+# fetch.wait.max.ms even with data waiting; a member that stops heartbeating is dropped without
+# its partitions being handed out again, so recommenders use static membership
+# (--instance-id), and a restarted one rejoins within the session timeout.
+[kafka.producer]
+{producer}
+
+[kafka.consumer]
+"fetch.wait.max.ms" = "10"
+"session.timeout.ms" = "30000"
+"heartbeat.interval.ms" = "1000"
+
+[redis]
+static_url = "{static_url}"
+dynamic_url = "{dynamic_url}"
+"#,
+                mysql = env("TEST_BREWLINE_MYSQL_URL"),
+                brokers = d.brokers,
+                static_url = d.redis_static,
+                dynamic_url = d.redis_dynamic,
+            ),
+        )
+        .unwrap();
+        d
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewline"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.env(
+            "BREWLINE_LOG",
+            std::env::var("TEST_BREWLINE_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        cmd
+    }
+
+    /// Runs a command to its end; it must succeed.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "brewline {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts a long-running command, its log in the deployment's folder; it is killed when
+    /// the handle is dropped (a failed test leaves nothing running).
+    pub fn start(&self, name: &str, args: &[&str]) -> Process {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .unwrap();
+        Process(
+            self.command(args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            producer: BTreeMap::from([("batch.num.messages".into(), "1".into())]),
+            consumer: BTreeMap::from([("fetch.wait.max.ms".into(), "10".into())]),
+            ..KafkaConfig::default()
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        match name {
+            "orders" | "order_details" if self.cdc => format!("mysql.{}.{name}", self.prefix),
+            "orders" | "order_details" => format!("{}.coffee_shop.{name}", self.prefix),
+            other => format!("{}.{other}", self.prefix),
+        }
+    }
+
+    /// The database, its reference data, the lookup cache and the topics, as an operator
+    /// sets them up.
+    pub fn set_up(&self) {
+        self.run(&["db", "init"]);
+        self.run(&["db", "seed"]);
+        let loaded = self.run(&["cache", "load"]);
+        assert!(loaded.contains("15000 diamond customers"), "{loaded}");
+        self.run(&["topics", "create"]);
+    }
+}
+
+/// Orders from the tills, reshaped so that about a quarter are eligible: every fourth order is
+/// a diamond customer's paid with ACB, others are one without the other.
+pub fn orders(reference: &ReferenceData, seed: u64, n: u64) -> Vec<NewOrder> {
+    let diamond: Vec<i64> = reference
+        .customers
+        .iter()
+        .filter(|c| c.tier.as_str() == "diamond")
+        .map(|c| c.id)
+        .collect();
+    Tills::new(reference, seed)
+        .unwrap()
+        .orders(0, n)
+        .enumerate()
+        .map(|(i, mut o)| {
+            match i % 4 {
+                0 => (o.customer_id, o.payment_method_id) = (diamond[i % diamond.len()], 9),
+                1 => (o.customer_id, o.payment_method_id) = (diamond[i % diamond.len()], 1),
+                2 => o.payment_method_id = 9,
+                _ => {}
+            }
+            o
+        })
+        .collect()
+}
+
+/// The ids of the orders the lookups make eligible.
+pub fn eligible(orders: &[NewOrder]) -> BTreeSet<String> {
+    let lookups = Lookups::from_reference(&ReferenceData::bundled().unwrap(), "ACB");
+    orders
+        .iter()
+        .filter(|o| lookups.is_eligible(&header(o)))
+        .map(|o| o.id.clone())
+        .collect()
+}
+
+pub fn header(o: &NewOrder) -> OrderHeader {
+    OrderHeader {
+        order_id: o.id.clone(),
+        customer_id: Some(o.customer_id),
+        store_id: o.store_id,
+        payment_method_id: o.payment_method_id,
+        num_products: o.num_products(),
+    }
+}
+
+/// Writes `orders` to the deployment's database, and to an embedded source from which they
+/// are captured, as Debezium events, into the deployment's CDC topics on Kafka (`schemas`:
+/// with Kafka Connect's schema part): the events are those the embedded capture writes, in
+/// Debezium's format, until the database's own binlog is captured.
+pub async fn produce_events(d: &Deployment, work: &Path, orders: &[NewOrder], schemas: bool) {
+    let database = MysqlSource::new(&MysqlConfig {
+        url: env("TEST_BREWLINE_MYSQL_URL"),
+        database: d.prefix.clone(),
+        ..MysqlConfig::default()
+    })
+    .unwrap();
+    database.insert_orders(orders).await.unwrap();
+    database.close().await.unwrap();
+    let source = EmbeddedSource::open(&work.join("source.sqlite")).unwrap();
+    source
+        .seed_reference(&ReferenceData::bundled().unwrap())
+        .await
+        .unwrap();
+    source.insert_orders(orders).await.unwrap();
+    let checkpoints = EmbeddedLog::open(&work.join("log.sqlite")).unwrap();
+    let capture = Capture::new(
+        CaptureConfig {
+            topic_prefix: d.prefix.clone(),
+            with_schema: schemas,
+            checkpoint: "capture".into(),
+            batch: 1000,
+            tables: vec![
+                (TableSchema::orders(&d.prefix, "coffee_shop"), "id".into()),
+                (
+                    TableSchema::order_details(&d.prefix, "coffee_shop"),
+                    "order_id".into(),
+                ),
+            ],
+        },
+        Arc::new(Stats::default()),
+    );
+    let position = brewline_ports::CheckpointStore::load(&checkpoints, "capture")
+        .await
+        .unwrap();
+    let mut feed = source.follow(position).await.unwrap();
+    let producer = KafkaProducer::new(&d.kafka()).unwrap();
+    let (_done, drained) = tokio::sync::watch::channel(true);
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    capture
+        .run(
+            feed.as_mut(),
+            &producer,
+            &checkpoints,
+            StopWhen { drained, shutdown },
+        )
+        .await
+        .unwrap();
+}
+
+/// Every record of a topic, read until none came for `idle`.
+pub async fn read_all(d: &Deployment, topic: &str, idle: Duration) -> Vec<Consumed> {
+    let mut c = KafkaConsumer::new(
+        &d.kafka(),
+        Subscription {
+            topics: vec![topic.into()],
+            group: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < idle {
+        let batch = c.poll(10_000, Duration::from_millis(200)).await.unwrap();
+        if !batch.is_empty() {
+            last = Instant::now();
+            all.extend(batch);
+        }
+    }
+    all
+}
+
+/// Waits until the suggestions topic holds a suggestion for each of `expected` orders; then
+/// returns every suggestion record, as JSON, by order id.
+pub async fn suggestions_for(
+    d: &Deployment,
+    expected: &BTreeSet<String>,
+    within: Duration,
+) -> BTreeMap<String, Vec<Value>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let records = read_all(d, &d.topic("suggestions"), Duration::from_secs(2)).await;
+        let mut by_order: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for r in &records {
+            let key = String::from_utf8(r.record.key.clone().unwrap()).unwrap();
+            let value: Value = serde_json::from_slice(r.record.value.as_ref().unwrap()).unwrap();
+            assert_eq!(value["order_id"], key.as_str(), "keyed by order id");
+            by_order.entry(key).or_default().push(value);
+        }
+        let have: BTreeSet<String> = by_order.keys().cloned().collect();
+        if have.is_superset(expected) || Instant::now() > deadline {
+            return by_order;
+        }
+    }
+}
+
+/// A child process, killed when dropped.
+pub struct Process(pub Child);
+
+impl Process {
+    pub fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn terminate(process: &mut Process) -> std::process::ExitStatus {
+    let child = &mut process.0;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit 30 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Order lines with `is_suggestion = true` in the deployment's database.
+pub async fn suggested_lines(d: &Deployment) -> i64 {
+    use mysql_async::prelude::Queryable;
+    let opts = mysql_async::OptsBuilder::from_opts(
+        mysql_async::Opts::from_url(&env("TEST_BREWLINE_MYSQL_URL")).unwrap(),
+    )
+    .db_name(Some(d.prefix.clone()));
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let n: Option<i64> = conn
+        .query_first("SELECT COUNT(*) FROM order_details WHERE is_suggestion")
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    n.unwrap_or(0)
+}
+
+pub fn tail_of(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// A GET over a plain TCP connection (HTTP/1.0), returning the body.
+pub fn reqwest_free_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out)
+}
