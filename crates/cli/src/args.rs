@@ -155,6 +155,19 @@ pub struct BenchArgs {
     /// With --brokers: workers of the benchmarked `brewline recommend`.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// With --brokers: benchmark change capture from this MySQL/MariaDB server instead
+    /// (throughput on a bulk insert, then latency at a steady rate).
+    #[arg(long, value_name = "URL")]
+    pub mysql: Option<String>,
+    /// With --mysql: order lines of the bulk insert.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lines: u64,
+    /// With --mysql: orders a second of the latency run.
+    #[arg(long, default_value_t = 500.0, value_parser = parse_rate)]
+    pub rate: f64,
+    /// With --mysql: seconds of the latency run.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
 }
 
 /// Where Kafka is.

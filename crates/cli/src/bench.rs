@@ -59,6 +59,9 @@ fn memory_mib() -> Option<(f64, f64, f64)> {
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(brokers), Some(mysql)) = (args.brokers.clone(), args.mysql.clone()) {
+        return crate::bench_cdc::run(config, args, brokers, mysql).await;
+    }
     if let Some(brokers) = args.brokers.clone() {
         return crate::bench_kafka::run(config, args, brokers).await;
     }

@@ -42,7 +42,7 @@ impl Run {
 }
 
 /// A child process that is killed when dropped.
-struct KillOnDrop(std::process::Child);
+pub struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -28,23 +28,57 @@ pub async fn run(mut config: Config, args: CdcArgs) -> anyhow::Result<ExitCode> 
     if let Some(tables) = args.tables {
         config.cdc.tables = tables;
     }
-    let schemas = args.schemas.unwrap_or(config.capture.schemas);
+    if let Some(schemas) = args.schemas {
+        config.capture.schemas = schemas;
+    }
     let stats = Arc::new(Stats::default());
     metrics_server::start(args.metrics.metrics_addr, stats.clone()).await?;
+    let (_stop, stopped) = shutdown::on_signal();
+    let stop = if args.until_caught_up {
+        caught_up(stopped.shutdown)
+    } else {
+        stopped
+    };
+    let progress = snapshot_progress(stats.clone());
+    let position = capture(&config, stats.clone(), stop).await?;
+    progress.abort();
+    println!(
+        "captured {} row changes; position {}",
+        Stats::get(&stats.captured),
+        position.unwrap_or_else(|| "none".into())
+    );
+    Ok(ExitCode::SUCCESS)
+}
 
+/// Stops once the binlog is read to its end, or on `shutdown`.
+pub fn caught_up(shutdown: watch::Receiver<bool>) -> StopWhen {
+    let (done, drained) = watch::channel(true);
+    drop(done);
+    StopWhen { drained, shutdown }
+}
+
+/// Captures the binlog of `config.mysql` into Kafka until `stop`; returns the stored
+/// position. A failure a retry may mend (the server restarted, the connection dropped) starts
+/// the feed again from the stored position; anything else ends it.
+pub async fn capture(
+    config: &Config,
+    stats: Arc<Stats>,
+    stop: StopWhen,
+) -> anyhow::Result<Option<String>> {
     let prefix = config.capture.topic_prefix.clone();
     let source = MysqlCapture::new(&config.mysql, &config.cdc, &prefix)?;
     source.check_server().await?;
     let tables = source.tables().await?;
+    let checkpoint = format!("cdc.{prefix}.{}", config.mysql.database);
     let capture = Capture::new(
         CaptureConfig {
-            topic_prefix: prefix.clone(),
-            with_schema: schemas,
-            checkpoint: format!("cdc.{prefix}.{}", config.mysql.database),
+            topic_prefix: prefix,
+            with_schema: config.capture.schemas,
+            checkpoint: checkpoint.clone(),
             batch: config.capture.batch,
             tables,
         },
-        stats.clone(),
+        stats,
     );
     let log = KafkaLog::new(config.kafka.clone());
     for topic in capture.topics() {
@@ -56,22 +90,6 @@ pub async fn run(mut config: Config, args: CdcArgs) -> anyhow::Result<ExitCode> 
     let checkpoints = MysqlCheckpoints::connect(&config.mysql, &config.cdc.offsets_database)
         .await
         .context("opening the capture's position table")?;
-    let checkpoint = format!("cdc.{prefix}.{}", config.mysql.database);
-
-    let (_stop, stopped) = shutdown::on_signal();
-    let stop = if args.until_caught_up {
-        let (done, drained) = watch::channel(true);
-        drop(done);
-        StopWhen {
-            drained,
-            shutdown: stopped.shutdown,
-        }
-    } else {
-        stopped
-    };
-    let progress = snapshot_progress(stats.clone());
-    // A failure a retry may mend (the server restarted, the connection dropped) starts the
-    // feed again from the stored position; anything else ends the command.
     let mut backoff = Backoff::new("capturing the binlog");
     loop {
         let position = checkpoints.load(&checkpoint).await?;
@@ -90,16 +108,7 @@ pub async fn run(mut config: Config, args: CdcArgs) -> anyhow::Result<ExitCode> 
             None => continue,
         }
     }
-    progress.abort();
-    println!(
-        "captured {} row changes; position {}",
-        Stats::get(&stats.captured),
-        checkpoints
-            .load(&checkpoint)
-            .await?
-            .unwrap_or_else(|| "none".into())
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(checkpoints.load(&checkpoint).await?)
 }
 
 /// A progress bar on stderr while an initial snapshot is read.

@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod bench_cdc;
 mod bench_kafka;
 mod cdc;
 mod config;

@@ -58,6 +58,27 @@ impl MysqlSource {
         })
     }
 
+    /// Runs statements one after the other (benchmarks' bulk loads, operators' scripts).
+    pub async fn execute(&self, statements: &[String]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        for statement in statements {
+            conn.query_drop(statement)
+                .await
+                .map_err(|e| port_error("running a statement", e))?;
+        }
+        Ok(())
+    }
+
+    /// Every order's id and `timestamp` (epoch milliseconds, read in the server's time zone as
+    /// the tills wrote it with `NOW(3)`).
+    pub async fn order_times(&self) -> Result<Vec<(String, i64)>> {
+        let mut conn = self.conn().await?;
+        "SELECT id, CAST(UNIX_TIMESTAMP(timestamp) * 1000 AS SIGNED) FROM orders"
+            .fetch(&mut conn)
+            .await
+            .map_err(|e| port_error("reading order times", e))
+    }
+
     /// Closes the pool's connections.
     pub async fn close(self) -> Result<()> {
         self.pool

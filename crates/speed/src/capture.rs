@@ -16,6 +16,9 @@ use brewline_ports::{ChangeFeed, CheckpointStore, Producer, Record, Result, RowC
 use crate::stats::Stats;
 use crate::{with_retries, StopWhen};
 
+/// How often, at most, the position is saved while changes keep coming.
+pub const SAVE_EVERY: Duration = Duration::from_millis(250);
+
 /// How capture names and shapes its events.
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {
@@ -143,6 +146,63 @@ impl Capture {
         Some((&table.topic, records))
     }
 
+    /// Reads up to one batch from the feed (waiting at most `wait` for the first change).
+    async fn read(&self, feed: &mut dyn ChangeFeed, wait: Duration) -> Result<Vec<RowChange>> {
+        let changes = feed.next(self.config.batch, wait).await?;
+        if let Some((read, total)) = feed.snapshot_progress() {
+            self.stats.snapshot_rows.store(read, Ordering::Relaxed);
+            self.stats.snapshot_total.store(total, Ordering::Relaxed);
+        }
+        let lag_ms = changes
+            .last()
+            .map_or(0, |last| brewline_ports::now_ms() - last.source.ts_ms);
+        self.stats
+            .capture_lag_ms
+            .store(lag_ms.max(0) as u64, Ordering::Relaxed);
+        Ok(changes)
+    }
+
+    /// Sends the events of `changes` (every topic at once); once all are acknowledged,
+    /// returns the position after the last complete transaction among them, to be saved.
+    async fn deliver(
+        &self,
+        changes: &[RowChange],
+        producer: &dyn Producer,
+    ) -> Result<Option<String>> {
+        let mut per_topic: Vec<(String, Vec<Record>)> = Vec::new();
+        for change in changes {
+            if let Some((topic, records)) = self.events(change) {
+                match per_topic.iter_mut().find(|(t, _)| t == topic) {
+                    Some((_, batch)) => batch.extend(records),
+                    None => per_topic.push((topic.to_string(), records)),
+                }
+            }
+        }
+        let sends = per_topic.iter().map(|(topic, records)| async move {
+            with_retries("sending change events", || {
+                producer.send(topic, records.clone())
+            })
+            .await?;
+            self.stats.events_out.add(topic, records.len() as u64);
+            Ok::<_, brewline_ports::PortError>(())
+        });
+        futures_util::future::try_join_all(sends).await?;
+        Stats::add(&self.stats.captured, changes.len() as u64);
+        for change in changes {
+            self.stats
+                .captured_rows
+                .add(&change.table, change.op.code(), 1);
+        }
+        Ok(changes.iter().rev().find_map(|c| c.resume_after.clone()))
+    }
+
+    async fn save(&self, checkpoints: &dyn CheckpointStore, position: &str) -> Result<()> {
+        with_retries("saving the capture position", || {
+            checkpoints.save(&self.config.checkpoint, position)
+        })
+        .await
+    }
+
     /// Reads one batch from the feed, sends it, then saves the position. Returns the number of
     /// row changes handled.
     pub async fn step(
@@ -152,52 +212,21 @@ impl Capture {
         checkpoints: &dyn CheckpointStore,
         wait: Duration,
     ) -> Result<usize> {
-        let changes = feed.next(self.config.batch, wait).await?;
-        if let Some((read, total)) = feed.snapshot_progress() {
-            self.stats.snapshot_rows.store(read, Ordering::Relaxed);
-            self.stats.snapshot_total.store(total, Ordering::Relaxed);
-        }
-        let Some(last) = changes.last() else {
-            self.stats.capture_lag_ms.store(0, Ordering::Relaxed);
-            return Ok(0);
-        };
-        let lag_ms = brewline_ports::now_ms() - last.source.ts_ms;
-        self.stats
-            .capture_lag_ms
-            .store(lag_ms.max(0) as u64, Ordering::Relaxed);
-        let mut per_topic: Vec<(String, Vec<Record>)> = Vec::new();
-        for change in &changes {
-            if let Some((topic, records)) = self.events(change) {
-                match per_topic.iter_mut().find(|(t, _)| t == topic) {
-                    Some((_, batch)) => batch.extend(records),
-                    None => per_topic.push((topic.to_string(), records)),
-                }
-            }
-        }
-        for (topic, records) in per_topic {
-            let n = records.len() as u64;
-            with_retries("sending change events", || {
-                producer.send(&topic, records.clone())
-            })
-            .await?;
-            self.stats.events_out.add(&topic, n);
-        }
-        if let Some(position) = changes.iter().rev().find_map(|c| c.resume_after.as_deref()) {
-            with_retries("saving the capture position", || {
-                checkpoints.save(&self.config.checkpoint, position)
-            })
-            .await?;
-        }
-        Stats::add(&self.stats.captured, changes.len() as u64);
-        for change in &changes {
-            self.stats
-                .captured_rows
-                .add(&change.table, change.op.code(), 1);
+        let changes = self.read(feed, wait).await?;
+        if let Some(position) = self.deliver(&changes, producer).await? {
+            self.save(checkpoints, &position).await?;
         }
         Ok(changes.len())
     }
 
-    /// Captures until told to stop; with `stop.drained`, stops once the feed is read to its end.
+    /// Captures until told to stop; with `stop.drained`, stops once the feed is read to its
+    /// end.
+    ///
+    /// While one batch is in flight the next is read; batches are still sent one after the
+    /// other (a batch only once the one before is acknowledged), so per key the order of
+    /// changes is kept. The position of acknowledged changes is saved at most every
+    /// [`SAVE_EVERY`] while changes keep coming, and at once when they pause or the capture
+    /// stops: a crash repeats at most that much, identically.
     pub async fn run(
         &self,
         feed: &mut dyn ChangeFeed,
@@ -205,17 +234,37 @@ impl Capture {
         checkpoints: &dyn CheckpointStore,
         stop: StopWhen,
     ) -> Result<()> {
+        let wait = Duration::from_millis(100);
+        let mut unsaved: Option<String> = None;
+        let mut saved_at = std::time::Instant::now();
+        let mut changes = self.read(feed, wait).await?;
         loop {
+            let due = saved_at.elapsed() >= SAVE_EVERY || changes.is_empty();
+            if let Some(position) = unsaved.as_deref().filter(|_| due) {
+                self.save(checkpoints, position).await?;
+                unsaved = None;
+                saved_at = std::time::Instant::now();
+            }
             if stop.shutting_down() {
+                if let Some(position) = unsaved.as_deref() {
+                    self.save(checkpoints, position).await?;
+                }
                 return Ok(());
             }
             let upstream_done = stop.upstream_done();
-            let n = self
-                .step(feed, producer, checkpoints, Duration::from_millis(100))
-                .await?;
-            if n == 0 && upstream_done && feed.behind().await? == 0 {
-                return Ok(());
+            if changes.is_empty() {
+                if upstream_done && feed.behind().await? == 0 {
+                    return Ok(());
+                }
+                changes = self.read(feed, wait).await?;
+                continue;
             }
+            let (sent, next) =
+                tokio::join!(self.deliver(&changes, producer), self.read(feed, wait));
+            if let Some(position) = sent? {
+                unsaved = Some(position);
+            }
+            changes = next?;
         }
     }
 }

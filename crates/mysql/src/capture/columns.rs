@@ -288,7 +288,7 @@ pub fn iso_utc(micros: i64) -> String {
     let s = secs.rem_euclid(86_400);
     let frac = if us == 0 {
         String::new()
-    } else if us % 1000 == 0 {
+    } else if us.is_multiple_of(1000) {
         format!(".{:03}", us / 1000)
     } else {
         format!(".{us:06}")

@@ -110,7 +110,14 @@ impl MysqlFeed {
         deadline: Instant,
     ) -> Result<()> {
         while self.ready.len() < max {
-            let event = match tokio::time::timeout_at(deadline, stream.next()).await {
+            // Once something is ready, only what has already arrived is read on: a change is
+            // handed on as soon as the server stops sending, not when the wait is over.
+            let until = if self.ready.is_empty() {
+                deadline
+            } else {
+                Instant::now()
+            };
+            let event = match tokio::time::timeout_at(until, stream.next()).await {
                 Err(_) => return Ok(()),
                 Ok(None) => {
                     return Err(PortError::retryable(

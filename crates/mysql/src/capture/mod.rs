@@ -285,20 +285,27 @@ impl std::fmt::Display for Position {
 /// The server's current binlog end: `SHOW BINARY LOG STATUS` (MySQL 8.2+), else
 /// `SHOW MASTER STATUS` (MySQL 8.0, MariaDB).
 pub(crate) async fn binlog_end(conn: &mut Conn) -> Result<Position> {
-    let row: Option<(String, u64)> = match "SHOW BINARY LOG STATUS".first(&mut *conn).await {
+    // As rows: the statements return more columns than the two read here.
+    let row: Option<mysql_async::Row> = match "SHOW BINARY LOG STATUS".first(&mut *conn).await {
         Ok(row) => row,
         Err(_) => "SHOW MASTER STATUS"
             .first(&mut *conn)
             .await
             .map_err(|e| port_error("reading the binlog position", e))?,
     };
-    let (file, pos) = row.ok_or_else(|| {
+    let no_binlog = || {
         PortError::fatal(
             ENGINE,
             "the server writes no binlog: start it with --log-bin",
         )
-    })?;
-    Ok(Position { file, pos })
+    };
+    let row = row.ok_or_else(no_binlog)?;
+    let file = row.get_opt::<String, _>("File").and_then(|r| r.ok());
+    let pos = row.get_opt::<u64, _>("Position").and_then(|r| r.ok());
+    match (file, pos) {
+        (Some(file), Some(pos)) => Ok(Position { file, pos }),
+        _ => Err(no_binlog()),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,254 @@
+//! `brewline bench --brokers B --mysql URL`: change capture from the MySQL/MariaDB binlog.
+//!
+//! 1. **Throughput**: a bulk insert of `--lines` order lines (a quarter as many orders, four
+//!    lines each, in statements of 200 000 lines), then `brewline cdc`'s capture of it into
+//!    Kafka, timed from its start until it has caught up with the binlog; then the same rows
+//!    read again by an initial snapshot.
+//! 2. **Latency**: the tills write `--rate` orders a second for `--seconds`, every one
+//!    eligible, while the capture runs and a `brewline recommend` process answers; each
+//!    order's latency runs from its `timestamp` (`NOW(3)`, taken inside its transaction just
+//!    before the commit) to the moment a consumer of this benchmark receives its change event
+//!    (capture) and its suggestion (end to end). A consumer receiving a record comes after the
+//!    broker acknowledged it, so these are upper bounds of "commit → acknowledged".
+
+use std::collections::HashMap;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use brewline_core::suggestion::Lookups;
+use brewline_core::ReferenceData;
+use brewline_kafka::{KafkaConsumer, KafkaLog};
+use brewline_mysql::MysqlSource;
+use brewline_ports::{Consumer, EventLog, LookupStore, SourceDb, Subscription};
+use brewline_redis::RedisLookups;
+use brewline_speed::stats::Stats;
+use tokio::sync::watch;
+
+use crate::args::BenchArgs;
+use crate::config::Config;
+
+/// A deployment of its own for one part of the benchmark: a fresh database and topics.
+fn fresh(config: &Config, part: &str) -> Config {
+    let mut c = config.clone();
+    let name = format!("bench_{part}_{}", brewline_ports::now_us());
+    c.mysql.database = name.clone();
+    c.capture.topic_prefix = "mysql".into();
+    c.topics.orders = format!("mysql.{name}.orders");
+    c.topics.order_details = format!("mysql.{name}.order_details");
+    c.topics.suggestions = format!("{name}.suggestions");
+    c.topics.dead_letters = format!("{name}.dlq");
+    c.recommender.group = format!("{name}-recs");
+    c.cdc.server_id = 2000 + (brewline_ports::now_us() % 1_000_000) as u32;
+    c
+}
+
+async fn prepare(config: &Config) -> anyhow::Result<MysqlSource> {
+    let source = MysqlSource::new(&config.mysql)?;
+    source.init_schema().await?;
+    source.seed_reference(&ReferenceData::bundled()?).await?;
+    let log = KafkaLog::new(config.kafka.clone());
+    for (topic, partitions) in crate::topics::all(config) {
+        log.create_topic(&topic, partitions).await?;
+    }
+    Ok(source)
+}
+
+/// Captures until caught up; returns rows and seconds.
+async fn capture_once(config: &Config) -> anyhow::Result<(u64, f64)> {
+    let stats = Arc::new(Stats::default());
+    let (_keep, shutdown) = watch::channel(false);
+    let began = Instant::now();
+    crate::cdc::capture(config, stats.clone(), crate::cdc::caught_up(shutdown)).await?;
+    Ok((Stats::get(&stats.captured), began.elapsed().as_secs_f64()))
+}
+
+pub async fn run(
+    mut config: Config,
+    args: BenchArgs,
+    brokers: String,
+    mysql: String,
+) -> anyhow::Result<ExitCode> {
+    config.kafka.brokers = brokers;
+    config.mysql.url = mysql;
+    args.redis.apply(&mut config);
+
+    // 1. Throughput.
+    let c = fresh(&config, "bulk");
+    prepare(&c).await?;
+    capture_once(&c).await?; // the empty tables' snapshot: the position to stream from
+    let orders = args.lines.div_ceil(4);
+    let began = Instant::now();
+    let per_statement = 50_000u64;
+    let mut statements = Vec::new();
+    for start in (0..orders).step_by(per_statement as usize) {
+        let end = (start + per_statement).min(orders);
+        let ids = format!(
+            "SELECT seq, CONCAT('bulk-', LPAD(seq, 9, '0')) AS id FROM seq_{}_to_{}",
+            start + 1,
+            end
+        );
+        statements.push(format!(
+            "INSERT INTO orders (id, timestamp, customer_id, store_id, payment_method_id, num_products, status)
+             SELECT o.id, NOW(3), NULL, 1 + o.seq % 1000, 1 + o.seq % 12, 4, 'completed' FROM ({ids}) o"
+        ));
+        statements.push(format!(
+            "INSERT INTO order_details (order_id, product_id, quantity, discount_percent, subtotal, is_suggestion)
+             SELECT o.id, p.id, 1, 0, p.unit_price, FALSE
+             FROM ({ids}) o CROSS JOIN (SELECT id, unit_price FROM products ORDER BY id LIMIT 4) p"
+        ));
+    }
+    MysqlSource::new(&c.mysql)?
+        .execute(&statements)
+        .await
+        .context("the bulk insert (needs MariaDB's built-in sequence tables, seq_1_to_N)")?;
+    let inserted = began.elapsed().as_secs_f64();
+    println!(
+        "bulk insert: {orders} orders, {} lines in {inserted:.1} s",
+        orders * 4
+    );
+    let (rows, secs) = capture_once(&c).await?;
+    println!(
+        "  binlog capture      {rows:>9} row events  {secs:>7.2} s  {:>9.0} row events/s",
+        rows as f64 / secs
+    );
+    let mut snapshot = c.clone();
+    snapshot.capture.topic_prefix = "snap".into();
+    let (rows, secs) = capture_once(&snapshot).await?;
+    println!(
+        "  initial snapshot    {rows:>9} row events  {secs:>7.2} s  {:>9.0} row events/s",
+        rows as f64 / secs
+    );
+
+    // 2. Latency.
+    let c = fresh(&config, "latency");
+    let source = prepare(&c).await?;
+    let reference = source.load_reference().await?;
+    RedisLookups::connect(&c.redis)
+        .await
+        .context("connecting to the static Redis")?
+        .publish(&Lookups::from_reference(
+            &reference,
+            &c.recommender.eligible_bank,
+        ))
+        .await?;
+    capture_once(&c).await?;
+    let work = tempfile::tempdir()?;
+    let config_file = work.path().join("bench.toml");
+    std::fs::write(&config_file, toml::to_string(&c)?)?;
+    let recommender = Command::new(std::env::current_exe()?)
+        .arg("--config")
+        .arg(&config_file)
+        .args(["recommend", "--instance-id", "bench"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting `brewline recommend`")?;
+    let mut recommender = crate::bench_kafka::KillOnDrop(recommender);
+    let (stop_capture, shutdown) = watch::channel(false);
+    let capturing = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let stop = brewline_speed::StopWhen {
+                drained: watch::channel(false).1,
+                shutdown,
+            };
+            crate::cdc::capture(&c, Arc::new(Stats::default()), stop).await
+        })
+    };
+    let received = {
+        let c = c.clone();
+        tokio::spawn(async move { receive(&c).await })
+    };
+    // Until the recommender has joined its group: one order, waited for.
+    let (_never, no_stop) = watch::channel(false);
+    let total = (args.rate * args.seconds as f64) as u64;
+    let eligible = Some((1.0, c.recommender.eligible_bank.as_str()));
+    crate::tills::write_orders(&source, 7, 1, None, eligible, &no_stop, |_| {}).await?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    println!(
+        "latency: {total} orders at {} a second for {} s, every one eligible",
+        args.rate, args.seconds
+    );
+    crate::tills::write_orders(
+        &source,
+        7,
+        total,
+        Some(args.rate),
+        eligible,
+        &no_stop,
+        |_| {},
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _ = stop_capture.send(true);
+    capturing.await??;
+    let _ = Command::new("kill")
+        .args(["-TERM", &recommender.0.id().to_string()])
+        .status();
+    let _ = recommender.0.wait();
+    let (events, suggestions) = received.await??;
+
+    let placed = source.order_times().await?;
+    // The first order only waited for the recommender to join.
+    let placed: Vec<_> = {
+        let first = placed.iter().map(|(_, t)| *t).min().unwrap_or(0);
+        placed.into_iter().filter(|(_, t)| *t > first).collect()
+    };
+    report("commit → change event received", &placed, &events);
+    report("commit → suggestion received", &placed, &suggestions);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// When (epoch ms) this benchmark's consumers received each order's first change event and
+/// first suggestion, until no record came for 20 s.
+async fn receive(c: &Config) -> anyhow::Result<(HashMap<String, i64>, HashMap<String, i64>)> {
+    let mut consumer = KafkaConsumer::new(
+        &c.kafka,
+        Subscription {
+            topics: vec![c.topics.orders.clone(), c.topics.suggestions.clone()],
+            group: None,
+        },
+    )
+    .await?;
+    let (mut events, mut suggestions) = (HashMap::new(), HashMap::new());
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(20) {
+        let batch = consumer.poll(10_000, Duration::from_millis(100)).await?;
+        let now = brewline_ports::now_ms();
+        for r in &batch {
+            last = Instant::now();
+            let Some(key) = &r.record.key else { continue };
+            let id = String::from_utf8_lossy(key).into_owned();
+            let seen = if *r.topic == c.topics.orders {
+                &mut events
+            } else {
+                &mut suggestions
+            };
+            seen.entry(id).or_insert(now);
+        }
+    }
+    Ok((events, suggestions))
+}
+
+fn report(what: &str, placed: &[(String, i64)], received: &HashMap<String, i64>) {
+    let mut latencies: Vec<i64> = placed
+        .iter()
+        .filter_map(|(id, at)| Some(received.get(id)? - at))
+        .collect();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "  {what:<34} {} of {} orders: p50 {} ms, p99 {} ms, max {} ms",
+        latencies.len(),
+        placed.len(),
+        at(0.50),
+        at(0.99),
+        latencies.last().copied().unwrap_or(0)
+    );
+}
