@@ -168,6 +168,10 @@ async fn snapshot_then_binlog_with_debezium_types_transactions_and_resume() {
         .await
         .unwrap();
     assert_eq!(read(rest.as_mut(), 2).await, stream[2..].to_vec());
+    // Idle for longer than the heartbeat period: heartbeats come, nothing else does, and
+    // what comes after is read on from the right place.
+    let idle = rest.next(10, Duration::from_millis(2500)).await.unwrap();
+    assert!(idle.is_empty(), "{idle:?}");
 
     // A column added mid-stream: capture goes on, and rows carry it with the new schema.
     sql(
@@ -180,6 +184,12 @@ async fn snapshot_then_binlog_with_debezium_types_transactions_and_resume() {
     .await;
     let added = read(rest.as_mut(), 1).await;
     assert_eq!(added[0].after.as_ref().unwrap()["channel"], json!("app"));
+    let mut after_all = capture
+        .follow(added[0].resume_after.clone())
+        .await
+        .unwrap();
+    let nothing = after_all.next(10, Duration::from_millis(500)).await.unwrap();
+    assert!(nothing.is_empty(), "resumed past the last change: {nothing:?}");
     let schema = added[0].schema.as_ref().unwrap();
     assert!(schema.columns.iter().any(|col| col.name == "channel"));
 }

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
+use mysql_async::prelude::Query;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use serde_json::{Map, Value as Json};
 use tokio::time::Instant;
@@ -21,6 +22,9 @@ use crate::{port_error, ENGINE};
 
 /// MariaDB's compressed event types (`log_bin_compress`), which cannot be read.
 const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 165..=171;
+/// How often an idle server sends a heartbeat, and how long a silence means a dead connection.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const HEARTBEAT_SILENCE: Duration = Duration::from_secs(10);
 
 pub(crate) struct MysqlFeed {
     capture: MysqlCapture,
@@ -39,6 +43,8 @@ pub(crate) struct MysqlFeed {
     pending: Vec<RowChange>,
     thread: Option<i64>,
     ready: Vec<RowChange>,
+    /// When the server last sent anything (an event or a heartbeat).
+    last_heard: Instant,
 }
 
 impl MysqlFeed {
@@ -69,11 +75,22 @@ impl MysqlFeed {
             pending: Vec::new(),
             thread: None,
             ready: Vec::new(),
+            last_heard: Instant::now(),
         })
     }
 
     async fn start_stream(&mut self) -> Result<BinlogStream> {
-        let conn = self.capture.connect().await?;
+        let mut conn = self.capture.connect().await?;
+        // The server sends a heartbeat when it has had nothing to send for this long, so a
+        // connection that died silently is noticed (HEARTBEAT_SILENCE) and made again.
+        format!(
+            "SET @master_heartbeat_period = {}",
+            HEARTBEAT.as_nanos()
+        )
+        .ignore(&mut conn)
+        .await
+        .map_err(|e| port_error("asking for binlog heartbeats", e))?;
+        self.last_heard = Instant::now();
         let request = BinlogStreamRequest::new(self.capture.config.server_id)
             .with_filename(self.position.file.as_bytes())
             .with_pos(self.position.pos);
@@ -118,6 +135,15 @@ impl MysqlFeed {
                 Instant::now()
             };
             let event = match tokio::time::timeout_at(until, stream.next()).await {
+                Err(_) if self.last_heard.elapsed() > HEARTBEAT_SILENCE => {
+                    return Err(PortError::retryable(
+                        ENGINE,
+                        format!(
+                            "no binlog event nor heartbeat for {} s: connecting again",
+                            HEARTBEAT_SILENCE.as_secs()
+                        ),
+                    ))
+                }
                 Err(_) => return Ok(()),
                 Ok(None) => {
                     return Err(PortError::retryable(
@@ -128,6 +154,7 @@ impl MysqlFeed {
                 Ok(Some(Err(e))) => return Err(port_error("reading the binlog", e)),
                 Ok(Some(Ok(event))) => event,
             };
+            self.last_heard = Instant::now();
             let header = event.header();
             let at = self.position.clone();
             if MARIADB_COMPRESSED.contains(&header.event_type_raw()) {
@@ -167,6 +194,8 @@ impl MysqlFeed {
                     }
                 }
                 Some(EventData::XidEvent(_)) => self.commit(end),
+                // Says where the server's binlog ends, not where this reader is.
+                Some(EventData::HeartbeatEvent) => continue,
                 Some(EventData::RowsEvent(rows)) => {
                     let tme = stream.get_tme(rows.table_id()).cloned().ok_or_else(|| {
                         PortError::fatal(
