@@ -69,6 +69,12 @@ pub enum Command {
     /// Customers accepting suggestions: reads `order_suggestions` and writes a share of them
     /// back as order lines with `is_suggestion = true`. Runs until SIGTERM or Ctrl-C.
     Accept(AcceptArgs),
+    /// The batch layer: the lake's bronze, silver and gold tables and marts, with quality
+    /// gates.
+    Batch {
+        #[command(subcommand)]
+        action: BatchAction,
+    },
     /// Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -365,6 +371,23 @@ pub struct AcceptArgs {
     pub group: Option<String>,
     #[command(flatten)]
     pub metrics: MetricsArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchAction {
+    /// Land new CDC events and the dimensions in bronze, build silver, gold and the marts,
+    /// checking each layer's gates before publishing it; exits 2 when a gate fails (the report
+    /// says which), publishing nothing after that layer.
+    Run(BatchRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchRunArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The lake's root folder [default: batch.lake, else lake/ in the data dir].
+    #[arg(long, value_name = "PATH")]
+    pub lake: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,16 @@ pub struct Config {
     pub accept: AcceptConfig,
     /// `brewline cdc`: change capture from the MySQL/MariaDB binlog.
     pub cdc: brewline_mysql::CdcConfig,
+    /// The batch layer.
+    pub batch: BatchConfig,
+}
+
+/// The batch layer's lake.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// The lake's root folder [default: lake/ in the data dir].
+    pub lake: Option<String>,
 }
 
 /// `brewline accept`.

@@ -149,5 +149,34 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("interrupted: run the same command again to continue where this run stopped");
         return Ok(ExitCode::from(130));
     }
+
+    // The batch layer over what the speed layer saw, and its marts.
+    let lake = crate::batch::lake(&pipeline.config, &data_dir);
+    let report = crate::batch::run_embedded(&pipeline, &lake).await?;
+    print!("{}", report.summary());
+    if !report.passed() {
+        return Ok(ExitCode::from(2));
+    }
+    print_mart(&lake, "mart/revenue_daily", 5).await?;
+    print_mart(&lake, "mart/payment_mix", 12).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first `limit` rows of a mart as a table.
+async fn print_mart(lake: &brewline_batch::Lake, table: &str, limit: usize) -> anyhow::Result<()> {
+    let batches = lake.read(table).await?;
+    let shown: Vec<_> = batches
+        .iter()
+        .scan(0usize, |seen, b| {
+            let take = limit.saturating_sub(*seen).min(b.num_rows());
+            *seen += take;
+            (take > 0).then(|| b.slice(0, take))
+        })
+        .collect();
+    println!("{table}:");
+    println!(
+        "{}",
+        deltalake::arrow::util::pretty::pretty_format_batches(&shown)?
+    );
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `brewline`: one binary for the coffee-shop pipeline.
 
 mod args;
+mod batch;
 mod bench;
 mod bench_cdc;
 mod bench_kafka;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{CacheAction, Cli, Command, DbAction, LogFormat, TopicsAction};
+use crate::args::{BatchAction, CacheAction, Cli, Command, DbAction, LogFormat, TopicsAction};
 use crate::config::Config;
 
 fn init_logging(format: LogFormat) {
@@ -51,6 +52,9 @@ fn main() -> ExitCode {
                 Command::Bench(a) => bench::run(config, a).await,
                 Command::Recommend(a) => recommend::run(config, a).await,
                 Command::Cdc(a) => cdc::run(config, a).await,
+                Command::Batch {
+                    action: BatchAction::Run(a),
+                } => batch::run(config, a).await,
                 Command::Db {
                     action: DbAction::Init(a),
                 } => source_cmds::init(config, a).await,

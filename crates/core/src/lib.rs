@@ -5,6 +5,7 @@
 //! suggestion and its discount — can be tested in isolation and reused by every engine.
 
 pub mod assembly;
+pub mod calendar;
 pub mod debezium;
 pub mod generator;
 pub mod names;

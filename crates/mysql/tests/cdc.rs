@@ -184,12 +184,15 @@ async fn snapshot_then_binlog_with_debezium_types_transactions_and_resume() {
     .await;
     let added = read(rest.as_mut(), 1).await;
     assert_eq!(added[0].after.as_ref().unwrap()["channel"], json!("app"));
-    let mut after_all = capture
-        .follow(added[0].resume_after.clone())
+    let mut after_all = capture.follow(added[0].resume_after.clone()).await.unwrap();
+    let nothing = after_all
+        .next(10, Duration::from_millis(500))
         .await
         .unwrap();
-    let nothing = after_all.next(10, Duration::from_millis(500)).await.unwrap();
-    assert!(nothing.is_empty(), "resumed past the last change: {nothing:?}");
+    assert!(
+        nothing.is_empty(),
+        "resumed past the last change: {nothing:?}"
+    );
     let schema = added[0].schema.as_ref().unwrap();
     assert!(schema.columns.iter().any(|col| col.name == "channel"));
 }

@@ -83,13 +83,10 @@ impl MysqlFeed {
         let mut conn = self.capture.connect().await?;
         // The server sends a heartbeat when it has had nothing to send for this long, so a
         // connection that died silently is noticed (HEARTBEAT_SILENCE) and made again.
-        format!(
-            "SET @master_heartbeat_period = {}",
-            HEARTBEAT.as_nanos()
-        )
-        .ignore(&mut conn)
-        .await
-        .map_err(|e| port_error("asking for binlog heartbeats", e))?;
+        format!("SET @master_heartbeat_period = {}", HEARTBEAT.as_nanos())
+            .ignore(&mut conn)
+            .await
+            .map_err(|e| port_error("asking for binlog heartbeats", e))?;
         self.last_heard = Instant::now();
         let request = BinlogStreamRequest::new(self.capture.config.server_id)
             .with_filename(self.position.file.as_bytes())

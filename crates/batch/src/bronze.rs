@@ -1,0 +1,488 @@
+//! Bronze: every CDC event landed once, with its topic, partition and offset, and the
+//! dimension tables as extracted.
+//!
+//! The offsets landed are application transactions (`{topic}/{partition}` → next offset) of
+//! the very commit that appends the events, so a run that crashes lands nothing and the next
+//! one starts where the last commit ended: however often the job runs, no event is landed
+//! twice or skipped. Events are decoded with the core's Debezium codec into typed columns next
+//! to the raw JSON; one that does not decode is landed with its `error` (and never reaches
+//! silver).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brewline_core::debezium::{decode, Decoded, Moment, Op, OrderLineRow, OrderRow};
+use brewline_core::ReferenceData;
+use brewline_ports::{Consumed, EventLog, Subscription};
+use deltalake::arrow::array::{
+    ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::protocol::SaveMode;
+
+use crate::lake::Lake;
+use crate::{BatchError, Result};
+
+/// Bronze table names.
+pub const ORDERS: &str = "bronze/orders_cdc";
+pub const ORDER_LINES: &str = "bronze/order_details_cdc";
+pub const STORES: &str = "bronze/stores";
+pub const PAYMENT_METHODS: &str = "bronze/payment_method";
+pub const CATEGORIES: &str = "bronze/product_category";
+pub const PRODUCTS: &str = "bronze/products";
+
+/// What one landing did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Landed {
+    /// Events appended, by table.
+    pub events: BTreeMap<String, u64>,
+    /// Of them, events that did not decode.
+    pub undecodable: u64,
+    /// Dimension rows extracted, by table.
+    pub dimensions: BTreeMap<String, u64>,
+}
+
+/// Columns every CDC bronze table starts with.
+fn event_fields() -> Vec<Field> {
+    vec![
+        Field::new("kafka_topic", DataType::Utf8, false),
+        Field::new("kafka_partition", DataType::Int32, false),
+        Field::new("kafka_offset", DataType::Int64, false),
+        Field::new("record_key", DataType::Utf8, true),
+        Field::new("op", DataType::Utf8, true),
+        Field::new("source_ts_ms", DataType::Int64, true),
+        Field::new("raw", DataType::Utf8, true),
+        Field::new("error", DataType::Utf8, true),
+    ]
+}
+
+struct EventColumns {
+    topic: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    key: StringBuilder,
+    op: StringBuilder,
+    ts: Int64Builder,
+    raw: StringBuilder,
+    error: StringBuilder,
+}
+
+impl EventColumns {
+    fn new() -> EventColumns {
+        EventColumns {
+            topic: StringBuilder::new(),
+            partition: Int32Builder::new(),
+            offset: Int64Builder::new(),
+            key: StringBuilder::new(),
+            op: StringBuilder::new(),
+            ts: Int64Builder::new(),
+            raw: StringBuilder::new(),
+            error: StringBuilder::new(),
+        }
+    }
+
+    fn push(&mut self, r: &Consumed, op: Option<&str>, ts: Option<i64>, error: Option<&str>) {
+        self.topic.append_value(&*r.topic);
+        self.partition.append_value(r.partition);
+        self.offset.append_value(r.offset);
+        self.key
+            .append_option(r.record.key.as_deref().map(String::from_utf8_lossy));
+        self.op.append_option(op);
+        self.ts.append_option(ts);
+        self.raw
+            .append_option(r.record.value.as_deref().map(String::from_utf8_lossy));
+        self.error.append_option(error);
+    }
+
+    fn finish(mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.topic.finish()),
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.key.finish()),
+            Arc::new(self.op.finish()),
+            Arc::new(self.ts.finish()),
+            Arc::new(self.raw.finish()),
+            Arc::new(self.error.finish()),
+        ]
+    }
+}
+
+/// Milliseconds of a Debezium point in time: epoch millis (DATETIME) or ISO-8601 UTC text.
+fn millis(m: &Moment) -> Option<i64> {
+    match m {
+        Moment::Millis(ms) => Some(*ms),
+        Moment::Text(t) => parse_iso_millis(t),
+    }
+}
+
+/// `2026-11-25T10:00:00[.123]Z` in epoch milliseconds.
+fn parse_iso_millis(t: &str) -> Option<i64> {
+    let t = t.strip_suffix('Z').unwrap_or(t);
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, u32, u32) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut h = hms.splitn(3, ':');
+    let (hh, mm, ss): (i64, i64, i64) = (
+        h.next()?.parse().ok()?,
+        h.next()?.parse().ok()?,
+        h.next()?.parse().ok()?,
+    );
+    let ms: i64 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(3).collect();
+        digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32)
+    };
+    let days = brewline_core::calendar::days_from_civil(y, m, day);
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+}
+
+/// The `orders` CDC events as a bronze batch.
+fn order_batch(records: &[Consumed]) -> Result<(RecordBatch, u64)> {
+    let mut ev = EventColumns::new();
+    let (mut id, mut at, mut date, mut hour) = (
+        StringBuilder::new(),
+        Int64Builder::new(),
+        StringBuilder::new(),
+        Int32Builder::new(),
+    );
+    let (mut customer, mut store, mut payment, mut n, mut status) = (
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        StringBuilder::new(),
+    );
+    let mut bad = 0;
+    for r in records {
+        let decoded = decode::<OrderRow>(r.record.value.as_deref());
+        let (row, op, ts, error) = match &decoded {
+            Ok(Decoded::Change(e)) => {
+                let row = if e.op == Op::Delete {
+                    e.before.as_ref()
+                } else {
+                    e.after.as_ref()
+                };
+                (row, Some(e.op.code()), Some(e.source.ts_ms), None)
+            }
+            Ok(Decoded::Tombstone) => (None, Some("tombstone"), None, None),
+            Err(err) => {
+                bad += 1;
+                (None, None, None, Some(err.to_string()))
+            }
+        };
+        ev.push(r, op, ts, error.as_deref());
+        let ms = row.and_then(|o| o.timestamp.as_ref()).and_then(millis);
+        id.append_option(row.map(|o| o.id.as_str()));
+        at.append_option(ms);
+        date.append_option(ms.map(brewline_core::calendar::date_of_millis));
+        hour.append_option(ms.map(brewline_core::calendar::hour_of_millis));
+        customer.append_option(row.and_then(|o| o.customer_id));
+        store.append_option(row.map(|o| o.store_id));
+        payment.append_option(row.map(|o| o.payment_method_id));
+        n.append_option(row.map(|o| o.num_products));
+        status.append_option(row.and_then(|o| o.status.as_deref()));
+    }
+    let mut fields = event_fields();
+    fields.extend([
+        Field::new("order_id", DataType::Utf8, true),
+        Field::new("ordered_at_ms", DataType::Int64, true),
+        Field::new("order_date", DataType::Utf8, true),
+        Field::new("order_hour", DataType::Int32, true),
+        Field::new("customer_id", DataType::Int64, true),
+        Field::new("store_id", DataType::Int64, true),
+        Field::new("payment_method_id", DataType::Int64, true),
+        Field::new("num_products", DataType::Int64, true),
+        Field::new("status", DataType::Utf8, true),
+    ]);
+    let mut columns = ev.finish();
+    columns.extend([
+        Arc::new(id.finish()) as ArrayRef,
+        Arc::new(at.finish()),
+        Arc::new(date.finish()),
+        Arc::new(hour.finish()),
+        Arc::new(customer.finish()),
+        Arc::new(store.finish()),
+        Arc::new(payment.finish()),
+        Arc::new(n.finish()),
+        Arc::new(status.finish()),
+    ]);
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| BatchError::lake(ORDERS, e))?;
+    Ok((batch, bad))
+}
+
+/// The `order_details` CDC events as a bronze batch.
+fn line_batch(records: &[Consumed]) -> Result<(RecordBatch, u64)> {
+    let mut ev = EventColumns::new();
+    let (mut order, mut product, mut quantity, mut discount, mut subtotal, mut suggested) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+        BooleanBuilder::new(),
+    );
+    let mut bad = 0;
+    for r in records {
+        let decoded = decode::<OrderLineRow>(r.record.value.as_deref());
+        let (row, op, ts, error) = match &decoded {
+            Ok(Decoded::Change(e)) => {
+                let row = if e.op == Op::Delete {
+                    e.before.as_ref()
+                } else {
+                    e.after.as_ref()
+                };
+                (row, Some(e.op.code()), Some(e.source.ts_ms), None)
+            }
+            Ok(Decoded::Tombstone) => (None, Some("tombstone"), None, None),
+            Err(err) => {
+                bad += 1;
+                (None, None, None, Some(err.to_string()))
+            }
+        };
+        ev.push(r, op, ts, error.as_deref());
+        order.append_option(row.map(|l| l.order_id.as_str()));
+        product.append_option(row.map(|l| l.product_id.as_str()));
+        quantity.append_option(row.map(|l| l.quantity));
+        discount.append_option(row.map(|l| l.discount_percent));
+        subtotal.append_option(row.map(|l| l.subtotal));
+        suggested.append_option(row.map(|l| l.is_suggestion));
+    }
+    let mut fields = event_fields();
+    fields.extend([
+        Field::new("order_id", DataType::Utf8, true),
+        Field::new("product_id", DataType::Utf8, true),
+        Field::new("quantity", DataType::Int64, true),
+        Field::new("discount_percent", DataType::Int64, true),
+        Field::new("subtotal", DataType::Int64, true),
+        Field::new("is_suggestion", DataType::Boolean, true),
+    ]);
+    let mut columns = ev.finish();
+    columns.extend([
+        Arc::new(order.finish()) as ArrayRef,
+        Arc::new(product.finish()),
+        Arc::new(quantity.finish()),
+        Arc::new(discount.finish()),
+        Arc::new(subtotal.finish()),
+        Arc::new(suggested.finish()),
+    ]);
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| BatchError::lake(ORDER_LINES, e))?;
+    Ok((batch, bad))
+}
+
+/// Every record of `topic` not landed yet, read to the end of the log.
+async fn unlanded(
+    log: &dyn EventLog,
+    lake: &Lake,
+    table: &str,
+    topic: &str,
+) -> Result<(Vec<Consumed>, BTreeMap<String, i64>)> {
+    let mut consumer = log
+        .consumer(Subscription {
+            topics: vec![topic.to_string()],
+            group: None,
+        })
+        .await?;
+    let mut landed: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut out = Vec::new();
+    loop {
+        let batch = consumer.poll(50_000, Duration::from_millis(200)).await?;
+        if batch.is_empty() && consumer.lag().await? == 0 {
+            break;
+        }
+        for r in batch {
+            let from = match landed.get(&r.partition) {
+                Some(v) => *v,
+                None => {
+                    let app = format!("{topic}/{}", r.partition);
+                    let v = lake.transaction_version(table, &app).await?.unwrap_or(0);
+                    landed.insert(r.partition, v);
+                    v
+                }
+            };
+            if r.offset >= from {
+                out.push(r);
+            }
+        }
+    }
+    let next = brewline_ports::next_offsets(&out)
+        .into_iter()
+        .map(|(t, p, o)| (format!("{t}/{p}"), o))
+        .collect();
+    Ok((out, next))
+}
+
+/// Lands the CDC topics' new events and extracts the dimensions.
+pub async fn land(
+    log: &dyn EventLog,
+    orders_topic: &str,
+    lines_topic: &str,
+    reference: &ReferenceData,
+    lake: &Lake,
+    run_id: &str,
+) -> Result<Landed> {
+    let mut landed = Landed::default();
+    let metadata = |what: &str| {
+        serde_json::Map::from_iter([
+            ("brewline.run".to_string(), serde_json::json!(run_id)),
+            ("brewline.step".to_string(), serde_json::json!(what)),
+        ])
+    };
+    for (table, topic) in [(ORDERS, orders_topic), (ORDER_LINES, lines_topic)] {
+        let (records, next) = unlanded(log, lake, table, topic).await?;
+        let n = records.len() as u64;
+        if n > 0 {
+            let (batch, bad) = if table == ORDERS {
+                order_batch(&records)?
+            } else {
+                line_batch(&records)?
+            };
+            landed.undecodable += bad;
+            lake.write(
+                table,
+                vec![batch],
+                SaveMode::Append,
+                &next,
+                metadata("bronze"),
+            )
+            .await?;
+        }
+        landed.events.insert(table.to_string(), n);
+    }
+    let extracted_at = brewline_ports::now_ms();
+    for (table, batch) in dimension_batches(reference, extracted_at)? {
+        landed
+            .dimensions
+            .insert(table.to_string(), batch.num_rows() as u64);
+        lake.write(
+            table,
+            vec![batch],
+            SaveMode::Append,
+            &BTreeMap::new(),
+            metadata("bronze"),
+        )
+        .await?;
+    }
+    Ok(landed)
+}
+
+/// The dimension tables as extracted now, each row stamped with `extracted_at_ms`.
+fn dimension_batches(
+    r: &ReferenceData,
+    extracted_at: i64,
+) -> Result<Vec<(&'static str, RecordBatch)>> {
+    fn batch(table: &str, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| BatchError::lake(table, e))
+    }
+    let stamp = |n: usize| -> ArrayRef {
+        Arc::new(deltalake::arrow::array::Int64Array::from(vec![
+            extracted_at;
+            n
+        ]))
+    };
+    let int = |v: Vec<i64>| -> ArrayRef { Arc::new(deltalake::arrow::array::Int64Array::from(v)) };
+    let text = |v: Vec<Option<String>>| -> ArrayRef {
+        Arc::new(deltalake::arrow::array::StringArray::from(v))
+    };
+    let f = |name: &str, t: DataType, null: bool| Field::new(name, t, null);
+    let stores = batch(
+        STORES,
+        vec![
+            f("id", DataType::Int64, false),
+            f("name", DataType::Utf8, true),
+            f("address", DataType::Utf8, true),
+            f("district", DataType::Utf8, true),
+            f("city", DataType::Utf8, true),
+            f("extracted_at_ms", DataType::Int64, false),
+        ],
+        vec![
+            int(r.stores.iter().map(|s| s.id).collect()),
+            text(r.stores.iter().map(|s| Some(s.name.clone())).collect()),
+            text(r.stores.iter().map(|s| Some(s.address.clone())).collect()),
+            text(r.stores.iter().map(|s| Some(s.district.clone())).collect()),
+            text(r.stores.iter().map(|s| Some(s.city.clone())).collect()),
+            stamp(r.stores.len()),
+        ],
+    )?;
+    let payments = batch(
+        PAYMENT_METHODS,
+        vec![
+            f("id", DataType::Int64, false),
+            f("method_name", DataType::Utf8, true),
+            f("bank", DataType::Utf8, true),
+            f("extracted_at_ms", DataType::Int64, false),
+        ],
+        vec![
+            int(r.payment_methods.iter().map(|p| p.id).collect()),
+            text(
+                r.payment_methods
+                    .iter()
+                    .map(|p| Some(p.method_name.clone()))
+                    .collect(),
+            ),
+            text(r.payment_methods.iter().map(|p| p.bank.clone()).collect()),
+            stamp(r.payment_methods.len()),
+        ],
+    )?;
+    let categories = batch(
+        CATEGORIES,
+        vec![
+            f("id", DataType::Int64, false),
+            f("name", DataType::Utf8, true),
+            f("extracted_at_ms", DataType::Int64, false),
+        ],
+        vec![
+            int(r.categories.iter().map(|c| c.id).collect()),
+            text(r.categories.iter().map(|c| Some(c.name.clone())).collect()),
+            stamp(r.categories.len()),
+        ],
+    )?;
+    let products = batch(
+        PRODUCTS,
+        vec![
+            f("id", DataType::Utf8, false),
+            f("name", DataType::Utf8, true),
+            f("category_id", DataType::Int64, true),
+            f("unit_price", DataType::Int64, true),
+            f("extracted_at_ms", DataType::Int64, false),
+        ],
+        vec![
+            text(r.products.iter().map(|p| Some(p.id.clone())).collect()),
+            text(r.products.iter().map(|p| Some(p.name.clone())).collect()),
+            int(r.products.iter().map(|p| p.category_id).collect()),
+            int(r.products.iter().map(|p| p.unit_price).collect()),
+            stamp(r.products.len()),
+        ],
+    )?;
+    Ok(vec![
+        (STORES, stores),
+        (PAYMENT_METHODS, payments),
+        (CATEGORIES, categories),
+        (PRODUCTS, products),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_timestamps_parse_to_millis() {
+        assert_eq!(parse_iso_millis("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(
+            parse_iso_millis("2026-11-25T10:00:00.123Z"),
+            Some(1_795_600_800_123)
+        );
+        assert_eq!(parse_iso_millis("not a time"), None);
+    }
+}

@@ -1,0 +1,125 @@
+//! Data-quality gates: each a SQL query counting the rows that break a rule (not null, unique
+//! keys, non-negative amounts, referential integrity, counts reconciled with the layer
+//! before). Any count above zero fails the run.
+
+use deltalake::arrow::array::{Array, Int64Array};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::DataType;
+use deltalake::datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use crate::{BatchError, Result};
+
+/// A rule and the query that counts its violations (one row, one integer column).
+pub struct Gate {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// The outcome of a gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateResult {
+    pub layer: String,
+    pub name: String,
+    pub violations: u64,
+}
+
+impl GateResult {
+    pub fn passed(&self) -> bool {
+        self.violations == 0
+    }
+}
+
+pub const BRONZE: &[Gate] = &[
+    Gate {
+        name: "every landed event has its topic, partition and offset, once",
+        sql: "SELECT COUNT(*) - COUNT(DISTINCT kafka_topic || '/' || CAST(kafka_partition AS VARCHAR) || '/' || CAST(kafka_offset AS VARCHAR)) FROM bronze_orders",
+    },
+    Gate {
+        name: "every landed line event has its topic, partition and offset, once",
+        sql: "SELECT COUNT(*) - COUNT(DISTINCT kafka_topic || '/' || CAST(kafka_partition AS VARCHAR) || '/' || CAST(kafka_offset AS VARCHAR)) FROM bronze_order_lines",
+    },
+];
+
+pub const SILVER: &[Gate] = &[
+    Gate {
+        name: "orders: order_id, store_id, payment_method_id and ordered_at_ms are not null",
+        sql: "SELECT COUNT(*) FROM silver_orders WHERE order_id IS NULL OR store_id IS NULL OR payment_method_id IS NULL OR ordered_at_ms IS NULL",
+    },
+    Gate {
+        name: "orders: order_id is unique",
+        sql: "SELECT COUNT(*) - COUNT(DISTINCT order_id) FROM silver_orders",
+    },
+    Gate {
+        name: "order lines: (order_id, product_id) is unique",
+        sql: "SELECT COUNT(*) - COUNT(DISTINCT order_id || '/' || product_id) FROM silver_order_lines",
+    },
+    Gate {
+        name: "order lines: quantity positive, subtotal not negative",
+        sql: "SELECT COUNT(*) FROM silver_order_lines WHERE quantity IS NULL OR quantity < 1 OR subtotal IS NULL OR subtotal < 0",
+    },
+    Gate {
+        name: "order lines: each belongs to an order",
+        sql: "SELECT COUNT(*) FROM silver_order_lines l LEFT JOIN silver_orders o ON o.order_id = l.order_id WHERE o.order_id IS NULL",
+    },
+    Gate {
+        name: "order lines: each product exists",
+        sql: "SELECT COUNT(*) FROM silver_order_lines l LEFT JOIN silver_products p ON p.id = l.product_id WHERE p.id IS NULL",
+    },
+    Gate {
+        name: "orders: each store and payment method exists",
+        sql: "SELECT COUNT(*) FROM silver_orders o LEFT JOIN silver_stores s ON s.id = o.store_id LEFT JOIN silver_payment_method p ON p.id = o.payment_method_id WHERE s.id IS NULL OR p.id IS NULL",
+    },
+    Gate {
+        name: "dimensions: ids are unique",
+        sql: "SELECT (SELECT COUNT(*) - COUNT(DISTINCT id) FROM silver_stores) + (SELECT COUNT(*) - COUNT(DISTINCT id) FROM silver_products) + (SELECT COUNT(*) - COUNT(DISTINCT id) FROM silver_payment_method)",
+    },
+];
+
+pub const GOLD: &[Gate] = &[
+    Gate {
+        name: "fact: one row per silver order line",
+        sql: "SELECT ABS((SELECT COUNT(*) FROM fact_order_lines) - (SELECT COUNT(*) FROM silver_order_lines))",
+    },
+    Gate {
+        name: "fact: revenue equals silver's, to the unit",
+        sql: "SELECT ABS(COALESCE((SELECT SUM(subtotal) FROM fact_order_lines), 0) - COALESCE((SELECT SUM(subtotal) FROM silver_order_lines), 0))",
+    },
+    Gate {
+        name: "mart: daily revenue adds up to the fact's",
+        sql: "SELECT ABS(COALESCE((SELECT SUM(revenue) FROM revenue_daily), 0) - COALESCE((SELECT SUM(subtotal) FROM fact_order_lines), 0))",
+    },
+    Gate {
+        name: "mart: affinity support within (0, 1], lift positive",
+        sql: "SELECT COUNT(*) FROM product_affinity WHERE support <= 0 OR support > 1 OR lift <= 0",
+    },
+];
+
+/// Runs `gates` of `layer`.
+pub async fn check(ctx: &SessionContext, layer: &str, gates: &[Gate]) -> Result<Vec<GateResult>> {
+    let mut out = Vec::with_capacity(gates.len());
+    for g in gates {
+        let batches = ctx
+            .sql(g.sql)
+            .await
+            .map_err(|e| BatchError::gate(g.name, e))?
+            .collect()
+            .await
+            .map_err(|e| BatchError::gate(g.name, e))?;
+        let value = batches
+            .first()
+            .filter(|b| b.num_rows() == 1 && b.num_columns() == 1)
+            .and_then(|b| cast(b.column(0), &DataType::Int64).ok())
+            .and_then(|c| {
+                let ints = c.as_any().downcast_ref::<Int64Array>()?;
+                Some(if ints.is_null(0) { 0 } else { ints.value(0) })
+            })
+            .ok_or_else(|| BatchError::gate(g.name, "the gate's query must return one integer"))?;
+        out.push(GateResult {
+            layer: layer.to_string(),
+            name: g.name.to_string(),
+            violations: value.max(0) as u64,
+        });
+    }
+    Ok(out)
+}

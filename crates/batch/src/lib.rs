@@ -1,0 +1,47 @@
+//! brewline's batch layer: a medallion lake of Delta Lake tables (readable by Spark, Trino,
+//! DuckDB and Polars), built with DataFusion SQL.
+//!
+//! - [`bronze`]: every CDC event landed once (offsets committed with the data), dimensions as
+//!   extracted;
+//! - silver: current state of orders and lines, dimensions deduplicated and cleaned;
+//! - gold: the fact table and the marts, including product affinity;
+//! - [`gates`] after each layer; a failure publishes nothing further ([`job`]).
+
+pub mod bronze;
+pub mod gates;
+pub mod job;
+pub mod lake;
+
+pub use job::{run, RunReport, Sources};
+pub use lake::Lake;
+
+/// What can go wrong in a batch run.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("lake table {table}: {message}")]
+    Lake { table: String, message: String },
+    #[error("gate {gate}: {message}")]
+    Gate { gate: String, message: String },
+    #[error("bronze table {0} is empty: nothing was ever landed (run the capture first)")]
+    Empty(String),
+    #[error(transparent)]
+    Port(#[from] brewline_ports::PortError),
+}
+
+impl BatchError {
+    pub(crate) fn lake(table: &str, e: impl std::fmt::Display) -> BatchError {
+        BatchError::Lake {
+            table: table.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn gate(gate: &str, e: impl std::fmt::Display) -> BatchError {
+        BatchError::Gate {
+            gate: gate.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, BatchError>;
