@@ -176,10 +176,14 @@ async fn compute(
             .await
             .map_err(|e| BatchError::lake(step.table, e))?;
         let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let batches = df
+        let mut batches = df
             .collect()
             .await
             .map_err(|e| BatchError::lake(step.table, e))?;
+        if batches.is_empty() {
+            // An empty result is still a table, with its columns.
+            batches.push(RecordBatch::new_empty(schema.clone()));
+        }
         ctx.register_table(step.name, lake::in_memory(batches.clone(), schema)?)
             .map_err(|e| BatchError::lake(step.table, e))?;
         tables.push(TableReport {

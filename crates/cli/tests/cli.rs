@@ -124,8 +124,21 @@ fn demo_suggests_once_per_eligible_order_and_continues_on_the_same_data_dir() {
     assert_eq!(tail(dir.path(), "mysql.coffee_shop.orders").len(), 20_000);
     assert!(tail(dir.path(), "brewline.dlq").is_empty());
 
+    // The demo ends with a batch run: every gate passed, the marts printed.
+    assert!(summary.contains("every gate passed"), "{summary}");
+    assert!(summary.contains("mart/revenue_daily"), "{summary}");
+    assert!(dir.path().join("lake/silver/orders/_delta_log").is_dir());
+
     let again = ok(&["demo", "--orders", "3000", "--seed", "7", "--data-dir", d]);
     assert_eq!(figure(&again, "orders"), 23_000);
+    // Bronze landed only the new events; a batch run on its own finds nothing new.
+    let bronze = |s: &str| figure(s, "bronze/orders_cdc");
+    assert_eq!(bronze(&summary), 20_000);
+    assert_eq!(bronze(&again), 3_000);
+    let batch = ok(&["batch", "run", "--data-dir", d]);
+    assert!(batch.contains("every gate passed"), "{batch}");
+    assert_eq!(bronze(&batch), 0);
+    assert_eq!(figure(&batch, "silver/orders"), 23_000);
     assert_eq!(figure(&again, "complete orders"), 23_000);
     let suggested = check_suggestions(dir.path());
     assert_eq!(figure(&again, "suggestions"), suggested as u64);
@@ -281,6 +294,8 @@ fn every_command_has_help_and_json_logs_are_json() {
         vec!["tail", "--help"],
         vec!["bench", "--help"],
         vec!["config", "--help"],
+        vec!["cdc", "--help"],
+        vec!["batch", "run", "--help"],
     ] {
         let out = ok(&cmd);
         assert!(out.contains("Usage:"), "{cmd:?}");
