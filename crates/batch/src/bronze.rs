@@ -144,139 +144,170 @@ fn parse_iso_millis(t: &str) -> Option<i64> {
     Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
 }
 
-/// The `orders` CDC events as a bronze batch.
-fn order_batch(records: &[Consumed]) -> Result<(RecordBatch, u64)> {
+/// The typed columns of one table's rows, filled next to the event columns.
+trait RowColumns<T> {
+    /// The row after the change (before it, for a delete); `None` for a tombstone or an event
+    /// that did not decode.
+    fn push(&mut self, row: Option<&T>);
+    /// Each column with its field.
+    fn finish(self) -> Vec<(Field, ArrayRef)>;
+}
+
+/// CDC events of one table as a bronze batch: the event columns, then the row's; and how many
+/// did not decode.
+fn cdc_batch<T: serde::de::DeserializeOwned>(
+    table: &str,
+    records: &[Consumed],
+    mut row_columns: impl RowColumns<T>,
+) -> Result<(RecordBatch, u64)> {
     let mut ev = EventColumns::new();
-    let (mut id, mut at, mut date, mut hour) = (
-        StringBuilder::new(),
-        Int64Builder::new(),
-        StringBuilder::new(),
-        Int32Builder::new(),
-    );
-    let (mut customer, mut store, mut payment, mut n, mut status) = (
-        Int64Builder::new(),
-        Int64Builder::new(),
-        Int64Builder::new(),
-        Int64Builder::new(),
-        StringBuilder::new(),
-    );
     let mut bad = 0;
     for r in records {
-        let decoded = decode::<OrderRow>(r.record.value.as_deref());
-        let (row, op, ts, error) = match &decoded {
+        match decode::<T>(r.record.value.as_deref()) {
             Ok(Decoded::Change(e)) => {
+                ev.push(r, Some(e.op.code()), Some(e.source.ts_ms), None);
                 let row = if e.op == Op::Delete {
                     e.before.as_ref()
                 } else {
                     e.after.as_ref()
                 };
-                (row, Some(e.op.code()), Some(e.source.ts_ms), None)
+                row_columns.push(row);
             }
-            Ok(Decoded::Tombstone) => (None, Some("tombstone"), None, None),
+            Ok(Decoded::Tombstone) => {
+                ev.push(r, Some("tombstone"), None, None);
+                row_columns.push(None);
+            }
             Err(err) => {
                 bad += 1;
-                (None, None, None, Some(err.to_string()))
+                ev.push(r, None, None, Some(&err.to_string()));
+                row_columns.push(None);
             }
-        };
-        ev.push(r, op, ts, error.as_deref());
-        let ms = row.and_then(|o| o.timestamp.as_ref()).and_then(millis);
-        id.append_option(row.map(|o| o.id.as_str()));
-        at.append_option(ms);
-        date.append_option(ms.map(brewline_core::calendar::date_of_millis));
-        hour.append_option(ms.map(brewline_core::calendar::hour_of_millis));
-        customer.append_option(row.and_then(|o| o.customer_id));
-        store.append_option(row.map(|o| o.store_id));
-        payment.append_option(row.map(|o| o.payment_method_id));
-        n.append_option(row.map(|o| o.num_products));
-        status.append_option(row.and_then(|o| o.status.as_deref()));
+        }
     }
-    let mut fields = event_fields();
-    fields.extend([
-        Field::new("order_id", DataType::Utf8, true),
-        Field::new("ordered_at_ms", DataType::Int64, true),
-        Field::new("order_date", DataType::Utf8, true),
-        Field::new("order_hour", DataType::Int32, true),
-        Field::new("customer_id", DataType::Int64, true),
-        Field::new("store_id", DataType::Int64, true),
-        Field::new("payment_method_id", DataType::Int64, true),
-        Field::new("num_products", DataType::Int64, true),
-        Field::new("status", DataType::Utf8, true),
-    ]);
-    let mut columns = ev.finish();
-    columns.extend([
-        Arc::new(id.finish()) as ArrayRef,
-        Arc::new(at.finish()),
-        Arc::new(date.finish()),
-        Arc::new(hour.finish()),
-        Arc::new(customer.finish()),
-        Arc::new(store.finish()),
-        Arc::new(payment.finish()),
-        Arc::new(n.finish()),
-        Arc::new(status.finish()),
-    ]);
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = event_fields()
+        .into_iter()
+        .zip(ev.finish())
+        .chain(row_columns.finish())
+        .unzip();
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| BatchError::lake(ORDERS, e))?;
+        .map_err(|e| BatchError::lake(table, e))?;
     Ok((batch, bad))
 }
 
-/// The `order_details` CDC events as a bronze batch.
-fn line_batch(records: &[Consumed]) -> Result<(RecordBatch, u64)> {
-    let mut ev = EventColumns::new();
-    let (mut order, mut product, mut quantity, mut discount, mut subtotal, mut suggested) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        Int64Builder::new(),
-        Int64Builder::new(),
-        Int64Builder::new(),
-        BooleanBuilder::new(),
-    );
-    let mut bad = 0;
-    for r in records {
-        let decoded = decode::<OrderLineRow>(r.record.value.as_deref());
-        let (row, op, ts, error) = match &decoded {
-            Ok(Decoded::Change(e)) => {
-                let row = if e.op == Op::Delete {
-                    e.before.as_ref()
-                } else {
-                    e.after.as_ref()
-                };
-                (row, Some(e.op.code()), Some(e.source.ts_ms), None)
-            }
-            Ok(Decoded::Tombstone) => (None, Some("tombstone"), None, None),
-            Err(err) => {
-                bad += 1;
-                (None, None, None, Some(err.to_string()))
-            }
-        };
-        ev.push(r, op, ts, error.as_deref());
-        order.append_option(row.map(|l| l.order_id.as_str()));
-        product.append_option(row.map(|l| l.product_id.as_str()));
-        quantity.append_option(row.map(|l| l.quantity));
-        discount.append_option(row.map(|l| l.discount_percent));
-        subtotal.append_option(row.map(|l| l.subtotal));
-        suggested.append_option(row.map(|l| l.is_suggestion));
+#[derive(Default)]
+struct OrderColumns {
+    id: StringBuilder,
+    at: Int64Builder,
+    date: StringBuilder,
+    hour: Int32Builder,
+    customer: Int64Builder,
+    store: Int64Builder,
+    payment: Int64Builder,
+    products: Int64Builder,
+    status: StringBuilder,
+}
+
+impl RowColumns<OrderRow> for OrderColumns {
+    fn push(&mut self, row: Option<&OrderRow>) {
+        let ms = row.and_then(|o| o.timestamp.as_ref()).and_then(millis);
+        self.id.append_option(row.map(|o| o.id.as_str()));
+        self.at.append_option(ms);
+        self.date
+            .append_option(ms.map(brewline_core::calendar::date_of_millis));
+        self.hour
+            .append_option(ms.map(brewline_core::calendar::hour_of_millis));
+        self.customer.append_option(row.and_then(|o| o.customer_id));
+        self.store.append_option(row.map(|o| o.store_id));
+        self.payment.append_option(row.map(|o| o.payment_method_id));
+        self.products.append_option(row.map(|o| o.num_products));
+        self.status
+            .append_option(row.and_then(|o| o.status.as_deref()));
     }
-    let mut fields = event_fields();
-    fields.extend([
-        Field::new("order_id", DataType::Utf8, true),
-        Field::new("product_id", DataType::Utf8, true),
-        Field::new("quantity", DataType::Int64, true),
-        Field::new("discount_percent", DataType::Int64, true),
-        Field::new("subtotal", DataType::Int64, true),
-        Field::new("is_suggestion", DataType::Boolean, true),
-    ]);
-    let mut columns = ev.finish();
-    columns.extend([
-        Arc::new(order.finish()) as ArrayRef,
-        Arc::new(product.finish()),
-        Arc::new(quantity.finish()),
-        Arc::new(discount.finish()),
-        Arc::new(subtotal.finish()),
-        Arc::new(suggested.finish()),
-    ]);
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| BatchError::lake(ORDER_LINES, e))?;
-    Ok((batch, bad))
+
+    fn finish(mut self) -> Vec<(Field, ArrayRef)> {
+        let f = |name: &str, t: DataType| Field::new(name, t, true);
+        vec![
+            (f("order_id", DataType::Utf8), Arc::new(self.id.finish())),
+            (
+                f("ordered_at_ms", DataType::Int64),
+                Arc::new(self.at.finish()),
+            ),
+            (
+                f("order_date", DataType::Utf8),
+                Arc::new(self.date.finish()),
+            ),
+            (
+                f("order_hour", DataType::Int32),
+                Arc::new(self.hour.finish()),
+            ),
+            (
+                f("customer_id", DataType::Int64),
+                Arc::new(self.customer.finish()),
+            ),
+            (
+                f("store_id", DataType::Int64),
+                Arc::new(self.store.finish()),
+            ),
+            (
+                f("payment_method_id", DataType::Int64),
+                Arc::new(self.payment.finish()),
+            ),
+            (
+                f("num_products", DataType::Int64),
+                Arc::new(self.products.finish()),
+            ),
+            (f("status", DataType::Utf8), Arc::new(self.status.finish())),
+        ]
+    }
+}
+
+#[derive(Default)]
+struct LineColumns {
+    order: StringBuilder,
+    product: StringBuilder,
+    quantity: Int64Builder,
+    discount: Int64Builder,
+    subtotal: Int64Builder,
+    suggested: BooleanBuilder,
+}
+
+impl RowColumns<OrderLineRow> for LineColumns {
+    fn push(&mut self, row: Option<&OrderLineRow>) {
+        self.order.append_option(row.map(|l| l.order_id.as_str()));
+        self.product
+            .append_option(row.map(|l| l.product_id.as_str()));
+        self.quantity.append_option(row.map(|l| l.quantity));
+        self.discount.append_option(row.map(|l| l.discount_percent));
+        self.subtotal.append_option(row.map(|l| l.subtotal));
+        self.suggested.append_option(row.map(|l| l.is_suggestion));
+    }
+
+    fn finish(mut self) -> Vec<(Field, ArrayRef)> {
+        let f = |name: &str, t: DataType| Field::new(name, t, true);
+        vec![
+            (f("order_id", DataType::Utf8), Arc::new(self.order.finish())),
+            (
+                f("product_id", DataType::Utf8),
+                Arc::new(self.product.finish()),
+            ),
+            (
+                f("quantity", DataType::Int64),
+                Arc::new(self.quantity.finish()),
+            ),
+            (
+                f("discount_percent", DataType::Int64),
+                Arc::new(self.discount.finish()),
+            ),
+            (
+                f("subtotal", DataType::Int64),
+                Arc::new(self.subtotal.finish()),
+            ),
+            (
+                f("is_suggestion", DataType::Boolean),
+                Arc::new(self.suggested.finish()),
+            ),
+        ]
+    }
 }
 
 /// Every record of `topic` not landed yet, read to the end of the log.
@@ -342,9 +373,9 @@ pub async fn land(
         let n = records.len() as u64;
         if n > 0 {
             let (batch, bad) = if table == ORDERS {
-                order_batch(&records)?
+                cdc_batch(table, &records, OrderColumns::default())?
             } else {
-                line_batch(&records)?
+                cdc_batch(table, &records, LineColumns::default())?
             };
             landed.undecodable += bad;
             lake.write(

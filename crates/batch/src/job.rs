@@ -27,57 +27,34 @@ pub struct Step {
     pub sql: &'static str,
 }
 
+/// `step!("mart", "revenue_daily")`: table `mart/revenue_daily`, name `revenue_daily`, SQL
+/// `sql/mart_revenue_daily.sql`; `step!("silver", "orders", "silver_orders")` names it.
 macro_rules! step {
-    ($layer:literal, $name:literal) => {
+    ($layer:literal, $table:literal) => {
+        step!($layer, $table, $table)
+    };
+    ($layer:literal, $table:literal, $name:literal) => {
         Step {
-            table: concat!($layer, "/", $name),
+            table: concat!($layer, "/", $table),
             name: $name,
-            sql: include_str!(concat!("../sql/", $layer, "_", $name, ".sql")),
+            sql: include_str!(concat!("../sql/", $layer, "_", $table, ".sql")),
         }
     };
 }
 
 /// Silver: current state of orders and lines, dimensions deduplicated and cleaned.
 pub const SILVER: [Step; 6] = [
-    Step {
-        table: "silver/orders",
-        name: "silver_orders",
-        sql: include_str!("../sql/silver_orders.sql"),
-    },
-    Step {
-        table: "silver/order_lines",
-        name: "silver_order_lines",
-        sql: include_str!("../sql/silver_order_lines.sql"),
-    },
-    Step {
-        table: "silver/stores",
-        name: "silver_stores",
-        sql: include_str!("../sql/silver_stores.sql"),
-    },
-    Step {
-        table: "silver/payment_method",
-        name: "silver_payment_method",
-        sql: include_str!("../sql/silver_payment_method.sql"),
-    },
-    Step {
-        table: "silver/product_category",
-        name: "silver_product_category",
-        sql: include_str!("../sql/silver_product_category.sql"),
-    },
-    Step {
-        table: "silver/products",
-        name: "silver_products",
-        sql: include_str!("../sql/silver_products.sql"),
-    },
+    step!("silver", "orders", "silver_orders"),
+    step!("silver", "order_lines", "silver_order_lines"),
+    step!("silver", "stores", "silver_stores"),
+    step!("silver", "payment_method", "silver_payment_method"),
+    step!("silver", "product_category", "silver_product_category"),
+    step!("silver", "products", "silver_products"),
 ];
 
 /// Gold: the fact table, then the marts over it.
 pub const GOLD: [Step; 9] = [
-    Step {
-        table: "gold/fact_order_lines",
-        name: "fact_order_lines",
-        sql: include_str!("../sql/gold_fact_order_lines.sql"),
-    },
+    step!("gold", "fact_order_lines"),
     step!("mart", "revenue_daily"),
     step!("mart", "revenue_store_daily"),
     step!("mart", "revenue_category_daily"),

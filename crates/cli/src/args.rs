@@ -94,6 +94,15 @@ pub struct DataDirArg {
     pub data_dir: Option<PathBuf>,
 }
 
+impl DataDirArg {
+    /// The flag, else `embedded.data_dir`.
+    pub fn resolve(&self, config: &Config) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| config.embedded.data_dir.clone())
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Orders the tills write in this run.

@@ -44,11 +44,7 @@ pub async fn run_embedded(pipeline: &EmbeddedPipeline, lake: &Lake) -> anyhow::R
 }
 
 pub async fn run(config: Config, args: BatchRunArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args
-        .data_dir
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| config.embedded.data_dir.clone());
+    let data_dir = args.data_dir.resolve(&config);
     let mut config = config;
     if let Some(l) = args.lake {
         config.batch.lake = Some(l);

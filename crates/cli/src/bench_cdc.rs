@@ -17,12 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use brewline_core::suggestion::Lookups;
 use brewline_core::ReferenceData;
 use brewline_kafka::{KafkaConsumer, KafkaLog};
 use brewline_mysql::MysqlSource;
-use brewline_ports::{Consumer, EventLog, LookupStore, SourceDb, Subscription};
-use brewline_redis::RedisLookups;
+use brewline_ports::{Consumer, EventLog, SourceDb, Subscription};
 use brewline_speed::stats::Stats;
 use tokio::sync::watch;
 
@@ -124,15 +122,7 @@ pub async fn run(
     // 2. Latency.
     let c = fresh(&config, "latency");
     let source = prepare(&c).await?;
-    let reference = source.load_reference().await?;
-    RedisLookups::connect(&c.redis)
-        .await
-        .context("connecting to the static Redis")?
-        .publish(&Lookups::from_reference(
-            &reference,
-            &c.recommender.eligible_bank,
-        ))
-        .await?;
+    crate::bench_kafka::publish_lookups(&c, &source.load_reference().await?).await?;
     capture_once(&c).await?;
     let work = tempfile::tempdir()?;
     let config_file = work.path().join("bench.toml");

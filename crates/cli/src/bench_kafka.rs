@@ -80,6 +80,19 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
+/// The lookups of `reference` published to the configured static Redis.
+pub async fn publish_lookups(config: &Config, reference: &ReferenceData) -> anyhow::Result<()> {
+    RedisLookups::connect(&config.redis)
+        .await
+        .context("connecting to the static Redis")?
+        .publish(&Lookups::from_reference(
+            reference,
+            &config.recommender.eligible_bank,
+        ))
+        .await?;
+    Ok(())
+}
+
 pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow::Result<ExitCode> {
     config.kafka.brokers = brokers;
     args.redis.apply(&mut config);
@@ -95,15 +108,7 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
     for (topic, partitions) in crate::topics::all(&config) {
         log.create_topic(&topic, partitions).await?;
     }
-    let reference = ReferenceData::bundled()?;
-    RedisLookups::connect(&config.redis)
-        .await
-        .context("connecting to the static Redis")?
-        .publish(&Lookups::from_reference(
-            &reference,
-            &config.recommender.eligible_bank,
-        ))
-        .await?;
+    publish_lookups(&config, &ReferenceData::bundled()?).await?;
 
     // The events: the tills' orders, captured as Debezium events into the CDC topics.
     let work = tempfile::tempdir()?;

@@ -25,11 +25,7 @@ fn bar(multi: &MultiProgress, len: u64, prefix: &'static str) -> ProgressBar {
 }
 
 pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args
-        .data_dir
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| config.embedded.data_dir.clone());
+    let data_dir = args.data_dir.resolve(&config);
     let schemas = args.schemas.unwrap_or(config.capture.schemas);
     let pipeline = EmbeddedPipeline::open(config, &data_dir)?;
     crate::metrics_server::start(args.metrics.metrics_addr, pipeline.stats.clone()).await?;

@@ -61,7 +61,7 @@ pub async fn run(mut config: Config, args: TailArgs) -> anyhow::Result<ExitCode>
             (boxed, Duration::from_millis(args.idle_ms))
         }
         None => {
-            let dir = args.data_dir.data_dir.unwrap_or(config.embedded.data_dir);
+            let dir = args.data_dir.resolve(&config);
             let path = dir.join("log.sqlite");
             anyhow::ensure!(
                 path.is_file(),

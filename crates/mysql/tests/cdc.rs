@@ -5,40 +5,16 @@
 use std::time::Duration;
 
 use brewline_core::debezium::{ColumnType, Op};
-use brewline_core::ReferenceData;
-use brewline_mysql::{CdcConfig, MysqlCapture, MysqlCheckpoints, MysqlConfig, MysqlSource};
-use brewline_ports::{Capturable, ChangeFeed, CheckpointStore, RowChange, SourceDb};
-use mysql_async::prelude::Queryable;
+use brewline_mysql::{CdcConfig, MysqlCapture, MysqlCheckpoints, MysqlSource};
+use brewline_ports::{Capturable, ChangeFeed, CheckpointStore, RowChange};
+
+mod common;
+use common::seeded;
 use serde_json::json;
 
-fn config(name: &str) -> MysqlConfig {
-    let url = std::env::var("TEST_BREWLINE_MYSQL_URL")
-        .expect("TEST_BREWLINE_MYSQL_URL is not set: run these tests through scripts/test");
-    MysqlConfig {
-        url,
-        database: format!("{name}_{}", brewline_ports::now_us()),
-        ..MysqlConfig::default()
-    }
-}
-
-async fn seeded(name: &str) -> MysqlConfig {
-    let c = config(name);
-    let s = MysqlSource::new(&c).unwrap();
-    s.init_schema().await.unwrap();
-    s.seed_reference(&ReferenceData::bundled().unwrap())
-        .await
-        .unwrap();
-    c
-}
-
-async fn sql(c: &MysqlConfig, statements: &[&str]) {
-    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&c.url).unwrap())
-        .db_name(Some(c.database.clone()));
-    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
-    for s in statements {
-        conn.query_drop(*s).await.unwrap();
-    }
-    conn.disconnect().await.unwrap();
+async fn sql(source: &MysqlSource, statements: &[&str]) {
+    let statements: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+    source.execute(&statements).await.unwrap();
 }
 
 /// Reads until `n` changes came (or fails after 20 s).
@@ -63,9 +39,9 @@ const ORDER: &str = "INSERT INTO orders (id, timestamp, customer_id, store_id, p
 #[tokio::test]
 #[ignore = "needs MariaDB: run scripts/test"]
 async fn snapshot_then_binlog_with_debezium_types_transactions_and_resume() {
-    let c = seeded("cdc_stream").await;
+    let (source, c) = seeded("cdc_stream").await;
     sql(
-        &c,
+        &source,
         &[
             ORDER,
             "INSERT INTO order_details VALUES ('o-1', 'CF01', 1, 0, 45000, FALSE),
@@ -113,7 +89,7 @@ async fn snapshot_then_binlog_with_debezium_types_transactions_and_resume() {
 
     // Streaming: a two-row transaction, an update and a delete.
     sql(
-        &c,
+        &source,
         &[
             "START TRANSACTION",
             "INSERT INTO orders VALUES ('o-2', '2026-11-25 10:01:00', NULL, 2, 3, 1, NULL)",
@@ -175,7 +151,7 @@ async fn snapshot_then_binlog_with_debezium_types_transactions_and_resume() {
 
     // A column added mid-stream: capture goes on, and rows carry it with the new schema.
     sql(
-        &c,
+        &source,
         &[
             "ALTER TABLE orders ADD COLUMN channel VARCHAR(16) NULL",
             "INSERT INTO orders VALUES ('o-3', '2026-11-25 10:02:00', 9, 1, 1, 1, NULL, 'app')",
@@ -200,7 +176,7 @@ async fn snapshot_then_binlog_with_debezium_types_transactions_and_resume() {
 #[tokio::test]
 #[ignore = "needs MariaDB: run scripts/test"]
 async fn positions_are_kept_in_a_table_and_bad_settings_are_named() {
-    let c = seeded("cdc_offsets").await;
+    let (_, c) = seeded("cdc_offsets").await;
     let store = MysqlCheckpoints::connect(&c, &format!("{}_offsets", c.database))
         .await
         .unwrap();

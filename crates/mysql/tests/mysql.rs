@@ -6,30 +6,12 @@
 use brewline_core::generator::Tills;
 use brewline_core::suggestion::Suggestion;
 use brewline_core::ReferenceData;
-use brewline_mysql::{MysqlConfig, MysqlSource};
+use brewline_mysql::MysqlConfig;
 use brewline_ports::SourceDb;
 use mysql_async::prelude::Queryable;
 
-/// A database of its own for each test, on the test server.
-fn config(name: &str) -> MysqlConfig {
-    let url = std::env::var("TEST_BREWLINE_MYSQL_URL")
-        .expect("TEST_BREWLINE_MYSQL_URL is not set: run these tests through scripts/test");
-    MysqlConfig {
-        url,
-        database: format!("{name}_{}", brewline_ports::now_us()),
-        ..MysqlConfig::default()
-    }
-}
-
-async fn seeded(name: &str) -> (MysqlSource, MysqlConfig) {
-    let c = config(name);
-    let s = MysqlSource::new(&c).unwrap();
-    s.init_schema().await.unwrap();
-    s.seed_reference(&ReferenceData::bundled().unwrap())
-        .await
-        .unwrap();
-    (s, c)
-}
+mod common;
+use common::seeded;
 
 async fn query_one(c: &MysqlConfig, sql: &str) -> i64 {
     let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&c.url).unwrap())

@@ -188,10 +188,17 @@ impl Capture {
         });
         futures_util::future::try_join_all(sends).await?;
         Stats::add(&self.stats.captured, changes.len() as u64);
+        // Counted per table and op first: one lock per pair, not per change.
+        let mut counts: Vec<(&str, &'static str, u64)> = Vec::new();
         for change in changes {
-            self.stats
-                .captured_rows
-                .add(&change.table, change.op.code(), 1);
+            let (table, op) = (change.table.as_str(), change.op.code());
+            match counts.iter_mut().find(|(t, o, _)| *t == table && *o == op) {
+                Some((_, _, n)) => *n += 1,
+                None => counts.push((table, op, 1)),
+            }
+        }
+        for (table, op, n) in counts {
+            self.stats.captured_rows.add(table, op, n);
         }
         Ok(changes.iter().rev().find_map(|c| c.resume_after.clone()))
     }
