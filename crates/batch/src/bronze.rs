@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brewline_core::debezium::{decode, Decoded, Moment, Op, OrderLineRow, OrderRow};
-use brewline_core::ReferenceData;
+use brewline_core::{calendar, DimensionExtract, Versioned};
 use brewline_ports::{Consumed, EventLog, Subscription};
 use deltalake::arrow::array::{
     ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
@@ -140,7 +140,7 @@ fn parse_iso_millis(t: &str) -> Option<i64> {
         let digits: String = frac.chars().take(3).collect();
         digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32)
     };
-    let days = brewline_core::calendar::days_from_civil(y, m, day);
+    let days = calendar::days_from_civil(y, m, day);
     Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
 }
 
@@ -212,10 +212,8 @@ impl RowColumns<OrderRow> for OrderColumns {
         let ms = row.and_then(|o| o.timestamp.as_ref()).and_then(millis);
         self.id.append_option(row.map(|o| o.id.as_str()));
         self.at.append_option(ms);
-        self.date
-            .append_option(ms.map(brewline_core::calendar::date_of_millis));
-        self.hour
-            .append_option(ms.map(brewline_core::calendar::hour_of_millis));
+        self.date.append_option(ms.map(calendar::date_of_millis));
+        self.hour.append_option(ms.map(calendar::hour_of_millis));
         self.customer.append_option(row.and_then(|o| o.customer_id));
         self.store.append_option(row.map(|o| o.store_id));
         self.payment.append_option(row.map(|o| o.payment_method_id));
@@ -310,40 +308,41 @@ impl RowColumns<OrderLineRow> for LineColumns {
     }
 }
 
-/// Every record of `topic` not landed yet, read to the end of the log.
+/// Every record of `topic` not landed yet, read from the offsets the lake holds to the end of
+/// the log; and the next offsets to record.
 async fn unlanded(
     log: &dyn EventLog,
     lake: &Lake,
     table: &str,
     topic: &str,
 ) -> Result<(Vec<Consumed>, BTreeMap<String, i64>)> {
+    let mut from = Vec::new();
+    for p in 0..log.partitions(topic).await? {
+        let app = format!("{topic}/{p}");
+        if let Some(next) = lake.transaction_version(table, &app).await? {
+            from.push((topic.to_string(), p, next));
+        }
+    }
+    let landed: BTreeMap<i32, i64> = from.iter().map(|(_, p, o)| (*p, *o)).collect();
     let mut consumer = log
         .consumer(Subscription {
             topics: vec![topic.to_string()],
             group: None,
+            from,
         })
         .await?;
-    let mut landed: BTreeMap<i32, i64> = BTreeMap::new();
     let mut out = Vec::new();
     loop {
         let batch = consumer.poll(50_000, Duration::from_millis(200)).await?;
         if batch.is_empty() && consumer.lag().await? == 0 {
             break;
         }
-        for r in batch {
-            let from = match landed.get(&r.partition) {
-                Some(v) => *v,
-                None => {
-                    let app = format!("{topic}/{}", r.partition);
-                    let v = lake.transaction_version(table, &app).await?.unwrap_or(0);
-                    landed.insert(r.partition, v);
-                    v
-                }
-            };
-            if r.offset >= from {
-                out.push(r);
-            }
-        }
+        // The reader starts at the landed offsets; a record before them is never landed twice.
+        out.extend(
+            batch
+                .into_iter()
+                .filter(|r| r.offset >= landed.get(&r.partition).copied().unwrap_or(0)),
+        );
     }
     let next = brewline_ports::next_offsets(&out)
         .into_iter()
@@ -357,7 +356,7 @@ pub async fn land(
     log: &dyn EventLog,
     orders_topic: &str,
     lines_topic: &str,
-    reference: &ReferenceData,
+    dimensions: &DimensionExtract,
     lake: &Lake,
     run_id: &str,
 ) -> Result<Landed> {
@@ -390,7 +389,7 @@ pub async fn land(
         landed.events.insert(table.to_string(), n);
     }
     let extracted_at = brewline_ports::now_ms();
-    for (table, batch) in dimension_batches(reference, extracted_at)? {
+    for (table, batch) in dimension_batches(dimensions, extracted_at)? {
         landed
             .dimensions
             .insert(table.to_string(), batch.num_rows() as u64);
@@ -406,100 +405,119 @@ pub async fn land(
     Ok(landed)
 }
 
-/// The dimension tables as extracted now, each row stamped with `extracted_at_ms`.
+/// The dimension tables as extracted now: each row with its source `updated_at` (epoch ms,
+/// and as UTC text) and stamped with `extracted_at_ms`.
 fn dimension_batches(
-    r: &ReferenceData,
+    d: &DimensionExtract,
     extracted_at: i64,
 ) -> Result<Vec<(&'static str, RecordBatch)>> {
-    fn batch(table: &str, fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+    use deltalake::arrow::array::{Int64Array, StringArray};
+    /// The id and attribute columns of a table, then `updated_at_ms`, `updated_at` and
+    /// `extracted_at_ms`.
+    fn batch<T>(
+        table: &str,
+        rows: &[Versioned<T>],
+        extracted_at: i64,
+        columns: Vec<(Field, ArrayRef)>,
+    ) -> Result<RecordBatch> {
+        let stamps: Vec<i64> = rows.iter().map(|v| v.updated_at_ms).collect();
+        let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns
+            .into_iter()
+            .chain([
+                (
+                    Field::new("updated_at_ms", DataType::Int64, false),
+                    Arc::new(Int64Array::from(stamps.clone())) as ArrayRef,
+                ),
+                (
+                    Field::new("updated_at", DataType::Utf8, false),
+                    Arc::new(StringArray::from_iter_values(
+                        stamps.iter().map(|ms| calendar::datetime_of_millis(*ms)),
+                    )),
+                ),
+                (
+                    Field::new("extracted_at_ms", DataType::Int64, false),
+                    Arc::new(Int64Array::from(vec![extracted_at; rows.len()])),
+                ),
+            ])
+            .unzip();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
             .map_err(|e| BatchError::lake(table, e))
     }
-    let stamp = |n: usize| -> ArrayRef {
-        Arc::new(deltalake::arrow::array::Int64Array::from(vec![
-            extracted_at;
-            n
-        ]))
-    };
-    let int = |v: Vec<i64>| -> ArrayRef { Arc::new(deltalake::arrow::array::Int64Array::from(v)) };
-    let text = |v: Vec<Option<String>>| -> ArrayRef {
-        Arc::new(deltalake::arrow::array::StringArray::from(v))
-    };
-    let f = |name: &str, t: DataType, null: bool| Field::new(name, t, null);
-    let stores = batch(
-        STORES,
-        vec![
-            f("id", DataType::Int64, false),
-            f("name", DataType::Utf8, true),
-            f("address", DataType::Utf8, true),
-            f("district", DataType::Utf8, true),
-            f("city", DataType::Utf8, true),
-            f("extracted_at_ms", DataType::Int64, false),
-        ],
-        vec![
-            int(r.stores.iter().map(|s| s.id).collect()),
-            text(r.stores.iter().map(|s| Some(s.name.clone())).collect()),
-            text(r.stores.iter().map(|s| Some(s.address.clone())).collect()),
-            text(r.stores.iter().map(|s| Some(s.district.clone())).collect()),
-            text(r.stores.iter().map(|s| Some(s.city.clone())).collect()),
-            stamp(r.stores.len()),
-        ],
-    )?;
-    let payments = batch(
-        PAYMENT_METHODS,
-        vec![
-            f("id", DataType::Int64, false),
-            f("method_name", DataType::Utf8, true),
-            f("bank", DataType::Utf8, true),
-            f("extracted_at_ms", DataType::Int64, false),
-        ],
-        vec![
-            int(r.payment_methods.iter().map(|p| p.id).collect()),
-            text(
-                r.payment_methods
-                    .iter()
-                    .map(|p| Some(p.method_name.clone()))
-                    .collect(),
-            ),
-            text(r.payment_methods.iter().map(|p| p.bank.clone()).collect()),
-            stamp(r.payment_methods.len()),
-        ],
-    )?;
-    let categories = batch(
-        CATEGORIES,
-        vec![
-            f("id", DataType::Int64, false),
-            f("name", DataType::Utf8, true),
-            f("extracted_at_ms", DataType::Int64, false),
-        ],
-        vec![
-            int(r.categories.iter().map(|c| c.id).collect()),
-            text(r.categories.iter().map(|c| Some(c.name.clone())).collect()),
-            stamp(r.categories.len()),
-        ],
-    )?;
-    let products = batch(
-        PRODUCTS,
-        vec![
-            f("id", DataType::Utf8, false),
-            f("name", DataType::Utf8, true),
-            f("category_id", DataType::Int64, true),
-            f("unit_price", DataType::Int64, true),
-            f("extracted_at_ms", DataType::Int64, false),
-        ],
-        vec![
-            text(r.products.iter().map(|p| Some(p.id.clone())).collect()),
-            text(r.products.iter().map(|p| Some(p.name.clone())).collect()),
-            int(r.products.iter().map(|p| p.category_id).collect()),
-            int(r.products.iter().map(|p| p.unit_price).collect()),
-            stamp(r.products.len()),
-        ],
-    )?;
+    fn int<T>(name: &str, rows: &[Versioned<T>], f: impl Fn(&T) -> i64) -> (Field, ArrayRef) {
+        (
+            Field::new(name, DataType::Int64, false),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|v| f(&v.row)))),
+        )
+    }
+    fn text<T>(
+        name: &str,
+        rows: &[Versioned<T>],
+        f: impl Fn(&T) -> Option<&str>,
+    ) -> (Field, ArrayRef) {
+        (
+            Field::new(name, DataType::Utf8, true),
+            Arc::new(StringArray::from_iter(rows.iter().map(|v| f(&v.row)))),
+        )
+    }
+    let stores = &d.stores;
+    let payments = &d.payment_methods;
+    let categories = &d.categories;
+    let products = &d.products;
     Ok(vec![
-        (STORES, stores),
-        (PAYMENT_METHODS, payments),
-        (CATEGORIES, categories),
-        (PRODUCTS, products),
+        (
+            STORES,
+            batch(
+                STORES,
+                stores,
+                extracted_at,
+                vec![
+                    int("id", stores, |s| s.id),
+                    text("name", stores, |s| Some(&s.name)),
+                    text("address", stores, |s| Some(&s.address)),
+                    text("district", stores, |s| Some(&s.district)),
+                    text("city", stores, |s| Some(&s.city)),
+                ],
+            )?,
+        ),
+        (
+            PAYMENT_METHODS,
+            batch(
+                PAYMENT_METHODS,
+                payments,
+                extracted_at,
+                vec![
+                    int("id", payments, |p| p.id),
+                    text("method_name", payments, |p| Some(&p.method_name)),
+                    text("bank", payments, |p| p.bank.as_deref()),
+                ],
+            )?,
+        ),
+        (
+            CATEGORIES,
+            batch(
+                CATEGORIES,
+                categories,
+                extracted_at,
+                vec![
+                    int("id", categories, |c| c.id),
+                    text("name", categories, |c| Some(&c.name)),
+                ],
+            )?,
+        ),
+        (
+            PRODUCTS,
+            batch(
+                PRODUCTS,
+                products,
+                extracted_at,
+                vec![
+                    text("id", products, |p| Some(&p.id)),
+                    text("name", products, |p| Some(&p.name)),
+                    int("category_id", products, |p| p.category_id),
+                    int("unit_price", products, |p| p.unit_price),
+                ],
+            )?,
+        ),
     ])
 }
 

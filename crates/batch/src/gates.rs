@@ -78,6 +78,30 @@ pub const SILVER: &[Gate] = &[
 
 pub const GOLD: &[Gate] = &[
     Gate {
+        name: "dimensions: surrogate keys are unique",
+        sql: "SELECT (SELECT COUNT(*) - COUNT(DISTINCT store_key) FROM dim_stores) + (SELECT COUNT(*) - COUNT(DISTINCT product_key) FROM dim_products) + (SELECT COUNT(*) - COUNT(DISTINCT payment_method_key) FROM dim_payment_method)",
+    },
+    Gate {
+        name: "dimensions: each member has exactly one current version",
+        sql: "SELECT (SELECT COUNT(*) FROM (SELECT store_id FROM dim_stores GROUP BY store_id HAVING SUM(CASE WHEN is_current THEN 1 ELSE 0 END) <> 1) s) + (SELECT COUNT(*) FROM (SELECT product_id FROM dim_products GROUP BY product_id HAVING SUM(CASE WHEN is_current THEN 1 ELSE 0 END) <> 1) p) + (SELECT COUNT(*) FROM (SELECT payment_method_id FROM dim_payment_method GROUP BY payment_method_id HAVING SUM(CASE WHEN is_current THEN 1 ELSE 0 END) <> 1) m)",
+    },
+    Gate {
+        name: "dimensions: a version ends where the next one starts",
+        sql: "SELECT (SELECT COUNT(*) FROM dim_stores a JOIN dim_stores b ON a.store_id = b.store_id AND b.version = a.version + 1 WHERE a.end_ms IS NULL OR a.end_ms <> b.start_ms OR a.end_date <> b.start_date) + (SELECT COUNT(*) FROM dim_products a JOIN dim_products b ON a.product_id = b.product_id AND b.version = a.version + 1 WHERE a.end_ms IS NULL OR a.end_ms <> b.start_ms OR a.end_date <> b.start_date) + (SELECT COUNT(*) FROM dim_payment_method a JOIN dim_payment_method b ON a.payment_method_id = b.payment_method_id AND b.version = a.version + 1 WHERE a.end_ms IS NULL OR a.end_ms <> b.start_ms OR a.end_date <> b.start_date)",
+    },
+    Gate {
+        name: "fact: one row per silver order, each with its store and payment-method version",
+        sql: "SELECT ABS((SELECT COUNT(*) FROM fact_orders) - (SELECT COUNT(*) FROM silver_orders)) + (SELECT COUNT(*) FROM fact_orders WHERE store_key IS NULL OR payment_method_key IS NULL)",
+    },
+    Gate {
+        name: "fact: every line has the product version valid at order time",
+        sql: "SELECT COUNT(*) FROM fact_order_lines WHERE product_key IS NULL OR store_key IS NULL OR payment_method_key IS NULL",
+    },
+    Gate {
+        name: "fact: orders' revenue equals their lines'",
+        sql: "SELECT ABS(COALESCE((SELECT SUM(revenue) FROM fact_orders), 0) - COALESCE((SELECT SUM(subtotal) FROM fact_order_lines), 0))",
+    },
+    Gate {
         name: "fact: one row per silver order line",
         sql: "SELECT ABS((SELECT COUNT(*) FROM fact_order_lines) - (SELECT COUNT(*) FROM silver_order_lines))",
     },

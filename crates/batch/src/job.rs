@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use brewline_core::ReferenceData;
+use brewline_core::DimensionExtract;
 use brewline_ports::EventLog;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
@@ -42,21 +42,35 @@ macro_rules! step {
     };
 }
 
-/// Silver: current state of orders and lines, dimensions deduplicated and cleaned.
-pub const SILVER: [Step; 6] = [
+/// Silver: current state of orders and lines; every version of each dimension, and its latest,
+/// deduplicated and cleaned.
+pub const SILVER: [Step; 9] = [
     step!("silver", "orders", "silver_orders"),
     step!("silver", "order_lines", "silver_order_lines"),
+    step!("silver", "stores_versions", "silver_stores_versions"),
     step!("silver", "stores", "silver_stores"),
+    step!(
+        "silver",
+        "payment_method_versions",
+        "silver_payment_method_versions"
+    ),
     step!("silver", "payment_method", "silver_payment_method"),
     step!("silver", "product_category", "silver_product_category"),
+    step!("silver", "products_versions", "silver_products_versions"),
     step!("silver", "products", "silver_products"),
 ];
 
-/// Gold: the fact table, then the marts over it.
-pub const GOLD: [Step; 9] = [
+/// Gold: the SCD type 2 dimensions, the facts joined to the versions valid at order time, then
+/// the marts over them.
+pub const GOLD: [Step; 14] = [
+    step!("gold", "dim_stores"),
+    step!("gold", "dim_payment_method"),
+    step!("gold", "dim_products"),
+    step!("gold", "fact_orders"),
     step!("gold", "fact_order_lines"),
     step!("mart", "revenue_daily"),
     step!("mart", "revenue_store_daily"),
+    step!("mart", "revenue_city_daily"),
     step!("mart", "revenue_category_daily"),
     step!("mart", "revenue_product_daily"),
     step!("mart", "hourly_sales"),
@@ -135,7 +149,7 @@ pub struct Sources<'a> {
     pub log: &'a dyn EventLog,
     pub orders_topic: &'a str,
     pub order_details_topic: &'a str,
-    pub reference: &'a ReferenceData,
+    pub dimensions: &'a DimensionExtract,
 }
 
 /// Computes `steps` in `ctx` (each registered under its name as it is made, so later steps
@@ -220,7 +234,7 @@ pub async fn run(sources: &Sources<'_>, lake: &Lake) -> Result<RunReport> {
         sources.log,
         sources.orders_topic,
         sources.order_details_topic,
-        sources.reference,
+        sources.dimensions,
         lake,
         &run_id,
     )

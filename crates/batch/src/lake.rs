@@ -1,9 +1,22 @@
-//! The lake: Delta Lake tables under one root (a local folder; S3 comes with its handlers),
-//! named `{layer}/{table}`. Every write is one Delta commit: a failed or killed run leaves the
-//! previous versions as they were.
+//! The lake: Delta Lake tables under one root, a local folder or `s3://bucket/prefix` (AWS S3,
+//! MinIO or any S3-compatible server), named `{layer}/{table}`. Every write is one Delta
+//! commit: a failed or killed run leaves the previous versions as they were.
+//!
+//! S3 goes through `object_store`'s own S3 client, registered with delta-rs for `s3://`; a
+//! commit is a conditional put (`If-None-Match`), which S3, MinIO and s3s serve.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Once};
+
+use deltalake::logstore::{
+    default_logstore, logstore_factories, object_store_factories, LogStore, LogStoreFactory,
+    ObjectStoreFactory, ObjectStoreRef, StorageConfig,
+};
+use deltalake::{DeltaResult, Path};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use url::Url;
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
@@ -14,16 +27,117 @@ use deltalake::DeltaTable;
 
 use crate::{BatchError, Result};
 
+/// How to reach an S3 lake. Credentials left out come from the environment's usual AWS
+/// sources only where `object_store` finds them (instance metadata, web identity).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// The endpoint of an S3-compatible server, e.g. `http://minio:9000` (unset: AWS).
+    pub endpoint: Option<String>,
+    /// The region [default: us-east-1].
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Allow plain `http://` endpoints (MinIO in a private network, tests).
+    pub allow_http: bool,
+}
+
+impl S3Settings {
+    /// As delta-rs storage options.
+    fn options(&self) -> HashMap<String, String> {
+        let mut o = HashMap::new();
+        let mut set = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                o.insert(k.to_string(), v.clone());
+            }
+        };
+        set("aws_endpoint", &self.endpoint);
+        set("aws_region", &self.region);
+        set("aws_access_key_id", &self.access_key_id);
+        set("aws_secret_access_key", &self.secret_access_key);
+        o.insert("aws_allow_http".into(), self.allow_http.to_string());
+        o
+    }
+}
+
+/// `s3://` stores for delta-rs: `object_store`'s S3 client from the storage options.
+struct S3Stores;
+
+impl ObjectStoreFactory for S3Stores {
+    fn parse_url_opts(
+        &self,
+        url: &Url,
+        config: &StorageConfig,
+    ) -> DeltaResult<(ObjectStoreRef, Path)> {
+        let mut builder = AmazonS3Builder::new()
+            .with_url(url.as_str())
+            .with_conditional_put(S3ConditionalPut::ETagMatch);
+        for (key, value) in config.raw() {
+            if let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                builder = builder.with_config(key, value);
+            }
+        }
+        let store = builder.build()?;
+        let path = Path::parse(url.path())?;
+        Ok((Arc::new(store), path))
+    }
+}
+
+/// `s3://` log stores: delta-rs's default one, committing by conditional put.
+struct S3Logs;
+
+impl LogStoreFactory for S3Logs {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+/// Registers the `s3://` handlers with delta-rs (once per process).
+fn register_s3() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok(scheme) = Url::parse("s3://") {
+            object_store_factories().insert(scheme.clone(), Arc::new(S3Stores));
+            logstore_factories().insert(scheme, Arc::new(S3Logs));
+        }
+    });
+}
+
 /// The lake's root and the tables in it.
 #[derive(Debug, Clone)]
 pub struct Lake {
     root: String,
+    options: HashMap<String, String>,
 }
 
 impl Lake {
-    /// A lake at a local path (created when missing).
+    /// A lake at a local path (created when missing), or at `s3://bucket/prefix` with the
+    /// default S3 settings.
     pub fn at(root: impl Into<String>) -> Lake {
-        Lake { root: root.into() }
+        Lake::with_s3(root, &S3Settings::default())
+    }
+
+    /// A lake at `root`; an `s3://` root is reached with `s3`.
+    pub fn with_s3(root: impl Into<String>, s3: &S3Settings) -> Lake {
+        let root = root.into();
+        let options = if root.starts_with("s3://") {
+            register_s3();
+            s3.options()
+        } else {
+            HashMap::new()
+        };
+        Lake { root, options }
     }
 
     pub fn root(&self) -> &str {
@@ -38,9 +152,22 @@ impl Lake {
     pub async fn open(&self, table: &str) -> Result<DeltaTable> {
         let url = deltalake::ensure_table_uri(self.location(table))
             .map_err(|e| BatchError::lake(table, e))?;
-        DeltaTable::try_from_url(url)
+        DeltaTable::try_from_url_with_storage_options(url, self.options.clone())
             .await
             .map_err(|e| BatchError::lake(table, e))
+    }
+
+    /// Writes a file (a run report) at `path` under the lake's root.
+    pub async fn put_file(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        let url = deltalake::ensure_table_uri(&self.root).map_err(|e| BatchError::lake(path, e))?;
+        let store = deltalake::logstore::store_for(&url, self.options.clone())
+            .map_err(|e| BatchError::lake(path, e))?;
+        let location = Path::parse(path).map_err(|e| BatchError::lake(path, e))?;
+        store
+            .put(&location, PutPayload::from(bytes))
+            .await
+            .map_err(|e| BatchError::lake(path, e))?;
+        Ok(())
     }
 
     /// The table's current version (`None`: never written).

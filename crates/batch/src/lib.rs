@@ -4,16 +4,19 @@
 //! - [`bronze`]: every CDC event landed once (offsets committed with the data), dimensions as
 //!   extracted;
 //! - silver: current state of orders and lines, dimensions deduplicated and cleaned;
-//! - gold: the fact table and the marts, including product affinity;
+//! - gold: the SCD type 2 dimensions, the facts and the marts, including product affinity
+//!   ([`affinity`] turns it into the speed layer's lookup);
 //! - [`gates`] after each layer; a failure publishes nothing further ([`job`]).
 
+pub mod affinity;
 pub mod bronze;
 pub mod gates;
 pub mod job;
 pub mod lake;
 
+pub use affinity::AffinityRule;
 pub use job::{run, RunReport, Sources};
-pub use lake::Lake;
+pub use lake::{Lake, S3Settings};
 
 /// What can go wrong in a batch run.
 #[derive(Debug, thiserror::Error)]

@@ -94,6 +94,217 @@ fn rows(batches: &[deltalake::arrow::array::RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
+/// The rows of `sql` over lake `tables` (each registered under the last part of its name),
+/// every value as text ("" for null).
+async fn query(lake: &Lake, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
+    use deltalake::arrow::util::display::array_value_to_string;
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    for t in tables {
+        let name = t.rsplit('/').next().unwrap();
+        assert!(lake.register(&ctx, t, name).await.unwrap(), "{t} exists");
+    }
+    let mut out = Vec::new();
+    for b in ctx.sql(sql).await.unwrap().collect().await.unwrap() {
+        for i in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| {
+                        if c.is_null(i) {
+                            String::new()
+                        } else {
+                            array_value_to_string(c, i).unwrap()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+async fn run_with(dir: &DataDir, lake: &Lake) -> brewline_batch::RunReport {
+    let d = dir.source.extract_dimensions().await.unwrap();
+    let sources = Sources {
+        log: &dir.log,
+        orders_topic: ORDERS,
+        order_details_topic: LINES,
+        dimensions: &d,
+    };
+    let report = run(&sources, lake).await.unwrap();
+    assert!(report.passed(), "{}", report.summary());
+    report
+}
+
+/// A product's price changes and a store opens between two runs: the product gets a second
+/// version (the first ends where it starts), the store a first; surrogate keys keep their
+/// meaning across runs; each fact line carries the product version valid when its order was
+/// placed, and each order its store's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scd2_versions_products_and_stores_and_facts_join_the_version_of_their_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = prepared(tmp.path()).await;
+    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    let r = reference();
+    let price = r
+        .products
+        .iter()
+        .find(|p| p.id == "CF01")
+        .unwrap()
+        .unit_price;
+    // Every order has CF01 as its first line.
+    let with_cf01 = |orders: Vec<NewOrder>| -> Vec<NewOrder> {
+        orders
+            .into_iter()
+            .map(|mut o| {
+                o.lines.retain(|l| l.product_id != "CF01");
+                o.lines.insert(
+                    0,
+                    brewline_core::order::NewLine {
+                        product_id: "CF01".into(),
+                        quantity: 1,
+                        unit_price: price,
+                        subtotal: price,
+                    },
+                );
+                o.lines.truncate(3);
+                o
+            })
+            .collect()
+    };
+    let tills = Tills::new(&r, 5).unwrap();
+    let before = with_cf01(tills.orders(0, 50).collect());
+    write_and_capture(&dir, &before).await;
+    run_with(&dir, &lake).await;
+    let keys_first = query(
+        &lake,
+        &["gold/dim_products"],
+        "SELECT product_id, product_key FROM dim_products ORDER BY product_key",
+    )
+    .await;
+    assert_eq!(keys_first.len(), r.products.len());
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut changed = r.clone();
+    changed
+        .products
+        .iter_mut()
+        .find(|p| p.id == "CF01")
+        .unwrap()
+        .unit_price += 1000;
+    changed.stores.push(brewline_core::reference::Store {
+        id: 5000,
+        name: "Kofi Riverside\r".into(),
+        address: "1 River Road".into(),
+        district: "District 7".into(),
+        city: "Ho Chi Minh".into(),
+    });
+    dir.source.seed_reference(&changed).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut after = with_cf01(tills.orders(50, 50).collect());
+    for o in after.iter_mut().take(10) {
+        o.store_id = 5000;
+    }
+    write_and_capture(&dir, &after).await;
+    run_with(&dir, &lake).await;
+    run_with(&dir, &lake).await; // nothing new: the same dimensions
+
+    let versions = query(
+        &lake,
+        &["gold/dim_products"],
+        "SELECT version, unit_price, is_current, CAST(end_ms IS NULL AS VARCHAR), \
+         CAST(end_date = LEAD(start_date) OVER (ORDER BY version) AS VARCHAR) \
+         FROM dim_products WHERE product_id = 'CF01' ORDER BY version",
+    )
+    .await;
+    assert_eq!(
+        versions,
+        vec![
+            vec![
+                "1".to_string(),
+                price.to_string(),
+                "false".into(),
+                "false".into(),
+                "true".into()
+            ],
+            vec![
+                "2".to_string(),
+                (price + 1000).to_string(),
+                "true".into(),
+                "true".into(),
+                "".into()
+            ],
+        ]
+    );
+    let keys_now = query(
+        &lake,
+        &["gold/dim_products"],
+        "SELECT product_id, product_key FROM dim_products WHERE version = 1 ORDER BY product_key",
+    )
+    .await;
+    assert_eq!(keys_now, keys_first, "surrogate keys keep their meaning");
+    assert_eq!(
+        query(
+            &lake,
+            &["gold/dim_products"],
+            "SELECT COUNT(*), COUNT(DISTINCT product_key), MAX(product_key) FROM dim_products"
+        )
+        .await,
+        vec![vec![
+            (r.products.len() + 1).to_string(),
+            (r.products.len() + 1).to_string(),
+            (r.products.len() + 1).to_string()
+        ]]
+    );
+    assert_eq!(
+        query(
+            &lake,
+            &["gold/dim_stores"],
+            "SELECT name, version, is_current FROM dim_stores WHERE store_id = 5000"
+        )
+        .await,
+        vec![vec![
+            "Kofi Riverside".to_string(),
+            "1".into(),
+            "true".into()
+        ]],
+        "the new store is in, cleaned"
+    );
+    // CF01 lines: the old price before the change, the new one after.
+    let by_price = query(
+        &lake,
+        &["gold/fact_order_lines", "gold/dim_products"],
+        "SELECT d.version, f.list_price, COUNT(*) FROM fact_order_lines f \
+         JOIN dim_products d ON d.product_key = f.product_key \
+         WHERE f.product_id = 'CF01' GROUP BY d.version, f.list_price ORDER BY d.version",
+    )
+    .await;
+    assert_eq!(
+        by_price,
+        vec![
+            vec!["1".to_string(), price.to_string(), "50".into()],
+            vec!["2".to_string(), (price + 1000).to_string(), "50".into()],
+        ]
+    );
+    assert_eq!(
+        query(
+            &lake,
+            &["gold/fact_orders", "gold/dim_stores"],
+            "SELECT COUNT(*) FROM fact_orders f JOIN dim_stores s ON s.store_key = f.store_key \
+             WHERE s.store_id = 5000"
+        )
+        .await,
+        vec![vec!["10".to_string()]]
+    );
+    let cities = query(
+        &lake,
+        &["mart/revenue_city_daily"],
+        "SELECT SUM(orders) FROM revenue_city_daily",
+    )
+    .await;
+    assert_eq!(cities, vec![vec!["100".to_string()]]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -104,12 +315,12 @@ async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothin
         .orders(0, 600)
         .collect();
     write_and_capture(&dir, &all[..400]).await;
-    let r = reference();
+    let d = dir.source.extract_dimensions().await.unwrap();
     let sources = Sources {
         log: &dir.log,
         orders_topic: ORDERS,
         order_details_topic: LINES,
-        reference: &r,
+        dimensions: &d,
     };
 
     let first = run(&sources, &lake).await.unwrap();

@@ -388,15 +388,51 @@ pub enum BatchAction {
     /// checking each layer's gates before publishing it; exits 2 when a gate fails (the report
     /// says which), publishing nothing after that layer.
     Run(BatchRunArgs),
+    /// Load the product affinity mart into the recommender's lookups (Redis with
+    /// --redis-static or --servers, else the data dir's embedded state); the recommender
+    /// suggests the product with the highest affinity to the order's.
+    PublishAffinity(PublishAffinityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishAffinityArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The lake's root: a folder, or s3://bucket/prefix [default: batch.lake, else lake/ in
+    /// the data dir].
+    #[arg(long, value_name = "PATH|URL")]
+    pub lake: Option<String>,
+    /// The static Redis database, the lookup cache [default: redis.static_url, with
+    /// --servers].
+    #[arg(long, value_name = "URL")]
+    pub redis_static: Option<String>,
+    /// Publish to Redis (redis.static_url) rather than the embedded state.
+    #[arg(long)]
+    pub servers: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct BatchRunArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
-    /// The lake's root folder [default: batch.lake, else lake/ in the data dir].
-    #[arg(long, value_name = "PATH")]
+    /// The lake's root: a folder, or s3://bucket/prefix with [batch.s3] settings
+    /// [default: batch.lake, else lake/ in the data dir].
+    #[arg(long, value_name = "PATH|URL")]
     pub lake: Option<String>,
+    /// Read the CDC topics from Kafka and the dimensions from MySQL/MariaDB (kafka.brokers,
+    /// mysql.url) instead of the embedded engines of the data dir; implied by --brokers or
+    /// --mysql.
+    #[arg(long)]
+    pub servers: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArg,
+    #[command(flatten)]
+    pub mysql: MysqlArg,
+    /// After a run that passes, publish its product affinity to this static Redis database
+    /// (with --servers and batch.publish_affinity: to redis.static_url). On the embedded
+    /// engines it always goes to the data dir's state.
+    #[arg(long, value_name = "URL")]
+    pub redis_static: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -198,6 +198,7 @@ async fn receive(c: &Config) -> anyhow::Result<(HashMap<String, i64>, HashMap<St
         Subscription {
             topics: vec![c.topics.orders.clone(), c.topics.suggestions.clone()],
             group: None,
+            from: Vec::new(),
         },
     )
     .await?;

@@ -147,6 +147,7 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
         Subscription {
             topics: topics.iter().map(|t| t.to_string()).collect(),
             group: Some(format!("{prefix}-raw")),
+            from: Vec::new(),
         },
     )
     .await?;

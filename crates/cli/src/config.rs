@@ -38,11 +38,43 @@ pub struct Config {
 }
 
 /// The batch layer's lake.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// The lake's root folder [default: lake/ in the data dir].
+    /// The lake's root: a folder, or s3://bucket/prefix [default: lake/ in the data dir].
     pub lake: Option<String>,
+    /// How to reach an s3:// lake (endpoint, region, keys; e.g.
+    /// `BREWLINE_BATCH__S3__SECRET_ACCESS_KEY`).
+    pub s3: brewline_batch::S3Settings,
+    /// With --servers: publish the product affinity to redis.static_url after each run that
+    /// passes.
+    pub publish_affinity: bool,
+    /// Related products kept per product in the affinity lookup.
+    pub affinity_top: usize,
+    /// Orders a pair of products must share to count as related.
+    pub affinity_min_together: i64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        let rule = brewline_batch::AffinityRule::default();
+        BatchConfig {
+            lake: None,
+            s3: brewline_batch::S3Settings::default(),
+            publish_affinity: false,
+            affinity_top: rule.top,
+            affinity_min_together: rule.min_together,
+        }
+    }
+}
+
+impl BatchConfig {
+    pub fn affinity_rule(&self) -> brewline_batch::AffinityRule {
+        brewline_batch::AffinityRule {
+            top: self.affinity_top,
+            min_together: self.affinity_min_together,
+        }
+    }
 }
 
 /// `brewline accept`.

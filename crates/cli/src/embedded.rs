@@ -123,7 +123,7 @@ impl EmbeddedPipeline {
         let r = &self.config.recommender;
         let t = &self.config.topics;
         let config = self.config.recommender_config();
-        let suggester = Suggester::new(seed, Box::new(AffinityStrategy::default()));
+        let suggester = Suggester::new(seed, Box::new(AffinityStrategy));
         let mut recommender =
             Recommender::new(config, suggester, &self.dir.state, self.stats.clone()).await?;
         let mut consumer = self
@@ -132,6 +132,7 @@ impl EmbeddedPipeline {
             .consumer(Subscription {
                 topics: vec![t.orders.clone(), t.order_details.clone()],
                 group: Some(r.group.clone()),
+                from: Vec::new(),
             })
             .await?;
         let producer = self.dir.log.producer()?;

@@ -55,6 +55,9 @@ fn main() -> ExitCode {
                 Command::Batch {
                     action: BatchAction::Run(a),
                 } => batch::run(config, a).await,
+                Command::Batch {
+                    action: BatchAction::PublishAffinity(a),
+                } => batch::publish(config, a).await,
                 Command::Db {
                     action: DbAction::Init(a),
                 } => source_cmds::init(config, a).await,

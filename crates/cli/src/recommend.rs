@@ -64,13 +64,11 @@ pub async fn run(mut config: Config, args: RecommendArgs) -> anyhow::Result<Exit
                 Subscription {
                     topics: vec![t.orders.clone(), t.order_details.clone()],
                     group: Some(config.recommender.group.clone()),
+                    from: Vec::new(),
                 },
             )
             .await?;
-            let suggester = Suggester::new(
-                config.recommender.seed,
-                Box::new(AffinityStrategy::default()),
-            );
+            let suggester = Suggester::new(config.recommender.seed, Box::new(AffinityStrategy));
             let mut recommender =
                 Recommender::new(config.recommender_config(), suggester, &lookups, stats).await?;
             tracing::info!(worker, group = %config.recommender.group, "recommender worker started");

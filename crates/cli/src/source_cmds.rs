@@ -139,6 +139,7 @@ pub async fn accept(mut config: Config, args: AcceptArgs) -> anyhow::Result<Exit
         Subscription {
             topics: vec![topic.clone()],
             group: Some(group),
+            from: Vec::new(),
         },
     )
     .await?;

@@ -52,6 +52,7 @@ pub async fn run(mut config: Config, args: TailArgs) -> anyhow::Result<ExitCode>
     let subscription = Subscription {
         topics: vec![args.topic.clone()],
         group: None,
+        from: Vec::new(),
     };
     let (mut consumer, idle) = match &args.brokers {
         Some(brokers) => {

@@ -33,6 +33,20 @@ pub fn date_of_millis(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// `YYYY-MM-DD HH:MM:SS.mmm` (UTC) of epoch milliseconds: sorts as the time does, and reads
+/// as a timestamp in Spark SQL and DataFusion alike.
+pub fn datetime_of_millis(ms: i64) -> String {
+    let of_day = ms.rem_euclid(86_400_000);
+    format!(
+        "{} {:02}:{:02}:{:02}.{:03}",
+        date_of_millis(ms),
+        of_day / 3_600_000,
+        of_day / 60_000 % 60,
+        of_day / 1000 % 60,
+        of_day % 1000
+    )
+}
+
 /// The hour of the day (UTC, 0–23) of epoch milliseconds.
 pub fn hour_of_millis(ms: i64) -> i32 {
     (ms.rem_euclid(86_400_000) / 3_600_000) as i32
@@ -41,6 +55,16 @@ pub fn hour_of_millis(ms: i64) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datetimes_of_millis_are_utc_with_millis() {
+        assert_eq!(datetime_of_millis(0), "1970-01-01 00:00:00.000");
+        assert_eq!(
+            datetime_of_millis(1_795_600_800_123),
+            "2026-11-25 10:00:00.123"
+        );
+        assert_eq!(datetime_of_millis(-1), "1969-12-31 23:59:59.999");
+    }
 
     #[test]
     fn calendar_round_trips() {

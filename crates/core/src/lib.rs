@@ -16,5 +16,5 @@ pub mod suggestion;
 
 pub use assembly::{EventRef, OrderChange, OrderState, Step};
 pub use order::{CompletedOrder, NewLine, NewOrder, OrderHeader};
-pub use reference::ReferenceData;
+pub use reference::{DimensionExtract, ReferenceData, Versioned};
 pub use suggestion::{Lookups, Suggestion};

@@ -21,6 +21,10 @@ pub const DIAMOND_CUSTOMERS_KEY: &str = "diamond_customers";
 pub const ACB_PAYMENT_KEY: &str = "bank_acb_payment";
 /// Static lookup: hash `product:{id}` with `name` and `unit_price`.
 pub const PRODUCT_KEY_PREFIX: &str = "product:";
+
+/// Hash of the batch layer's product affinity: field = product id, value = JSON
+/// `[[other_product_id, lift], ...]`, best first.
+pub const AFFINITY_KEY: &str = "product_affinity";
 /// The bank whose payment methods make an order eligible.
 pub const ELIGIBLE_BANK: &str = "ACB";
 

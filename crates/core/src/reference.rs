@@ -89,6 +89,39 @@ pub struct ReferenceData {
     pub customers: Vec<Customer>,
 }
 
+/// A dimension row with the time it last changed in the source (`updated_at`, epoch ms,
+/// the source's DATETIME read as UTC as Debezium reads it): a new `updated_at` is a new version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub row: T,
+    pub updated_at_ms: i64,
+}
+
+/// The dimension tables as the batch layer extracts them, each row with its `updated_at`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DimensionExtract {
+    pub stores: Vec<Versioned<Store>>,
+    pub payment_methods: Vec<Versioned<PaymentMethod>>,
+    pub categories: Vec<Versioned<Category>>,
+    pub products: Vec<Versioned<Product>>,
+}
+
+impl DimensionExtract {
+    /// The rows without their times, next to `customers`, as reference data.
+    pub fn into_reference(self, customers: Vec<Customer>) -> ReferenceData {
+        fn rows<T>(v: Vec<Versioned<T>>) -> Vec<T> {
+            v.into_iter().map(|v| v.row).collect()
+        }
+        ReferenceData {
+            stores: rows(self.stores),
+            payment_methods: rows(self.payment_methods),
+            categories: rows(self.categories),
+            products: rows(self.products),
+            customers,
+        }
+    }
+}
+
 /// A reference extract that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file} line {line}: {reason}")]

@@ -23,7 +23,7 @@ pub struct ProductInfo {
 }
 
 /// The static lookups the recommender reads: the original `lookup_data_cache`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Lookups {
     /// `diamond_customers`: customer ids of tier diamond.
     pub diamond_customers: HashSet<i64>,
@@ -31,6 +31,9 @@ pub struct Lookups {
     pub acb_payment_methods: HashSet<i64>,
     /// `product:{id}`: the menu, sorted by id.
     pub products: BTreeMap<String, ProductInfo>,
+    /// `product_affinity`: what the batch layer found bought together (empty until it ran).
+    #[serde(default)]
+    pub affinity: AffinityTable,
 }
 
 impl Lookups {
@@ -61,6 +64,7 @@ impl Lookups {
                     (p.id.clone(), info)
                 })
                 .collect(),
+            affinity: AffinityTable::default(),
         }
     }
 
@@ -94,7 +98,7 @@ pub struct Suggestion {
 }
 
 /// For each product, the products most often bought with it, best first, with a score
-/// (lift or support: higher is better). Filled by the batch layer.
+/// (lift: higher is better). Filled by the batch layer (`brewline batch publish-affinity`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AffinityTable {
     pub related: HashMap<String, Vec<(String, f64)>>,
@@ -129,6 +133,7 @@ pub trait SuggestionStrategy: Send + Sync {
     fn pick<'a>(
         &self,
         order: &CompletedOrder,
+        lookups: &Lookups,
         candidates: &[&'a str],
         rng: &mut ChaCha8Rng,
     ) -> (&'a str, &'static str);
@@ -142,6 +147,7 @@ impl SuggestionStrategy for RandomStrategy {
     fn pick<'a>(
         &self,
         _order: &CompletedOrder,
+        _lookups: &Lookups,
         candidates: &[&'a str],
         rng: &mut ChaCha8Rng,
     ) -> (&'a str, &'static str) {
@@ -150,22 +156,22 @@ impl SuggestionStrategy for RandomStrategy {
     }
 }
 
-/// The candidate with the highest affinity to the order's products, else a random one.
-#[derive(Debug, Clone, Default)]
-pub struct AffinityStrategy {
-    pub table: AffinityTable,
-}
+/// The candidate with the highest affinity (the lookups' table) to the order's products, else
+/// a random one: the recommender's default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AffinityStrategy;
 
 impl SuggestionStrategy for AffinityStrategy {
     fn pick<'a>(
         &self,
         order: &CompletedOrder,
+        lookups: &Lookups,
         candidates: &[&'a str],
         rng: &mut ChaCha8Rng,
     ) -> (&'a str, &'static str) {
-        match self.table.best(order, candidates) {
+        match lookups.affinity.best(order, candidates) {
             Some(p) => (p, "affinity"),
-            None => RandomStrategy.pick(order, candidates, rng),
+            None => RandomStrategy.pick(order, lookups, candidates, rng),
         }
     }
 }
@@ -232,7 +238,7 @@ impl Suggester {
             return None;
         }
         let mut rng = order_rng(self.seed, order.id());
-        let (product_id, strategy) = self.strategy.pick(order, &candidates, &mut rng);
+        let (product_id, strategy) = self.strategy.pick(order, lookups, &candidates, &mut rng);
         let info = lookups.products.get(product_id)?;
         let (subtotal, discount_percent) =
             discounted(info.unit_price, draw_factor_percent(&mut rng));
@@ -323,8 +329,11 @@ mod tests {
         table
             .related
             .insert("CF02".into(), vec![("T01".into(), 1.0)]);
-        let s = Suggester::new(1, Box::new(AffinityStrategy { table }));
-        let l = lookups();
+        let s = Suggester::new(1, Box::new(AffinityStrategy));
+        let l = Lookups {
+            affinity: table,
+            ..lookups()
+        };
         let got = s
             .suggest(&order(Some(7), 9, &["CF01", "CF02"]), &l)
             .unwrap();

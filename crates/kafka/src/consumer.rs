@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,8 @@ use crate::{client_config, port_error, KafkaConfig, ENGINE};
 pub struct Context {
     /// Records not yet committed in the assigned partitions; -1 until the first statistics.
     lag: AtomicI64,
+    /// The low and high watermarks of each partition, as of the last statistics.
+    watermarks: Mutex<HashMap<(String, i32), (i64, i64)>>,
 }
 
 impl ClientContext for Context {
@@ -38,6 +40,15 @@ impl ClientContext for Context {
             .map(|p| p.consumer_lag)
             .sum();
         self.lag.store(lag, Ordering::Relaxed);
+        if let Ok(mut marks) = self.watermarks.lock() {
+            for (topic, t) in &statistics.topics {
+                for p in t.partitions.values() {
+                    if p.partition >= 0 && p.lo_offset >= 0 && p.hi_offset >= 0 {
+                        marks.insert((topic.clone(), p.partition), (p.lo_offset, p.hi_offset));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -60,16 +71,25 @@ pub struct KafkaConsumer {
     consumer: Arc<StreamConsumer<Context>>,
     /// Topic names, shared by every record read from the topic.
     topics: HashMap<String, Arc<str>>,
+    /// Without a group: the next offset to read per assigned partition (`None`: its beginning,
+    /// nothing read yet), from which `lag` counts what is left.
+    positions: Option<HashMap<(String, i32), Option<i64>>>,
 }
 
 impl KafkaConsumer {
     /// Joins `subscription.group` and subscribes to its topics; without a group, reads every
-    /// partition of the topics from the beginning and commits nothing.
+    /// partition of the topics from the beginning (or `subscription.from`) and commits nothing.
     pub async fn new(config: &KafkaConfig, subscription: Subscription) -> Result<KafkaConsumer> {
         let mut properties = config.consumer_properties();
+        // A reader without a group learns where the log ends from the statistics: often.
+        let interval = if subscription.group.is_some() {
+            "1000"
+        } else {
+            "100"
+        };
         properties
             .entry("statistics.interval.ms".into())
-            .or_insert_with(|| "1000".into());
+            .or_insert_with(|| interval.into());
         let group = subscription.group.clone().unwrap_or_else(|| {
             format!(
                 "brewline-reader-{}-{}",
@@ -81,10 +101,12 @@ impl KafkaConsumer {
         let consumer: StreamConsumer<Context> = client_config(&properties)
             .create_with_context(Context {
                 lag: AtomicI64::new(-1),
+                watermarks: Mutex::new(HashMap::new()),
             })
             .map_err(|e| port_error("creating the consumer", e))?;
         let consumer = Arc::new(consumer);
         let topics: Vec<&str> = subscription.topics.iter().map(String::as_str).collect();
+        let mut positions = None;
         if subscription.group.is_some() {
             consumer
                 .subscribe(&topics)
@@ -92,23 +114,21 @@ impl KafkaConsumer {
         } else {
             let c = consumer.clone();
             let names: Vec<String> = subscription.topics.clone();
+            let from: HashMap<(String, i32), i64> = subscription
+                .from
+                .iter()
+                .map(|(t, p, o)| ((t.clone(), *p), *o))
+                .collect();
             let assignment = tokio::task::spawn_blocking(move || {
                 let mut tpl = TopicPartitionList::new();
                 for topic in &names {
-                    let metadata = c
-                        .fetch_metadata(Some(topic), Duration::from_secs(10))
-                        .map_err(|e| port_error(&format!("reading metadata of {topic}"), e))?;
-                    for t in metadata.topics() {
-                        if t.partitions().is_empty() {
-                            return Err(PortError::fatal(
-                                ENGINE,
-                                format!("topic {topic} does not exist"),
-                            ));
-                        }
-                        for p in t.partitions() {
-                            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                                .map_err(|e| port_error("assigning partitions", e))?;
-                        }
+                    for p in 0..partitions_of(c.as_ref(), topic)? {
+                        let offset = match from.get(&(topic.clone(), p)) {
+                            Some(o) => Offset::Offset(*o),
+                            None => Offset::Beginning,
+                        };
+                        tpl.add_partition_offset(topic, p, offset)
+                            .map_err(|e| port_error("assigning partitions", e))?;
                     }
                 }
                 Ok(tpl)
@@ -118,6 +138,19 @@ impl KafkaConsumer {
             consumer
                 .assign(&assignment)
                 .map_err(|e| port_error("assigning partitions", e))?;
+            positions = Some(
+                assignment
+                    .elements()
+                    .iter()
+                    .map(|e| {
+                        let next = match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        };
+                        ((e.topic().to_string(), e.partition()), next)
+                    })
+                    .collect(),
+            );
         }
         Ok(KafkaConsumer {
             consumer,
@@ -126,10 +159,16 @@ impl KafkaConsumer {
                 .iter()
                 .map(|t| (t.clone(), Arc::from(t.as_str())))
                 .collect(),
+            positions,
         })
     }
 
     fn consumed(&mut self, m: &BorrowedMessage<'_>) -> Consumed {
+        if let Some(positions) = &mut self.positions {
+            if let Some(next) = positions.get_mut(&(m.topic().to_string(), m.partition())) {
+                *next = Some(m.offset() + 1);
+            }
+        }
         let topic = match self.topics.get(m.topic()) {
             Some(t) => t.clone(),
             None => {
@@ -163,6 +202,41 @@ impl KafkaConsumer {
             },
         }
     }
+}
+
+/// How many partitions `topic` has, from the cluster's metadata (blocks).
+fn partitions_of<C, K>(client: &K, topic: &str) -> Result<i32>
+where
+    C: ConsumerContext,
+    K: rdkafka::consumer::Consumer<C>,
+{
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| port_error(&format!("reading metadata of {topic}"), e))?;
+    let n = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .sum::<usize>();
+    if n == 0 {
+        return Err(PortError::fatal(
+            ENGINE,
+            format!("topic {topic} does not exist"),
+        ));
+    }
+    Ok(n as i32)
+}
+
+/// How many partitions `topic` has.
+pub(crate) async fn partitions(config: &KafkaConfig, topic: &str) -> Result<i32> {
+    let client: rdkafka::consumer::BaseConsumer = client_config(&config.common_properties())
+        .create()
+        .map_err(|e| port_error("creating a metadata client", e))?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || partitions_of(&client, &topic))
+        .await
+        .map_err(|e| PortError::fatal(ENGINE, format!("reading metadata: {e}")))?
 }
 
 /// Commit failures that mean the partitions moved to another member: the records will be
@@ -233,7 +307,26 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn lag(&mut self) -> Result<u64> {
-        let lag = self.consumer.context().lag.load(Ordering::Relaxed);
-        Ok(lag.max(0) as u64)
+        let Some(positions) = &self.positions else {
+            let lag = self.consumer.context().lag.load(Ordering::Relaxed);
+            return Ok(lag.max(0) as u64);
+        };
+        // Without a group nothing is committed: the lag is the high watermark less the next
+        // offset this reader reads. A partition whose watermarks are not known yet has an
+        // unknown lag, counted as 1: not read to its end.
+        let marks = self
+            .consumer
+            .context()
+            .watermarks
+            .lock()
+            .map_err(|_| PortError::fatal(ENGINE, "watermarks lock poisoned"))?;
+        let mut lag = 0u64;
+        for (partition, next) in positions {
+            lag += match marks.get(partition) {
+                None => 1,
+                Some(&(lo, hi)) => (hi - next.unwrap_or(lo).max(lo)).max(0) as u64,
+            };
+        }
+        Ok(lag)
     }
 }

@@ -114,4 +114,8 @@ impl EventLog for KafkaLog {
             KafkaConsumer::new(&self.config, subscription).await?,
         ))
     }
+
+    async fn partitions(&self, topic: &str) -> Result<i32> {
+        consumer::partitions(&self.config, topic).await
+    }
 }

@@ -60,3 +60,10 @@ async fn headers_tombstones_and_unkeyed_records_survive() {
     let log = KafkaLog::new(config());
     conformance::headers_tombstones_and_unkeyed_records_survive(&log, &unique("headers")).await;
 }
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
+async fn a_reader_starts_where_it_is_told() {
+    let log = KafkaLog::new(config());
+    conformance::a_reader_starts_where_it_is_told(&log, &unique("from")).await;
+}

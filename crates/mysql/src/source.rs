@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use brewline_core::order::NewOrder;
 use brewline_core::reference::{
-    Category, Customer, PaymentMethod, Product, ReferenceData, Store, Tier,
+    Category, Customer, DimensionExtract, PaymentMethod, Product, ReferenceData, Store, Tier,
+    Versioned,
 };
 use brewline_core::suggestion::Suggestion;
 use brewline_ports::{PortError, Result, SourceCounts, SourceDb};
@@ -13,6 +14,11 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOp
 use crate::{port_error, MysqlConfig, ENGINE};
 
 const SCHEMA: &str = include_str!("schema.sql");
+
+/// `updated_at` (DATETIME) as epoch milliseconds, the DATETIME read as UTC as Debezium does.
+const UPDATED_AT_MS: &str =
+    "CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', updated_at) DIV 1000 AS SIGNED) AS updated_at_ms";
+
 /// Rows per multi-row `INSERT`.
 const ROWS_PER_INSERT: usize = 500;
 
@@ -237,39 +243,9 @@ impl SourceDb for MysqlSource {
     }
 
     async fn load_reference(&self) -> Result<ReferenceData> {
+        let dimensions = self.extract_dimensions().await?;
         let mut conn = self.conn().await?;
         let e = |what: &'static str| move |e| port_error(&format!("reading {what}"), e);
-        let stores = "SELECT id, name, address, district, city FROM stores ORDER BY id"
-            .map(&mut conn, |(id, name, address, district, city)| Store {
-                id,
-                name,
-                address,
-                district,
-                city,
-            })
-            .await
-            .map_err(e("stores"))?;
-        let payment_methods = "SELECT id, method_name, bank FROM payment_method ORDER BY id"
-            .map(&mut conn, |(id, method_name, bank)| PaymentMethod {
-                id,
-                method_name,
-                bank,
-            })
-            .await
-            .map_err(e("payment methods"))?;
-        let categories = "SELECT id, name FROM product_category ORDER BY id"
-            .map(&mut conn, |(id, name)| Category { id, name })
-            .await
-            .map_err(e("product categories"))?;
-        let products = "SELECT id, name, category_id, unit_price FROM products ORDER BY id"
-            .map(&mut conn, |(id, name, category_id, unit_price)| Product {
-                id,
-                name,
-                category_id,
-                unit_price,
-            })
-            .await
-            .map_err(e("products"))?;
         let customers: Vec<(i64, String, String, String)> =
             "SELECT id, name, phone_number, tier FROM customers ORDER BY id"
                 .fetch(&mut conn)
@@ -292,12 +268,75 @@ impl SourceDb for MysqlSource {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ReferenceData {
+        Ok(dimensions.into_reference(customers))
+    }
+
+    async fn extract_dimensions(&self) -> Result<DimensionExtract> {
+        let mut conn = self.conn().await?;
+        let e = |what: &'static str| move |e| port_error(&format!("extracting {what}"), e);
+        let stores = format!(
+            "SELECT id, name, address, district, city, {UPDATED_AT_MS} FROM stores ORDER BY id"
+        )
+        .map(
+            &mut conn,
+            |(id, name, address, district, city, updated_at_ms)| Versioned {
+                row: Store {
+                    id,
+                    name,
+                    address,
+                    district,
+                    city,
+                },
+                updated_at_ms,
+            },
+        )
+        .await
+        .map_err(e("stores"))?;
+        let payment_methods = format!(
+            "SELECT id, method_name, bank, {UPDATED_AT_MS} FROM payment_method ORDER BY id"
+        )
+        .map(&mut conn, |(id, method_name, bank, updated_at_ms)| {
+            Versioned {
+                row: PaymentMethod {
+                    id,
+                    method_name,
+                    bank,
+                },
+                updated_at_ms,
+            }
+        })
+        .await
+        .map_err(e("payment methods"))?;
+        let categories =
+            format!("SELECT id, name, {UPDATED_AT_MS} FROM product_category ORDER BY id")
+                .map(&mut conn, |(id, name, updated_at_ms)| Versioned {
+                    row: Category { id, name },
+                    updated_at_ms,
+                })
+                .await
+                .map_err(e("product categories"))?;
+        let products = format!(
+            "SELECT id, name, category_id, unit_price, {UPDATED_AT_MS} FROM products ORDER BY id"
+        )
+        .map(
+            &mut conn,
+            |(id, name, category_id, unit_price, updated_at_ms)| Versioned {
+                row: Product {
+                    id,
+                    name,
+                    category_id,
+                    unit_price,
+                },
+                updated_at_ms,
+            },
+        )
+        .await
+        .map_err(e("products"))?;
+        Ok(DimensionExtract {
             stores,
             payment_methods,
             categories,
             products,
-            customers,
         })
     }
 

@@ -24,6 +24,13 @@ async fn query_one(c: &MysqlConfig, sql: &str) -> i64 {
 
 #[tokio::test]
 #[ignore = "needs MariaDB: run scripts/test"]
+async fn dimensions_are_extracted_with_when_they_changed() {
+    let (s, _) = seeded("dims").await;
+    brewline_ports::conformance::dimensions_are_extracted_with_when_they_changed(&s).await;
+}
+
+#[tokio::test]
+#[ignore = "needs MariaDB: run scripts/test"]
 async fn init_and_seed_are_idempotent_and_reference_data_round_trips() {
     let (s, c) = seeded("seed").await;
     let stamp = "SELECT CAST(SUM(UNIX_TIMESTAMP(updated_at) * 1000) AS SIGNED) FROM customers";

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use brewline_core::assembly::{EventRef, OrderChange, Step};
 use brewline_core::order::{CompletedOrder, OrderHeader};
-use brewline_core::suggestion::{Lookups, ProductInfo, Suggestion};
+use brewline_core::suggestion::{AffinityTable, Lookups, ProductInfo, Suggestion};
 
-use crate::{Applied, Counters, LookupStore, OrderStore};
+use crate::{Applied, Counters, LookupStore, OrderStore, SourceDb};
 
 fn at(offset: i64) -> EventRef {
     EventRef {
@@ -198,6 +198,7 @@ fn lookups(customers: &[i64], products: &[(&str, i64)]) -> Lookups {
                 (id.to_string(), info)
             })
             .collect(),
+        affinity: AffinityTable::default(),
     }
 }
 
@@ -208,12 +209,27 @@ pub async fn lookups_are_replaced_whole_with_a_new_version<S: LookupStore>(store
     let first = lookups(&[1, 2, 3], &[("P1", 100), ("P2", 250)]);
     let v1 = store.publish(&first).await.unwrap();
     assert!(v1 > start);
-    assert_eq!(store.load().await.unwrap(), (first, v1));
-    let second = lookups(&[], &[("P2", 300), ("P3", 50)]);
+    assert_eq!(store.load().await.unwrap(), (first.clone(), v1));
+    let mut second = lookups(&[], &[("P2", 300), ("P3", 50)]);
+    second.affinity.related = [
+        (
+            "P2".to_string(),
+            vec![("P3".to_string(), 1.75), ("P1".to_string(), 0.5)],
+        ),
+        ("P3".to_string(), vec![("P2".to_string(), 1.75)]),
+    ]
+    .into_iter()
+    .collect();
     let v2 = store.publish(&second).await.unwrap();
     assert_eq!(v2, v1 + 1);
     assert_eq!(store.version().await.unwrap(), v2);
-    assert_eq!(store.load().await.unwrap(), (second, v2));
+    assert_eq!(
+        store.load().await.unwrap(),
+        (second, v2),
+        "affinity included"
+    );
+    let v3 = store.publish(&first).await.unwrap();
+    assert_eq!(store.load().await.unwrap(), (first, v3), "and removed");
 }
 
 /// A reader loading while lookups are published sees one whole version or the next, never a
@@ -267,6 +283,7 @@ pub fn subscription(topics: &[&str], group: Option<&str>) -> Subscription {
     Subscription {
         topics: topics.iter().map(|t| t.to_string()).collect(),
         group: group.map(str::to_string),
+        from: Vec::new(),
     }
 }
 
@@ -417,4 +434,107 @@ pub async fn headers_tombstones_and_unkeyed_records_survive(log: &dyn EventLog, 
         .collect();
     assert_eq!(partitions.len(), 2, "unkeyed records are spread");
     log.create_topic(topic, 5).await.unwrap();
+}
+
+/// `source` holds the bundled reference data. The extract has every dimension row with an
+/// `updated_at`; after a price change and a new store are seeded, only those two rows have a
+/// later one.
+pub async fn dimensions_are_extracted_with_when_they_changed<S: SourceDb>(source: &S) {
+    use brewline_core::reference::{ReferenceData, Store};
+    let reference = ReferenceData::bundled().unwrap();
+    let before = source.extract_dimensions().await.unwrap();
+    let by_id = |e: &brewline_core::DimensionExtract| {
+        let mut products: Vec<_> = e
+            .products
+            .iter()
+            .map(|v| (v.row.clone(), v.updated_at_ms))
+            .collect();
+        products.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        products
+    };
+    let mut expected = reference.products.clone();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    let products = by_id(&before);
+    assert_eq!(
+        products.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(before.stores.len(), reference.stores.len());
+    assert_eq!(
+        before.payment_methods.len(),
+        reference.payment_methods.len()
+    );
+    assert_eq!(before.categories.len(), reference.categories.len());
+    let now = crate::now_ms();
+    for stamp in before
+        .stores
+        .iter()
+        .map(|v| v.updated_at_ms)
+        .chain(products.iter().map(|p| p.1))
+    {
+        assert!(
+            (now - 86_400_000..=now + 86_400_000).contains(&stamp),
+            "updated_at {stamp} is epoch ms near now ({now})"
+        );
+    }
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut changed = reference.clone();
+    changed.products[0].unit_price += 1000;
+    changed.stores.push(Store {
+        id: 100_000,
+        name: "Kofi New".into(),
+        address: "1 New Street".into(),
+        district: "District 1".into(),
+        city: "Ho Chi Minh".into(),
+    });
+    source.seed_reference(&changed).await.unwrap();
+    let after = source.extract_dimensions().await.unwrap();
+    let moved: Vec<_> = by_id(&after)
+        .into_iter()
+        .zip(products)
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|(a, b)| {
+            assert!(a.1 > b.1, "updated_at only moves forward");
+            a.0
+        })
+        .collect();
+    assert_eq!(
+        moved,
+        vec![changed.products[0].clone()],
+        "only the changed product moved"
+    );
+    let new_store = after.stores.iter().find(|s| s.row.id == 100_000).unwrap();
+    assert_eq!(new_store.row.name, "Kofi New");
+    assert!(new_store.updated_at_ms > before.stores[0].updated_at_ms);
+    assert_eq!(after.stores.len(), reference.stores.len() + 1);
+}
+
+/// A reader without a group starts at the offsets it is given (other partitions at the
+/// beginning); the log says how many partitions a topic has, and that a missing one is missing.
+pub async fn a_reader_starts_where_it_is_told(log: &dyn EventLog, topic: &str) {
+    log.create_topic(topic, 2).await.unwrap();
+    assert_eq!(log.partitions(topic).await.unwrap(), 2);
+    assert!(log.partitions(&format!("{topic}-missing")).await.is_err());
+    let records: Vec<Record> = (0..20)
+        .map(|i| Record::keyed(format!("k{i}"), Some(format!("v{i}").into_bytes())))
+        .collect();
+    log.producer().unwrap().send(topic, records).await.unwrap();
+    let mut c = log.consumer(subscription(&[topic], None)).await.unwrap();
+    let all = read(c.as_mut(), 20).await;
+    let in_0 = all.iter().filter(|r| r.partition == 0).count() as i64;
+    assert!(in_0 >= 2, "both partitions hold records: {all:?}");
+    let mut from = subscription(&[topic], None);
+    from.from = vec![(topic.to_string(), 0, 2)];
+    let mut c = log.consumer(from).await.unwrap();
+    let rest = read(c.as_mut(), 18).await;
+    let mut expected: Vec<_> = all
+        .iter()
+        .filter(|r| r.partition == 1 || r.offset >= 2)
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    let mut got: Vec<_> = rest.iter().map(|r| (r.partition, r.offset)).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use brewline_core::assembly::{EventRef, OrderChange, Step};
 use brewline_core::order::{CompletedOrder, NewOrder};
-use brewline_core::reference::ReferenceData;
+use brewline_core::reference::{DimensionExtract, ReferenceData};
 use brewline_core::suggestion::{Lookups, Suggestion};
 
 /// An engine failed. The text says what and where; `retryable` says whether trying again may
@@ -143,12 +143,15 @@ pub trait Consumer: Send {
 }
 
 /// Who reads and from where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subscription {
     pub topics: Vec<String>,
     /// A consumer group: starts from its committed offsets (else the earliest). `None`: reads
-    /// every record from the beginning and commits nothing.
+    /// every record from the beginning (or from `from`) and commits nothing.
     pub group: Option<String>,
+    /// Without a group: where to start, as (topic, partition, next offset to read); partitions
+    /// not listed start at the beginning. Not used with a group.
+    pub from: Vec<(String, i32, i64)>,
 }
 
 /// A partitioned, ordered, durable log of records: Kafka, or the embedded log.
@@ -161,6 +164,9 @@ pub trait EventLog: Send + Sync {
     fn producer(&self) -> Result<Box<dyn Producer>>;
 
     async fn consumer(&self, subscription: Subscription) -> Result<Box<dyn Consumer>>;
+
+    /// How many partitions `topic` has; an error when it does not exist.
+    async fn partitions(&self, topic: &str) -> Result<i32>;
 }
 
 /// A change of one applied order, with the event it came from.
@@ -214,6 +220,10 @@ pub trait SourceDb: Send + Sync {
 
     /// Reads the reference data back.
     async fn load_reference(&self) -> Result<ReferenceData>;
+
+    /// Extracts the dimension tables (stores, payment methods, categories, products), each row
+    /// with its `updated_at`, for the batch layer.
+    async fn extract_dimensions(&self) -> Result<DimensionExtract>;
 
     /// Writes orders, each in a transaction of its own, as the tills do.
     async fn insert_orders(&self, orders: &[NewOrder]) -> Result<()>;

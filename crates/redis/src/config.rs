@@ -18,6 +18,9 @@ pub struct RedisConfig {
     pub acb_payment_key: String,
     /// Prefix of the hashes `product:{id}` (`name`, `unit_price`).
     pub product_key_prefix: String,
+    /// Hash of the product affinity the batch layer publishes (product → JSON list of
+    /// `[other product, lift]`, best first).
+    pub affinity_key: String,
     /// Counter raised by every lookup load: recommenders reload their copy when it changes.
     pub lookups_version_key: String,
     /// Prefix of the per-order state keys `order_state:{order}` (see [`crate::RedisOrders`]).
@@ -38,6 +41,7 @@ impl Default for RedisConfig {
             diamond_customers_key: names::DIAMOND_CUSTOMERS_KEY.into(),
             acb_payment_key: names::ACB_PAYMENT_KEY.into(),
             product_key_prefix: names::PRODUCT_KEY_PREFIX.into(),
+            affinity_key: names::AFFINITY_KEY.into(),
             lookups_version_key: "lookups_version".into(),
             order_state_prefix: "order_state:".into(),
             open_orders_key: "open_orders".into(),

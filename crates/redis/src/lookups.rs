@@ -119,6 +119,21 @@ impl LookupStore for RedisLookups {
                 .expire(building(&key), ttl)
                 .ignore();
         }
+        let affinity = &lookups.affinity.related;
+        if !affinity.is_empty() {
+            let mut fields: Vec<(&String, String)> = Vec::with_capacity(affinity.len());
+            for (product, related) in affinity {
+                let json = serde_json::to_string(related).map_err(|e| {
+                    PortError::fatal(ENGINE, format!("encoding the affinity of {product}: {e}"))
+                })?;
+                fields.push((product, json));
+            }
+            build
+                .hset_multiple(building(&k.affinity_key), &fields)
+                .ignore()
+                .expire(building(&k.affinity_key), ttl)
+                .ignore();
+        }
         self.connection
             .call("building the lookups", async |c| {
                 build.query_async::<()>(c).await
@@ -135,6 +150,13 @@ impl LookupStore for RedisLookups {
                 swap.rename(building(key), key).ignore();
                 swap.persist(key).ignore();
             }
+        }
+        if affinity.is_empty() {
+            swap.del(&k.affinity_key).ignore();
+        } else {
+            swap.rename(building(&k.affinity_key), &k.affinity_key)
+                .ignore();
+            swap.persist(&k.affinity_key).ignore();
         }
         let mut fresh = Vec::with_capacity(lookups.products.len());
         for id in lookups.products.keys() {
@@ -171,7 +193,8 @@ impl LookupStore for RedisLookups {
             read.atomic()
                 .get(&k.lookups_version_key)
                 .smembers(&k.diamond_customers_key)
-                .smembers(&k.acb_payment_key);
+                .smembers(&k.acb_payment_key)
+                .hgetall(&k.affinity_key);
             for key in &product_keys {
                 read.hgetall(key);
             }
@@ -179,7 +202,7 @@ impl LookupStore for RedisLookups {
                 .connection
                 .call("reading the lookups", async |c| read.query_async(c).await)
                 .await?;
-            let [version, diamond, acb, products @ ..] = values.as_slice() else {
+            let [version, diamond, acb, affinity, products @ ..] = values.as_slice() else {
                 return Err(PortError::fatal(ENGINE, "reading the lookups: short reply"));
             };
             let version: Option<u64> = decode(version, "the lookups' version")?;
@@ -192,6 +215,16 @@ impl LookupStore for RedisLookups {
                 acb_payment_methods: decode(acb, &k.acb_payment_key)?,
                 ..Lookups::default()
             };
+            let affinity: HashMap<String, String> = decode(affinity, &k.affinity_key)?;
+            for (product, json) in affinity {
+                let related = serde_json::from_str(&json).map_err(|e| {
+                    PortError::fatal(
+                        ENGINE,
+                        format!("{} {product}: {e}: publish the affinity again (`brewline batch publish-affinity`)", k.affinity_key),
+                    )
+                })?;
+                lookups.affinity.related.insert(product, related);
+            }
             for (key, value) in product_keys.iter().zip(products) {
                 let mut fields: HashMap<String, String> = decode(value, key)?;
                 let (Some(name), Some(price)) = (fields.remove("name"), fields.get("unit_price"))

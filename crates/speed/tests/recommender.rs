@@ -148,6 +148,7 @@ async fn recommend_with_seed(
         .consumer(Subscription {
             topics: vec![ORDERS.into(), LINES.into()],
             group: Some("realtime-recs".into()),
+            from: Vec::new(),
         })
         .await
         .unwrap();
@@ -171,6 +172,7 @@ async fn read_all(
         .consumer(Subscription {
             topics: vec![topic.into()],
             group: None,
+            from: Vec::new(),
         })
         .await
         .unwrap();

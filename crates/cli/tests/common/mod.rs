@@ -306,6 +306,7 @@ pub async fn read_all(d: &Deployment, topic: &str, idle: Duration) -> Vec<Consum
         Subscription {
             topics: vec![topic.into()],
             group: None,
+            from: Vec::new(),
         },
     )
     .await

@@ -242,7 +242,11 @@ impl EventLog for EmbeddedLog {
                                     |r| r.get(0),
                                 )
                                 .optional()?,
-                            None => None,
+                            None => sub
+                                .from
+                                .iter()
+                                .find(|(t, q, _)| t == topic && *q == p)
+                                .map(|(_, _, o)| *o),
                         };
                         let topic: Arc<str> = topic.as_str().into();
                         partitions.push((topic.clone(), p));
@@ -259,6 +263,14 @@ impl EventLog for EmbeddedLog {
             partitions,
             positions,
         )?))
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<i32> {
+        let name = topic.to_string();
+        self.db
+            .run(move |c| partitions_of(c, &name))
+            .await?
+            .ok_or_else(|| missing_topic(topic))
     }
 }
 

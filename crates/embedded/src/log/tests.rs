@@ -16,6 +16,7 @@ fn group(topics: &[&str], g: Option<&str>) -> Subscription {
     Subscription {
         topics: topics.iter().map(|t| t.to_string()).collect(),
         group: g.map(str::to_string),
+        from: Vec::new(),
     }
 }
 
@@ -112,4 +113,11 @@ async fn checkpoints_are_durable() {
     drop(log);
     let log = EmbeddedLog::open(&dir.path().join("log.sqlite")).unwrap();
     assert_eq!(log.load("capture").await.unwrap().as_deref(), Some("42"));
+}
+
+#[tokio::test]
+async fn a_reader_starts_where_it_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(&dir.path().join("log.sqlite")).unwrap();
+    conformance::a_reader_starts_where_it_is_told(&log, "t").await;
 }

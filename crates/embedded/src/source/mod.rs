@@ -14,7 +14,8 @@ use brewline_core::debezium::{Op, Source, TableSchema};
 use brewline_core::names;
 use brewline_core::order::NewOrder;
 use brewline_core::reference::{
-    Category, Customer, PaymentMethod, Product, ReferenceData, Store, Tier,
+    Category, Customer, DimensionExtract, PaymentMethod, Product, ReferenceData, Store, Tier,
+    Versioned,
 };
 use brewline_core::suggestion::Suggestion;
 use brewline_ports::{
@@ -241,50 +242,6 @@ impl SourceDb for EmbeddedSource {
     async fn load_reference(&self) -> Result<ReferenceData> {
         self.db
             .run(|c| {
-                let stores = c
-                    .prepare("SELECT id, name, address, district, city FROM stores ORDER BY id")?
-                    .query_map([], |r| {
-                        Ok(Store {
-                            id: r.get(0)?,
-                            name: r.get(1)?,
-                            address: r.get(2)?,
-                            district: r.get(3)?,
-                            city: r.get(4)?,
-                        })
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                let payment_methods = c
-                    .prepare("SELECT id, method_name, bank FROM payment_method ORDER BY id")?
-                    .query_map([], |r| {
-                        Ok(PaymentMethod {
-                            id: r.get(0)?,
-                            method_name: r.get(1)?,
-                            bank: r.get(2)?,
-                        })
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                let categories = c
-                    .prepare("SELECT id, name FROM product_category ORDER BY id")?
-                    .query_map([], |r| {
-                        Ok(Category {
-                            id: r.get(0)?,
-                            name: r.get(1)?,
-                        })
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                let products = c
-                    .prepare(
-                        "SELECT id, name, category_id, unit_price FROM products ORDER BY rowid",
-                    )?
-                    .query_map([], |r| {
-                        Ok(Product {
-                            id: r.get(0)?,
-                            name: r.get(1)?,
-                            category_id: r.get(2)?,
-                            unit_price: r.get(3)?,
-                        })
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
                 let customers = c
                     .prepare("SELECT id, name, phone_number, tier FROM customers ORDER BY id")?
                     .query_map([], |r| {
@@ -297,15 +254,13 @@ impl SourceDb for EmbeddedSource {
                         })
                     })?
                     .collect::<rusqlite::Result<_>>()?;
-                Ok(ReferenceData {
-                    stores,
-                    payment_methods,
-                    categories,
-                    products,
-                    customers,
-                })
+                Ok(read_dimensions(c)?.into_reference(customers))
             })
             .await
+    }
+
+    async fn extract_dimensions(&self) -> Result<DimensionExtract> {
+        self.db.run(|c| read_dimensions(c)).await
     }
 
     async fn insert_orders(&self, orders: &[NewOrder]) -> Result<()> {
@@ -559,6 +514,73 @@ impl ChangeFeed for EmbeddedChangeFeed {
             .await?;
         Ok(last.map_or(0, |l| (l - after).max(0) as u64))
     }
+}
+
+/// Every dimension row with its `updated_at` (epoch ms).
+fn read_dimensions(c: &rusqlite::Connection) -> rusqlite::Result<DimensionExtract> {
+    fn versioned<T>(
+        c: &rusqlite::Connection,
+        sql: &str,
+        row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<Versioned<T>>> {
+        c.prepare(sql)?
+            .query_map([], |r| {
+                Ok(Versioned {
+                    row: row(r)?,
+                    updated_at_ms: r.get("updated_at")?,
+                })
+            })?
+            .collect()
+    }
+    Ok(DimensionExtract {
+        stores: versioned(
+            c,
+            "SELECT id, name, address, district, city, updated_at FROM stores ORDER BY id",
+            |r| {
+                Ok(Store {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    address: r.get(2)?,
+                    district: r.get(3)?,
+                    city: r.get(4)?,
+                })
+            },
+        )?,
+        payment_methods: versioned(
+            c,
+            "SELECT id, method_name, bank, updated_at FROM payment_method ORDER BY id",
+            |r| {
+                Ok(PaymentMethod {
+                    id: r.get(0)?,
+                    method_name: r.get(1)?,
+                    bank: r.get(2)?,
+                })
+            },
+        )?,
+        categories: versioned(
+            c,
+            "SELECT id, name, updated_at FROM product_category ORDER BY id",
+            |r| {
+                Ok(Category {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            },
+        )?,
+        // Products in the order they were loaded: the menu's order.
+        products: versioned(
+            c,
+            "SELECT id, name, category_id, unit_price, updated_at FROM products ORDER BY rowid",
+            |r| {
+                Ok(Product {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    category_id: r.get(2)?,
+                    unit_price: r.get(3)?,
+                })
+            },
+        )?,
+    })
 }
 
 #[cfg(test)]

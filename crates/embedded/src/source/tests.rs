@@ -172,3 +172,10 @@ async fn the_feed_wakes_on_a_commit_and_survives_reopening() {
         "a bad position is an error, not a restart from zero"
     );
 }
+
+#[tokio::test]
+async fn dimensions_are_extracted_with_when_they_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    brewline_ports::conformance::dimensions_are_extracted_with_when_they_changed(&s).await;
+}

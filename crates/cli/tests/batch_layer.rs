@@ -1,0 +1,305 @@
+//! `brewline batch run` as an operator runs it: on the embedded engines with a run killed
+//! mid-write, and on the real ones (CDC topics on Kafka, dimensions from MariaDB, the lake on
+//! an S3 server) reconciled with the source database to the unit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use brewline_batch::{Lake, S3Settings};
+use deltalake::arrow::array::{Array, RecordBatch};
+use deltalake::arrow::util::display::array_value_to_string;
+use mysql_async::prelude::Queryable;
+
+mod common;
+use common::{env, Deployment};
+
+/// Every row of `batches` as text, sorted ("" for null).
+fn rows_of(batches: &[RecordBatch], columns: &[&str]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            out.push(
+                columns
+                    .iter()
+                    .map(|c| {
+                        let col = b.column_by_name(c).unwrap_or_else(|| panic!("column {c}"));
+                        if col.is_null(i) {
+                            String::new()
+                        } else {
+                            array_value_to_string(col, i).unwrap()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (order_date → revenue) of a lake's daily mart.
+async fn daily_revenue(lake: &Lake) -> BTreeMap<String, i64> {
+    rows_of(
+        &lake.read("mart/revenue_daily").await.unwrap(),
+        &["order_date", "revenue"],
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+    .collect()
+}
+
+fn brewline(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewline"));
+    cmd.args(args).env_remove("BREWLINE_CONFIG");
+    cmd.output().unwrap()
+}
+
+/// A run killed with SIGKILL while it writes leaves every table readable at a committed
+/// version; the next run completes the lake, landing each event once, to the same marts as a
+/// run that was never interrupted.
+#[test]
+fn a_batch_run_killed_mid_write_leaves_the_lake_readable_and_the_next_run_completes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let out = brewline(&["demo", "--orders", "3000", "--seed", "11", "--data-dir", d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let whole = tmp.path().join("lake-whole");
+    let killed = tmp.path().join("lake-killed");
+    let k = killed.to_str().unwrap();
+
+    let mut run = Command::new(env!("CARGO_BIN_EXE_brewline"))
+        .args(["batch", "run", "--data-dir", d, "--lake", k])
+        .env_remove("BREWLINE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed right after its first commit: bronze landed in part, nothing else.
+    let first = killed.join("bronze/orders_cdc/_delta_log/00000000000000000000.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !first.exists() {
+        assert!(Instant::now() < deadline, "the run never committed");
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let lake = Lake::at(k);
+        // Every table there is reads at its last commit.
+        for table in [
+            "bronze/orders_cdc",
+            "bronze/order_details_cdc",
+            "silver/orders",
+        ] {
+            lake.read(table).await.unwrap();
+        }
+        assert_eq!(lake.version("mart/revenue_daily").await.unwrap(), None);
+    });
+
+    let out = brewline(&["batch", "run", "--data-dir", d, "--lake", k]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = brewline(&[
+        "batch",
+        "run",
+        "--data-dir",
+        d,
+        "--lake",
+        whole.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.block_on(async {
+        let (killed, whole) = (Lake::at(k), Lake::at(whole.to_str().unwrap()));
+        for table in ["bronze/orders_cdc", "bronze/order_details_cdc"] {
+            let cols = ["kafka_topic", "kafka_partition", "kafka_offset"];
+            let a = rows_of(&killed.read(table).await.unwrap(), &cols);
+            let b = rows_of(&whole.read(table).await.unwrap(), &cols);
+            assert_eq!(a.len(), b.len(), "{table}: each event landed once");
+            assert_eq!(a, b, "{table}");
+        }
+        assert_eq!(daily_revenue(&killed).await, daily_revenue(&whole).await);
+        let affinity = ["product_id", "other_product_id", "together"];
+        assert_eq!(
+            rows_of(
+                &killed.read("mart/product_affinity").await.unwrap(),
+                &affinity
+            ),
+            rows_of(
+                &whole.read("mart/product_affinity").await.unwrap(),
+                &affinity
+            )
+        );
+    });
+}
+
+async fn database(d: &Deployment) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::from_opts(
+        mysql_async::Opts::from_url(&env("TEST_BREWLINE_MYSQL_URL")).unwrap(),
+    )
+    .db_name(Some(d.prefix.clone()));
+    mysql_async::Conn::new(opts).await.unwrap()
+}
+
+/// (day → sum of subtotals) in the source database.
+async fn revenue_by_sql(db: &mut mysql_async::Conn) -> BTreeMap<String, i64> {
+    let sql = "SELECT DATE_FORMAT(o.timestamp, '%Y-%m-%d'), CAST(SUM(l.subtotal) AS SIGNED) \
+               FROM orders o JOIN order_details l ON l.order_id = o.id GROUP BY 1";
+    db.query::<(String, i64), _>(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// The test S3 server's settings, as config and as the environment `brewline` reads.
+fn s3() -> (S3Settings, Vec<(&'static str, String)>) {
+    let settings = S3Settings {
+        endpoint: Some(env("TEST_BREWLINE_S3")),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(env("TEST_BREWLINE_S3_KEY")),
+        secret_access_key: Some(env("TEST_BREWLINE_S3_SECRET")),
+        allow_http: true,
+    };
+    let environment = vec![
+        ("BREWLINE_BATCH__S3__ENDPOINT", env("TEST_BREWLINE_S3")),
+        ("BREWLINE_BATCH__S3__REGION", "us-east-1".into()),
+        (
+            "BREWLINE_BATCH__S3__ACCESS_KEY_ID",
+            env("TEST_BREWLINE_S3_KEY"),
+        ),
+        (
+            "BREWLINE_BATCH__S3__SECRET_ACCESS_KEY",
+            env("TEST_BREWLINE_S3_SECRET"),
+        ),
+        ("BREWLINE_BATCH__S3__ALLOW_HTTP", "true".into()),
+    ];
+    (settings, environment)
+}
+
+fn batch_run(d: &Deployment, lake: &str, environment: &[(&str, String)]) -> String {
+    let mut cmd = d.command(&["batch", "run", "--servers", "--lake", lake]);
+    for (k, v) in environment {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "batch run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Orders written to MariaDB, captured by `brewline cdc` into Kafka, landed by `brewline batch
+/// run --servers` in a lake on S3: gold revenue per day equals the source's subtotals per
+/// day to the unit; a second run lands nothing twice; a price change and a new store between
+/// runs version the dimensions, and the run report is in the lake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MariaDB, a Kafka broker and an S3 server: run scripts/test"]
+async fn batch_runs_on_kafka_and_mysql_into_s3_and_reconciles_with_the_source() {
+    let d = Deployment::with_cdc("lake", (6, 7));
+    d.set_up();
+    d.run(&["simulate", "--orders", "300", "--seed", "31"]);
+    d.run(&["cdc", "--until-caught-up"]);
+    let (settings, environment) = s3();
+    let root = format!("s3://lake/{}", d.prefix);
+    let summary = batch_run(&d, &root, &environment);
+    assert!(summary.contains("every gate passed"), "{summary}");
+    let lake = Lake::with_s3(&root, &settings);
+
+    let mut db = database(&d).await;
+    let source = revenue_by_sql(&mut db).await;
+    assert_eq!(daily_revenue(&lake).await, source, "to the unit, per day");
+    let events = |lake: &Lake| {
+        let lake = lake.clone();
+        async move {
+            let orders = lake.read("bronze/orders_cdc").await.unwrap();
+            let lines = lake.read("bronze/order_details_cdc").await.unwrap();
+            (
+                brewline_batch::lake::rows(&orders),
+                brewline_batch::lake::rows(&lines),
+            )
+        }
+    };
+    let landed = events(&lake).await;
+    let lines: i64 = db
+        .query_first("SELECT COUNT(*) FROM order_details")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(landed, (300, lines as usize));
+
+    // Again with nothing new: nothing landed twice.
+    batch_run(&d, &root, &environment);
+    assert_eq!(events(&lake).await, landed);
+
+    // A price change and a new store, then more orders.
+    db.query_drop(
+        "UPDATE products SET unit_price = unit_price + 1000, updated_at = NOW(3) WHERE id = 'CF01'",
+    )
+    .await
+    .unwrap();
+    db.query_drop(
+        "INSERT INTO stores (id, name, address, district, city, updated_at) \
+         VALUES (7000, 'Kofi Harbour', '7 Harbour Road', 'District 4', 'Ho Chi Minh', NOW(3))",
+    )
+    .await
+    .unwrap();
+    d.run(&["simulate", "--orders", "100", "--seed", "32"]);
+    d.run(&["cdc", "--until-caught-up"]);
+    batch_run(&d, &root, &environment);
+    assert_eq!(daily_revenue(&lake).await, revenue_by_sql(&mut db).await);
+    let dims = lake.read("gold/dim_products").await.unwrap();
+    let cf01: Vec<_> = rows_of(&dims, &["product_id", "version", "is_current"])
+        .into_iter()
+        .filter(|r| r[0] == "CF01")
+        .collect();
+    assert_eq!(
+        cf01,
+        vec![
+            vec!["CF01".to_string(), "1".into(), "false".into()],
+            vec!["CF01".to_string(), "2".into(), "true".into()],
+        ]
+    );
+    let stores = rows_of(
+        &lake.read("gold/dim_stores").await.unwrap(),
+        &["store_id", "name", "is_current"],
+    );
+    assert!(stores.contains(&vec![
+        "7000".to_string(),
+        "Kofi Harbour".into(),
+        "true".into()
+    ]));
+    db.disconnect().await.unwrap();
+
+    // The run reports are in the lake, next to its tables.
+    let dir = std::path::Path::new(&env("TEST_BREWLINE_S3_DIR"))
+        .join("lake")
+        .join(&d.prefix)
+        .join("_reports");
+    let reports = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .count();
+    assert_eq!(reports, 3);
+}
