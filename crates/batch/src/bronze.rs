@@ -21,6 +21,7 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::protocol::SaveMode;
 
+use crate::job::Sources;
 use crate::lake::Lake;
 use crate::{BatchError, Result};
 
@@ -31,6 +32,16 @@ pub const STORES: &str = "bronze/stores";
 pub const PAYMENT_METHODS: &str = "bronze/payment_method";
 pub const CATEGORIES: &str = "bronze/product_category";
 pub const PRODUCTS: &str = "bronze/products";
+
+/// The bronze tables and the names SQL refers to them by.
+pub const TABLES: [(&str, &str); 6] = [
+    (ORDERS, "bronze_orders"),
+    (ORDER_LINES, "bronze_order_lines"),
+    (STORES, "bronze_stores"),
+    (PAYMENT_METHODS, "bronze_payment_method"),
+    (CATEGORIES, "bronze_product_category"),
+    (PRODUCTS, "bronze_products"),
+];
 
 /// What one landing did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -352,14 +363,8 @@ async fn unlanded(
 }
 
 /// Lands the CDC topics' new events and extracts the dimensions.
-pub async fn land(
-    log: &dyn EventLog,
-    orders_topic: &str,
-    lines_topic: &str,
-    dimensions: &DimensionExtract,
-    lake: &Lake,
-    run_id: &str,
-) -> Result<Landed> {
+pub async fn land(sources: &Sources<'_>, lake: &Lake, run_id: &str) -> Result<Landed> {
+    let log = sources.log;
     let mut landed = Landed::default();
     let metadata = |what: &str| {
         serde_json::Map::from_iter([
@@ -367,7 +372,10 @@ pub async fn land(
             ("brewline.step".to_string(), serde_json::json!(what)),
         ])
     };
-    for (table, topic) in [(ORDERS, orders_topic), (ORDER_LINES, lines_topic)] {
+    for (table, topic) in [
+        (ORDERS, sources.orders_topic),
+        (ORDER_LINES, sources.order_details_topic),
+    ] {
         let (records, next) = unlanded(log, lake, table, topic).await?;
         let n = records.len() as u64;
         if n > 0 {
@@ -388,8 +396,9 @@ pub async fn land(
         }
         landed.events.insert(table.to_string(), n);
     }
+    let dimensions = sources.source.extract_dimensions().await?;
     let extracted_at = brewline_ports::now_ms();
-    for (table, batch) in dimension_batches(dimensions, extracted_at)? {
+    for (table, batch) in dimension_batches(&dimensions, extracted_at)? {
         landed
             .dimensions
             .insert(table.to_string(), batch.num_rows() as u64);

@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use brewline_core::DimensionExtract;
-use brewline_ports::EventLog;
+use brewline_ports::{EventLog, SourceDb};
 use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
@@ -96,6 +95,8 @@ pub struct RunReport {
     pub started_ms: i64,
     pub finished_ms: i64,
     pub lake: String,
+    /// The layers this run built (or checked).
+    pub layers: Vec<Layer>,
     pub tables: Vec<TableReport>,
     pub gates: Vec<GateResult>,
     /// The layer whose gates failed (nothing after it was published).
@@ -144,12 +145,55 @@ impl RunReport {
     }
 }
 
-/// Where a run reads from and writes to.
+/// Where a run reads from: the CDC topics of a log and the source database's dimensions.
 pub struct Sources<'a> {
     pub log: &'a dyn EventLog,
     pub orders_topic: &'a str,
     pub order_details_topic: &'a str,
-    pub dimensions: &'a DimensionExtract,
+    pub source: &'a dyn SourceDb,
+}
+
+/// A layer of the lake, in the order they are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Bronze,
+    Silver,
+    Gold,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 3] = [Layer::Bronze, Layer::Silver, Layer::Gold];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Bronze => "bronze",
+            Layer::Silver => "silver",
+            Layer::Gold => "gold",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Layer> {
+        Layer::ALL.into_iter().find(|l| l.name() == s)
+    }
+
+    /// Its gates.
+    pub fn gates(self) -> &'static [gates::Gate] {
+        match self {
+            Layer::Bronze => gates::BRONZE,
+            Layer::Silver => gates::SILVER,
+            Layer::Gold => gates::GOLD,
+        }
+    }
+
+    /// Its tables and the names SQL refers to them by.
+    pub fn tables(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Layer::Bronze => bronze::TABLES.to_vec(),
+            Layer::Silver => SILVER.iter().map(|s| (s.table, s.name)).collect(),
+            Layer::Gold => GOLD.iter().map(|s| (s.table, s.name)).collect(),
+        }
+    }
 }
 
 /// Computes `steps` in `ctx` (each registered under its name as it is made, so later steps
@@ -214,76 +258,108 @@ async fn publish(
     Ok(())
 }
 
-/// One run of the batch layer.
-pub async fn run(sources: &Sources<'_>, lake: &Lake) -> Result<RunReport> {
-    let started_ms = brewline_ports::now_ms();
-    let run_id = format!("run-{started_ms}");
-    let mut report = RunReport {
-        run_id: run_id.clone(),
-        started_ms,
-        finished_ms: 0,
-        lake: lake.root().to_string(),
-        tables: Vec::new(),
-        gates: Vec::new(),
-        failed_layer: None,
-    };
-
-    // Bronze: landed as it is read (its commits carry the offsets).
-    let began = Instant::now();
-    let landed = bronze::land(
-        sources.log,
-        sources.orders_topic,
-        sources.order_details_topic,
-        sources.dimensions,
-        lake,
-        &run_id,
-    )
-    .await?;
-    let seconds = began.elapsed().as_secs_f64();
-    for (table, rows) in landed.events.iter().chain(&landed.dimensions) {
-        report.tables.push(TableReport {
-            table: table.clone(),
-            rows: *rows,
-            seconds,
-            version: lake.version(table).await?,
-        });
-    }
-    let ctx = SessionContext::new();
-    for (table, name) in [
-        (bronze::ORDERS, "bronze_orders"),
-        (bronze::ORDER_LINES, "bronze_order_lines"),
-        (bronze::STORES, "bronze_stores"),
-        (bronze::PAYMENT_METHODS, "bronze_payment_method"),
-        (bronze::CATEGORIES, "bronze_product_category"),
-        (bronze::PRODUCTS, "bronze_products"),
-    ] {
-        if !lake.register(&ctx, table, name).await? {
+/// Registers the published tables of `layer` in `ctx`; an error names the first one missing.
+async fn register_published(ctx: &SessionContext, lake: &Lake, layer: Layer) -> Result<()> {
+    for (table, name) in layer.tables() {
+        if !lake.register(ctx, table, name).await? {
             return Err(BatchError::Empty(table.to_string()));
         }
     }
-    let gate = gates::check(&ctx, "bronze", gates::BRONZE).await?;
-    let failed = gate.iter().any(|g| !g.passed());
-    report.gates.extend(gate);
-    if failed {
-        report.failed_layer = Some("bronze".into());
-        report.finished_ms = brewline_ports::now_ms();
-        return Ok(report);
-    }
+    Ok(())
+}
 
-    for (layer, steps, checks) in [
-        ("silver", &SILVER[..], gates::SILVER),
-        ("gold", &GOLD[..], gates::GOLD),
-    ] {
-        let computed = compute(&ctx, steps, &mut report.tables).await?;
-        let gate = gates::check(&ctx, layer, checks).await?;
-        let failed = gate.iter().any(|g| !g.passed());
-        report.gates.extend(gate);
-        if failed {
-            report.failed_layer = Some(layer.into());
+/// Runs the gates of `layer` in `ctx` into `report`; true when they pass.
+async fn gate(ctx: &SessionContext, layer: Layer, report: &mut RunReport) -> Result<bool> {
+    let results = gates::check(ctx, layer.name(), layer.gates()).await?;
+    let passed = results.iter().all(GateResult::passed);
+    report.gates.extend(results);
+    if !passed {
+        report.failed_layer = Some(layer.name().into());
+    }
+    Ok(passed)
+}
+
+fn new_report(lake: &Lake) -> RunReport {
+    let started_ms = brewline_ports::now_ms();
+    RunReport {
+        run_id: format!("run-{started_ms}"),
+        started_ms,
+        finished_ms: 0,
+        lake: lake.root().to_string(),
+        layers: Vec::new(),
+        tables: Vec::new(),
+        gates: Vec::new(),
+        failed_layer: None,
+    }
+}
+
+/// One run of the batch layer: all three layers.
+pub async fn run(sources: &Sources<'_>, lake: &Lake) -> Result<RunReport> {
+    run_layers(sources, lake, &Layer::ALL).await
+}
+
+/// Builds `layers` (a layer not listed that a later one reads is taken as published): bronze
+/// lands the new events and the dimensions; silver and gold are computed in memory, checked by
+/// their gates and published only when those pass. A layer whose gates fail ends the run.
+pub async fn run_layers(sources: &Sources<'_>, lake: &Lake, layers: &[Layer]) -> Result<RunReport> {
+    let mut report = new_report(lake);
+    let last = layers.iter().max().copied().unwrap_or(Layer::Bronze);
+    let ctx = SessionContext::new();
+    for layer in Layer::ALL.into_iter().filter(|l| *l <= last) {
+        if !layers.contains(&layer) {
+            register_published(&ctx, lake, layer).await?;
+            continue;
+        }
+        report.layers.push(layer);
+        let passed = match layer {
+            Layer::Bronze => {
+                // Landed as it is read (its commits carry the offsets), then checked.
+                let began = Instant::now();
+                let landed = bronze::land(sources, lake, &report.run_id).await?;
+                let seconds = began.elapsed().as_secs_f64();
+                for (table, rows) in landed.events.iter().chain(&landed.dimensions) {
+                    report.tables.push(TableReport {
+                        table: table.clone(),
+                        rows: *rows,
+                        seconds,
+                        version: lake.version(table).await?,
+                    });
+                }
+                register_published(&ctx, lake, layer).await?;
+                gate(&ctx, layer, &mut report).await?
+            }
+            Layer::Silver | Layer::Gold => {
+                let steps: &[Step] = if layer == Layer::Silver {
+                    &SILVER
+                } else {
+                    &GOLD
+                };
+                let computed = compute(&ctx, steps, &mut report.tables).await?;
+                let passed = gate(&ctx, layer, &mut report).await?;
+                if passed {
+                    publish(lake, computed, &mut report.tables, &report.run_id.clone()).await?;
+                }
+                passed
+            }
+        };
+        if !passed {
             break;
         }
-        publish(lake, computed, &mut report.tables, &run_id).await?;
     }
+    report.finished_ms = brewline_ports::now_ms();
+    Ok(report)
+}
+
+/// Checks the published tables of `layer` (and those before it, which its gates reconcile
+/// with) against its gates, as a task of its own (the Airflow DAG's gate tasks).
+pub async fn check(lake: &Lake, layer: Layer) -> Result<RunReport> {
+    let mut report = new_report(lake);
+    let ctx = SessionContext::new();
+    for l in Layer::ALL.into_iter().filter(|l| *l <= layer) {
+        register_published(&ctx, lake, l).await?;
+    }
+    report.layers.push(layer);
+    gate(&ctx, layer, &mut report).await?;
     report.finished_ms = brewline_ports::now_ms();
     Ok(report)
 }

@@ -10,12 +10,16 @@
 
 pub mod affinity;
 pub mod bronze;
+pub mod charts;
+pub mod export;
 pub mod gates;
+pub mod history;
 pub mod job;
 pub mod lake;
+pub mod report;
 
 pub use affinity::AffinityRule;
-pub use job::{run, RunReport, Sources};
+pub use job::{check, run, run_layers, Layer, RunReport, Sources};
 pub use lake::{Lake, S3Settings};
 
 /// What can go wrong in a batch run.
@@ -27,6 +31,8 @@ pub enum BatchError {
     Gate { gate: String, message: String },
     #[error("bronze table {0} is empty: nothing was ever landed (run the capture first)")]
     Empty(String),
+    #[error("run history: {0}")]
+    History(String),
     #[error(transparent)]
     Port(#[from] brewline_ports::PortError),
 }

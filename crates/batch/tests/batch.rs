@@ -124,12 +124,11 @@ async fn query(lake: &Lake, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
 }
 
 async fn run_with(dir: &DataDir, lake: &Lake) -> brewline_batch::RunReport {
-    let d = dir.source.extract_dimensions().await.unwrap();
     let sources = Sources {
         log: &dir.log,
         orders_topic: ORDERS,
         order_details_topic: LINES,
-        dimensions: &d,
+        source: &dir.source,
     };
     let report = run(&sources, lake).await.unwrap();
     assert!(report.passed(), "{}", report.summary());
@@ -315,12 +314,11 @@ async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothin
         .orders(0, 600)
         .collect();
     write_and_capture(&dir, &all[..400]).await;
-    let d = dir.source.extract_dimensions().await.unwrap();
     let sources = Sources {
         log: &dir.log,
         orders_topic: ORDERS,
         order_details_topic: LINES,
-        dimensions: &d,
+        source: &dir.source,
     };
 
     let first = run(&sources, &lake).await.unwrap();

@@ -392,6 +392,97 @@ pub enum BatchAction {
     /// --redis-static or --servers, else the data dir's embedded state); the recommender
     /// suggests the product with the highest affinity to the order's.
     PublishAffinity(PublishAffinityArgs),
+    /// Check a published layer against its gates (not null, unique keys, amounts, references,
+    /// totals reconciled with the layer before); exits 2 when one fails. The Airflow DAG runs
+    /// it as a task of its own after each layer.
+    Check(BatchCheckArgs),
+    /// Write the lake's published tables as plain Parquet and `steps.json` (the bronze inputs
+    /// and each step's SQL in build order) for Spark and other engines without Delta Lake
+    /// (deploy/spark/brewline_spark.py runs the same SQL over them).
+    Export(BatchExportArgs),
+    /// Run the batch layer on a schedule: every DURATION (e.g. 15m, 1h, 1d) until stopped.
+    Schedule(BatchScheduleArgs),
+    /// Print the marts as tables and write charts of revenue per day and per category (SVG).
+    Report(BatchReportArgs),
+    /// The latest runs: when, how long, which layers, rows written and the gates' verdict
+    /// (from batch.history: SQLite by default, or PostgreSQL).
+    History(BatchHistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchHistoryArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// How many runs to list, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchReportArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The lake's root: a folder, or s3://bucket/prefix [default: batch.lake, else lake/ in
+    /// the data dir].
+    #[arg(long, value_name = "PATH|URL")]
+    pub lake: Option<String>,
+    /// Where to write the charts [default: report/ in the data dir].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchScheduleArgs {
+    /// Time between the starts of two runs: a number and a unit, ms, s, m, h or d.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub every: std::time::Duration,
+    /// Stop after this many runs [default: run until a signal].
+    #[arg(long, value_name = "N")]
+    pub runs: Option<u64>,
+    #[command(flatten)]
+    pub run: BatchRunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchExportArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The lake's root: a folder, or s3://bucket/prefix [default: batch.lake, else lake/ in
+    /// the data dir].
+    #[arg(long, value_name = "PATH|URL")]
+    pub lake: Option<String>,
+    /// The folder to write to.
+    #[arg(long, value_name = "DIR")]
+    pub to: std::path::PathBuf,
+}
+
+impl BatchRunArgs {
+    /// The layers to build.
+    pub fn layers(&self) -> Vec<brewline_batch::Layer> {
+        if self.layer.is_empty() {
+            brewline_batch::Layer::ALL.to_vec()
+        } else {
+            self.layer.clone()
+        }
+    }
+}
+
+fn parse_layer(s: &str) -> Result<brewline_batch::Layer, String> {
+    brewline_batch::Layer::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a layer: use bronze, silver or gold"))
+}
+
+#[derive(Debug, Args)]
+pub struct BatchCheckArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The lake's root: a folder, or s3://bucket/prefix [default: batch.lake, else lake/ in
+    /// the data dir].
+    #[arg(long, value_name = "PATH|URL")]
+    pub lake: Option<String>,
+    /// The layer whose published tables to check.
+    #[arg(long, value_name = "LAYER", value_parser = parse_layer)]
+    pub layer: brewline_batch::Layer,
 }
 
 #[derive(Debug, Args)]
@@ -428,6 +519,10 @@ pub struct BatchRunArgs {
     pub kafka: KafkaArg,
     #[command(flatten)]
     pub mysql: MysqlArg,
+    /// Build only these layers (the others they read must be published)
+    /// [default: bronze,silver,gold].
+    #[arg(long, value_delimiter = ',', value_name = "LAYER,...", value_parser = parse_layer)]
+    pub layer: Vec<brewline_batch::Layer>,
     /// After a run that passes, publish its product affinity to this static Redis database
     /// (with --servers and batch.publish_affinity: to redis.static_url). On the embedded
     /// engines it always goes to the data dir's state.
@@ -457,7 +552,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A duration like `500ms`, `30s`, `5m`, `1h`.
+/// A duration like `500ms`, `30s`, `5m`, `1h`, `1d`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
@@ -469,7 +564,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("unknown unit in {s:?}: use ms, s, m or h")),
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s, m, h or d")),
     };
     match seconds {
         0 => Err("the duration must be more than zero".into()),
@@ -482,5 +578,23 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
         "on" | "true" => Ok(true),
         "off" | "false" => Ok(false),
         _ => Err(format!("expected `on` or `off`, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_with_their_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "15", "m", "0s", "1w", "-5m", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

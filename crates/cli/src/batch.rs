@@ -6,15 +6,20 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use brewline_batch::{Lake, RunReport, Sources};
+use brewline_batch::history::{PostgresHistory, RunHistory, SqliteHistory};
+use brewline_batch::{Lake, Layer, RunReport, Sources};
 use brewline_kafka::KafkaLog;
 use brewline_mysql::MysqlSource;
 use brewline_ports::{EventLog, LookupStore, SourceDb};
 use brewline_redis::RedisLookups;
 
-use crate::args::{BatchRunArgs, PublishAffinityArgs};
+use crate::args::{
+    BatchCheckArgs, BatchExportArgs, BatchHistoryArgs, BatchReportArgs, BatchRunArgs,
+    BatchScheduleArgs, PublishAffinityArgs,
+};
 use crate::config::Config;
 use crate::embedded::EmbeddedPipeline;
+use crate::shutdown;
 
 /// The lake of `config`: `batch.lake`, else `lake/` in the data dir.
 pub fn lake(config: &Config, data_dir: &Path) -> Lake {
@@ -25,45 +30,57 @@ pub fn lake(config: &Config, data_dir: &Path) -> Lake {
     Lake::with_s3(root, &config.batch.s3)
 }
 
-/// One batch run over `log`'s CDC topics and `source`'s dimensions; the report is written next
-/// to the lake's tables as JSON (`_reports/{run}.json`).
+/// One batch run of `layers` over `log`'s CDC topics and `source`'s dimensions; the report is
+/// written next to the lake's tables as JSON (`_reports/{run}.json`).
 pub async fn run_once(
     config: &Config,
     log: &dyn EventLog,
     source: &dyn SourceDb,
     lake: &Lake,
+    layers: &[Layer],
 ) -> anyhow::Result<RunReport> {
-    let dimensions = source
-        .extract_dimensions()
-        .await
-        .context("extracting the dimensions")?;
     let sources = Sources {
         log,
         orders_topic: &config.topics.orders,
         order_details_topic: &config.topics.order_details,
-        dimensions: &dimensions,
+        source,
     };
-    let report = brewline_batch::run(&sources, lake)
+    let report = brewline_batch::run_layers(&sources, lake, layers)
         .await
         .context("batch run failed")?;
+    save_report(lake, &report).await?;
+    Ok(report)
+}
+
+/// Writes `report` next to the lake's tables as JSON (`_reports/{run}.json`).
+async fn save_report(lake: &Lake, report: &RunReport) -> anyhow::Result<()> {
     let path = format!("_reports/{}.json", report.run_id);
     lake.put_file(&path, serde_json::to_vec_pretty(&report)?)
         .await
         .with_context(|| format!("writing the run report {path} in the lake"))?;
-    Ok(report)
+    Ok(())
 }
 
 /// One batch run over an embedded pipeline; a run that passes publishes its product affinity
 /// to the pipeline's lookups.
 pub async fn run_embedded(pipeline: &EmbeddedPipeline, lake: &Lake) -> anyhow::Result<RunReport> {
+    run_embedded_layers(pipeline, lake, &Layer::ALL).await
+}
+
+async fn run_embedded_layers(
+    pipeline: &EmbeddedPipeline,
+    lake: &Lake,
+    layers: &[Layer],
+) -> anyhow::Result<RunReport> {
     let report = run_once(
         &pipeline.config,
         &pipeline.dir.log,
         &pipeline.dir.source,
         lake,
+        layers,
     )
     .await?;
-    if report.passed() {
+    if report.passed() && report.layers.contains(&Layer::Gold) {
         publish_affinity(&pipeline.config, lake, &pipeline.dir.state).await?;
     }
     Ok(report)
@@ -114,41 +131,224 @@ pub async fn publish(mut config: Config, args: PublishAffinityArgs) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run(mut config: Config, args: BatchRunArgs) -> anyhow::Result<ExitCode> {
+/// The engines a batch run reads.
+enum Engines {
+    Embedded(Box<EmbeddedPipeline>),
+    Servers { log: KafkaLog, source: MysqlSource },
+}
+
+/// `batch run` opened once: its engines, lake and layers; [`Runner::once`] runs it.
+struct Runner {
+    config: Config,
+    lake: Lake,
+    layers: Vec<Layer>,
+    engines: Engines,
+    /// Publish the affinity to Redis after a run that passes.
+    to_redis: bool,
+    history: Box<dyn RunHistory>,
+}
+
+impl Runner {
+    async fn open(mut config: Config, args: BatchRunArgs) -> anyhow::Result<Runner> {
+        let data_dir = args.data_dir.resolve(&config);
+        if let Some(l) = &args.lake {
+            config.batch.lake = Some(l.clone());
+        }
+        let servers = args.servers || args.kafka.brokers.is_some() || args.mysql.mysql.is_some();
+        let to_redis = args.redis_static.is_some() || (servers && config.batch.publish_affinity);
+        if let Some(u) = &args.redis_static {
+            config.redis.static_url = u.clone();
+        }
+        args.kafka.apply(&mut config);
+        args.mysql.apply(&mut config);
+        let lake = lake(&config, &data_dir);
+        let history = history(&config, &data_dir).await?;
+        let engines = if servers {
+            Engines::Servers {
+                log: KafkaLog::new(config.kafka.clone()),
+                source: MysqlSource::new(&config.mysql)?,
+            }
+        } else {
+            let pipeline = EmbeddedPipeline::open(config.clone(), &data_dir)?;
+            pipeline.prepare().await?;
+            Engines::Embedded(Box::new(pipeline))
+        };
+        Ok(Runner {
+            config,
+            lake,
+            layers: args.layers(),
+            engines,
+            to_redis,
+            history,
+        })
+    }
+
+    /// One run; a run that passes and built gold publishes its product affinity.
+    async fn once(&self) -> anyhow::Result<RunReport> {
+        let report = match &self.engines {
+            Engines::Embedded(pipeline) => {
+                run_embedded_layers(pipeline, &self.lake, &self.layers).await?
+            }
+            Engines::Servers { log, source } => {
+                run_once(&self.config, log, source, &self.lake, &self.layers).await?
+            }
+        };
+        if report.passed() && self.to_redis && report.layers.contains(&Layer::Gold) {
+            let store = redis_lookups(&self.config).await?;
+            publish_affinity(&self.config, &self.lake, &store).await?;
+        }
+        self.history
+            .record(&report)
+            .await
+            .context("recording the run in the history")?;
+        Ok(report)
+    }
+}
+
+/// The run history of `config`: PostgreSQL when `batch.history` is a postgres:// URL, else
+/// SQLite at that path (default: batch_history.sqlite in the data dir).
+async fn history(config: &Config, data_dir: &Path) -> anyhow::Result<Box<dyn RunHistory>> {
+    Ok(match &config.batch.history {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Box::new(PostgresHistory::connect(url).await?)
+        }
+        Some(path) => Box::new(SqliteHistory::open(Path::new(path))?),
+        None => Box::new(SqliteHistory::open(&data_dir.join("batch_history.sqlite"))?),
+    })
+}
+
+pub async fn show_history(config: Config, args: BatchHistoryArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = args.data_dir.resolve(&config);
+    let runs = history(&config, &data_dir)
+        .await?
+        .recent(args.limit)
+        .await?;
+    println!(
+        "{:<20} {:<24} {:>9} {:<18} {:>10} {:<8}",
+        "run", "started (UTC)", "seconds", "layers", "rows", "gates"
+    );
+    for r in runs {
+        println!(
+            "{:<20} {:<24} {:>9.2} {:<18} {:>10} {}",
+            r.run_id,
+            brewline_core::calendar::datetime_of_millis(r.started_ms),
+            (r.finished_ms - r.started_ms) as f64 / 1000.0,
+            r.layers,
+            r.rows,
+            match r.failed_layer {
+                None => "passed".to_string(),
+                Some(l) => format!("FAILED at {l} ({} gates)", r.gates_failed),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exit_code(passed: bool) -> ExitCode {
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+pub async fn run(config: Config, args: BatchRunArgs) -> anyhow::Result<ExitCode> {
+    let report = Runner::open(config, args).await?.once().await?;
+    print!("{}", report.summary());
+    Ok(exit_code(report.passed()))
+}
+
+/// `batch schedule`: a run every `--every` (the next one starts that long after the last
+/// started, or at once when a run took longer), until a signal or `--runs`; a run that fails
+/// is reported and the schedule goes on. Exits 2 when the last run failed.
+pub async fn schedule(config: Config, args: BatchScheduleArgs) -> anyhow::Result<ExitCode> {
+    let every = args.every;
+    let runner = Runner::open(config, args.run).await?;
+    let (_stop, mut shutdown) = shutdown::signalled();
+    let mut runs = 0u64;
+    let mut passed: bool;
+    loop {
+        let started = tokio::time::Instant::now();
+        match runner.once().await {
+            Ok(report) => {
+                passed = report.passed();
+                print!("{}", report.summary());
+            }
+            Err(e) => {
+                passed = false;
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "batch run failed; the schedule goes on"
+                );
+            }
+        }
+        runs += 1;
+        if args.runs.is_some_and(|n| runs >= n) || *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + every) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    Ok(exit_code(passed))
+}
+
+pub async fn check(mut config: Config, args: BatchCheckArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.resolve(&config);
     if let Some(l) = args.lake {
         config.batch.lake = Some(l);
     }
-    let servers = args.servers || args.kafka.brokers.is_some() || args.mysql.mysql.is_some();
-    let to_redis = args.redis_static.is_some() || (servers && config.batch.publish_affinity);
-    if let Some(u) = args.redis_static {
-        config.redis.static_url = u;
-    }
-    args.kafka.apply(&mut config);
-    args.mysql.apply(&mut config);
     let lake = lake(&config, &data_dir);
-    let report = if servers {
-        let log = KafkaLog::new(config.kafka.clone());
-        let source = MysqlSource::new(&config.mysql)?;
-        let report = run_once(&config, &log, &source, &lake).await?;
-        if report.passed() && to_redis {
-            publish_affinity(&config, &lake, &redis_lookups(&config).await?).await?;
-        }
-        report
-    } else {
-        let pipeline = EmbeddedPipeline::open(config, &data_dir)?;
-        pipeline.prepare().await?;
-        let report = run_embedded(&pipeline, &lake).await?;
-        if report.passed() && to_redis {
-            let store = redis_lookups(&pipeline.config).await?;
-            publish_affinity(&pipeline.config, &lake, &store).await?;
-        }
-        report
-    };
+    let report = brewline_batch::check(&lake, args.layer)
+        .await
+        .context("batch check failed")?;
+    save_report(&lake, &report).await?;
     print!("{}", report.summary());
-    Ok(if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    Ok(exit_code(report.passed()))
+}
+
+pub async fn export(mut config: Config, args: BatchExportArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = args.data_dir.resolve(&config);
+    if let Some(l) = args.lake {
+        config.batch.lake = Some(l);
+    }
+    let lake = lake(&config, &data_dir);
+    let n = brewline_batch::export::export(&lake, &args.to)
+        .await
+        .with_context(|| format!("exporting the lake to {}", args.to.display()))?;
+    println!("{n} tables and steps.json written to {}", args.to.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn report(mut config: Config, args: BatchReportArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = args.data_dir.resolve(&config);
+    if let Some(l) = args.lake {
+        config.batch.lake = Some(l);
+    }
+    let lake = lake(&config, &data_dir);
+    let views = brewline_batch::report::views(&lake)
+        .await
+        .context("reading the marts")?;
+    if views.is_empty() {
+        anyhow::bail!(
+            "the lake at {} has no marts yet: run `brewline batch run` first",
+            lake.root()
+        );
+    }
+    for (title, rows) in &views {
+        println!("{title}:");
+        println!(
+            "{}",
+            deltalake::arrow::util::pretty::pretty_format_batches(rows)?
+        );
+    }
+    let out = args.out.unwrap_or_else(|| data_dir.join("report"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    for (file, svg) in brewline_batch::report::charts(&views)? {
+        let path = out.join(file);
+        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        println!("chart: {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

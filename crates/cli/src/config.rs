@@ -46,6 +46,9 @@ pub struct BatchConfig {
     /// How to reach an s3:// lake (endpoint, region, keys; e.g.
     /// `BREWLINE_BATCH__S3__SECRET_ACCESS_KEY`).
     pub s3: brewline_batch::S3Settings,
+    /// Where run history goes: a postgres:// URL, or a SQLite file
+    /// [default: batch_history.sqlite in the data dir].
+    pub history: Option<String>,
     /// With --servers: publish the product affinity to redis.static_url after each run that
     /// passes.
     pub publish_affinity: bool,
@@ -61,6 +64,7 @@ impl Default for BatchConfig {
         BatchConfig {
             lake: None,
             s3: brewline_batch::S3Settings::default(),
+            history: None,
             publish_affinity: false,
             affinity_top: rule.top,
             affinity_min_together: rule.min_together,

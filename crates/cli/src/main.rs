@@ -58,6 +58,21 @@ fn main() -> ExitCode {
                 Command::Batch {
                     action: BatchAction::PublishAffinity(a),
                 } => batch::publish(config, a).await,
+                Command::Batch {
+                    action: BatchAction::Check(a),
+                } => batch::check(config, a).await,
+                Command::Batch {
+                    action: BatchAction::Export(a),
+                } => batch::export(config, a).await,
+                Command::Batch {
+                    action: BatchAction::Schedule(a),
+                } => batch::schedule(config, a).await,
+                Command::Batch {
+                    action: BatchAction::Report(a),
+                } => batch::report(config, a).await,
+                Command::Batch {
+                    action: BatchAction::History(a),
+                } => batch::show_history(config, a).await,
                 Command::Db {
                     action: DbAction::Init(a),
                 } => source_cmds::init(config, a).await,
