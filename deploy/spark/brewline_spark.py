@@ -23,7 +23,7 @@ import os
 import time
 
 
-def session(master: str | None):
+def session(master: str | None, driver_memory: str | None = None):
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("brewline-batch")
@@ -34,6 +34,8 @@ def session(master: str | None):
             .config("spark.sql.shuffle.partitions", "2")
             .config("spark.default.parallelism", "2")
         )
+    if driver_memory:
+        builder = builder.config("spark.driver.memory", driver_memory)
     spark = builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
@@ -66,10 +68,11 @@ def main() -> None:
     parser.add_argument("--output", help="root to write the results under")
     parser.add_argument("--format", default="parquet", choices=["parquet", "delta"])
     parser.add_argument("--master", help="e.g. local[2]; unset: spark-submit decides")
+    parser.add_argument("--driver-memory", help="e.g. 4g (local mode: the whole Spark)")
     args = parser.parse_args()
     with open(args.manifest) as f:
         manifest = json.load(f)
-    spark = session(args.master)
+    spark = session(args.master, args.driver_memory)
     began = time.time()
     run(spark, manifest, args.input, args.format, args.output)
     print(f"spark: every step in {time.time() - began:.2f} s")

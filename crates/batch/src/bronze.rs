@@ -319,14 +319,55 @@ impl RowColumns<OrderLineRow> for LineColumns {
     }
 }
 
-/// Every record of `topic` not landed yet, read from the offsets the lake holds to the end of
-/// the log; and the next offsets to record.
-async fn unlanded(
+/// Events landed per commit: a landing's memory is bounded by this, whatever the backlog.
+const CHUNK: usize = 250_000;
+
+/// Commit metadata of a bronze write.
+fn metadata(run_id: &str) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::Map::from_iter([
+        ("brewline.run".to_string(), serde_json::json!(run_id)),
+        ("brewline.step".to_string(), serde_json::json!("bronze")),
+    ])
+}
+
+/// Appends CDC events of one topic to `table` in one commit, with the next offset of each
+/// partition they cover as the commit's application transactions; returns how many did not
+/// decode.
+pub(crate) async fn append_events(
+    lake: &Lake,
+    table: &str,
+    records: &[Consumed],
+    run_id: &str,
+) -> Result<u64> {
+    let next: BTreeMap<String, i64> = brewline_ports::next_offsets(records)
+        .into_iter()
+        .map(|(t, p, o)| (format!("{t}/{p}"), o))
+        .collect();
+    let (batch, bad) = if table == ORDERS {
+        cdc_batch(table, records, OrderColumns::default())?
+    } else {
+        cdc_batch(table, records, LineColumns::default())?
+    };
+    lake.write(
+        table,
+        vec![batch],
+        SaveMode::Append,
+        &next,
+        metadata(run_id),
+    )
+    .await?;
+    Ok(bad)
+}
+
+/// Lands every event of `topic` not landed yet, from the offsets the lake holds to the end of
+/// the log, a commit per [`CHUNK`] events; returns (events, undecodable).
+async fn land_topic(
     log: &dyn EventLog,
     lake: &Lake,
     table: &str,
     topic: &str,
-) -> Result<(Vec<Consumed>, BTreeMap<String, i64>)> {
+    run_id: &str,
+) -> Result<(u64, u64)> {
     let mut from = Vec::new();
     for p in 0..log.partitions(topic).await? {
         let app = format!("{topic}/{p}");
@@ -342,75 +383,62 @@ async fn unlanded(
             from,
         })
         .await?;
-    let mut out = Vec::new();
+    let (mut events, mut bad) = (0, 0);
+    let mut pending = Vec::new();
     loop {
         let batch = consumer.poll(50_000, Duration::from_millis(200)).await?;
-        if batch.is_empty() && consumer.lag().await? == 0 {
-            break;
-        }
+        let done = batch.is_empty() && consumer.lag().await? == 0;
         // The reader starts at the landed offsets; a record before them is never landed twice.
-        out.extend(
+        pending.extend(
             batch
                 .into_iter()
                 .filter(|r| r.offset >= landed.get(&r.partition).copied().unwrap_or(0)),
         );
+        if pending.len() >= CHUNK || (done && !pending.is_empty()) {
+            bad += append_events(lake, table, &pending, run_id).await?;
+            events += pending.len() as u64;
+            pending.clear();
+        }
+        if done {
+            return Ok((events, bad));
+        }
     }
-    let next = brewline_ports::next_offsets(&out)
-        .into_iter()
-        .map(|(t, p, o)| (format!("{t}/{p}"), o))
-        .collect();
-    Ok((out, next))
 }
 
-/// Lands the CDC topics' new events and extracts the dimensions.
-pub async fn land(sources: &Sources<'_>, lake: &Lake, run_id: &str) -> Result<Landed> {
-    let log = sources.log;
-    let mut landed = Landed::default();
-    let metadata = |what: &str| {
-        serde_json::Map::from_iter([
-            ("brewline.run".to_string(), serde_json::json!(run_id)),
-            ("brewline.step".to_string(), serde_json::json!(what)),
-        ])
-    };
-    for (table, topic) in [
-        (ORDERS, sources.orders_topic),
-        (ORDER_LINES, sources.order_details_topic),
-    ] {
-        let (records, next) = unlanded(log, lake, table, topic).await?;
-        let n = records.len() as u64;
-        if n > 0 {
-            let (batch, bad) = if table == ORDERS {
-                cdc_batch(table, &records, OrderColumns::default())?
-            } else {
-                cdc_batch(table, &records, LineColumns::default())?
-            };
-            landed.undecodable += bad;
-            lake.write(
-                table,
-                vec![batch],
-                SaveMode::Append,
-                &next,
-                metadata("bronze"),
-            )
-            .await?;
-        }
-        landed.events.insert(table.to_string(), n);
-    }
-    let dimensions = sources.source.extract_dimensions().await?;
-    let extracted_at = brewline_ports::now_ms();
-    for (table, batch) in dimension_batches(&dimensions, extracted_at)? {
-        landed
-            .dimensions
-            .insert(table.to_string(), batch.num_rows() as u64);
+/// Appends the dimension tables as extracted now; returns the rows per table.
+pub(crate) async fn append_dimensions(
+    lake: &Lake,
+    dimensions: &DimensionExtract,
+    run_id: &str,
+) -> Result<BTreeMap<String, u64>> {
+    let mut rows = BTreeMap::new();
+    for (table, batch) in dimension_batches(dimensions, brewline_ports::now_ms())? {
+        rows.insert(table.to_string(), batch.num_rows() as u64);
         lake.write(
             table,
             vec![batch],
             SaveMode::Append,
             &BTreeMap::new(),
-            metadata("bronze"),
+            metadata(run_id),
         )
         .await?;
     }
+    Ok(rows)
+}
+
+/// Lands the CDC topics' new events and extracts the dimensions.
+pub async fn land(sources: &Sources<'_>, lake: &Lake, run_id: &str) -> Result<Landed> {
+    let mut landed = Landed::default();
+    for (table, topic) in [
+        (ORDERS, sources.orders_topic),
+        (ORDER_LINES, sources.order_details_topic),
+    ] {
+        let (events, bad) = land_topic(sources.log, lake, table, topic, run_id).await?;
+        landed.undecodable += bad;
+        landed.events.insert(table.to_string(), events);
+    }
+    let dimensions = sources.source.extract_dimensions().await?;
+    landed.dimensions = append_dimensions(lake, &dimensions, run_id).await?;
     Ok(landed)
 }
 

@@ -302,6 +302,15 @@ pub async fn run(sources: &Sources<'_>, lake: &Lake) -> Result<RunReport> {
 /// lands the new events and the dimensions; silver and gold are computed in memory, checked by
 /// their gates and published only when those pass. A layer whose gates fail ends the run.
 pub async fn run_layers(sources: &Sources<'_>, lake: &Lake, layers: &[Layer]) -> Result<RunReport> {
+    build(Some(sources), lake, layers).await
+}
+
+/// Builds silver and/or gold from what bronze holds (no sources: bronze is not landed).
+pub async fn run_built_layers(lake: &Lake, layers: &[Layer]) -> Result<RunReport> {
+    build(None, lake, layers).await
+}
+
+async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> Result<RunReport> {
     let mut report = new_report(lake);
     let last = layers.iter().max().copied().unwrap_or(Layer::Bronze);
     let ctx = SessionContext::new();
@@ -315,6 +324,9 @@ pub async fn run_layers(sources: &Sources<'_>, lake: &Lake, layers: &[Layer]) ->
             Layer::Bronze => {
                 // Landed as it is read (its commits carry the offsets), then checked.
                 let began = Instant::now();
+                let sources = sources.ok_or_else(|| {
+                    BatchError::lake("bronze", "landing bronze needs the sources")
+                })?;
                 let landed = bronze::land(sources, lake, &report.run_id).await?;
                 let seconds = began.elapsed().as_secs_f64();
                 for (table, rows) in landed.events.iter().chain(&landed.dimensions) {

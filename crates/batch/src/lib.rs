@@ -9,6 +9,7 @@
 //! - [`gates`] after each layer; a failure publishes nothing further ([`job`]).
 
 pub mod affinity;
+pub mod bench;
 pub mod bronze;
 pub mod charts;
 pub mod export;
@@ -19,7 +20,7 @@ pub mod lake;
 pub mod report;
 
 pub use affinity::AffinityRule;
-pub use job::{check, run, run_layers, Layer, RunReport, Sources};
+pub use job::{check, run, run_built_layers, run_layers, Layer, RunReport, Sources};
 pub use lake::{Lake, S3Settings};
 
 /// What can go wrong in a batch run.

@@ -407,6 +407,22 @@ pub enum BatchAction {
     /// The latest runs: when, how long, which layers, rows written and the gates' verdict
     /// (from batch.history: SQLite by default, or PostgreSQL).
     History(BatchHistoryArgs),
+    /// Benchmark: land about --lines generated order lines in a fresh lake's bronze (as
+    /// capture would send them), then time bronze → silver → gold and its peak memory.
+    Bench(BatchBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchBenchArgs {
+    /// Order lines to generate (two a order on average).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lines: u64,
+    /// The lake to build: a folder that does not exist yet, or an empty one.
+    #[arg(long, value_name = "DIR")]
+    pub lake: std::path::PathBuf,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

@@ -14,8 +14,8 @@ use brewline_ports::{EventLog, LookupStore, SourceDb};
 use brewline_redis::RedisLookups;
 
 use crate::args::{
-    BatchCheckArgs, BatchExportArgs, BatchHistoryArgs, BatchReportArgs, BatchRunArgs,
-    BatchScheduleArgs, PublishAffinityArgs,
+    BatchBenchArgs, BatchCheckArgs, BatchExportArgs, BatchHistoryArgs, BatchReportArgs,
+    BatchRunArgs, BatchScheduleArgs, PublishAffinityArgs,
 };
 use crate::config::Config;
 use crate::embedded::EmbeddedPipeline;
@@ -351,4 +351,46 @@ pub async fn report(mut config: Config, args: BatchReportArgs) -> anyhow::Result
         println!("chart: {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn bench(_config: Config, args: BatchBenchArgs) -> anyhow::Result<ExitCode> {
+    if args.lake.exists() && std::fs::read_dir(&args.lake)?.next().is_some() {
+        anyhow::bail!(
+            "{} is not empty: the benchmark builds a lake of its own; give a new folder",
+            args.lake.display()
+        );
+    }
+    let lake = Lake::at(args.lake.to_string_lossy().into_owned());
+    let reference = brewline_core::ReferenceData::bundled()?;
+    let bar = indicatif::ProgressBar::new(args.lines);
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "landing bronze {bar:40} {pos}/{len} lines ({per_sec}, {eta} left)",
+    )?);
+    let report = brewline_batch::bench::bench(&lake, &reference, args.lines, args.seed, &|n| {
+        bar.set_position(n)
+    })
+    .await?;
+    bar.finish_and_clear();
+    print!("{}", report.run.summary());
+    println!(
+        "bench: {} orders, {} lines landed in {:.2} s; bronze -> gold in {:.2} s, peak RSS {}",
+        report.orders,
+        report.lines,
+        report.land_seconds,
+        report.build_seconds,
+        report
+            .build_peak_rss_mib
+            .map_or_else(|| "unknown".to_string(), |m| format!("{m:.0} MiB"))
+    );
+    println!(
+        "{}",
+        serde_json::to_string(&serde_json::json!({
+            "orders": report.orders,
+            "lines": report.lines,
+            "land_seconds": report.land_seconds,
+            "build_seconds": report.build_seconds,
+            "build_peak_rss_mib": report.build_peak_rss_mib,
+        }))?
+    );
+    Ok(exit_code(report.run.passed()))
 }

@@ -73,6 +73,9 @@ fn main() -> ExitCode {
                 Command::Batch {
                     action: BatchAction::History(a),
                 } => batch::show_history(config, a).await,
+                Command::Batch {
+                    action: BatchAction::Bench(a),
+                } => batch::bench(config, a).await,
                 Command::Db {
                     action: DbAction::Init(a),
                 } => source_cmds::init(config, a).await,

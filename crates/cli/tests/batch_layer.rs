@@ -303,3 +303,72 @@ async fn batch_runs_on_kafka_and_mysql_into_s3_and_reconciles_with_the_source() 
         .count();
     assert_eq!(reports, 3);
 }
+
+/// The other batch commands on the embedded engines: a schedule of two runs, each in the run
+/// history; the published gold checked alone; the report with its charts; the affinity
+/// published; a wrong layer named as such.
+#[test]
+fn schedule_history_check_report_and_publish_affinity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let ok = |args: &[&str]| {
+        let out = brewline(args);
+        assert!(
+            out.status.success(),
+            "brewline {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["demo", "--orders", "1500", "--seed", "3", "--data-dir", d]);
+    let scheduled = ok(&[
+        "batch",
+        "schedule",
+        "--every",
+        "1s",
+        "--runs",
+        "2",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(
+        scheduled.matches("every gate passed").count(),
+        2,
+        "{scheduled}"
+    );
+    let history = ok(&["batch", "history", "--data-dir", d]);
+    assert_eq!(history.matches("passed").count(), 2, "{history}");
+    assert!(history.contains("bronze,silver,gold"), "{history}");
+
+    let checked = ok(&["batch", "check", "--layer", "gold", "--data-dir", d]);
+    assert!(checked.contains("every gate passed"), "{checked}");
+    assert!(checked.contains("gates: "), "{checked}");
+
+    let out = tmp.path().join("report");
+    let report = ok(&[
+        "batch",
+        "report",
+        "--data-dir",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    for title in ["Revenue per category", "Payment mix", "best partner"] {
+        assert!(report.contains(title), "{title}: {report}");
+    }
+    for chart in ["revenue_per_day.svg", "revenue_per_category.svg"] {
+        let svg = std::fs::read_to_string(out.join(chart)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("<rect x="),
+            "{chart}"
+        );
+    }
+    let published = ok(&["batch", "publish-affinity", "--data-dir", d]);
+    assert!(published.contains("product affinity:"), "{published}");
+
+    let wrong = brewline(&["batch", "run", "--layer", "platinum", "--data-dir", d]);
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("use bronze, silver or gold"), "{stderr}");
+}

@@ -296,6 +296,13 @@ fn every_command_has_help_and_json_logs_are_json() {
         vec!["config", "--help"],
         vec!["cdc", "--help"],
         vec!["batch", "run", "--help"],
+        vec!["batch", "check", "--help"],
+        vec!["batch", "schedule", "--help"],
+        vec!["batch", "report", "--help"],
+        vec!["batch", "history", "--help"],
+        vec!["batch", "export", "--help"],
+        vec!["batch", "publish-affinity", "--help"],
+        vec!["batch", "bench", "--help"],
     ] {
         let out = ok(&cmd);
         assert!(out.contains("Usage:"), "{cmd:?}");
