@@ -164,6 +164,7 @@ pub async fn bench(
         categories: versioned(&reference.categories),
         products: versioned(&reference.products),
     };
+    append_events(lake, bronze::SUGGESTIONS, &[], &run_id).await?;
     append_dimensions(lake, &dimensions, &run_id).await?;
     let land_seconds = began.elapsed().as_secs_f64();
 

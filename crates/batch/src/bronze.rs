@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brewline_core::debezium::{decode, Decoded, Moment, Op, OrderLineRow, OrderRow};
-use brewline_core::{calendar, DimensionExtract, Versioned};
+use brewline_core::{calendar, DimensionExtract, Suggestion, Versioned};
 use brewline_ports::{Consumed, EventLog, Subscription};
 use deltalake::arrow::array::{
     ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
@@ -32,11 +32,14 @@ pub const STORES: &str = "bronze/stores";
 pub const PAYMENT_METHODS: &str = "bronze/payment_method";
 pub const CATEGORIES: &str = "bronze/product_category";
 pub const PRODUCTS: &str = "bronze/products";
+/// The suggestions the recommender made (`order_suggestions`), each record as published.
+pub const SUGGESTIONS: &str = "bronze/order_suggestions";
 
 /// The bronze tables and the names SQL refers to them by.
-pub const TABLES: [(&str, &str); 6] = [
+pub const TABLES: [(&str, &str); 7] = [
     (ORDERS, "bronze_orders"),
     (ORDER_LINES, "bronze_order_lines"),
+    (SUGGESTIONS, "bronze_suggestions"),
     (STORES, "bronze_stores"),
     (PAYMENT_METHODS, "bronze_payment_method"),
     (CATEGORIES, "bronze_product_category"),
@@ -164,33 +167,33 @@ trait RowColumns<T> {
     fn finish(self) -> Vec<(Field, ArrayRef)>;
 }
 
-/// CDC events of one table as a bronze batch: the event columns, then the row's; and how many
-/// did not decode.
-fn cdc_batch<T: serde::de::DeserializeOwned>(
+/// What one event holds: its op (`c`, `u`, `d`, `r`, `tombstone`; none for a plain record),
+/// when it happened, and its row.
+struct Event<T> {
+    op: Option<&'static str>,
+    ts_ms: Option<i64>,
+    row: Option<T>,
+}
+
+/// Events of one table as a bronze batch: the event columns, then the row's (as `read` makes
+/// them of each record); and how many did not read.
+fn events_batch<T>(
     table: &str,
     records: &[Consumed],
+    read: impl Fn(&Consumed) -> std::result::Result<Event<T>, String>,
     mut row_columns: impl RowColumns<T>,
 ) -> Result<(RecordBatch, u64)> {
     let mut ev = EventColumns::new();
     let mut bad = 0;
     for r in records {
-        match decode::<T>(r.record.value.as_deref()) {
-            Ok(Decoded::Change(e)) => {
-                ev.push(r, Some(e.op.code()), Some(e.source.ts_ms), None);
-                let row = if e.op == Op::Delete {
-                    e.before.as_ref()
-                } else {
-                    e.after.as_ref()
-                };
-                row_columns.push(row);
-            }
-            Ok(Decoded::Tombstone) => {
-                ev.push(r, Some("tombstone"), None, None);
-                row_columns.push(None);
+        match read(r) {
+            Ok(e) => {
+                ev.push(r, e.op, e.ts_ms, None);
+                row_columns.push(e.row.as_ref());
             }
             Err(err) => {
                 bad += 1;
-                ev.push(r, None, None, Some(&err.to_string()));
+                ev.push(r, None, None, Some(&err));
                 row_columns.push(None);
             }
         }
@@ -203,6 +206,110 @@ fn cdc_batch<T: serde::de::DeserializeOwned>(
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| BatchError::lake(table, e))?;
     Ok((batch, bad))
+}
+
+/// A Debezium change event: the row after the change (before it, for a delete).
+fn change<T: serde::de::DeserializeOwned>(r: &Consumed) -> std::result::Result<Event<T>, String> {
+    match decode::<T>(r.record.value.as_deref()) {
+        Ok(Decoded::Change(e)) => Ok(Event {
+            op: Some(e.op.code()),
+            ts_ms: Some(e.source.ts_ms),
+            row: if e.op == Op::Delete {
+                e.before
+            } else {
+                e.after
+            },
+        }),
+        Ok(Decoded::Tombstone) => Ok(Event {
+            op: Some("tombstone"),
+            ts_ms: None,
+            row: None,
+        }),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// A suggestion as the recommender published it (JSON), at the record's time.
+fn suggestion(r: &Consumed) -> std::result::Result<Event<Suggestion>, String> {
+    let value = r
+        .record
+        .value
+        .as_deref()
+        .ok_or_else(|| "a suggestion record without a value".to_string())?;
+    let s: Suggestion = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    Ok(Event {
+        op: None,
+        ts_ms: Some(r.timestamp_ms),
+        row: Some(s),
+    })
+}
+
+#[derive(Default)]
+struct SuggestionColumns {
+    order: StringBuilder,
+    product: StringBuilder,
+    unit_price: Int64Builder,
+    discount: Int64Builder,
+    subtotal: Int64Builder,
+    customer: Int64Builder,
+    store: Int64Builder,
+    payment: Int64Builder,
+    strategy: StringBuilder,
+}
+
+impl RowColumns<Suggestion> for SuggestionColumns {
+    fn push(&mut self, row: Option<&Suggestion>) {
+        self.order.append_option(row.map(|s| s.order_id.as_str()));
+        self.product
+            .append_option(row.map(|s| s.product_id.as_str()));
+        self.unit_price.append_option(row.map(|s| s.unit_price));
+        self.discount.append_option(row.map(|s| s.discount_percent));
+        self.subtotal.append_option(row.map(|s| s.subtotal));
+        self.customer.append_option(row.and_then(|s| s.customer_id));
+        self.store.append_option(row.map(|s| s.store_id));
+        self.payment.append_option(row.map(|s| s.payment_method_id));
+        self.strategy
+            .append_option(row.map(|s| s.strategy.as_str()));
+    }
+
+    fn finish(mut self) -> Vec<(Field, ArrayRef)> {
+        let f = |name: &str, t: DataType| Field::new(name, t, true);
+        vec![
+            (f("order_id", DataType::Utf8), Arc::new(self.order.finish())),
+            (
+                f("product_id", DataType::Utf8),
+                Arc::new(self.product.finish()),
+            ),
+            (
+                f("unit_price", DataType::Int64),
+                Arc::new(self.unit_price.finish()),
+            ),
+            (
+                f("discount_percent", DataType::Int64),
+                Arc::new(self.discount.finish()),
+            ),
+            (
+                f("subtotal", DataType::Int64),
+                Arc::new(self.subtotal.finish()),
+            ),
+            (
+                f("customer_id", DataType::Int64),
+                Arc::new(self.customer.finish()),
+            ),
+            (
+                f("store_id", DataType::Int64),
+                Arc::new(self.store.finish()),
+            ),
+            (
+                f("payment_method_id", DataType::Int64),
+                Arc::new(self.payment.finish()),
+            ),
+            (
+                f("strategy", DataType::Utf8),
+                Arc::new(self.strategy.finish()),
+            ),
+        ]
+    }
 }
 
 #[derive(Default)]
@@ -343,10 +450,10 @@ pub(crate) async fn append_events(
         .into_iter()
         .map(|(t, p, o)| (format!("{t}/{p}"), o))
         .collect();
-    let (batch, bad) = if table == ORDERS {
-        cdc_batch(table, records, OrderColumns::default())?
-    } else {
-        cdc_batch(table, records, LineColumns::default())?
+    let (batch, bad) = match table {
+        ORDERS => events_batch(table, records, change, OrderColumns::default())?,
+        ORDER_LINES => events_batch(table, records, change, LineColumns::default())?,
+        _ => events_batch(table, records, suggestion, SuggestionColumns::default())?,
     };
     lake.write(
         table,
@@ -400,6 +507,10 @@ async fn land_topic(
             pending.clear();
         }
         if done {
+            if events == 0 && lake.version(table).await?.is_none() {
+                // Nothing to land yet: the table is made, empty, for the layers above.
+                append_events(lake, table, &[], run_id).await?;
+            }
             return Ok((events, bad));
         }
     }
@@ -432,6 +543,7 @@ pub async fn land(sources: &Sources<'_>, lake: &Lake, run_id: &str) -> Result<La
     for (table, topic) in [
         (ORDERS, sources.orders_topic),
         (ORDER_LINES, sources.order_details_topic),
+        (SUGGESTIONS, sources.suggestions_topic),
     ] {
         let (events, bad) = land_topic(sources.log, lake, table, topic, run_id).await?;
         landed.undecodable += bad;

@@ -39,9 +39,17 @@ pub const BRONZE: &[Gate] = &[
         name: "every landed line event has its topic, partition and offset, once",
         sql: "SELECT COUNT(*) - COUNT(DISTINCT kafka_topic || '/' || CAST(kafka_partition AS VARCHAR) || '/' || CAST(kafka_offset AS VARCHAR)) FROM bronze_order_lines",
     },
+    Gate {
+        name: "every landed suggestion has its topic, partition and offset, once",
+        sql: "SELECT COUNT(*) - COUNT(DISTINCT kafka_topic || '/' || CAST(kafka_partition AS VARCHAR) || '/' || CAST(kafka_offset AS VARCHAR)) FROM bronze_suggestions",
+    },
 ];
 
 pub const SILVER: &[Gate] = &[
+    Gate {
+        name: "suggestions: one per order, never for an order's own product",
+        sql: "SELECT (SELECT COUNT(*) - COUNT(DISTINCT order_id) FROM silver_suggestions) + (SELECT COUNT(*) FROM silver_suggestions s JOIN silver_order_lines l ON l.order_id = s.order_id AND l.product_id = s.product_id AND NOT l.is_suggestion)",
+    },
     Gate {
         name: "orders: order_id, store_id, payment_method_id and ordered_at_ms are not null",
         sql: "SELECT COUNT(*) FROM silver_orders WHERE order_id IS NULL OR store_id IS NULL OR payment_method_id IS NULL OR ordered_at_ms IS NULL",
@@ -112,6 +120,10 @@ pub const GOLD: &[Gate] = &[
     Gate {
         name: "mart: daily revenue adds up to the fact's",
         sql: "SELECT ABS(COALESCE((SELECT SUM(revenue) FROM revenue_daily), 0) - COALESCE((SELECT SUM(subtotal) FROM fact_order_lines), 0))",
+    },
+    Gate {
+        name: "mart: suggestions accepted never exceed those made, rates within [0, 1]",
+        sql: "SELECT COUNT(*) FROM suggestions_daily WHERE suggestion_rate < 0 OR suggestion_rate > 1 OR acceptance_rate < 0 OR acceptance_rate > 1",
     },
     Gate {
         name: "mart: affinity support within (0, 1], lift positive",

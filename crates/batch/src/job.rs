@@ -43,9 +43,10 @@ macro_rules! step {
 
 /// Silver: current state of orders and lines; every version of each dimension, and its latest,
 /// deduplicated and cleaned.
-pub const SILVER: [Step; 9] = [
+pub const SILVER: [Step; 10] = [
     step!("silver", "orders", "silver_orders"),
     step!("silver", "order_lines", "silver_order_lines"),
+    step!("silver", "suggestions", "silver_suggestions"),
     step!("silver", "stores_versions", "silver_stores_versions"),
     step!("silver", "stores", "silver_stores"),
     step!(
@@ -61,13 +62,14 @@ pub const SILVER: [Step; 9] = [
 
 /// Gold: the SCD type 2 dimensions, the facts joined to the versions valid at order time, then
 /// the marts over them.
-pub const GOLD: [Step; 14] = [
+pub const GOLD: [Step; 15] = [
     step!("gold", "dim_stores"),
     step!("gold", "dim_payment_method"),
     step!("gold", "dim_products"),
     step!("gold", "fact_orders"),
     step!("gold", "fact_order_lines"),
     step!("mart", "revenue_daily"),
+    step!("mart", "suggestions_daily"),
     step!("mart", "revenue_store_daily"),
     step!("mart", "revenue_city_daily"),
     step!("mart", "revenue_category_daily"),
@@ -150,6 +152,8 @@ pub struct Sources<'a> {
     pub log: &'a dyn EventLog,
     pub orders_topic: &'a str,
     pub order_details_topic: &'a str,
+    /// The recommender's suggestions (`order_suggestions`).
+    pub suggestions_topic: &'a str,
     pub source: &'a dyn SourceDb,
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 const ORDERS: &str = "mysql.coffee_shop.orders";
 const LINES: &str = "mysql.coffee_shop.order_details";
+const SUGGESTIONS: &str = "order_suggestions";
 
 fn reference() -> ReferenceData {
     ReferenceData::bundled().unwrap()
@@ -32,7 +33,7 @@ fn reference() -> ReferenceData {
 async fn prepared(root: &std::path::Path) -> DataDir {
     let dir = DataDir::open(root, Duration::from_secs(90)).unwrap();
     dir.source.seed_reference(&reference()).await.unwrap();
-    for t in [ORDERS, LINES] {
+    for t in [ORDERS, LINES, SUGGESTIONS] {
         dir.log.create_topic(t, 3).await.unwrap();
     }
     dir
@@ -128,6 +129,7 @@ async fn run_with(dir: &DataDir, lake: &Lake) -> brewline_batch::RunReport {
         log: &dir.log,
         orders_topic: ORDERS,
         order_details_topic: LINES,
+        suggestions_topic: SUGGESTIONS,
         source: &dir.source,
     };
     let report = run(&sources, lake).await.unwrap();
@@ -318,6 +320,7 @@ async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothin
         log: &dir.log,
         orders_topic: ORDERS,
         order_details_topic: LINES,
+        suggestions_topic: SUGGESTIONS,
         source: &dir.source,
     };
 
@@ -389,6 +392,77 @@ async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothin
         .flat_map(|o| &o.lines)
         .map(|l| l.subtotal)
         .sum();
+    assert_eq!(daily_revenue(&lake).await.values().sum::<i64>(), revenue);
+
+    // Suggestions: one made twice (a replay), one accepted (its line written back), of a
+    // product neither order has.
+    let free = reference()
+        .products
+        .iter()
+        .map(|p| p.id.clone())
+        .find(|p| {
+            ![&all[5], &all[6]]
+                .iter()
+                .any(|o| o.lines.iter().any(|l| &l.product_id == p))
+        })
+        .unwrap();
+    let suggestion = |o: &NewOrder| brewline_core::Suggestion {
+        order_id: o.id.clone(),
+        product_id: free.clone(),
+        product_name: "Suggested".into(),
+        quantity: 1,
+        unit_price: 1000,
+        discount_percent: 30,
+        subtotal: 700,
+        is_suggestion: true,
+        customer_id: Some(o.customer_id),
+        store_id: o.store_id,
+        payment_method_id: o.payment_method_id,
+        order_products: o.lines.iter().map(|l| l.product_id.clone()).collect(),
+        strategy: "random".into(),
+    };
+    let records: Vec<Record> = [&all[5], &all[5], &all[6]]
+        .iter()
+        .map(|o| {
+            Record::keyed(
+                o.id.clone(),
+                Some(serde_json::to_vec(&suggestion(o)).unwrap()),
+            )
+        })
+        .collect();
+    producer.send(SUGGESTIONS, records).await.unwrap();
+    let accepted = format!(
+        r#"{{"op":"c","before":null,"after":{{"order_id":"{}","product_id":"{free}","quantity":1,"discount_percent":30,"subtotal":700,"is_suggestion":true}},"source":{{"ts_ms":1}},"ts_ms":1}}"#,
+        all[6].id
+    );
+    producer
+        .send(
+            LINES,
+            vec![Record::keyed(
+                all[6].id.clone(),
+                Some(accepted.into_bytes()),
+            )],
+        )
+        .await
+        .unwrap();
+    let fourth = run(&sources, &lake).await.unwrap();
+    assert!(fourth.passed(), "{}", fourth.summary());
+    assert_eq!(
+        rows(&lake.read("bronze/order_suggestions").await.unwrap()),
+        3
+    );
+    assert_eq!(rows(&lake.read("silver/suggestions").await.unwrap()), 2);
+    let totals = query(
+        &lake,
+        &["mart/suggestions_daily"],
+        "SELECT SUM(suggestions), SUM(accepted), SUM(accepted_revenue) FROM suggestions_daily",
+    )
+    .await;
+    assert_eq!(
+        totals,
+        vec![vec!["2".to_string(), "1".into(), "700".into()]]
+    );
+    let revenue = revenue + 700;
     assert_eq!(daily_revenue(&lake).await.values().sum::<i64>(), revenue);
 
     // A line with a negative subtotal: the silver gate fails, nothing of silver or gold is

@@ -43,6 +43,7 @@ pub async fn run_once(
         log,
         orders_topic: &config.topics.orders,
         order_details_topic: &config.topics.order_details,
+        suggestions_topic: &config.topics.suggestions,
         source,
     };
     let report = brewline_batch::run_layers(&sources, lake, layers)

@@ -155,6 +155,7 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     print_mart(&lake, "mart/revenue_daily", 5).await?;
     print_mart(&lake, "mart/payment_mix", 12).await?;
+    print_mart(&lake, "mart/suggestions_daily", 5).await?;
     Ok(ExitCode::SUCCESS)
 }
 
