@@ -80,8 +80,9 @@ pub async fn bench(
     let began = Instant::now();
     let run_id = format!("bench-{}", brewline_ports::now_ms());
     let tills = Tills::new(reference, seed).map_err(|e| crate::BatchError::lake("bench", e))?;
-    // The tills average two lines an order.
-    let orders_total = (lines / 2).max(1);
+    // The tills average about 1.35 lines an order: the orders' times are spread by that
+    // estimate, and orders are made until the lines reach the target.
+    let orders_total = (lines * 100 / 135).max(1);
     let (orders_topic, lines_topic): (Arc<str>, Arc<str>) = (
         "mysql.coffee_shop.orders".into(),
         "mysql.coffee_shop.order_details".into(),
@@ -89,11 +90,12 @@ pub async fn bench(
     let mut offsets = [[0i64; 3]; 2];
     let (mut orders_done, mut lines_done) = (0u64, 0u64);
     let mut start = 0;
-    while start < orders_total {
-        let n = ORDERS_PER_COMMIT.min(orders_total - start);
+    while lines_done < lines {
+        let n = ORDERS_PER_COMMIT.min(((lines - lines_done) * 100 / 135).max(1));
         let (mut order_events, mut line_events) = (Vec::new(), Vec::new());
         for (i, o) in tills.orders(start, n).enumerate() {
-            let at = END_MS - SPAN_MS + (start + i as u64) as i64 * SPAN_MS / orders_total as i64;
+            let position = (start + i as u64).min(orders_total) as i64;
+            let at = END_MS - SPAN_MS + position * SPAN_MS / orders_total as i64;
             let partition = brewline_core::partition::partition_for_key(o.id.as_bytes(), 3);
             let mut consumed = |topic: &Arc<str>, which: usize, value: Vec<u8>| {
                 let offset = offsets[which][partition as usize];

@@ -414,7 +414,7 @@ pub enum BatchAction {
 
 #[derive(Debug, Args)]
 pub struct BatchBenchArgs {
-    /// Order lines to generate (two a order on average).
+    /// Order lines to generate (about 1.35 an order).
     #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
     /// The lake to build: a folder that does not exist yet, or an empty one.

@@ -25,8 +25,12 @@ use crate::args::{BatchAction, CacheAction, Cli, Command, DbAction, LogFormat, T
 use crate::config::Config;
 
 fn init_logging(format: LogFormat) {
+    // The Delta kernel logs an ERROR for every table it opens that was never written, which
+    // brewline does on purpose (a lake's first run): those lines are noise, always.
+    let quiet = "buoyant_kernel::snapshot::builder=off";
     let filter = tracing_subscriber::EnvFilter::try_from_env("BREWLINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .map(|f| f.add_directive(quiet.parse().unwrap_or_default()))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,{quiet}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

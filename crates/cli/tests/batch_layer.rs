@@ -197,14 +197,27 @@ fn s3() -> (S3Settings, Vec<(&'static str, String)>) {
 }
 
 fn batch_run(d: &Deployment, lake: &str, environment: &[(&str, String)]) -> String {
-    let mut cmd = d.command(&["batch", "run", "--servers", "--lake", lake]);
+    batch(
+        d,
+        &["batch", "run", "--servers", "--lake", lake],
+        environment,
+    )
+}
+
+/// `brewline ARGS` of the deployment with `environment` and its run history in its folder.
+fn batch(d: &Deployment, args: &[&str], environment: &[(&str, String)]) -> String {
+    let mut cmd = d.command(args);
+    cmd.env(
+        "BREWLINE_BATCH__HISTORY",
+        d.dir.path().join("history.sqlite"),
+    );
     for (k, v) in environment {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "batch run failed:\n{}\n{}",
+        "brewline {args:?} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -293,6 +306,9 @@ async fn batch_runs_on_kafka_and_mysql_into_s3_and_reconciles_with_the_source() 
     ]));
     db.disconnect().await.unwrap();
 
+    let history = batch(&d, &["batch", "history"], &environment);
+    assert_eq!(history.matches("passed").count(), 3, "{history}");
+
     // The run reports are in the lake, next to its tables.
     let dir = std::path::Path::new(&env("TEST_BREWLINE_S3_DIR"))
         .join("lake")
@@ -366,6 +382,21 @@ fn schedule_history_check_report_and_publish_affinity() {
     }
     let published = ok(&["batch", "publish-affinity", "--data-dir", d]);
     assert!(published.contains("product affinity:"), "{published}");
+    // The recommender now suggests by affinity where the order's products have partners.
+    ok(&["demo", "--orders", "600", "--seed", "4", "--data-dir", d]);
+    let suggestions = ok(&["tail", "order_suggestions", "--data-dir", d]);
+    let strategies: Vec<String> = suggestions
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["value"]["strategy"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        strategies.iter().any(|s| s == "affinity"),
+        "no suggestion by affinity among {}",
+        strategies.len()
+    );
 
     let wrong = brewline(&["batch", "run", "--layer", "platinum", "--data-dir", d]);
     assert!(!wrong.status.success());
