@@ -383,7 +383,9 @@ fn schedule_history_check_report_and_publish_affinity() {
     let published = ok(&["batch", "publish-affinity", "--data-dir", d]);
     assert!(published.contains("product affinity:"), "{published}");
     // The recommender now suggests by affinity where the order's products have partners.
-    ok(&["demo", "--orders", "600", "--seed", "4", "--data-dir", d]);
+    // About one order in a thousand is eligible (diamond customer, ACB): enough orders for a
+    // few dozen suggestions.
+    ok(&["demo", "--orders", "30000", "--seed", "4", "--data-dir", d]);
     let suggestions = ok(&["tail", "order_suggestions", "--data-dir", d]);
     let strategies: Vec<String> = suggestions
         .lines()
