@@ -475,13 +475,12 @@ async fn land_topic(
     topic: &str,
     run_id: &str,
 ) -> Result<(u64, u64)> {
-    let mut from = Vec::new();
-    for p in 0..log.partitions(topic).await? {
-        let app = format!("{topic}/{p}");
-        if let Some(next) = lake.transaction_version(table, &app).await? {
-            from.push((topic.to_string(), p, next));
-        }
-    }
+    let partitions = log.partitions(topic).await?;
+    let apps: Vec<String> = (0..partitions).map(|p| format!("{topic}/{p}")).collect();
+    let from: Vec<(String, i32, i64)> = (0..partitions)
+        .zip(lake.transaction_versions(table, &apps).await?)
+        .filter_map(|(p, next)| Some((topic.to_string(), p, next?)))
+        .collect();
     let landed: BTreeMap<i32, i64> = from.iter().map(|(_, p, o)| (*p, *o)).collect();
     let mut consumer = log
         .consumer(Subscription {

@@ -190,17 +190,28 @@ impl Lake {
         Ok(true)
     }
 
-    /// The version an application transaction of this table reached (the offsets landed).
-    pub async fn transaction_version(&self, table: &str, app_id: &str) -> Result<Option<i64>> {
+    /// The versions application transactions of this table reached (the offsets landed), one
+    /// per app id, from one read of the table's log.
+    pub async fn transaction_versions(
+        &self,
+        table: &str,
+        app_ids: &[String],
+    ) -> Result<Vec<Option<i64>>> {
         let t = self.open(table).await?;
         if t.version().is_none() {
-            return Ok(None);
+            return Ok(vec![None; app_ids.len()]);
         }
         let snapshot = t.snapshot().map_err(|e| BatchError::lake(table, e))?;
-        snapshot
-            .transaction_version(t.log_store().as_ref(), app_id)
-            .await
-            .map_err(|e| BatchError::lake(table, e))
+        let mut out = Vec::with_capacity(app_ids.len());
+        for app in app_ids {
+            out.push(
+                snapshot
+                    .transaction_version(t.log_store().as_ref(), app)
+                    .await
+                    .map_err(|e| BatchError::lake(table, e))?,
+            );
+        }
+        Ok(out)
     }
 
     /// Writes `batches` to `table` in one commit (appending or replacing it), together with

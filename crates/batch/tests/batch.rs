@@ -124,14 +124,19 @@ async fn query(lake: &Lake, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
     out
 }
 
-async fn run_with(dir: &DataDir, lake: &Lake) -> brewline_batch::RunReport {
-    let sources = Sources {
+/// The sources of the embedded engines of `dir`.
+fn sources(dir: &DataDir) -> Sources<'_> {
+    Sources {
         log: &dir.log,
         orders_topic: ORDERS,
         order_details_topic: LINES,
         suggestions_topic: SUGGESTIONS,
         source: &dir.source,
-    };
+    }
+}
+
+async fn run_with(dir: &DataDir, lake: &Lake) -> brewline_batch::RunReport {
+    let sources = sources(dir);
     let report = run(&sources, lake).await.unwrap();
     assert!(report.passed(), "{}", report.summary());
     report
@@ -316,13 +321,7 @@ async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothin
         .orders(0, 600)
         .collect();
     write_and_capture(&dir, &all[..400]).await;
-    let sources = Sources {
-        log: &dir.log,
-        orders_topic: ORDERS,
-        order_details_topic: LINES,
-        suggestions_topic: SUGGESTIONS,
-        source: &dir.source,
-    };
+    let sources = sources(&dir);
 
     let first = run(&sources, &lake).await.unwrap();
     assert!(first.passed(), "{}", first.summary());

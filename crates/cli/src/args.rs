@@ -437,11 +437,7 @@ pub struct BatchHistoryArgs {
 #[derive(Debug, Args)]
 pub struct BatchReportArgs {
     #[command(flatten)]
-    pub data_dir: DataDirArg,
-    /// The lake's root: a folder, or s3://bucket/prefix [default: batch.lake, else lake/ in
-    /// the data dir].
-    #[arg(long, value_name = "PATH|URL")]
-    pub lake: Option<String>,
+    pub lake: LakeArgs,
     /// Where to write the charts [default: report/ in the data dir].
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
@@ -462,11 +458,7 @@ pub struct BatchScheduleArgs {
 #[derive(Debug, Args)]
 pub struct BatchExportArgs {
     #[command(flatten)]
-    pub data_dir: DataDirArg,
-    /// The lake's root: a folder, or s3://bucket/prefix [default: batch.lake, else lake/ in
-    /// the data dir].
-    #[arg(long, value_name = "PATH|URL")]
-    pub lake: Option<String>,
+    pub lake: LakeArgs,
     /// The folder to write to.
     #[arg(long, value_name = "DIR")]
     pub to: std::path::PathBuf,
@@ -491,11 +483,7 @@ fn parse_layer(s: &str) -> Result<brewline_batch::Layer, String> {
 #[derive(Debug, Args)]
 pub struct BatchCheckArgs {
     #[command(flatten)]
-    pub data_dir: DataDirArg,
-    /// The lake's root: a folder, or s3://bucket/prefix [default: batch.lake, else lake/ in
-    /// the data dir].
-    #[arg(long, value_name = "PATH|URL")]
-    pub lake: Option<String>,
+    pub lake: LakeArgs,
     /// The layer whose published tables to check.
     #[arg(long, value_name = "LAYER", value_parser = parse_layer)]
     pub layer: brewline_batch::Layer,
@@ -504,11 +492,7 @@ pub struct BatchCheckArgs {
 #[derive(Debug, Args)]
 pub struct PublishAffinityArgs {
     #[command(flatten)]
-    pub data_dir: DataDirArg,
-    /// The lake's root: a folder, or s3://bucket/prefix [default: batch.lake, else lake/ in
-    /// the data dir].
-    #[arg(long, value_name = "PATH|URL")]
-    pub lake: Option<String>,
+    pub lake: LakeArgs,
     /// The static Redis database, the lookup cache [default: redis.static_url, with
     /// --servers].
     #[arg(long, value_name = "URL")]
@@ -518,14 +502,32 @@ pub struct PublishAffinityArgs {
     pub servers: bool,
 }
 
+/// Where the lake is: the data dir (for the embedded engines, the default lake and history)
+/// and the lake's root.
 #[derive(Debug, Args)]
-pub struct BatchRunArgs {
+pub struct LakeArgs {
     #[command(flatten)]
     pub data_dir: DataDirArg,
     /// The lake's root: a folder, or s3://bucket/prefix with [batch.s3] settings
     /// [default: batch.lake, else lake/ in the data dir].
     #[arg(long, value_name = "PATH|URL")]
     pub lake: Option<String>,
+}
+
+impl LakeArgs {
+    /// The data dir; `--lake` goes into `config.batch.lake`.
+    pub fn apply(&self, config: &mut Config) -> PathBuf {
+        if let Some(l) = &self.lake {
+            config.batch.lake = Some(l.clone());
+        }
+        self.data_dir.resolve(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BatchRunArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
     /// Read the CDC topics from Kafka and the dimensions from MySQL/MariaDB (kafka.brokers,
     /// mysql.url) instead of the embedded engines of the data dir; implied by --brokers or
     /// --mysql.

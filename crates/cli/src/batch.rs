@@ -2,7 +2,7 @@
 //! default) or over Kafka's CDC topics and the MySQL/MariaDB source (`--servers`, or
 //! `--brokers`/`--mysql`), into the lake (a local folder by default).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -14,12 +14,32 @@ use brewline_ports::{EventLog, LookupStore, SourceDb};
 use brewline_redis::RedisLookups;
 
 use crate::args::{
-    BatchBenchArgs, BatchCheckArgs, BatchExportArgs, BatchHistoryArgs, BatchReportArgs,
-    BatchRunArgs, BatchScheduleArgs, PublishAffinityArgs,
+    BatchAction, BatchBenchArgs, BatchCheckArgs, BatchExportArgs, BatchHistoryArgs,
+    BatchReportArgs, BatchRunArgs, BatchScheduleArgs, LakeArgs, PublishAffinityArgs,
 };
 use crate::config::Config;
 use crate::embedded::EmbeddedPipeline;
 use crate::shutdown;
+
+/// `brewline batch ACTION`.
+pub async fn run_action(config: Config, action: BatchAction) -> anyhow::Result<ExitCode> {
+    match action {
+        BatchAction::Run(a) => run(config, a).await,
+        BatchAction::Check(a) => check(config, a).await,
+        BatchAction::Schedule(a) => schedule(config, a).await,
+        BatchAction::PublishAffinity(a) => publish(config, a).await,
+        BatchAction::Report(a) => report(config, a).await,
+        BatchAction::History(a) => show_history(config, a).await,
+        BatchAction::Export(a) => export(config, a).await,
+        BatchAction::Bench(a) => bench(config, a).await,
+    }
+}
+
+/// The lake of the flags and `config`, and the data dir.
+fn open_lake(config: &mut Config, args: &LakeArgs) -> (Lake, PathBuf) {
+    let data_dir = args.apply(config);
+    (lake(config, &data_dir), data_dir)
+}
 
 /// The lake of `config`: `batch.lake`, else `lake/` in the data dir.
 pub fn lake(config: &Config, data_dir: &Path) -> Lake {
@@ -113,12 +133,8 @@ async fn redis_lookups(config: &Config) -> anyhow::Result<RedisLookups> {
         .context("connecting to the static Redis")
 }
 
-pub async fn publish(mut config: Config, args: PublishAffinityArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args.data_dir.resolve(&config);
-    if let Some(l) = args.lake {
-        config.batch.lake = Some(l);
-    }
-    let lake = lake(&config, &data_dir);
+async fn publish(mut config: Config, args: PublishAffinityArgs) -> anyhow::Result<ExitCode> {
+    let (lake, data_dir) = open_lake(&mut config, &args.lake);
     if args.servers || args.redis_static.is_some() {
         if let Some(u) = args.redis_static {
             config.redis.static_url = u;
@@ -151,10 +167,7 @@ struct Runner {
 
 impl Runner {
     async fn open(mut config: Config, args: BatchRunArgs) -> anyhow::Result<Runner> {
-        let data_dir = args.data_dir.resolve(&config);
-        if let Some(l) = &args.lake {
-            config.batch.lake = Some(l.clone());
-        }
+        let (lake, data_dir) = open_lake(&mut config, &args.lake);
         let servers = args.servers || args.kafka.brokers.is_some() || args.mysql.mysql.is_some();
         let to_redis = args.redis_static.is_some() || (servers && config.batch.publish_affinity);
         if let Some(u) = &args.redis_static {
@@ -162,7 +175,6 @@ impl Runner {
         }
         args.kafka.apply(&mut config);
         args.mysql.apply(&mut config);
-        let lake = lake(&config, &data_dir);
         let history = history(&config, &data_dir).await?;
         let engines = if servers {
             Engines::Servers {
@@ -218,7 +230,7 @@ async fn history(config: &Config, data_dir: &Path) -> anyhow::Result<Box<dyn Run
     })
 }
 
-pub async fn show_history(config: Config, args: BatchHistoryArgs) -> anyhow::Result<ExitCode> {
+async fn show_history(config: Config, args: BatchHistoryArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.resolve(&config);
     let runs = history(&config, &data_dir)
         .await?
@@ -253,7 +265,7 @@ fn exit_code(passed: bool) -> ExitCode {
     }
 }
 
-pub async fn run(config: Config, args: BatchRunArgs) -> anyhow::Result<ExitCode> {
+async fn run(config: Config, args: BatchRunArgs) -> anyhow::Result<ExitCode> {
     let report = Runner::open(config, args).await?.once().await?;
     print!("{}", report.summary());
     Ok(exit_code(report.passed()))
@@ -262,7 +274,7 @@ pub async fn run(config: Config, args: BatchRunArgs) -> anyhow::Result<ExitCode>
 /// `batch schedule`: a run every `--every` (the next one starts that long after the last
 /// started, or at once when a run took longer), until a signal or `--runs`; a run that fails
 /// is reported and the schedule goes on. Exits 2 when the last run failed.
-pub async fn schedule(config: Config, args: BatchScheduleArgs) -> anyhow::Result<ExitCode> {
+async fn schedule(config: Config, args: BatchScheduleArgs) -> anyhow::Result<ExitCode> {
     let every = args.every;
     let runner = Runner::open(config, args.run).await?;
     let (_stop, mut shutdown) = shutdown::signalled();
@@ -295,12 +307,8 @@ pub async fn schedule(config: Config, args: BatchScheduleArgs) -> anyhow::Result
     Ok(exit_code(passed))
 }
 
-pub async fn check(mut config: Config, args: BatchCheckArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args.data_dir.resolve(&config);
-    if let Some(l) = args.lake {
-        config.batch.lake = Some(l);
-    }
-    let lake = lake(&config, &data_dir);
+async fn check(mut config: Config, args: BatchCheckArgs) -> anyhow::Result<ExitCode> {
+    let (lake, _) = open_lake(&mut config, &args.lake);
     let report = brewline_batch::check(&lake, args.layer)
         .await
         .context("batch check failed")?;
@@ -309,12 +317,8 @@ pub async fn check(mut config: Config, args: BatchCheckArgs) -> anyhow::Result<E
     Ok(exit_code(report.passed()))
 }
 
-pub async fn export(mut config: Config, args: BatchExportArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args.data_dir.resolve(&config);
-    if let Some(l) = args.lake {
-        config.batch.lake = Some(l);
-    }
-    let lake = lake(&config, &data_dir);
+async fn export(mut config: Config, args: BatchExportArgs) -> anyhow::Result<ExitCode> {
+    let (lake, _) = open_lake(&mut config, &args.lake);
     let n = brewline_batch::export::export(&lake, &args.to)
         .await
         .with_context(|| format!("exporting the lake to {}", args.to.display()))?;
@@ -322,12 +326,8 @@ pub async fn export(mut config: Config, args: BatchExportArgs) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn report(mut config: Config, args: BatchReportArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = args.data_dir.resolve(&config);
-    if let Some(l) = args.lake {
-        config.batch.lake = Some(l);
-    }
-    let lake = lake(&config, &data_dir);
+async fn report(mut config: Config, args: BatchReportArgs) -> anyhow::Result<ExitCode> {
+    let (lake, data_dir) = open_lake(&mut config, &args.lake);
     let views = brewline_batch::report::views(&lake)
         .await
         .context("reading the marts")?;
@@ -354,7 +354,7 @@ pub async fn report(mut config: Config, args: BatchReportArgs) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn bench(_config: Config, args: BatchBenchArgs) -> anyhow::Result<ExitCode> {
+async fn bench(_config: Config, args: BatchBenchArgs) -> anyhow::Result<ExitCode> {
     if args.lake.exists() && std::fs::read_dir(&args.lake)?.next().is_some() {
         anyhow::bail!(
             "{} is not empty: the benchmark builds a lake of its own; give a new folder",

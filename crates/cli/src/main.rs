@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{BatchAction, CacheAction, Cli, Command, DbAction, LogFormat, TopicsAction};
+use crate::args::{CacheAction, Cli, Command, DbAction, LogFormat, TopicsAction};
 use crate::config::Config;
 
 fn init_logging(format: LogFormat) {
@@ -56,30 +56,7 @@ fn main() -> ExitCode {
                 Command::Bench(a) => bench::run(config, a).await,
                 Command::Recommend(a) => recommend::run(config, a).await,
                 Command::Cdc(a) => cdc::run(config, a).await,
-                Command::Batch {
-                    action: BatchAction::Run(a),
-                } => batch::run(config, a).await,
-                Command::Batch {
-                    action: BatchAction::PublishAffinity(a),
-                } => batch::publish(config, a).await,
-                Command::Batch {
-                    action: BatchAction::Check(a),
-                } => batch::check(config, a).await,
-                Command::Batch {
-                    action: BatchAction::Export(a),
-                } => batch::export(config, a).await,
-                Command::Batch {
-                    action: BatchAction::Schedule(a),
-                } => batch::schedule(config, a).await,
-                Command::Batch {
-                    action: BatchAction::Report(a),
-                } => batch::report(config, a).await,
-                Command::Batch {
-                    action: BatchAction::History(a),
-                } => batch::show_history(config, a).await,
-                Command::Batch {
-                    action: BatchAction::Bench(a),
-                } => batch::bench(config, a).await,
+                Command::Batch { action } => batch::run_action(config, action).await,
                 Command::Db {
                     action: DbAction::Init(a),
                 } => source_cmds::init(config, a).await,

@@ -73,7 +73,8 @@ pub struct KafkaConsumer {
     topics: HashMap<String, Arc<str>>,
     /// Without a group: the next offset to read per assigned partition (`None`: its beginning,
     /// nothing read yet), from which `lag` counts what is left.
-    positions: Option<HashMap<(String, i32), Option<i64>>>,
+    /// Keyed by topic, then partition: a record's topic is looked up without copying it.
+    positions: Option<HashMap<String, HashMap<i32, Option<i64>>>>,
 }
 
 impl KafkaConsumer {
@@ -138,19 +139,18 @@ impl KafkaConsumer {
             consumer
                 .assign(&assignment)
                 .map_err(|e| port_error("assigning partitions", e))?;
-            positions = Some(
-                assignment
-                    .elements()
-                    .iter()
-                    .map(|e| {
-                        let next = match e.offset() {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        };
-                        ((e.topic().to_string(), e.partition()), next)
-                    })
-                    .collect(),
-            );
+            let mut assigned: HashMap<String, HashMap<i32, Option<i64>>> = HashMap::new();
+            for e in assignment.elements() {
+                let next = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                assigned
+                    .entry(e.topic().to_string())
+                    .or_default()
+                    .insert(e.partition(), next);
+            }
+            positions = Some(assigned);
         }
         Ok(KafkaConsumer {
             consumer,
@@ -165,7 +165,10 @@ impl KafkaConsumer {
 
     fn consumed(&mut self, m: &BorrowedMessage<'_>) -> Consumed {
         if let Some(positions) = &mut self.positions {
-            if let Some(next) = positions.get_mut(&(m.topic().to_string(), m.partition())) {
+            if let Some(next) = positions
+                .get_mut(m.topic())
+                .and_then(|p| p.get_mut(&m.partition()))
+            {
                 *next = Some(m.offset() + 1);
             }
         }
@@ -321,11 +324,13 @@ impl Consumer for KafkaConsumer {
             .lock()
             .map_err(|_| PortError::fatal(ENGINE, "watermarks lock poisoned"))?;
         let mut lag = 0u64;
-        for (partition, next) in positions {
-            lag += match marks.get(partition) {
-                None => 1,
-                Some(&(lo, hi)) => (hi - next.unwrap_or(lo).max(lo)).max(0) as u64,
-            };
+        for (topic, partitions) in positions {
+            for (partition, next) in partitions {
+                lag += match marks.get(&(topic.clone(), *partition)) {
+                    None => 1,
+                    Some(&(lo, hi)) => (hi - next.unwrap_or(lo).max(lo)).max(0) as u64,
+                };
+            }
         }
         Ok(lag)
     }
