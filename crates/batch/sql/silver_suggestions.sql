@@ -1,5 +1,6 @@
 -- silver.suggestions: the suggestion made to each order, once (a replay republishes the same
--- suggestion; the latest record stands), for orders that still exist.
+-- suggestion; the latest record stands). Like order lines, it is kept whether or not its
+-- order's row has landed yet: the marts join it to the orders.
 SELECT s.order_id, s.product_id, s.unit_price, s.discount_percent, s.subtotal, s.strategy,
        s.kafka_partition, s.kafka_offset
 FROM (
@@ -7,5 +8,4 @@ FROM (
   FROM bronze_suggestions
   WHERE error IS NULL AND order_id IS NOT NULL
 ) s
-JOIN silver_orders o ON o.order_id = s.order_id
 WHERE s.rn = 1

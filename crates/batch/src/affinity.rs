@@ -2,12 +2,9 @@
 //! often bought with it beyond chance (lift above 1), best first.
 
 use brewline_core::suggestion::AffinityTable;
-use deltalake::arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
-use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::DataType;
 
-use crate::lake::Lake;
-use crate::{BatchError, Result};
+use crate::lake::{column, Lake};
+use crate::Result;
 
 /// The mart the table is read from.
 pub const MART: &str = "mart/product_affinity";
@@ -39,47 +36,6 @@ struct Pair {
     lift: f64,
 }
 
-/// The column `name` of `b`, cast to `t`.
-fn column<T: FromArray>(b: &RecordBatch, name: &str, t: DataType) -> Result<Vec<Option<T>>> {
-    let col = b
-        .column_by_name(name)
-        .ok_or_else(|| BatchError::lake(MART, format!("column {name} is missing")))?;
-    let col = cast(col, &t).map_err(|e| BatchError::lake(MART, e))?;
-    Ok(T::values(col.as_ref()))
-}
-
-/// Values of a column cast to the Arrow type `T` reads.
-trait FromArray: Sized {
-    fn values(a: &dyn Array) -> Vec<Option<Self>>;
-}
-
-impl FromArray for String {
-    fn values(a: &dyn Array) -> Vec<Option<String>> {
-        a.as_any()
-            .downcast_ref::<StringArray>()
-            .map(|s| s.iter().map(|v| v.map(str::to_string)).collect())
-            .unwrap_or_default()
-    }
-}
-
-impl FromArray for i64 {
-    fn values(a: &dyn Array) -> Vec<Option<i64>> {
-        a.as_any()
-            .downcast_ref::<Int64Array>()
-            .map(|s| s.iter().collect())
-            .unwrap_or_default()
-    }
-}
-
-impl FromArray for f64 {
-    fn values(a: &dyn Array) -> Vec<Option<f64>> {
-        a.as_any()
-            .downcast_ref::<Float64Array>()
-            .map(|s| s.iter().collect())
-            .unwrap_or_default()
-    }
-}
-
 /// The affinity lookup from the mart's rows: per product, pairs with lift above 1 and at least
 /// `min_together` shared orders, by lift then shared orders (then id, so ties are stable), at
 /// most `top` of them.
@@ -106,10 +62,10 @@ fn table(mut pairs: Vec<Pair>, rule: AffinityRule) -> AffinityTable {
 pub async fn from_lake(lake: &Lake, rule: AffinityRule) -> Result<AffinityTable> {
     let mut pairs = Vec::new();
     for b in lake.read(MART).await? {
-        let product = column::<String>(&b, "product_id", DataType::Utf8)?;
-        let other = column::<String>(&b, "other_product_id", DataType::Utf8)?;
-        let together = column::<i64>(&b, "together", DataType::Int64)?;
-        let lift = column::<f64>(&b, "lift", DataType::Float64)?;
+        let product = column::<String>(&b, MART, "product_id")?;
+        let other = column::<String>(&b, MART, "other_product_id")?;
+        let together = column::<i64>(&b, MART, "together")?;
+        let lift = column::<f64>(&b, MART, "lift")?;
         for i in 0..b.num_rows() {
             if let (Some(Some(p)), Some(Some(o)), Some(Some(t)), Some(Some(l))) =
                 (product.get(i), other.get(i), together.get(i), lift.get(i))

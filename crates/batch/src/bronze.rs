@@ -123,41 +123,6 @@ impl EventColumns {
     }
 }
 
-/// Milliseconds of a Debezium point in time: epoch millis (DATETIME) or ISO-8601 UTC text.
-fn millis(m: &Moment) -> Option<i64> {
-    match m {
-        Moment::Millis(ms) => Some(*ms),
-        Moment::Text(t) => parse_iso_millis(t),
-    }
-}
-
-/// `2026-11-25T10:00:00[.123]Z` in epoch milliseconds.
-fn parse_iso_millis(t: &str) -> Option<i64> {
-    let t = t.strip_suffix('Z').unwrap_or(t);
-    let (date, time) = t.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, u32, u32) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut h = hms.splitn(3, ':');
-    let (hh, mm, ss): (i64, i64, i64) = (
-        h.next()?.parse().ok()?,
-        h.next()?.parse().ok()?,
-        h.next()?.parse().ok()?,
-    );
-    let ms: i64 = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(3).collect();
-        digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32)
-    };
-    let days = calendar::days_from_civil(y, m, day);
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
-}
-
 /// The typed columns of one table's rows, filled next to the event columns.
 trait RowColumns<T> {
     /// The row after the change (before it, for a delete); `None` for a tombstone or an event
@@ -327,7 +292,9 @@ struct OrderColumns {
 
 impl RowColumns<OrderRow> for OrderColumns {
     fn push(&mut self, row: Option<&OrderRow>) {
-        let ms = row.and_then(|o| o.timestamp.as_ref()).and_then(millis);
+        let ms = row
+            .and_then(|o| o.timestamp.as_ref())
+            .and_then(Moment::millis);
         self.id.append_option(row.map(|o| o.id.as_str()));
         self.at.append_option(ms);
         self.date.append_option(ms.map(calendar::date_of_millis));
@@ -667,19 +634,4 @@ fn dimension_batches(
             )?,
         ),
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iso_timestamps_parse_to_millis() {
-        assert_eq!(parse_iso_millis("1970-01-01T00:00:01Z"), Some(1000));
-        assert_eq!(
-            parse_iso_millis("2026-11-25T10:00:00.123Z"),
-            Some(1_795_600_800_123)
-        );
-        assert_eq!(parse_iso_millis("not a time"), None);
-    }
 }

@@ -54,7 +54,7 @@ pub async fn export(lake: &Lake, dir: &Path) -> Result<usize> {
     let tables = manifest();
     let mut written = 0;
     for t in &tables {
-        if !lake.register(&ctx, t.table, t.name).await? {
+        if lake.register(&ctx, t.table, t.name).await?.is_none() {
             continue;
         }
         let path = dir.join(format!("{}.parquet", t.table));

@@ -122,6 +122,10 @@ pub const GOLD: &[Gate] = &[
         sql: "SELECT ABS(COALESCE((SELECT SUM(revenue) FROM revenue_daily), 0) - COALESCE((SELECT SUM(subtotal) FROM fact_order_lines), 0))",
     },
     Gate {
+        name: "mart: each day's hours add up to the day",
+        sql: "SELECT COUNT(*) FROM revenue_daily d LEFT JOIN (SELECT order_date, SUM(orders) AS orders, SUM(lines) AS lines, SUM(revenue) AS revenue FROM revenue_hourly GROUP BY order_date) h ON h.order_date = d.order_date WHERE h.order_date IS NULL OR h.lines <> d.lines OR h.revenue <> d.revenue OR h.orders < d.orders",
+    },
+    Gate {
         name: "mart: suggestions accepted never exceed those made, rates within [0, 1]",
         sql: "SELECT COUNT(*) FROM suggestions_daily WHERE suggestion_rate < 0 OR suggestion_rate > 1 OR acceptance_rate < 0 OR acceptance_rate > 1",
     },

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::gates::{self, GateResult};
 use crate::lake::{self, Lake};
-use crate::{bronze, BatchError, Result};
+use crate::{bronze, serving, BatchError, Result};
 
 /// A step: the lake table it publishes, the name SQL refers to it by, and its SQL.
 pub struct Step {
@@ -62,7 +62,7 @@ pub const SILVER: [Step; 10] = [
 
 /// Gold: the SCD type 2 dimensions, the facts joined to the versions valid at order time, then
 /// the marts over them.
-pub const GOLD: [Step; 15] = [
+pub const GOLD: [Step; 16] = [
     step!("gold", "dim_stores"),
     step!("gold", "dim_payment_method"),
     step!("gold", "dim_products"),
@@ -75,6 +75,7 @@ pub const GOLD: [Step; 15] = [
     step!("mart", "revenue_category_daily"),
     step!("mart", "revenue_product_daily"),
     step!("mart", "hourly_sales"),
+    step!("mart", "revenue_hourly"),
     step!("mart", "basket_size"),
     step!("mart", "payment_mix"),
     step!("mart", "product_affinity"),
@@ -242,7 +243,8 @@ async fn publish(
     computed: Vec<(&'static str, Vec<RecordBatch>)>,
     tables: &mut [TableReport],
     run_id: &str,
-) -> Result<()> {
+) -> Result<Vec<(String, i64)>> {
+    let mut versions = Vec::new();
     for (table, batches) in computed {
         let metadata =
             serde_json::Map::from_iter([("brewline.run".to_string(), serde_json::json!(run_id))]);
@@ -258,18 +260,26 @@ async fn publish(
         if let Some(t) = tables.iter_mut().rev().find(|t| t.table == table) {
             t.version = Some(version);
         }
+        versions.push((table.to_string(), version));
     }
-    Ok(())
+    Ok(versions)
 }
 
-/// Registers the published tables of `layer` in `ctx`; an error names the first one missing.
-async fn register_published(ctx: &SessionContext, lake: &Lake, layer: Layer) -> Result<()> {
+/// Registers the published tables of `layer` in `ctx`, and says which versions; an error names
+/// the first one missing.
+async fn register_published(
+    ctx: &SessionContext,
+    lake: &Lake,
+    layer: Layer,
+) -> Result<Vec<(String, i64)>> {
+    let mut versions = Vec::new();
     for (table, name) in layer.tables() {
-        if !lake.register(ctx, table, name).await? {
-            return Err(BatchError::Empty(table.to_string()));
+        match lake.register(ctx, table, name).await? {
+            Some(version) => versions.push((table.to_string(), version)),
+            None => return Err(BatchError::Empty(table.to_string())),
         }
     }
-    Ok(())
+    Ok(versions)
 }
 
 /// Runs the gates of `layer` in `ctx` into `report`; true when they pass.
@@ -318,9 +328,11 @@ async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> 
     let mut report = new_report(lake);
     let last = layers.iter().max().copied().unwrap_or(Layer::Bronze);
     let ctx = SessionContext::new();
+    // The version of every table the run read or wrote, for the serving layer's manifest.
+    let mut versions = BTreeMap::new();
     for layer in Layer::ALL.into_iter().filter(|l| *l <= last) {
         if !layers.contains(&layer) {
-            register_published(&ctx, lake, layer).await?;
+            versions.extend(register_published(&ctx, lake, layer).await?);
             continue;
         }
         report.layers.push(layer);
@@ -341,7 +353,7 @@ async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> 
                         version: lake.version(table).await?,
                     });
                 }
-                register_published(&ctx, lake, layer).await?;
+                versions.extend(register_published(&ctx, lake, layer).await?);
                 gate(&ctx, layer, &mut report).await?
             }
             Layer::Silver | Layer::Gold => {
@@ -353,7 +365,12 @@ async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> 
                 let computed = compute(&ctx, steps, &mut report.tables).await?;
                 let passed = gate(&ctx, layer, &mut report).await?;
                 if passed {
-                    publish(lake, computed, &mut report.tables, &report.run_id.clone()).await?;
+                    let run_id = report.run_id.clone();
+                    versions.extend(publish(lake, computed, &mut report.tables, &run_id).await?);
+                    if layer == Layer::Gold {
+                        serving::publish(lake, &ctx, &run_id, std::mem::take(&mut versions))
+                            .await?;
+                    }
                 }
                 passed
             }

@@ -18,7 +18,9 @@ use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
@@ -150,18 +152,50 @@ impl Lake {
 
     /// The table, or an empty handle when it was never written.
     pub async fn open(&self, table: &str) -> Result<DeltaTable> {
+        self.open_at(table, None).await
+    }
+
+    /// The table as of `version` (`None`: the current one).
+    pub async fn open_at(&self, table: &str, version: Option<i64>) -> Result<DeltaTable> {
         let url = deltalake::ensure_table_uri(self.location(table))
             .map_err(|e| BatchError::lake(table, e))?;
-        DeltaTable::try_from_url_with_storage_options(url, self.options.clone())
+        let mut t = DeltaTable::try_from_url_with_storage_options(url, self.options.clone())
             .await
-            .map_err(|e| BatchError::lake(table, e))
+            .map_err(|e| BatchError::lake(table, e))?;
+        if let Some(v) = version {
+            let v = u64::try_from(v).map_err(|e| BatchError::lake(table, e))?;
+            t.load_version(v)
+                .await
+                .map_err(|e| BatchError::lake(table, e))?;
+        }
+        Ok(t)
+    }
+
+    /// The bytes of a file under the lake's root (`None`: there is none).
+    pub async fn get_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let store = self.root_store(path)?;
+        let location = Path::parse(path).map_err(|e| BatchError::lake(path, e))?;
+        match store.get(&location).await {
+            Ok(got) => Ok(Some(
+                got.bytes()
+                    .await
+                    .map_err(|e| BatchError::lake(path, e))?
+                    .to_vec(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(BatchError::lake(path, e)),
+        }
+    }
+
+    fn root_store(&self, path: &str) -> Result<deltalake::logstore::ObjectStoreRef> {
+        let url = deltalake::ensure_table_uri(&self.root).map_err(|e| BatchError::lake(path, e))?;
+        deltalake::logstore::store_for(&url, self.options.clone())
+            .map_err(|e| BatchError::lake(path, e))
     }
 
     /// Writes a file (a run report) at `path` under the lake's root.
     pub async fn put_file(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        let url = deltalake::ensure_table_uri(&self.root).map_err(|e| BatchError::lake(path, e))?;
-        let store = deltalake::logstore::store_for(&url, self.options.clone())
-            .map_err(|e| BatchError::lake(path, e))?;
+        let store = self.root_store(path)?;
         let location = Path::parse(path).map_err(|e| BatchError::lake(path, e))?;
         store
             .put(&location, PutPayload::from(bytes))
@@ -175,19 +209,37 @@ impl Lake {
         Ok(self.open(table).await?.version().map(|v| v as i64))
     }
 
-    /// Registers the table in `ctx` under `name`; false when it was never written.
-    pub async fn register(&self, ctx: &SessionContext, table: &str, name: &str) -> Result<bool> {
-        let t = self.open(table).await?;
-        if t.version().is_none() {
-            return Ok(false);
-        }
+    /// Registers the table's current version in `ctx` under `name`: the version, or `None` when
+    /// it was never written.
+    pub async fn register(
+        &self,
+        ctx: &SessionContext,
+        table: &str,
+        name: &str,
+    ) -> Result<Option<i64>> {
+        self.register_at(ctx, table, name, None).await
+    }
+
+    /// Registers the table as of `version` (`None`: the current one) in `ctx` under `name`: the
+    /// version registered, or `None` when it was never written.
+    pub async fn register_at(
+        &self,
+        ctx: &SessionContext,
+        table: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<i64>> {
+        let t = self.open_at(table, version).await?;
+        let Some(registered) = t.version() else {
+            return Ok(None);
+        };
         let provider = t
             .table_provider()
             .await
             .map_err(|e| BatchError::lake(table, e))?;
         ctx.register_table(name, provider)
             .map_err(|e| BatchError::lake(table, e))?;
-        Ok(true)
+        Ok(Some(registered as i64))
     }
 
     /// The versions application transactions of this table reached (the offsets landed), one
@@ -197,7 +249,17 @@ impl Lake {
         table: &str,
         app_ids: &[String],
     ) -> Result<Vec<Option<i64>>> {
-        let t = self.open(table).await?;
+        self.transaction_versions_at(table, None, app_ids).await
+    }
+
+    /// [`Lake::transaction_versions`] as of the table's `version` (`None`: the current one).
+    pub async fn transaction_versions_at(
+        &self,
+        table: &str,
+        version: Option<i64>,
+        app_ids: &[String],
+    ) -> Result<Vec<Option<i64>>> {
+        let t = self.open_at(table, version).await?;
         if t.version().is_none() {
             return Ok(vec![None; app_ids.len()]);
         }
@@ -241,7 +303,7 @@ impl Lake {
     /// Every row of a table (small tables: marts, reports, tests).
     pub async fn read(&self, table: &str) -> Result<Vec<RecordBatch>> {
         let ctx = SessionContext::new();
-        if !self.register(&ctx, table, "t").await? {
+        if self.register(&ctx, table, "t").await?.is_none() {
             return Ok(Vec::new());
         }
         let df = ctx
@@ -249,6 +311,77 @@ impl Lake {
             .await
             .map_err(|e| BatchError::lake(table, e))?;
         df.collect().await.map_err(|e| BatchError::lake(table, e))
+    }
+}
+
+/// The column `name` of `b` (a batch of `table`), cast to the Arrow type `T` reads.
+pub(crate) fn column<T: FromArray>(
+    b: &RecordBatch,
+    table: &str,
+    name: &str,
+) -> Result<Vec<Option<T>>> {
+    let col = b
+        .column_by_name(name)
+        .ok_or_else(|| BatchError::lake(table, format!("column {name} is missing")))?;
+    let col = cast(col, &T::data_type()).map_err(|e| BatchError::lake(table, e))?;
+    Ok(T::values(col.as_ref()))
+}
+
+/// A Rust type a column is read as, and the Arrow type it is cast to first.
+pub(crate) trait FromArray: Sized {
+    fn data_type() -> DataType;
+    fn values(a: &dyn Array) -> Vec<Option<Self>>;
+}
+
+impl FromArray for String {
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+
+    fn values(a: &dyn Array) -> Vec<Option<String>> {
+        a.as_any()
+            .downcast_ref::<StringArray>()
+            .map(|s| s.iter().map(|v| v.map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl FromArray for i64 {
+    fn data_type() -> DataType {
+        DataType::Int64
+    }
+
+    fn values(a: &dyn Array) -> Vec<Option<i64>> {
+        a.as_any()
+            .downcast_ref::<Int64Array>()
+            .map(|s| s.iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl FromArray for f64 {
+    fn data_type() -> DataType {
+        DataType::Float64
+    }
+
+    fn values(a: &dyn Array) -> Vec<Option<f64>> {
+        a.as_any()
+            .downcast_ref::<Float64Array>()
+            .map(|s| s.iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl FromArray for bool {
+    fn data_type() -> DataType {
+        DataType::Boolean
+    }
+
+    fn values(a: &dyn Array) -> Vec<Option<bool>> {
+        a.as_any()
+            .downcast_ref::<deltalake::arrow::array::BooleanArray>()
+            .map(|s| s.iter().collect())
+            .unwrap_or_default()
     }
 }
 

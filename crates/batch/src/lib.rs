@@ -18,6 +18,7 @@ pub mod history;
 pub mod job;
 pub mod lake;
 pub mod report;
+pub mod serving;
 
 pub use affinity::AffinityRule;
 pub use job::{check, run, run_built_layers, run_layers, Layer, RunReport, Sources};

@@ -75,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         action: BatchAction,
     },
+    /// The serving layer: a JSON API and a live dashboard at http://ADDR/ of the shop's figures,
+    /// each the batch view (the last published batch run's marts) plus the speed layer since
+    /// its watermark, read from the CDC and suggestion topics; Prometheus metrics at /metrics.
+    /// Runs until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
     /// Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -121,6 +126,38 @@ pub struct DemoArgs {
     pub schemas: Option<bool>,
     #[command(flatten)]
     pub metrics: MetricsArg,
+    /// After the run, keep the pipeline going and serve the API and the live dashboard at
+    /// http://ADDR/ (e.g. 127.0.0.1:8080): the tills go on writing orders, customers take a
+    /// share of the suggestions, and a batch run is made every --batch-every. Until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<SocketAddr>,
+    /// With --serve: orders a second the tills go on writing.
+    #[arg(long, default_value_t = 20.0, value_parser = parse_rate)]
+    pub serve_rate: f64,
+    /// With --serve: how often a batch run is made (e.g. 30s, 5m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub batch_every: std::time::Duration,
+    /// With --serve: share of customers who take their suggestion, 0 to 1.
+    #[arg(long, default_value_t = 0.5)]
+    pub accept_share: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen [default: serve.addr, 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Read the topics from Kafka and the stores' and products' names from MySQL/MariaDB
+    /// (kafka.brokers, mysql.url) instead of the embedded engines of the data dir; implied by
+    /// --brokers or --mysql.
+    #[arg(long)]
+    pub servers: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArg,
+    #[command(flatten)]
+    pub mysql: MysqlArg,
 }
 
 #[derive(Debug, Args)]

@@ -36,7 +36,7 @@ pub async fn run_action(config: Config, action: BatchAction) -> anyhow::Result<E
 }
 
 /// The lake of the flags and `config`, and the data dir.
-fn open_lake(config: &mut Config, args: &LakeArgs) -> (Lake, PathBuf) {
+pub fn open_lake(config: &mut Config, args: &LakeArgs) -> (Lake, PathBuf) {
     let data_dir = args.apply(config);
     (lake(config, &data_dir), data_dir)
 }
@@ -220,7 +220,7 @@ impl Runner {
 
 /// The run history of `config`: PostgreSQL when `batch.history` is a postgres:// URL, else
 /// SQLite at that path (default: batch_history.sqlite in the data dir).
-async fn history(config: &Config, data_dir: &Path) -> anyhow::Result<Box<dyn RunHistory>> {
+pub async fn history(config: &Config, data_dir: &Path) -> anyhow::Result<Box<dyn RunHistory>> {
     Ok(match &config.batch.history {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Box::new(PostgresHistory::connect(url).await?)

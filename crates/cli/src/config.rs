@@ -35,6 +35,47 @@ pub struct Config {
     pub cdc: brewline_mysql::CdcConfig,
     /// The batch layer.
     pub batch: BatchConfig,
+    /// The serving layer: `brewline serve` and `demo --serve`.
+    pub serve: ServeConfig,
+}
+
+/// The serving layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Where the API and the dashboard listen.
+    pub addr: std::net::SocketAddr,
+    /// How often the lake is asked whether a new batch run was published, in seconds.
+    pub reload_secs: u64,
+    /// How long an order's insert may take to arrive before its state at the batch
+    /// watermark is looked up in the lake, in milliseconds.
+    pub lookup_after_ms: u64,
+    /// How often the dashboard's stream sends the figures, in milliseconds.
+    pub refresh_ms: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            reload_secs: 5,
+            lookup_after_ms: 1000,
+            refresh_ms: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// The serving layer's tail of the topics.
+    pub fn tail_settings(&self) -> brewline_serve::TailSettings {
+        brewline_serve::TailSettings {
+            orders_topic: self.topics.orders.clone(),
+            order_details_topic: self.topics.order_details.clone(),
+            suggestions_topic: self.topics.suggestions.clone(),
+            reload_every: std::time::Duration::from_secs(self.serve.reload_secs),
+            lookup_after: std::time::Duration::from_millis(self.serve.lookup_after_ms),
+        }
+    }
 }
 
 /// The batch layer's lake.
@@ -260,6 +301,10 @@ impl Config {
         anyhow::ensure!(
             self.recommender.order_ttl_secs >= 1,
             "recommender.order_ttl_secs must be at least 1"
+        );
+        anyhow::ensure!(
+            self.serve.reload_secs >= 1 && self.serve.refresh_ms >= 100,
+            "serve.reload_secs must be at least 1 and serve.refresh_ms at least 100"
         );
         Ok(())
     }

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use brewline_ports::{EventLog, Subscription};
 use brewline_speed::stats::Stats;
 use brewline_speed::StopWhen;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -156,7 +157,111 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     print_mart(&lake, "mart/revenue_daily", 5).await?;
     print_mart(&lake, "mart/payment_mix", 12).await?;
     print_mart(&lake, "mart/suggestions_daily", 5).await?;
+    if let Some(addr) = args.serve {
+        keep_serving(&pipeline, &lake, addr, &args, shutdown).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `demo --serve`: the pipeline goes on — tills, capture, recommender, customers taking
+/// suggestions, a batch run every `--batch-every` — while the API and the dashboard serve
+/// its figures, until Ctrl-C.
+async fn keep_serving(
+    pipeline: &EmbeddedPipeline,
+    lake: &brewline_batch::Lake,
+    addr: std::net::SocketAddr,
+    args: &DemoArgs,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.accept_share),
+        "--accept-share must be between 0 and 1, got {}",
+        args.accept_share
+    );
+    // Nothing drains: every part runs until the signal.
+    let (_never, running) = watch::channel(false);
+    let until_signal = || StopWhen {
+        drained: running.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let capture = pipeline.capture(args.schemas.unwrap_or(pipeline.config.capture.schemas));
+    let tills = async {
+        pipeline
+            .write_orders(
+                args.seed,
+                u64::MAX,
+                Some(args.serve_rate),
+                &shutdown,
+                |_| {},
+            )
+            .await
+    };
+    let capturing = pipeline.run_capture(&capture, until_signal());
+    let recommending = pipeline.run_recommender(args.seed, until_signal());
+    let accepting = async {
+        let mut consumer = pipeline
+            .dir
+            .log
+            .consumer(Subscription {
+                topics: vec![pipeline.config.topics.suggestions.clone()],
+                group: Some(pipeline.config.accept.group.clone()),
+                from: Vec::new(),
+            })
+            .await?;
+        let producer = pipeline.dir.log.producer()?;
+        crate::source_cmds::accept_suggestions(
+            &pipeline.config,
+            args.accept_share,
+            crate::source_cmds::Acceptance {
+                consumer: consumer.as_mut(),
+                producer: producer.as_ref(),
+                source: &pipeline.dir.source,
+                stats: &pipeline.stats,
+            },
+            shutdown.clone(),
+        )
+        .await
+    };
+    let batches = async {
+        let mut shutdown = shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(args.batch_every) => {}
+                _ = shutdown.changed() => return anyhow::Ok(()),
+            }
+            let report = crate::batch::run_embedded(pipeline, lake).await?;
+            tracing::info!(run = %report.run_id, passed = report.passed(), "batch run");
+            if !report.passed() {
+                print!("{}", report.summary());
+            }
+        }
+    };
+    let sources = brewline_serve::live::Sources {
+        log: &pipeline.dir.log,
+        source: &pipeline.dir.source,
+        lake,
+        history: None,
+    };
+    let serving = crate::serve::serve_until(
+        &pipeline.config,
+        addr,
+        sources,
+        pipeline.stats.clone(),
+        shutdown.clone(),
+    );
+    println!(
+        "the tills go on at {} orders/s; a batch run every {:?}; Ctrl-C stops",
+        args.serve_rate, args.batch_every
+    );
+    tokio::try_join!(
+        async { tills.await.map(|_| ()) },
+        capturing,
+        recommending,
+        accepting,
+        batches,
+        serving
+    )?;
+    Ok(())
 }
 
 /// The first `limit` rows of a mart as a table.

@@ -11,6 +11,7 @@ mod demo;
 mod embedded;
 mod metrics_server;
 mod recommend;
+mod serve;
 mod shutdown;
 mod source_cmds;
 mod tail;
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
                 Command::Bench(a) => bench::run(config, a).await,
                 Command::Recommend(a) => recommend::run(config, a).await,
                 Command::Cdc(a) => cdc::run(config, a).await,
+                Command::Serve(a) => serve::run(config, a).await,
                 Command::Batch { action } => batch::run_action(config, action).await,
                 Command::Db {
                     action: DbAction::Init(a),

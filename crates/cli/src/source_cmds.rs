@@ -133,11 +133,10 @@ pub async fn accept(mut config: Config, args: AcceptArgs) -> anyhow::Result<Exit
     let stats = Arc::new(Stats::default());
     metrics_server::start(args.metrics.metrics_addr, stats.clone()).await?;
     let s = source(&config)?;
-    let topic = config.topics.suggestions.clone();
     let mut consumer = KafkaConsumer::new(
         &config.kafka,
         Subscription {
-            topics: vec![topic.clone()],
+            topics: vec![config.topics.suggestions.clone()],
             group: Some(group),
             from: Vec::new(),
         },
@@ -145,8 +144,44 @@ pub async fn accept(mut config: Config, args: AcceptArgs) -> anyhow::Result<Exit
     .await?;
     let producer = KafkaProducer::new(&config.kafka)?;
     let (_stop, shutdown) = shutdown::signalled();
+    accept_suggestions(
+        &config,
+        args.share,
+        Acceptance {
+            consumer: &mut consumer,
+            producer: &producer,
+            source: &s,
+            stats: &stats,
+        },
+        shutdown,
+    )
+    .await?;
+    s.close().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The engines of the write-back of accepted suggestions.
+pub struct Acceptance<'a> {
+    pub consumer: &'a mut dyn Consumer,
+    pub producer: &'a dyn Producer,
+    pub source: &'a dyn SourceDb,
+    pub stats: &'a Stats,
+}
+
+/// Reads suggestions and writes those a `share` of customers accept back to the source, as
+/// order lines, until `shutdown`; offsets are committed after the lines are written.
+pub async fn accept_suggestions(
+    config: &Config,
+    share: f64,
+    engines: Acceptance<'_>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let topic = config.topics.suggestions.clone();
     while !*shutdown.borrow() {
-        let records = consumer.poll(1000, Duration::from_millis(200)).await?;
+        let records = engines
+            .consumer
+            .poll(1000, Duration::from_millis(200))
+            .await?;
         if records.is_empty() {
             continue;
         }
@@ -158,38 +193,39 @@ pub async fn accept(mut config: Config, args: AcceptArgs) -> anyhow::Result<Exit
                 continue;
             };
             match serde_json::from_slice::<Suggestion>(value) {
-                Ok(s) if accepts(&s.order_id, args.share) => accepted.push(s),
+                Ok(s) if accepts(&s.order_id, share) => accepted.push(s),
                 Ok(_) => {}
-                Err(e) => dead.push(dead_letter(r, &format!("not a suggestion: {e}"))),
+                Err(err) => dead.push(dead_letter(r, &format!("not a suggestion: {err}"))),
             }
         }
         let written = with_retries("writing accepted suggestions", || {
-            s.accept_suggestions(&accepted)
+            engines.source.accept_suggestions(&accepted)
         })
         .await?;
         if !dead.is_empty() {
             let n = dead.len() as u64;
             with_retries("sending dead letters", || {
-                producer.send(&config.topics.dead_letters, dead.clone())
+                engines
+                    .producer
+                    .send(&config.topics.dead_letters, dead.clone())
             })
             .await?;
-            Stats::add(&stats.dead_letters, n);
+            Stats::add(&engines.stats.dead_letters, n);
         }
         let mut backoff = Backoff::new("committing offsets");
         loop {
-            if let Some(done) = backoff.retry(consumer.commit(&next).await).await {
+            if let Some(done) = backoff.retry(engines.consumer.commit(&next).await).await {
                 done?;
                 break;
             }
         }
-        stats.events_in.add(&topic, records.len() as u64);
-        Stats::add(&stats.suggestions_accepted, written);
+        engines.stats.events_in.add(&topic, records.len() as u64);
+        Stats::add(&engines.stats.suggestions_accepted, written);
         tracing::info!(
             read = records.len(),
             accepted = written,
             "suggestions accepted"
         );
     }
-    s.close().await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

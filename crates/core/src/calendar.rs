@@ -47,6 +47,33 @@ pub fn datetime_of_millis(ms: i64) -> String {
     )
 }
 
+/// `2026-11-25T10:00:00[.123]Z` in epoch milliseconds.
+pub fn millis_of_iso(t: &str) -> Option<i64> {
+    let t = t.strip_suffix('Z').unwrap_or(t);
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, u32, u32) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut h = hms.splitn(3, ':');
+    let (hh, mm, ss): (i64, i64, i64) = (
+        h.next()?.parse().ok()?,
+        h.next()?.parse().ok()?,
+        h.next()?.parse().ok()?,
+    );
+    let ms: i64 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(3).collect();
+        digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32)
+    };
+    let days = days_from_civil(y, m, day);
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+}
+
 /// The hour of the day (UTC, 0–23) of epoch milliseconds.
 pub fn hour_of_millis(ms: i64) -> i32 {
     (ms.rem_euclid(86_400_000) / 3_600_000) as i32
@@ -55,6 +82,16 @@ pub fn hour_of_millis(ms: i64) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_timestamps_parse_to_millis() {
+        assert_eq!(millis_of_iso("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(
+            millis_of_iso("2026-11-25T10:00:00.123Z"),
+            Some(1_795_600_800_123)
+        );
+        assert_eq!(millis_of_iso("not a time"), None);
+    }
 
     #[test]
     fn datetimes_of_millis_are_utc_with_millis() {

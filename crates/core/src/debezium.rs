@@ -356,6 +356,16 @@ pub enum Moment {
     Text(String),
 }
 
+impl Moment {
+    /// Epoch milliseconds (ISO-8601 text is read as UTC); `None` when the text is not a time.
+    pub fn millis(&self) -> Option<i64> {
+        match self {
+            Moment::Millis(ms) => Some(*ms),
+            Moment::Text(t) => crate::calendar::millis_of_iso(t),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Moment {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Moment, D::Error> {
         struct MomentVisitor;

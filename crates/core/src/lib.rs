@@ -12,6 +12,7 @@ pub mod names;
 pub mod order;
 pub mod partition;
 pub mod reference;
+pub mod sales;
 pub mod suggestion;
 
 pub use assembly::{EventRef, OrderChange, OrderState, Step};

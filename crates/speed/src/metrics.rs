@@ -109,6 +109,82 @@ pub const ENGINE_RETRIES: Metric = counter(
     "Calls to an engine tried again after a failure that a retry may mend, by engine.",
 );
 
+/// A gauge's definition.
+const fn gauge(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        help,
+        kind: Kind::Gauge,
+    }
+}
+
+// The serving layer's own (`brewline serve`).
+pub const SERVE_REQUESTS: Metric = counter(
+    "brewline_serve_requests_total",
+    "HTTP requests answered by the serving layer, by route and status.",
+);
+pub const SERVE_SPEED_EVENTS: Metric = counter(
+    "brewline_serve_speed_events_total",
+    "Change events and suggestions the serving layer folded into its speed view.",
+);
+pub const SERVE_SPEED_ORDERS: Metric = gauge(
+    "brewline_serve_speed_orders",
+    "Orders changed since the batch watermark (the speed view's orders).",
+);
+pub const SERVE_UNRESOLVED_ORDERS: Metric = gauge(
+    "brewline_serve_unresolved_orders",
+    "Orders of the speed view whose state at the watermark is still being looked up.",
+);
+pub const SERVE_SPEED_LAG: Metric = gauge(
+    "brewline_serve_speed_lag",
+    "Records of the CDC and suggestion topics the speed view has not read yet.",
+);
+pub const BATCH_WATERMARK: Metric = gauge(
+    "brewline_batch_watermark_timestamp_seconds",
+    "The latest order time in the batch view the serving layer reads (Unix seconds).",
+);
+pub const BATCH_LAST_SUCCESS: Metric = gauge(
+    "brewline_batch_last_success_timestamp_seconds",
+    "When the last batch run that published gold published it (Unix seconds).",
+);
+pub const BATCH_LAST_RUN_PASSED: Metric = gauge(
+    "brewline_batch_last_run_passed",
+    "1 when the latest batch run passed every gate, 0 when one failed.",
+);
+
+/// The serving layer's metrics, rendered by `brewline serve` beside [`ALL`].
+pub const SERVING: &[Metric] = &[
+    SERVE_REQUESTS,
+    SERVE_SPEED_EVENTS,
+    SERVE_SPEED_ORDERS,
+    SERVE_UNRESOLVED_ORDERS,
+    SERVE_SPEED_LAG,
+    BATCH_WATERMARK,
+    BATCH_LAST_SUCCESS,
+    BATCH_LAST_RUN_PASSED,
+];
+
+/// Appends `m` with one value per label set (`labels`: `name="value"` pairs, already joined).
+pub fn render_values(out: &mut String, m: &Metric, values: &[(String, f64)]) {
+    header(out, m);
+    for (labels, v) in values {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{} {v}", m.name);
+        } else {
+            let _ = writeln!(out, "{}{{{labels}}} {v}", m.name);
+        }
+    }
+}
+
+/// `name="value"` pairs as a label set.
+pub fn label_set(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Every metric, in the order they are rendered.
 pub const ALL: &[Metric] = &[
     EVENTS_IN,
@@ -250,10 +326,10 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_prometheus_safe() {
-        let mut names: Vec<_> = ALL.iter().map(|m| m.name).collect();
+        let mut names: Vec<_> = ALL.iter().chain(SERVING).map(|m| m.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), ALL.len());
+        assert_eq!(names.len(), ALL.len() + SERVING.len());
         for n in names {
             assert!(n.starts_with("brewline_"));
             assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");

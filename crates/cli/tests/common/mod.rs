@@ -413,12 +413,24 @@ pub fn tail_of(log: &str) -> String {
 
 /// A GET over a plain TCP connection (HTTP/1.0), returning the body.
 pub fn reqwest_free_get(addr: &str, path: &str) -> String {
+    http_get(addr, path).1
+}
+
+/// A GET over a plain TCP connection (HTTP/1.0): the status and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
-        .unwrap_or(out)
+        .unwrap_or(out);
+    (status, body)
 }

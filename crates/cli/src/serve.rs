@@ -1,0 +1,77 @@
+//! `brewline serve`, and the serving part of `demo --serve`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brewline_kafka::KafkaLog;
+use brewline_mysql::MysqlSource;
+use brewline_serve::live::{self, Live};
+use brewline_serve::AppState;
+use brewline_speed::metrics;
+use brewline_speed::stats::Stats;
+use tokio::sync::watch;
+
+use crate::args::ServeArgs;
+use crate::config::Config;
+use crate::embedded::EmbeddedPipeline;
+
+pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (lake, data_dir) = crate::batch::open_lake(&mut config, &args.lake);
+    let servers = args.servers || args.kafka.brokers.is_some() || args.mysql.mysql.is_some();
+    args.kafka.apply(&mut config);
+    args.mysql.apply(&mut config);
+    let addr = args.addr.unwrap_or(config.serve.addr);
+    let history = crate::batch::history(&config, &data_dir).await?;
+    let stats = Arc::new(Stats::default());
+    let (_stop, shutdown) = crate::shutdown::signalled();
+    if servers {
+        let log = KafkaLog::new(config.kafka.clone());
+        let source = MysqlSource::new(&config.mysql)?;
+        let sources = live::Sources {
+            log: &log,
+            source: &source,
+            lake: &lake,
+            history: Some(history.as_ref()),
+        };
+        serve_until(&config, addr, sources, stats, shutdown).await?;
+    } else {
+        let pipeline = EmbeddedPipeline::open(config.clone(), &data_dir)?;
+        pipeline.prepare().await?;
+        let sources = live::Sources {
+            log: &pipeline.dir.log,
+            source: &pipeline.dir.source,
+            lake: &lake,
+            history: Some(history.as_ref()),
+        };
+        serve_until(&config, addr, sources, pipeline.stats.clone(), shutdown).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the API and the dashboard on `addr`, and keeps their figures up to date from
+/// `sources`, until `shutdown`. `stats` are the process's own figures, rendered at /metrics
+/// before the serving layer's.
+pub async fn serve_until(
+    config: &Config,
+    addr: SocketAddr,
+    sources: live::Sources<'_>,
+    stats: Arc<Stats>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = brewline_serve::bind(addr).await?;
+    let live = Arc::new(Live::new());
+    let state = AppState {
+        live: live.clone(),
+        refresh: Duration::from_millis(config.serve.refresh_ms),
+        process_metrics: Arc::new(move || metrics::render(&stats)),
+    };
+    let server = tokio::spawn(brewline_serve::serve(listener, state, shutdown.clone()));
+    println!("serving the dashboard at http://{addr}/ (API under /api, metrics at /metrics)");
+    let tailed = live::run(sources, config.tail_settings(), live, shutdown).await;
+    let served = server.await;
+    tailed?;
+    served??;
+    Ok(())
+}

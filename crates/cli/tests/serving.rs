@@ -1,0 +1,249 @@
+//! `brewline serve` and `demo --serve` as a user runs them, on the embedded engines: the
+//! Lambda merge of an old batch view and the speed layer since its watermark equals a batch run
+//! over everything, figure for figure; bad parameters get 400 and unknown ids 404.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{free_port, http_get, terminate, Process};
+
+fn brewline(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewline"));
+    cmd.args(args).env_remove("BREWLINE_CONFIG");
+    cmd
+}
+
+fn run(args: &[&str]) {
+    let out = brewline(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "brewline {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start(args: &[&str], log: &Path) -> Process {
+    let log = std::fs::File::create(log).unwrap();
+    Process(
+        brewline(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn get_json(addr: &str, path: &str) -> Value {
+    let (status, body) = http_get(addr, path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until `addr` serves figures whose speed view is caught up and resolved.
+fn wait_ready(addr: &str, process: &mut Process, log: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            process.0.try_wait().unwrap().is_none(),
+            "the server ended: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        if std::net::TcpStream::connect(addr).is_ok() {
+            let (status, body) = http_get(addr, "/healthz");
+            if status == 200 {
+                let health: Value = serde_json::from_str(&body).unwrap();
+                let speed = &health["watermark"]["speed"];
+                if speed["unresolved"] == 0 && speed["lag"] == 0 {
+                    return health;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "not ready in 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every figure the API serves for `today`, without the watermarks.
+fn figures(addr: &str, today: &str) -> Vec<(String, Value)> {
+    let paths = [
+        "/api/sales/today".to_string(),
+        format!("/api/sales/daily?from={today}&to={today}"),
+        format!("/api/sales/hourly?date={today}"),
+        format!("/api/products/top?date={today}&limit=100"),
+        format!("/api/stores/top?date={today}&limit=1000"),
+        format!("/api/cities?date={today}"),
+        format!("/api/suggestions/stats?from={today}&to={today}"),
+        format!("/api/stores/7/sales?from={today}&to={today}"),
+    ];
+    paths
+        .into_iter()
+        .map(|p| {
+            let mut v = get_json(addr, &p);
+            let watermark = v.as_object_mut().unwrap().remove("watermark");
+            assert!(watermark.is_some(), "{p} says up to where its parts reach");
+            if let Some(o) = v.as_object_mut() {
+                // A figure of the last minute is a clock's, not the merge's.
+                o.remove("orders_last_minute");
+            }
+            (p, v)
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_old_batch_view_plus_the_speed_layer_equals_a_new_batch_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    // The batch view of run 1, kept aside.
+    run(&["demo", "--orders", "3000", "--seed", "21", "--data-dir", d]);
+    let old_lake = tmp.path().join("lake-run1");
+    copy_dir(&data.join("lake"), &old_lake);
+
+    // More orders, a batch run, then the pipeline goes on while serving, customers taking
+    // every suggestion (those of run 1's orders too: lines added to orders of the batch view).
+    let addr = format!("127.0.0.1:{}", free_port());
+    let demo_log = tmp.path().join("demo.log");
+    let mut demo = start(
+        &[
+            "demo",
+            "--orders",
+            "500",
+            "--seed",
+            "21",
+            "--data-dir",
+            d,
+            "--serve",
+            &addr,
+            "--serve-rate",
+            "200",
+            "--accept-share",
+            "1",
+            "--batch-every",
+            "1h",
+        ],
+        &demo_log,
+    );
+    wait_ready(&addr, &mut demo, &demo_log);
+    let first = get_json(&addr, "/api/sales/today");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let moved = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = get_json(&addr, "/api/sales/today");
+        if now["revenue"].as_i64() > first["revenue"].as_i64() {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the figures never moved: {first}"
+        );
+    };
+    assert!(moved["watermark"]["speed"]["orders"].as_u64().unwrap() > 0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        terminate(&mut demo).success(),
+        "demo --serve stops cleanly on a signal"
+    );
+
+    // A batch run over everything: the reference.
+    run(&["batch", "run", "--data-dir", d]);
+    let today = brewline_core::calendar::date_of_millis(brewline_ports::now_ms());
+
+    let old_addr = format!("127.0.0.1:{}", free_port());
+    let old_log = tmp.path().join("serve-old.log");
+    let mut old = start(
+        &[
+            "serve",
+            "--data-dir",
+            d,
+            "--lake",
+            old_lake.to_str().unwrap(),
+            "--addr",
+            &old_addr,
+        ],
+        &old_log,
+    );
+    let health = wait_ready(&old_addr, &mut old, &old_log);
+    assert!(health["watermark"]["speed"]["orders"].as_u64().unwrap() > 500);
+    let merged = figures(&old_addr, &today);
+    let (status, metrics) = http_get(&old_addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("brewline_batch_last_success_timestamp_seconds "));
+    assert!(
+        metrics.contains("brewline_batch_last_run_passed 1"),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains("brewline_serve_requests_total{route=\"/api/sales/today\",status=\"200\"}"));
+    old.kill();
+
+    let new_addr = format!("127.0.0.1:{}", free_port());
+    let new_log = tmp.path().join("serve-new.log");
+    let mut new = start(&["serve", "--data-dir", d, "--addr", &new_addr], &new_log);
+    let health = wait_ready(&new_addr, &mut new, &new_log);
+    assert_eq!(
+        health["watermark"]["speed"]["orders"], 0,
+        "run 3 holds every event"
+    );
+    let batch = figures(&new_addr, &today);
+
+    for ((path, m), (_, b)) in merged.iter().zip(&batch) {
+        assert_eq!(m, b, "{path}: run 1 + speed layer vs run 3");
+    }
+    let today_figures = &batch[0].1;
+    assert!(today_figures["orders"].as_i64().unwrap() > 3500);
+    assert!(
+        today_figures["accepted_suggestions"].as_i64().unwrap() > 0,
+        "suggestions were taken"
+    );
+
+    // Bad parameters say what to fix; unknown ids and routes are 404.
+    for (path, status, says) in [
+        ("/api/sales/daily?from=2026-02-30", 400, "not a date"),
+        (
+            "/api/sales/daily?from=2026-11-25&to=2026-11-01",
+            400,
+            "is after",
+        ),
+        (
+            "/api/sales/daily?from=2020-01-01&to=2026-01-01",
+            400,
+            "at most 366",
+        ),
+        ("/api/products/top?limit=0", 400, "limit"),
+        ("/api/sales/today?colour=red", 400, "unknown parameter"),
+        ("/api/stores/abc/sales", 400, "not a number"),
+        ("/api/stores/0/sales", 404, "no store 0"),
+        ("/api/nothing", 404, "no such route"),
+    ] {
+        let (got, body) = http_get(&new_addr, path);
+        assert_eq!(got, status, "{path}: {body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains(says),
+            "{path}: {body}"
+        );
+    }
+    let (status, page) = http_get(&new_addr, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("EventSource(\"/api/live\")"));
+    new.kill();
+}

@@ -1,0 +1,401 @@
+//! The shop's sales figures, and the speed layer's share of them.
+//!
+//! [`SalesBook::add_order`] is what one order contributes to the figures, by the definitions of
+//! the batch layer's marts (`revenue_daily`, `revenue_hourly`, `revenue_store_daily`,
+//! `revenue_city_daily`, `revenue_product_daily`, `suggestions_daily`): the serving layer adds
+//! the speed layer's increments to the batch view with the same rule, so the merge neither
+//! counts an order twice nor misses one.
+//!
+//! [`SpeedSales`] folds the change events read after the batch run's watermark (the offsets its
+//! bronze layer landed) into increments. An order changed since the watermark contributes
+//! *its figures now − its figures at the watermark*. Its state at the watermark is the batch's
+//! (looked up, [`SpeedSales::resolve`]); when its first header event after the watermark is the
+//! insert, it had no header then, and only the rows the batch holds without one (orphans,
+//! whose events straddled the watermark). Until its state is known it is *unresolved* and
+//! counts nothing, neither before nor after.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::calendar;
+
+/// `YYYY-MM-DD` (UTC), as the marts' `order_date`.
+pub type Day = String;
+
+/// An `orders` row, as the figures read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub ordered_at_ms: i64,
+    pub store_id: i64,
+    pub payment_method_id: i64,
+}
+
+impl Header {
+    pub fn day(&self) -> Day {
+        calendar::date_of_millis(self.ordered_at_ms)
+    }
+
+    pub fn hour(&self) -> i32 {
+        calendar::hour_of_millis(self.ordered_at_ms)
+    }
+}
+
+/// An `order_details` row, as the figures read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    pub quantity: i64,
+    pub subtotal: i64,
+    pub is_suggestion: bool,
+}
+
+/// The rows of one order: its header, its lines by product, and the subtotal of the suggestion
+/// the recommender made for it (the latest one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderRows {
+    pub header: Option<Header>,
+    pub lines: BTreeMap<String, Line>,
+    pub suggested: Option<i64>,
+}
+
+/// Sums that add and subtract; each view fills the ones its mart has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Sales {
+    /// Orders (with at least one line, but in the city view: every order).
+    pub orders: i64,
+    pub lines: i64,
+    pub quantity: i64,
+    /// VND.
+    pub revenue: i64,
+    /// Suggested lines the customers took.
+    pub accepted: i64,
+    pub accepted_revenue: i64,
+    /// Suggestions the recommender made.
+    pub suggestions: i64,
+    pub offered_revenue: i64,
+}
+
+impl Sales {
+    fn add(&mut self, other: &Sales, sign: i64) {
+        self.orders += sign * other.orders;
+        self.lines += sign * other.lines;
+        self.quantity += sign * other.quantity;
+        self.revenue += sign * other.revenue;
+        self.accepted += sign * other.accepted;
+        self.accepted_revenue += sign * other.accepted_revenue;
+        self.suggestions += sign * other.suggestions;
+        self.offered_revenue += sign * other.offered_revenue;
+    }
+
+    /// These figures and `other`'s together.
+    pub fn plus(mut self, other: &Sales) -> Sales {
+        self.add(other, 1);
+        self
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Sales::default()
+    }
+}
+
+/// The city of each store (stores of no known city are left out of the city view, as the
+/// batch's inner join to `dim_stores` leaves them out).
+pub type StoreCities = HashMap<i64, String>;
+
+/// The sales figures by day, hour, store, city and product.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SalesBook {
+    pub daily: BTreeMap<Day, Sales>,
+    pub hourly: BTreeMap<(Day, i32), Sales>,
+    pub stores: BTreeMap<(Day, i64), Sales>,
+    pub cities: BTreeMap<(Day, String), Sales>,
+    pub products: BTreeMap<(Day, String), Sales>,
+}
+
+fn add_to<K: Ord>(map: &mut BTreeMap<K, Sales>, key: K, sales: &Sales, sign: i64) {
+    let entry = map.entry(key).or_default();
+    entry.add(sales, sign);
+}
+
+fn add_all<K: Ord + Clone>(into: &mut BTreeMap<K, Sales>, from: &BTreeMap<K, Sales>, sign: i64) {
+    for (key, sales) in from {
+        add_to(into, key.clone(), sales, sign);
+    }
+}
+
+impl SalesBook {
+    /// Adds (`sign` 1) or takes away (`sign` −1) what `order` contributes.
+    pub fn add_order(&mut self, order: &OrderRows, cities: &StoreCities, sign: i64) {
+        let Some(header) = &order.header else {
+            return;
+        };
+        let day = header.day();
+        let mut lines = Sales::default();
+        for line in order.lines.values() {
+            lines.lines += 1;
+            lines.quantity += line.quantity;
+            lines.revenue += line.subtotal;
+            if line.is_suggestion {
+                lines.accepted += 1;
+                lines.accepted_revenue += line.subtotal;
+            }
+        }
+        let with_lines = Sales {
+            orders: i64::from(!order.lines.is_empty()),
+            ..lines
+        };
+        let mut daily = with_lines;
+        if let Some(offered) = order.suggested {
+            daily.suggestions = 1;
+            daily.offered_revenue = offered;
+        }
+        add_to(&mut self.daily, day.clone(), &daily, sign);
+        if !order.lines.is_empty() {
+            add_to(
+                &mut self.hourly,
+                (day.clone(), header.hour()),
+                &with_lines,
+                sign,
+            );
+            add_to(
+                &mut self.stores,
+                (day.clone(), header.store_id),
+                &with_lines,
+                sign,
+            );
+        }
+        if let Some(city) = cities.get(&header.store_id) {
+            let every_order = Sales { orders: 1, ..lines };
+            add_to(
+                &mut self.cities,
+                (day.clone(), city.clone()),
+                &every_order,
+                sign,
+            );
+        }
+        for (product, line) in &order.lines {
+            let sold = Sales {
+                lines: 1,
+                quantity: line.quantity,
+                revenue: line.subtotal,
+                ..Sales::default()
+            };
+            add_to(
+                &mut self.products,
+                (day.clone(), product.clone()),
+                &sold,
+                sign,
+            );
+        }
+    }
+
+    /// Adds every figure of `other` (the Lambda merge: batch view + speed increments).
+    pub fn merge(&mut self, other: &SalesBook) {
+        add_all(&mut self.daily, &other.daily, 1);
+        add_all(&mut self.hourly, &other.hourly, 1);
+        add_all(&mut self.stores, &other.stores, 1);
+        add_all(&mut self.cities, &other.cities, 1);
+        add_all(&mut self.products, &other.products, 1);
+    }
+
+    /// The book without the figures that came to zero (increments that cancelled out).
+    pub fn without_zeros(mut self) -> SalesBook {
+        self.daily.retain(|_, s| !s.is_zero());
+        self.hourly.retain(|_, s| !s.is_zero());
+        self.stores.retain(|_, s| !s.is_zero());
+        self.cities.retain(|_, s| !s.is_zero());
+        self.products.retain(|_, s| !s.is_zero());
+        self
+    }
+}
+
+/// One change event read after the watermark, as the figures read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowChange {
+    /// The `orders` row: `inserted` when the event is an insert (op `c`, no row before), and
+    /// the row after it (`None`: deleted).
+    Header {
+        order_id: String,
+        inserted: bool,
+        after: Option<Header>,
+    },
+    /// An `order_details` row after the event (`None`: deleted).
+    Line {
+        order_id: String,
+        product_id: String,
+        after: Option<Line>,
+    },
+    /// A suggestion the recommender made for the order (the latest one counts).
+    Suggested { order_id: String, subtotal: i64 },
+}
+
+impl RowChange {
+    pub fn order_id(&self) -> &str {
+        match self {
+            RowChange::Header { order_id, .. }
+            | RowChange::Line { order_id, .. }
+            | RowChange::Suggested { order_id, .. } => order_id,
+        }
+    }
+}
+
+/// The rows of an order changed after the watermark, over its state at the watermark.
+#[derive(Debug, Clone, Default)]
+struct Changed {
+    /// `Some(row or deleted)` once a header event was read.
+    header: Option<Option<Header>>,
+    lines: BTreeMap<String, Option<Line>>,
+    suggested: Option<i64>,
+}
+
+impl Changed {
+    fn over(&self, base: &OrderRows) -> OrderRows {
+        let mut rows = base.clone();
+        if let Some(header) = &self.header {
+            rows.header = header.clone();
+        }
+        for (product, line) in &self.lines {
+            match line {
+                Some(line) => {
+                    rows.lines.insert(product.clone(), *line);
+                }
+                None => {
+                    rows.lines.remove(product);
+                }
+            }
+        }
+        if self.suggested.is_some() {
+            rows.suggested = self.suggested;
+        }
+        rows
+    }
+
+    fn apply(&mut self, change: RowChange) {
+        match change {
+            RowChange::Header { after, .. } => self.header = Some(after),
+            RowChange::Line {
+                product_id, after, ..
+            } => {
+                self.lines.insert(product_id, after);
+            }
+            RowChange::Suggested { subtotal, .. } => self.suggested = Some(subtotal),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Touched {
+    /// The order at the watermark, once known.
+    base: Option<OrderRows>,
+    changed: Changed,
+    /// When the order was first read (to look its base up only after its insert had a chance
+    /// to arrive).
+    first_read_ms: i64,
+}
+
+/// The speed layer's increments since the watermark.
+#[derive(Debug, Clone, Default)]
+pub struct SpeedSales {
+    cities: StoreCities,
+    /// Orders with lines or a suggestion but no header at the watermark (their events
+    /// straddled it): their rows then.
+    orphans: HashMap<String, OrderRows>,
+    orders: HashMap<String, Touched>,
+    book: SalesBook,
+    unresolved: usize,
+}
+
+impl SpeedSales {
+    /// Increments over a batch view whose stores are in `cities` and whose orders without a
+    /// header are `orphans`.
+    pub fn new(cities: StoreCities, orphans: HashMap<String, OrderRows>) -> SpeedSales {
+        SpeedSales {
+            cities,
+            orphans,
+            ..SpeedSales::default()
+        }
+    }
+
+    /// Reads one change (`now_ms`: when it was read).
+    pub fn apply(&mut self, change: RowChange, now_ms: i64) {
+        let order_id = change.order_id().to_string();
+        let touched = match self.orders.get_mut(&order_id) {
+            Some(t) => t,
+            None => {
+                self.unresolved += 1;
+                self.orders.entry(order_id.clone()).or_insert(Touched {
+                    base: None,
+                    changed: Changed::default(),
+                    first_read_ms: now_ms,
+                })
+            }
+        };
+        // The first header event is the insert: at the watermark the order had no header, and
+        // no rows but those the batch holds as orphans.
+        let proves_new = matches!(change, RowChange::Header { inserted: true, .. })
+            && touched.changed.header.is_none()
+            && touched.base.is_none();
+        match &touched.base {
+            Some(base) => {
+                let before = touched.changed.over(base);
+                touched.changed.apply(change);
+                let after = touched.changed.over(base);
+                self.book.add_order(&before, &self.cities, -1);
+                self.book.add_order(&after, &self.cities, 1);
+            }
+            None => {
+                touched.changed.apply(change);
+                if proves_new {
+                    let base = self.orphans.remove(&order_id).unwrap_or_default();
+                    self.settle(&order_id, base);
+                }
+            }
+        }
+    }
+
+    /// Orders whose state at the watermark is still unknown, first read before `read_before_ms`.
+    pub fn unresolved(&self, read_before_ms: i64) -> Vec<String> {
+        self.orders
+            .iter()
+            .filter(|(_, t)| t.base.is_none() && t.first_read_ms < read_before_ms)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// How many orders are waiting for their state at the watermark.
+    pub fn unresolved_count(&self) -> usize {
+        self.unresolved
+    }
+
+    /// Sets the order's state at the watermark (the batch's; empty when the batch has none),
+    /// so its changes count.
+    pub fn resolve(&mut self, order_id: &str, base: OrderRows) {
+        if self.orders.get(order_id).is_some_and(|t| t.base.is_none()) {
+            self.settle(order_id, base);
+        }
+    }
+
+    fn settle(&mut self, order_id: &str, base: OrderRows) {
+        let Some(touched) = self.orders.get_mut(order_id) else {
+            return;
+        };
+        let now = touched.changed.over(&base);
+        self.book.add_order(&base, &self.cities, -1);
+        self.book.add_order(&now, &self.cities, 1);
+        touched.base = Some(base);
+        self.unresolved -= 1;
+    }
+
+    /// The increments so far.
+    pub fn book(&self) -> &SalesBook {
+        &self.book
+    }
+
+    /// Orders changed since the watermark.
+    pub fn orders_read(&self) -> usize {
+        self.orders.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

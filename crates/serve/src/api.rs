@@ -1,0 +1,783 @@
+//! The JSON API and the dashboard's routes.
+//!
+//! Every figure is the Lambda merge: the batch view's marts plus the speed layer's increments
+//! since the batch run's watermark; every answer says up to where each part reaches
+//! (`watermark`). Bad parameters get 400 with a message, unknown ids 404, and all of them
+//! before the first view is caught up get 503.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use brewline_core::calendar;
+use brewline_core::sales::{Day, Sales};
+use futures_util::stream::Stream;
+use serde::Serialize;
+
+use crate::live::{Figures, Live};
+
+/// The dashboard page: plain HTML and JavaScript, no build step.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The longest range a daily query may span.
+const MAX_DAYS: i64 = 366;
+
+/// What the routes share.
+#[derive(Clone)]
+pub struct AppState {
+    pub live: Arc<Live>,
+    /// How often the dashboard's stream sends the figures.
+    pub refresh: Duration,
+    /// Renders the process's own metrics (the speed layer's, when it runs in this process).
+    pub process_metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+/// The routes of the serving layer.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/sales/today", get(sales_today))
+        .route("/api/sales/daily", get(sales_daily))
+        .route("/api/sales/hourly", get(sales_hourly))
+        .route("/api/products/top", get(products_top))
+        .route("/api/stores/top", get(stores_top))
+        .route("/api/stores/{id}/sales", get(store_sales))
+        .route("/api/cities", get(cities))
+        .route("/api/suggestions/stats", get(suggestion_stats))
+        .route("/api/dashboard", get(dashboard_figures))
+        .route("/api/live", get(live_stream))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
+    let response = next.run(request).await;
+    state.live.count_request(&route, response.status().as_u16());
+    response
+}
+
+/// An error answer: its status and what to fix.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type Answer<T> = Result<Json<T>, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such route: see /api/sales/today, /api/sales/daily, /api/sales/hourly, /api/products/top, /api/stores/top, /api/stores/{id}/sales, /api/cities, /api/suggestions/stats, /healthz, /metrics".into(),
+    )
+}
+
+/// Runs `f` on the figures, or answers 503 while the first view is being built.
+fn with_figures<T>(state: &AppState, f: impl FnOnce(&Figures) -> Result<T, ApiError>) -> Answer<T> {
+    state
+        .live
+        .read(f)
+        .unwrap_or_else(|| {
+            Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the serving layer is still reading the batch view and the topics; try again in a moment".into(),
+            ))
+        })
+        .map(Json)
+}
+
+// ---- Parameters -------------------------------------------------------------------------
+
+/// The query string's parameters (no percent-encoding is needed by any of them).
+struct Params(BTreeMap<String, String>);
+
+impl Params {
+    fn of(query: Option<String>, allowed: &[&str]) -> Result<Params, ApiError> {
+        let mut out = BTreeMap::new();
+        for pair in query
+            .as_deref()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if !allowed.contains(&k) {
+                return Err(ApiError::bad(format!(
+                    "unknown parameter {k:?}; this route takes {}",
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                )));
+            }
+            out.insert(k.to_string(), v.to_string());
+        }
+        Ok(Params(out))
+    }
+
+    fn date(&self, name: &str, default: i64) -> Result<i64, ApiError> {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(v) => parse_day(v).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "{name}={v:?} is not a date: write YYYY-MM-DD, e.g. 2026-11-25"
+                ))
+            }),
+        }
+    }
+
+    /// `from` and `to` (days since the epoch, inclusive), by default the last 7 days.
+    fn range(&self, today: i64) -> Result<(i64, i64), ApiError> {
+        let to = self.date("to", today)?;
+        let from = self.date("from", to - 6)?;
+        if from > to {
+            return Err(ApiError::bad(format!(
+                "from ({}) is after to ({})",
+                day_name(from),
+                day_name(to)
+            )));
+        }
+        if to - from >= MAX_DAYS {
+            return Err(ApiError::bad(format!(
+                "the range spans {} days; ask for at most {MAX_DAYS} at a time",
+                to - from + 1
+            )));
+        }
+        Ok((from, to))
+    }
+
+    fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.0.get("limit") {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad(format!(
+                    "limit={v:?}: give a whole number from 1 to {max}"
+                ))),
+            },
+        }
+    }
+}
+
+/// Days since the epoch of `YYYY-MM-DD` (a real date only).
+fn parse_day(v: &str) -> Option<i64> {
+    let mut parts = v.splitn(3, '-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let days = calendar::days_from_civil(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    (day_name(days) == v).then_some(days)
+}
+
+fn day_name(days: i64) -> Day {
+    calendar::date_of_millis(days * 86_400_000)
+}
+
+fn today() -> i64 {
+    brewline_ports::now_ms().div_euclid(86_400_000)
+}
+
+// ---- The merge ----------------------------------------------------------------------------
+
+/// A figure of the batch view plus the speed layer's increment.
+fn merged<K: Ord>(batch: &BTreeMap<K, Sales>, speed: &BTreeMap<K, Sales>, key: &K) -> Sales {
+    let s = batch.get(key).copied().unwrap_or_default();
+    match speed.get(key) {
+        Some(increment) => s.plus(increment),
+        None => s,
+    }
+}
+
+/// Every key of `day` in either map (their second part), merged.
+fn merged_of_day<T: Ord + Clone>(
+    batch: &BTreeMap<(Day, T), Sales>,
+    speed: &BTreeMap<(Day, T), Sales>,
+    day: &Day,
+) -> Vec<(T, Sales)> {
+    let keys: std::collections::BTreeSet<T> = batch
+        .keys()
+        .chain(speed.keys())
+        .filter(|(d, _)| d == day)
+        .map(|(_, k)| k.clone())
+        .collect();
+    keys.into_iter()
+        .map(|k| {
+            let s = merged(batch, speed, &(day.clone(), k.clone()));
+            (k, s)
+        })
+        .filter(|(_, s)| !s.is_zero())
+        .collect()
+}
+
+/// Up to where each part of a figure reaches.
+#[derive(Debug, Serialize)]
+pub struct Watermarks {
+    pub batch: Option<BatchPart>,
+    pub speed: SpeedPart,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchPart {
+    pub run_id: String,
+    pub published_at: String,
+    /// The latest order time in the batch view.
+    pub through: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpeedPart {
+    /// Events read since the serving layer started.
+    pub events: u64,
+    /// Orders changed since the batch watermark.
+    pub orders: usize,
+    /// Of them, orders whose state at the watermark is still being looked up.
+    pub unresolved: usize,
+    /// Records not read yet.
+    pub lag: u64,
+    pub updated_at: String,
+}
+
+fn watermarks(live: &Live, f: &Figures) -> Watermarks {
+    Watermarks {
+        batch: f.watermark().map(|w| BatchPart {
+            run_id: w.run_id.clone(),
+            published_at: calendar::datetime_of_millis(w.published_ms),
+            through: w.through_ms.map(calendar::datetime_of_millis),
+        }),
+        speed: SpeedPart {
+            events: live.events.load(Ordering::Relaxed),
+            orders: f.speed.orders_read(),
+            unresolved: f.speed.unresolved_count(),
+            lag: f.lag,
+            updated_at: calendar::datetime_of_millis(f.updated_ms),
+        },
+    }
+}
+
+fn rate(part: i64, whole: i64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+// ---- Routes ---------------------------------------------------------------------------------
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    watermark: Watermarks,
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.live.read(|f| watermarks(&state.live, f)) {
+        Some(watermark) => Json(Health {
+            status: "ok",
+            watermark,
+        })
+        .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "starting" })),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DaySales {
+    pub date: Day,
+    /// Orders with at least one line.
+    pub orders: i64,
+    pub lines: i64,
+    /// VND.
+    pub revenue: i64,
+    pub accepted_suggestions: i64,
+    pub accepted_revenue: i64,
+}
+
+fn day_sales(date: Day, s: &Sales) -> DaySales {
+    DaySales {
+        date,
+        orders: s.orders,
+        lines: s.lines,
+        revenue: s.revenue,
+        accepted_suggestions: s.accepted,
+        accepted_revenue: s.accepted_revenue,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Today {
+    #[serde(flatten)]
+    pub sales: DaySales,
+    pub suggestions: i64,
+    /// Suggestions made per order.
+    pub suggestion_rate: Option<f64>,
+    /// Suggestions taken per suggestion made.
+    pub acceptance_rate: Option<f64>,
+    /// Orders placed in the last full minute.
+    pub orders_last_minute: usize,
+    pub watermark: Watermarks,
+}
+
+fn today_of(live: &Live, f: &Figures) -> Today {
+    let date = day_name(today());
+    let s = merged(&f.batch.book.daily, &f.speed.book().daily, &date);
+    let now = brewline_ports::now_ms();
+    let per_minute = live
+        .recent
+        .lock()
+        .map(|r| r.per_minute(now, 1))
+        .unwrap_or_default();
+    Today {
+        sales: day_sales(date, &s),
+        suggestions: s.suggestions,
+        suggestion_rate: rate(s.suggestions, s.orders),
+        acceptance_rate: rate(s.accepted, s.suggestions),
+        orders_last_minute: per_minute.first().map_or(0, |(_, n)| *n),
+        watermark: watermarks(live, f),
+    }
+}
+
+async fn sales_today(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<Today> {
+    Params::of(q, &[])?;
+    with_figures(&state, |f| Ok(today_of(&state.live, f)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Daily {
+    pub from: Day,
+    pub to: Day,
+    pub days: Vec<DaySales>,
+    pub watermark: Watermarks,
+}
+
+async fn sales_daily(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<Daily> {
+    let (from, to) = Params::of(q, &["from", "to"])?.range(today())?;
+    with_figures(&state, |f| {
+        let days = (from..=to)
+            .map(|d| {
+                let date = day_name(d);
+                let s = merged(&f.batch.book.daily, &f.speed.book().daily, &date);
+                day_sales(date, &s)
+            })
+            .collect();
+        Ok(Daily {
+            from: day_name(from),
+            to: day_name(to),
+            days,
+            watermark: watermarks(&state.live, f),
+        })
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct HourSales {
+    pub hour: i32,
+    pub orders: i64,
+    pub lines: i64,
+    pub revenue: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Hourly {
+    pub date: Day,
+    pub hours: Vec<HourSales>,
+    pub watermark: Watermarks,
+}
+
+async fn sales_hourly(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<Hourly> {
+    let date = day_name(Params::of(q, &["date"])?.date("date", today())?);
+    with_figures(&state, |f| {
+        let hours = (0..24)
+            .map(|hour| {
+                let s = merged(
+                    &f.batch.book.hourly,
+                    &f.speed.book().hourly,
+                    &(date.clone(), hour),
+                );
+                HourSales {
+                    hour,
+                    orders: s.orders,
+                    lines: s.lines,
+                    revenue: s.revenue,
+                }
+            })
+            .collect();
+        Ok(Hourly {
+            date: date.clone(),
+            hours,
+            watermark: watermarks(&state.live, f),
+        })
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProductSales {
+    pub product_id: String,
+    pub name: Option<String>,
+    pub quantity: i64,
+    pub revenue: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopProducts {
+    pub date: Day,
+    pub products: Vec<ProductSales>,
+    pub watermark: Watermarks,
+}
+
+fn top_products(f: &Figures, date: &Day, limit: usize) -> Vec<ProductSales> {
+    let mut products: Vec<ProductSales> =
+        merged_of_day(&f.batch.book.products, &f.speed.book().products, date)
+            .into_iter()
+            .map(|(id, s)| ProductSales {
+                name: f.names.products.get(&id).cloned(),
+                product_id: id,
+                quantity: s.quantity,
+                revenue: s.revenue,
+            })
+            .collect();
+    products.sort_by(|a, b| {
+        b.revenue
+            .cmp(&a.revenue)
+            .then_with(|| a.product_id.cmp(&b.product_id))
+    });
+    products.truncate(limit);
+    products
+}
+
+async fn products_top(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<TopProducts> {
+    let params = Params::of(q, &["date", "limit"])?;
+    let date = day_name(params.date("date", today())?);
+    let limit = params.limit(5, 100)?;
+    with_figures(&state, |f| {
+        Ok(TopProducts {
+            products: top_products(f, &date, limit),
+            date: date.clone(),
+            watermark: watermarks(&state.live, f),
+        })
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoreSales {
+    pub store_id: i64,
+    pub name: Option<String>,
+    pub city: Option<String>,
+    pub orders: i64,
+    pub revenue: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopStores {
+    pub date: Day,
+    pub stores: Vec<StoreSales>,
+    pub watermark: Watermarks,
+}
+
+fn top_stores(f: &Figures, date: &Day, limit: usize) -> Vec<StoreSales> {
+    let mut stores: Vec<StoreSales> =
+        merged_of_day(&f.batch.book.stores, &f.speed.book().stores, date)
+            .into_iter()
+            .map(|(id, s)| {
+                let known = f.names.stores.get(&id);
+                StoreSales {
+                    store_id: id,
+                    name: known.map(|k| k.name.clone()),
+                    city: known.map(|k| k.city.clone()),
+                    orders: s.orders,
+                    revenue: s.revenue,
+                }
+            })
+            .collect();
+    stores.sort_by(|a, b| {
+        b.revenue
+            .cmp(&a.revenue)
+            .then_with(|| a.store_id.cmp(&b.store_id))
+    });
+    stores.truncate(limit);
+    stores
+}
+
+async fn stores_top(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<TopStores> {
+    let params = Params::of(q, &["date", "limit"])?;
+    let date = day_name(params.date("date", today())?);
+    let limit = params.limit(10, 1000)?;
+    with_figures(&state, |f| {
+        Ok(TopStores {
+            stores: top_stores(f, &date, limit),
+            date: date.clone(),
+            watermark: watermarks(&state.live, f),
+        })
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoreDay {
+    pub date: Day,
+    pub orders: i64,
+    pub revenue: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoreHistory {
+    pub store_id: i64,
+    pub name: String,
+    pub city: String,
+    pub from: Day,
+    pub to: Day,
+    pub days: Vec<StoreDay>,
+    pub watermark: Watermarks,
+}
+
+async fn store_sales(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer<StoreHistory> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad(format!("store id {id:?} is not a number")))?;
+    let (from, to) = Params::of(q, &["from", "to"])?.range(today())?;
+    with_figures(&state, |f| {
+        let store = f.names.stores.get(&id).ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no store {id}: the shop's stores are 1 to {}",
+                    f.names.stores.len()
+                ),
+            )
+        })?;
+        let days = (from..=to)
+            .map(|d| {
+                let date = day_name(d);
+                let s = merged(
+                    &f.batch.book.stores,
+                    &f.speed.book().stores,
+                    &(date.clone(), id),
+                );
+                StoreDay {
+                    date,
+                    orders: s.orders,
+                    revenue: s.revenue,
+                }
+            })
+            .collect();
+        Ok(StoreHistory {
+            store_id: id,
+            name: store.name.clone(),
+            city: store.city.clone(),
+            from: day_name(from),
+            to: day_name(to),
+            days,
+            watermark: watermarks(&state.live, f),
+        })
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct CitySales {
+    pub city: String,
+    /// Every order of the city's stores (with or without lines yet).
+    pub orders: i64,
+    pub revenue: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cities {
+    pub date: Day,
+    pub cities: Vec<CitySales>,
+    pub watermark: Watermarks,
+}
+
+fn cities_of(f: &Figures, date: &Day) -> Vec<CitySales> {
+    let mut cities: Vec<CitySales> =
+        merged_of_day(&f.batch.book.cities, &f.speed.book().cities, date)
+            .into_iter()
+            .map(|(city, s)| CitySales {
+                city,
+                orders: s.orders,
+                revenue: s.revenue,
+            })
+            .collect();
+    cities.sort_by(|a, b| b.revenue.cmp(&a.revenue).then_with(|| a.city.cmp(&b.city)));
+    cities
+}
+
+async fn cities(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<Cities> {
+    let date = day_name(Params::of(q, &["date"])?.date("date", today())?);
+    with_figures(&state, |f| {
+        Ok(Cities {
+            cities: cities_of(f, &date),
+            date: date.clone(),
+            watermark: watermarks(&state.live, f),
+        })
+    })
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SuggestionDay {
+    pub date: Day,
+    pub orders: i64,
+    pub suggestions: i64,
+    pub accepted: i64,
+    pub suggestion_rate: Option<f64>,
+    pub acceptance_rate: Option<f64>,
+    pub offered_revenue: i64,
+    pub accepted_revenue: i64,
+}
+
+fn suggestion_day(date: Day, s: &Sales) -> SuggestionDay {
+    SuggestionDay {
+        date,
+        orders: s.orders,
+        suggestions: s.suggestions,
+        accepted: s.accepted,
+        suggestion_rate: rate(s.suggestions, s.orders),
+        acceptance_rate: rate(s.accepted, s.suggestions),
+        offered_revenue: s.offered_revenue,
+        accepted_revenue: s.accepted_revenue,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SuggestionStats {
+    pub from: Day,
+    pub to: Day,
+    /// The whole range.
+    pub total: SuggestionDay,
+    pub days: Vec<SuggestionDay>,
+    pub watermark: Watermarks,
+}
+
+async fn suggestion_stats(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Answer<SuggestionStats> {
+    let (from, to) = Params::of(q, &["from", "to"])?.range(today())?;
+    with_figures(&state, |f| {
+        let mut total = Sales::default();
+        let days = (from..=to)
+            .map(|d| {
+                let date = day_name(d);
+                let s = merged(&f.batch.book.daily, &f.speed.book().daily, &date);
+                total = total.plus(&s);
+                suggestion_day(date, &s)
+            })
+            .collect();
+        Ok(SuggestionStats {
+            from: day_name(from),
+            to: day_name(to),
+            total: suggestion_day(format!("{}..{}", day_name(from), day_name(to)), &total),
+            days,
+            watermark: watermarks(&state.live, f),
+        })
+    })
+}
+
+/// Everything the dashboard shows, in one answer.
+#[derive(Debug, Serialize)]
+pub struct Dashboard {
+    pub today: Today,
+    /// Orders placed in each of the last 30 minutes and in the current one (`HH:MM` UTC).
+    pub per_minute: Vec<(String, usize)>,
+    pub top_products: Vec<ProductSales>,
+    pub cities: Vec<CitySales>,
+    pub top_stores: Vec<StoreSales>,
+}
+
+fn dashboard_of(live: &Live, f: &Figures) -> Dashboard {
+    let date = day_name(today());
+    let now = brewline_ports::now_ms();
+    let per_minute = live
+        .recent
+        .lock()
+        .map(|r| r.per_minute(now, 30))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(m, n)| {
+            (
+                calendar::datetime_of_millis(m * 60_000)[11..16].to_string(),
+                n,
+            )
+        })
+        .collect();
+    Dashboard {
+        today: today_of(live, f),
+        per_minute,
+        top_products: top_products(f, &date, 5),
+        cities: cities_of(f, &date),
+        top_stores: top_stores(f, &date, 10),
+    }
+}
+
+async fn dashboard_figures(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Answer<Dashboard> {
+    Params::of(q, &[])?;
+    with_figures(&state, |f| Ok(dashboard_of(&state.live, f)))
+}
+
+/// The dashboard's figures as server-sent events, every `refresh`.
+async fn live_stream(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = futures_util::stream::unfold(state, |state| async move {
+        let figures = state.live.read(|f| dashboard_of(&state.live, f));
+        let event = match figures.map(|d| serde_json::to_string(&d)) {
+            Some(Ok(json)) => Event::default().event("figures").data(json),
+            Some(Err(e)) => Event::default().event("error").data(e.to_string()),
+            None => Event::default().event("starting").data("{}"),
+        };
+        tokio::time::sleep(state.refresh).await;
+        Some((Ok(event), state))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::render_metrics(&state),
+    )
+        .into_response()
+}

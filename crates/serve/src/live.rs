@@ -1,0 +1,533 @@
+//! The live figures: the last batch view, and the speed layer's increments since its watermark,
+//! kept up to date by a tail of the CDC and suggestion topics.
+//!
+//! The tail is a reader without a consumer group that starts at the offsets the batch view's
+//! bronze layer had landed, so every event after the watermark is folded exactly once, however
+//! often the serving layer restarts. When a new batch run is published, a new view is built
+//! from its offsets, caught up, and only then swapped in.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use brewline_batch::bronze;
+use brewline_batch::history::RunHistory;
+use brewline_batch::serving::{BatchView, Watermark, MANIFEST};
+use brewline_batch::Lake;
+use brewline_core::debezium::{decode_with, Decoded, Op, OrderLineRow, OrderRow, SourceTime};
+use brewline_core::sales::{Header, Line, RowChange, SpeedSales, StoreCities};
+use brewline_core::{ReferenceData, Suggestion};
+use brewline_ports::{Consumed, Consumer, EventLog, SourceDb, Subscription};
+use tokio::sync::watch;
+
+use crate::{Result, ServeError};
+
+/// Topics and pacing of the tail.
+#[derive(Debug, Clone)]
+pub struct TailSettings {
+    pub orders_topic: String,
+    pub order_details_topic: String,
+    pub suggestions_topic: String,
+    /// How often the lake is asked whether a new batch run was published.
+    pub reload_every: Duration,
+    /// How long an order's insert may take to arrive before its state at the watermark is
+    /// looked up in the batch view.
+    pub lookup_after: Duration,
+}
+
+/// A store's name and city.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreName {
+    pub name: String,
+    pub city: String,
+}
+
+/// Names of stores and products, from the source's reference data.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    pub stores: BTreeMap<i64, StoreName>,
+    pub products: HashMap<String, String>,
+}
+
+impl Names {
+    pub fn of(reference: &ReferenceData) -> Names {
+        Names {
+            stores: reference
+                .stores
+                .iter()
+                .map(|s| {
+                    (
+                        s.id,
+                        StoreName {
+                            name: s.name.clone(),
+                            city: s.city.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            products: reference
+                .products
+                .iter()
+                .map(|p| (p.id.clone(), p.name.clone()))
+                .collect(),
+        }
+    }
+
+    fn cities(&self) -> StoreCities {
+        self.stores
+            .iter()
+            .map(|(id, s)| (*id, s.city.clone()))
+            .collect()
+    }
+}
+
+/// Orders placed in each recent minute (epoch minutes), by id: kept across batch views, so a
+/// new view's replay of the same events counts nothing twice.
+#[derive(Debug, Default)]
+pub struct RecentOrders(BTreeMap<i64, BTreeSet<String>>);
+
+/// Minutes of orders kept.
+const RECENT_MINUTES: i64 = 60;
+
+impl RecentOrders {
+    fn placed(&mut self, order_id: &str, at_ms: i64, now_ms: i64) {
+        let minute = at_ms.div_euclid(60_000);
+        let oldest = now_ms.div_euclid(60_000) - RECENT_MINUTES;
+        if minute < oldest {
+            return;
+        }
+        self.0
+            .entry(minute)
+            .or_default()
+            .insert(order_id.to_string());
+        self.0 = self.0.split_off(&oldest);
+    }
+
+    /// Orders placed in each of the `minutes` minutes before the current one (oldest first),
+    /// then in the current one so far.
+    pub fn per_minute(&self, now_ms: i64, minutes: i64) -> Vec<(i64, usize)> {
+        let now = now_ms.div_euclid(60_000);
+        (now - minutes..=now)
+            .map(|m| (m, self.0.get(&m).map_or(0, BTreeSet::len)))
+            .collect()
+    }
+}
+
+/// What the handlers read.
+pub struct Figures {
+    pub batch: Arc<BatchView>,
+    pub speed: SpeedSales,
+    pub names: Arc<Names>,
+    /// Records not read yet.
+    pub lag: u64,
+    /// When the figures last changed (epoch ms).
+    pub updated_ms: i64,
+}
+
+impl Figures {
+    pub fn watermark(&self) -> Option<&Watermark> {
+        self.batch.watermark.as_ref()
+    }
+}
+
+/// The serving layer's shared state.
+pub struct Live {
+    figures: RwLock<Option<Figures>>,
+    pub recent: Mutex<RecentOrders>,
+    /// Events folded, over every view.
+    pub events: AtomicU64,
+    /// Whether the latest batch run passed (from the run history, when there is one).
+    pub last_run_passed: Mutex<Option<bool>>,
+    /// Requests answered, by route and status.
+    pub requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live::new()
+    }
+}
+
+impl Live {
+    pub fn new() -> Live {
+        Live {
+            figures: RwLock::new(None),
+            recent: Mutex::new(RecentOrders::default()),
+            events: AtomicU64::new(0),
+            last_run_passed: Mutex::new(None),
+            requests: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Reads the figures; `None` until the first view is caught up.
+    pub fn read<R>(&self, f: impl FnOnce(&Figures) -> R) -> Option<R> {
+        let guard = self.figures.read().ok()?;
+        guard.as_ref().map(f)
+    }
+
+    fn write(&self, f: impl FnOnce(&mut Figures)) {
+        if let Ok(mut guard) = self.figures.write() {
+            if let Some(figures) = guard.as_mut() {
+                f(figures);
+            }
+        }
+    }
+
+    fn install(&self, figures: Figures) {
+        if let Ok(mut guard) = self.figures.write() {
+            *guard = Some(figures);
+        }
+    }
+
+    pub fn count_request(&self, route: &str, status: u16) {
+        if let Ok(mut map) = self.requests.lock() {
+            *map.entry((route.to_string(), status)).or_default() += 1;
+        }
+    }
+}
+
+/// Which topic a record came from.
+enum Topic {
+    Orders,
+    Lines,
+    Suggestions,
+}
+
+/// The change a record means for the figures (`Ok(None)`: nothing, as a tombstone).
+fn row_change(topic: &Topic, record: &Consumed) -> std::result::Result<Option<RowChange>, String> {
+    let value = record.record.value.as_deref();
+    match topic {
+        Topic::Orders => match decode_with::<OrderRow, SourceTime>(value) {
+            Ok(Decoded::Tombstone) => Ok(None),
+            Ok(Decoded::Change(e)) => {
+                let Some(row) = e.row() else {
+                    return Err("a change without a row".into());
+                };
+                let header = match (&e.after, e.op) {
+                    (_, Op::Delete) | (None, _) => None,
+                    (Some(after), _) => Some(Header {
+                        ordered_at_ms: after
+                            .timestamp
+                            .as_ref()
+                            .and_then(|t| t.millis())
+                            .ok_or("an order without a readable timestamp")?,
+                        store_id: after.store_id,
+                        payment_method_id: after.payment_method_id,
+                    }),
+                };
+                Ok(Some(RowChange::Header {
+                    order_id: row.id.clone(),
+                    inserted: e.op == Op::Create,
+                    after: header,
+                }))
+            }
+            Err(err) => Err(err.to_string()),
+        },
+        Topic::Lines => match decode_with::<OrderLineRow, SourceTime>(value) {
+            Ok(Decoded::Tombstone) => Ok(None),
+            Ok(Decoded::Change(e)) => {
+                let Some(row) = e.row() else {
+                    return Err("a change without a row".into());
+                };
+                let after = match (&e.after, e.op) {
+                    (_, Op::Delete) | (None, _) => None,
+                    (Some(after), _) => Some(Line {
+                        quantity: after.quantity,
+                        subtotal: after.subtotal,
+                        is_suggestion: after.is_suggestion,
+                    }),
+                };
+                Ok(Some(RowChange::Line {
+                    order_id: row.order_id.clone(),
+                    product_id: row.product_id.clone(),
+                    after,
+                }))
+            }
+            Err(err) => Err(err.to_string()),
+        },
+        Topic::Suggestions => {
+            let Some(value) = value else { return Ok(None) };
+            serde_json::from_slice::<Suggestion>(value)
+                .map(|s| {
+                    Some(RowChange::Suggested {
+                        order_id: s.order_id,
+                        subtotal: s.subtotal,
+                    })
+                })
+                .map_err(|e| format!("not a suggestion: {e}"))
+        }
+    }
+}
+
+/// The engines the tail reads.
+pub struct Sources<'a> {
+    pub log: &'a dyn EventLog,
+    pub source: &'a dyn SourceDb,
+    pub lake: &'a Lake,
+    pub history: Option<&'a dyn RunHistory>,
+}
+
+/// A view being built or served: its consumer and the bronze tables of its topics.
+struct Tail {
+    consumer: Box<dyn Consumer>,
+    run_id: Option<String>,
+}
+
+/// Records a poll takes while a view catches up.
+const CATCH_UP_POLL: usize = 5000;
+
+/// Keeps `live` up to date until `shutdown`.
+pub async fn run(
+    sources: Sources<'_>,
+    settings: TailSettings,
+    live: Arc<Live>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut retry = Duration::from_millis(200);
+    while !*shutdown.borrow() {
+        match serve_one_view(&sources, &settings, &live, &mut shutdown).await {
+            Ok(()) => retry = Duration::from_millis(200),
+            Err(e) => {
+                tracing::warn!(error = %e, "the serving layer's view failed; building it again");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = shutdown.changed() => {}
+                }
+                retry = (retry * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the view of the last published batch run, catches it up, swaps it in, and keeps it
+/// up to date until a newer run is published (or `shutdown`).
+async fn serve_one_view(
+    sources: &Sources<'_>,
+    settings: &TailSettings,
+    live: &Live,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let batch = Arc::new(BatchView::load(sources.lake).await?);
+    let names = Arc::new(Names::of(&sources.source.load_reference().await?));
+    let mut tail = subscribe(sources, settings, &batch).await?;
+    let mut figures = Figures {
+        speed: SpeedSales::new(names.cities(), batch.orphans.clone()),
+        batch,
+        names,
+        lag: 0,
+        updated_ms: brewline_ports::now_ms(),
+    };
+    // Caught up before it is shown (a poll that finds less than it could take has reached
+    // the end of the topics): a new view never shows less than the one it replaces.
+    loop {
+        let read = fold(&mut tail, settings, live, &mut figures).await?;
+        if read < CATCH_UP_POLL || *shutdown.borrow() {
+            break;
+        }
+    }
+    figures.lag = tail.consumer.lag().await?;
+    resolve_all(&mut figures).await?;
+    live.install(figures);
+    tracing::info!(run = ?tail.run_id, "serving the batch view and the speed layer since it");
+    record_history(sources, live).await;
+
+    let mut last_reload = Instant::now();
+    let mut last_lookup = Instant::now();
+    while !*shutdown.borrow() {
+        let records = tail.consumer.poll(2000, Duration::from_millis(200)).await?;
+        let lag = tail.consumer.lag().await?;
+        let changes = decode(settings, &records, live);
+        live.write(|f| {
+            apply(f, changes);
+            f.lag = lag;
+        });
+        if last_lookup.elapsed() >= Duration::from_millis(250) {
+            last_lookup = Instant::now();
+            lookup_unresolved(settings, live).await?;
+        }
+        if last_reload.elapsed() >= settings.reload_every {
+            last_reload = Instant::now();
+            record_history(sources, live).await;
+            if published_run(sources.lake).await? != tail.run_id {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The run id of the published manifest, if any.
+async fn published_run(lake: &Lake) -> Result<Option<String>> {
+    let Some(bytes) = lake.get_file(MANIFEST).await? else {
+        return Ok(None);
+    };
+    let w: Watermark = serde_json::from_slice(&bytes)
+        .map_err(|e| ServeError::Batch(format!("{MANIFEST} is unreadable: {e}")))?;
+    Ok(Some(w.run_id))
+}
+
+async fn record_history(sources: &Sources<'_>, live: &Live) {
+    let Some(history) = sources.history else {
+        return;
+    };
+    match history.recent(1).await {
+        Ok(runs) => {
+            if let Ok(mut passed) = live.last_run_passed.lock() {
+                *passed = runs.first().map(|r| r.passed);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the batch run history"),
+    }
+}
+
+async fn subscribe(
+    sources: &Sources<'_>,
+    settings: &TailSettings,
+    batch: &BatchView,
+) -> Result<Tail> {
+    let mut from = Vec::new();
+    for (topic, table) in [
+        (&settings.orders_topic, bronze::ORDERS),
+        (&settings.order_details_topic, bronze::ORDER_LINES),
+        (&settings.suggestions_topic, bronze::SUGGESTIONS),
+    ] {
+        let partitions = sources.log.partitions(topic).await?;
+        for (p, next) in batch
+            .landed(table, topic, partitions)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            let p = i32::try_from(p).map_err(|e| ServeError::Batch(e.to_string()))?;
+            from.push((topic.clone(), p, next));
+        }
+    }
+    let consumer = sources
+        .log
+        .consumer(Subscription {
+            topics: vec![
+                settings.orders_topic.clone(),
+                settings.order_details_topic.clone(),
+                settings.suggestions_topic.clone(),
+            ],
+            group: None,
+            from,
+        })
+        .await?;
+    Ok(Tail {
+        consumer,
+        run_id: batch.watermark.as_ref().map(|w| w.run_id.clone()),
+    })
+}
+
+/// The changes of `records` (undecodable ones are skipped: the recommender dead-letters them,
+/// and the batch layer lands them with their error, outside the figures).
+fn decode(settings: &TailSettings, records: &[Consumed], live: &Live) -> Vec<RowChange> {
+    let mut out = Vec::with_capacity(records.len());
+    let now = brewline_ports::now_ms();
+    for r in records {
+        let topic = if *r.topic == *settings.orders_topic {
+            Topic::Orders
+        } else if *r.topic == *settings.order_details_topic {
+            Topic::Lines
+        } else {
+            Topic::Suggestions
+        };
+        match row_change(&topic, r) {
+            Ok(Some(change)) => {
+                if let RowChange::Header {
+                    order_id,
+                    inserted: true,
+                    after: Some(h),
+                } = &change
+                {
+                    if let Ok(mut recent) = live.recent.lock() {
+                        recent.placed(order_id, h.ordered_at_ms, now);
+                    }
+                }
+                out.push(change);
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                tracing::debug!(topic = %r.topic, offset = r.offset, %reason, "not folded")
+            }
+        }
+    }
+    live.events
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    out
+}
+
+fn apply(figures: &mut Figures, changes: Vec<RowChange>) {
+    let now = brewline_ports::now_ms();
+    if !changes.is_empty() {
+        figures.updated_ms = now;
+    }
+    for change in changes {
+        figures.speed.apply(change, now);
+    }
+}
+
+/// Folds one poll into `figures` (a view not yet shown); returns the records read.
+async fn fold(
+    tail: &mut Tail,
+    settings: &TailSettings,
+    live: &Live,
+    figures: &mut Figures,
+) -> Result<usize> {
+    let records = tail
+        .consumer
+        .poll(CATCH_UP_POLL, Duration::from_millis(200))
+        .await?;
+    let changes = decode(settings, &records, live);
+    apply(figures, changes);
+    Ok(records.len())
+}
+
+/// Resolves every order of a view not yet shown.
+async fn resolve_all(figures: &mut Figures) -> Result<()> {
+    let ids = figures.speed.unresolved(i64::MAX);
+    for (id, rows) in figures.batch.orders(&ids).await? {
+        figures.speed.resolve(&id, rows);
+    }
+    Ok(())
+}
+
+/// Looks up, in the batch view, the orders of the live view whose insert did not come.
+async fn lookup_unresolved(settings: &TailSettings, live: &Live) -> Result<()> {
+    let before = brewline_ports::now_ms() - settings.lookup_after.as_millis() as i64;
+    let Some((batch, ids)) = live.read(|f| (f.batch.clone(), f.speed.unresolved(before))) else {
+        return Ok(());
+    };
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let found = batch.orders(&ids).await?;
+    live.write(|f| {
+        for (id, rows) in found {
+            f.speed.resolve(&id, rows);
+        }
+        f.updated_ms = brewline_ports::now_ms();
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_orders_count_each_order_once_and_forget_old_minutes() {
+        let mut recent = RecentOrders::default();
+        let now = 100 * 60_000 + 30_000;
+        recent.placed("a", now - 1_000, now);
+        recent.placed("a", now - 1_000, now);
+        recent.placed("b", now - 61_000, now);
+        recent.placed("old", now - 2 * 3_600_000, now);
+        let per = recent.per_minute(now, 2);
+        assert_eq!(per, vec![(98, 0), (99, 1), (100, 1)]);
+        assert!(recent.0.values().all(|ids| !ids.contains("old")));
+    }
+}
