@@ -134,6 +134,10 @@ pub struct DemoArgs {
     /// With --serve: orders a second the tills go on writing.
     #[arg(long, default_value_t = 20.0, value_parser = parse_rate)]
     pub serve_rate: f64,
+    /// With --serve: the tills stop after this many more orders (the rest goes on serving)
+    /// [default: no end].
+    #[arg(long, value_name = "N")]
+    pub serve_orders: Option<u64>,
     /// With --serve: how often a batch run is made (e.g. 30s, 5m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub batch_every: std::time::Duration,

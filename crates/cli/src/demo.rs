@@ -189,7 +189,7 @@ async fn keep_serving(
         pipeline
             .write_orders(
                 args.seed,
-                u64::MAX,
+                args.serve_orders.unwrap_or(u64::MAX),
                 Some(args.serve_rate),
                 &shutdown,
                 |_| {},

@@ -23,7 +23,17 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode
     args.kafka.apply(&mut config);
     args.mysql.apply(&mut config);
     let addr = args.addr.unwrap_or(config.serve.addr);
-    let history = crate::batch::history(&config, &data_dir).await?;
+    // The run history only adds the last run's outcome to /metrics: serve without it.
+    let history = match crate::batch::history(&config, &data_dir).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "no batch run history: brewline_batch_last_run_passed is not exported"
+            );
+            None
+        }
+    };
     let stats = Arc::new(Stats::default());
     let (_stop, shutdown) = crate::shutdown::signalled();
     if servers {
@@ -33,7 +43,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode
             log: &log,
             source: &source,
             lake: &lake,
-            history: Some(history.as_ref()),
+            history: history.as_deref(),
         };
         serve_until(&config, addr, sources, stats, shutdown).await?;
     } else {
@@ -43,7 +53,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode
             log: &pipeline.dir.log,
             source: &pipeline.dir.source,
             lake: &lake,
-            history: Some(history.as_ref()),
+            history: history.as_deref(),
         };
         serve_until(&config, addr, sources, pipeline.stats.clone(), shutdown).await?;
     }
