@@ -304,6 +304,71 @@ async fn batch_runs_on_kafka_and_mysql_into_s3_and_reconciles_with_the_source() 
         "Kofi Harbour".into(),
         "true".into()
     ]));
+
+    // More orders after the last run: `brewline serve --servers` adds them, read from Kafka
+    // from the offsets the run landed, to the lake's marts on S3 — equal to the source again.
+    d.run(&["simulate", "--orders", "80", "--seed", "33"]);
+    d.run(&["cdc", "--until-caught-up"]);
+    let source = revenue_by_sql(&mut db).await;
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut cmd = d.command(&["serve", "--servers", "--lake", &root, "--addr", &addr]);
+    cmd.env(
+        "BREWLINE_BATCH__HISTORY",
+        d.dir.path().join("history.sqlite"),
+    );
+    for (k, v) in &environment {
+        cmd.env(k, v);
+    }
+    let log = d.dir.path().join("serve.log");
+    let mut serve = common::Process(
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            serve.0.try_wait().unwrap().is_none(),
+            "serve ended: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            let (status, body) = common::http_get(&addr, "/healthz");
+            let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let speed = &health["watermark"]["speed"];
+            if status == 200 && speed["orders"].as_u64() >= Some(80) && speed["lag"] == 0 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "serve not caught up in 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (first, last) = (
+        source.keys().next().unwrap(),
+        source.keys().next_back().unwrap(),
+    );
+    let (status, body) =
+        common::http_get(&addr, &format!("/api/sales/daily?from={first}&to={last}"));
+    assert_eq!(status, 200, "{body}");
+    let daily: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let served: BTreeMap<String, i64> = daily["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["revenue"].as_i64() > Some(0))
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().to_string(),
+                d["revenue"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        served, source,
+        "the lake's marts + the speed layer = the source"
+    );
+    serve.kill();
     db.disconnect().await.unwrap();
 
     let history = batch(&d, &["batch", "history"], &environment);

@@ -226,6 +226,15 @@ fn wrong_input_says_what_to_fix() {
     assert!(e.contains("bacth"), "{e}");
     let e = fails(&["config"], &[("BREWLINE_TOPICS__PARTITIONS", "0")]);
     assert!(e.contains("topics.partitions must be at least 1"), "{e}");
+    let e = fails(&["config"], &[("BREWLINE_SERVE__REFRESH_MS", "10")]);
+    assert!(e.contains("serve.refresh_ms"), "{e}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let e = fails(&["serve", "--data-dir", d, "--addr", &addr], &[]);
+    assert!(e.contains(&addr) && e.contains("is the port taken"), "{e}");
+    let e = fails(&["serve", "--addr", "localhost"], &[]);
+    assert!(e.contains("--addr"), "{e}");
 }
 
 #[test]
@@ -295,6 +304,7 @@ fn every_command_has_help_and_json_logs_are_json() {
         vec!["bench", "--help"],
         vec!["config", "--help"],
         vec!["cdc", "--help"],
+        vec!["serve", "--help"],
         vec!["batch", "run", "--help"],
         vec!["batch", "check", "--help"],
         vec!["batch", "schedule", "--help"],

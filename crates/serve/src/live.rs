@@ -88,7 +88,7 @@ impl Names {
 pub struct RecentOrders(BTreeMap<i64, BTreeSet<String>>);
 
 /// Minutes of orders kept.
-const RECENT_MINUTES: i64 = 60;
+const RECENT_MINUTES: i64 = 31;
 
 impl RecentOrders {
     fn placed(&mut self, order_id: &str, at_ms: i64, now_ms: i64) {
@@ -268,7 +268,7 @@ pub struct Sources<'a> {
     pub history: Option<&'a dyn RunHistory>,
 }
 
-/// A view being built or served: its consumer and the bronze tables of its topics.
+/// The reader of a view: its consumer, and the batch run whose watermark it starts from.
 struct Tail {
     consumer: Box<dyn Consumer>,
     run_id: Option<String>,
