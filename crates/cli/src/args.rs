@@ -124,6 +124,11 @@ pub struct DemoArgs {
     /// Write change events with Kafka Connect's `schema` part [default: capture.schemas].
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub schemas: Option<bool>,
+    /// Make this share of the orders (0 to 1) a diamond customer's paid with the eligible
+    /// bank, so that they get suggestions [default: the original's distributions, about 1
+    /// order in 800].
+    #[arg(long, value_parser = parse_share, value_name = "SHARE")]
+    pub eligible_share: Option<f64>,
     #[command(flatten)]
     pub metrics: MetricsArg,
     /// After the run, keep the pipeline going and serve the API and the live dashboard at

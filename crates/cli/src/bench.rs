@@ -110,7 +110,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let t = Instant::now();
     pipeline
-        .write_orders(args.seed, n, None, &shutdown, |_| {})
+        .write_orders(args.seed, n, None, None, &shutdown, |_| {})
         .await?;
     let write = t.elapsed();
     println!(

@@ -116,7 +116,7 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
     pipeline.prepare().await?;
     let (_never, shutdown) = watch::channel(false);
     pipeline
-        .write_orders(args.seed, args.orders, None, &shutdown, |_| {})
+        .write_orders(args.seed, args.orders, None, None, &shutdown, |_| {})
         .await?;
     let capture = pipeline.capture(args.schemas);
     let producer = KafkaProducer::new(&config.kafka)?;

@@ -64,9 +64,14 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let tills = async {
         let r = pipeline
-            .write_orders(args.seed, args.orders, args.rate, &shutdown, |n| {
-                tills_bar.set_position(n)
-            })
+            .write_orders(
+                args.seed,
+                args.orders,
+                args.rate,
+                args.eligible_share,
+                &shutdown,
+                |n| tills_bar.set_position(n),
+            )
             .await;
         let _ = tills_done.send(true);
         tills_bar.finish();
@@ -191,6 +196,7 @@ async fn keep_serving(
                 args.seed,
                 args.serve_orders.unwrap_or(u64::MAX),
                 Some(args.serve_rate),
+                args.eligible_share,
                 &shutdown,
                 |_| {},
             )

@@ -52,21 +52,25 @@ impl EmbeddedPipeline {
         Ok(())
     }
 
-    /// Writes `count` orders of `seed` into the embedded source (see [`tills::write_orders`]).
+    /// Writes `count` orders of `seed` into the embedded source, `eligible_share` of them
+    /// eligible for a suggestion when given (see [`tills::write_orders`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn write_orders(
         &self,
         seed: u64,
         count: u64,
         rate: Option<f64>,
+        eligible_share: Option<f64>,
         shutdown: &tokio::sync::watch::Receiver<bool>,
         progress: impl Fn(u64),
     ) -> anyhow::Result<()> {
+        let bank = self.config.recommender.eligible_bank.as_str();
         tills::write_orders(
             &self.dir.source,
             seed,
             count,
             rate,
-            None,
+            eligible_share.map(|share| (share, bank)),
             shutdown,
             progress,
         )

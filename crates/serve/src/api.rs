@@ -348,7 +348,7 @@ pub struct Today {
     pub suggestion_rate: Option<f64>,
     /// Suggestions taken per suggestion made.
     pub acceptance_rate: Option<f64>,
-    /// Orders placed in the last full minute.
+    /// Orders placed in the last 60 seconds.
     pub orders_last_minute: usize,
     pub watermark: Watermarks,
 }
@@ -357,17 +357,17 @@ fn today_of(live: &Live, f: &Figures) -> Today {
     let date = day_name(today());
     let s = merged(&f.batch.book.daily, &f.speed.book().daily, &date);
     let now = brewline_ports::now_ms();
-    let per_minute = live
+    let last_minute = live
         .recent
         .lock()
-        .map(|r| r.per_minute(now, 1))
+        .map(|r| r.last_minute(now))
         .unwrap_or_default();
     Today {
         sales: day_sales(date, &s),
         suggestions: s.suggestions,
         suggestion_rate: rate(s.suggestions, s.orders),
         acceptance_rate: rate(s.accepted, s.suggestions),
-        orders_last_minute: per_minute.first().map_or(0, |(_, n)| *n),
+        orders_last_minute: last_minute,
         watermark: watermarks(live, f),
     }
 }
@@ -780,4 +780,50 @@ async fn metrics(State(state): State<AppState>) -> Response {
         crate::render_metrics(&state),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_real_dates_in_one_spelling_are_days() {
+        assert_eq!(parse_day("1970-01-02"), Some(1));
+        assert_eq!(
+            parse_day("2026-11-25").map(day_name).as_deref(),
+            Some("2026-11-25")
+        );
+        for bad in [
+            "2026-02-30",
+            "2026-1-05",
+            "26-11-25",
+            "2026-11-25T00",
+            "today",
+            "",
+        ] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges_default_to_the_last_week_and_are_bounded() {
+        let p = |q: &str| Params::of(Some(q.to_string()), &["from", "to", "limit"]).unwrap();
+        assert_eq!(p("").range(100).unwrap(), (94, 100));
+        assert_eq!(p("to=1970-01-11").range(100).unwrap(), (4, 10));
+        assert_eq!(
+            p("from=1970-01-01&to=1970-01-01").range(100).unwrap(),
+            (0, 0)
+        );
+        assert!(p("from=1970-01-03&to=1970-01-02").range(100).is_err());
+        assert!(p("from=1970-01-01&to=1971-01-02").range(1000).is_err());
+        assert_eq!(p("").limit(5, 100).unwrap(), 5);
+        assert_eq!(p("limit=100").limit(5, 100).unwrap(), 100);
+        for bad in ["limit=0", "limit=101", "limit=-1", "limit=ten"] {
+            assert!(p(bad).limit(5, 100).is_err(), "{bad}");
+        }
+        let e = Params::of(Some("date=x&colour=red".into()), &["date"])
+            .err()
+            .map(|e| e.1);
+        assert!(e.is_some_and(|m| m.contains("colour") && m.contains("date")));
+    }
 }

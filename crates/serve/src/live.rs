@@ -82,34 +82,49 @@ impl Names {
     }
 }
 
-/// Orders placed in each recent minute (epoch minutes), by id: kept across batch views, so a
+/// Orders placed in each recent second (epoch seconds), by id: kept across batch views, so a
 /// new view's replay of the same events counts nothing twice.
 #[derive(Debug, Default)]
 pub struct RecentOrders(BTreeMap<i64, BTreeSet<String>>);
 
-/// Minutes of orders kept.
-const RECENT_MINUTES: i64 = 31;
+/// Seconds of orders kept: the dashboard's 30 minutes and the current one.
+const RECENT_SECONDS: i64 = 31 * 60;
 
 impl RecentOrders {
     fn placed(&mut self, order_id: &str, at_ms: i64, now_ms: i64) {
-        let minute = at_ms.div_euclid(60_000);
-        let oldest = now_ms.div_euclid(60_000) - RECENT_MINUTES;
-        if minute < oldest {
+        let second = at_ms.div_euclid(1000);
+        let oldest = now_ms.div_euclid(1000) - RECENT_SECONDS;
+        if second < oldest {
             return;
         }
         self.0
-            .entry(minute)
+            .entry(second)
             .or_default()
             .insert(order_id.to_string());
-        self.0 = self.0.split_off(&oldest);
+        if self.0.first_key_value().is_some_and(|(s, _)| *s < oldest) {
+            self.0 = self.0.split_off(&oldest);
+        }
+    }
+
+    /// Orders placed in the last 60 seconds.
+    pub fn last_minute(&self, now_ms: i64) -> usize {
+        let now = now_ms.div_euclid(1000);
+        self.0.range(now - 59..=now).map(|(_, ids)| ids.len()).sum()
     }
 
     /// Orders placed in each of the `minutes` minutes before the current one (oldest first),
-    /// then in the current one so far.
+    /// then in the current one so far (epoch minutes).
     pub fn per_minute(&self, now_ms: i64, minutes: i64) -> Vec<(i64, usize)> {
         let now = now_ms.div_euclid(60_000);
         (now - minutes..=now)
-            .map(|m| (m, self.0.get(&m).map_or(0, BTreeSet::len)))
+            .map(|m| {
+                let in_minute: usize = self
+                    .0
+                    .range(m * 60..(m + 1) * 60)
+                    .map(|(_, ids)| ids.len())
+                    .sum();
+                (m, in_minute)
+            })
             .collect()
     }
 }
@@ -525,9 +540,14 @@ mod tests {
         recent.placed("a", now - 1_000, now);
         recent.placed("a", now - 1_000, now);
         recent.placed("b", now - 61_000, now);
+        recent.placed("c", now - 40_000, now);
         recent.placed("old", now - 2 * 3_600_000, now);
-        let per = recent.per_minute(now, 2);
-        assert_eq!(per, vec![(98, 0), (99, 1), (100, 1)]);
-        assert!(recent.0.values().all(|ids| !ids.contains("old")));
+        recent.placed("older", now - 32 * 60_000, now);
+        assert_eq!(recent.per_minute(now, 2), vec![(98, 0), (99, 2), (100, 1)]);
+        assert_eq!(recent.last_minute(now), 2);
+        assert!(recent
+            .0
+            .values()
+            .all(|ids| !ids.contains("old") && !ids.contains("older")));
     }
 }

@@ -46,6 +46,7 @@ async function shown(page) {
       revenue: value("revenue-today"),
       orders: value("orders-today"),
       accepted: value("accepted-revenue"),
+      rate: value("suggestion-rate"),
       products: table("top-products"),
       cities: table("cities"),
       stores: table("top-stores").length,
@@ -109,6 +110,8 @@ async function shown(page) {
     );
     assert.deepEqual(settled.cities, cities.cities.map((c) => [c.city, c.revenue]), "cities");
     assert.ok(settled.stores > 0, "top stores shown");
+    assert.ok(today.suggestions > 0 && today.accepted_revenue > 0, "suggestions made and taken");
+    assert.equal(settled.rate, String(today.suggestion_rate), "suggestion rate");
     assert.equal(Number(settled.events), today.watermark.speed.events, "same events read");
     await page.screenshot({ path: screenshot, fullPage: true });
     console.log(
