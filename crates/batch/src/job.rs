@@ -367,9 +367,19 @@ async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> 
                 if passed {
                     let run_id = report.run_id.clone();
                     versions.extend(publish(lake, computed, &mut report.tables, &run_id).await?);
-                    if layer == Layer::Gold {
-                        serving::publish(lake, &ctx, &run_id, std::mem::take(&mut versions))
-                            .await?;
+                    match layer {
+                        Layer::Silver => serving::record_silver_inputs(lake, &versions).await?,
+                        Layer::Gold if layers.contains(&Layer::Silver) => {
+                            serving::publish(lake, &ctx, &run_id, std::mem::take(&mut versions))
+                                .await?;
+                        }
+                        _ => {
+                            // Silver was built by an earlier run: the bronze it read is the
+                            // watermark, whatever bronze landed since.
+                            serving::bronze_of_silver(lake, &mut versions).await?;
+                            serving::publish(lake, &ctx, &run_id, std::mem::take(&mut versions))
+                                .await?;
+                        }
                     }
                 }
                 passed

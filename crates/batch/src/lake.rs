@@ -324,7 +324,14 @@ pub(crate) fn column<T: FromArray>(
         .column_by_name(name)
         .ok_or_else(|| BatchError::lake(table, format!("column {name} is missing")))?;
     let col = cast(col, &T::data_type()).map_err(|e| BatchError::lake(table, e))?;
-    Ok(T::values(col.as_ref()))
+    let values = T::values(col.as_ref());
+    if values.len() != b.num_rows() {
+        return Err(BatchError::lake(
+            table,
+            format!("column {name} did not read as {}", T::data_type()),
+        ));
+    }
+    Ok(values)
 }
 
 /// A Rust type a column is read as, and the Arrow type it is cast to first.

@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use brewline_core::sales::{Header, Line, OrderRows, Sales, SalesBook};
+use brewline_core::sales::{Header, HeldOrders, Line, OrderRows, Sales, SalesBook};
 use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::{col, lit, SessionContext};
 use serde::{Deserialize, Serialize};
 
-use crate::lake::{column, FromArray, Lake};
+use crate::lake::{self, column, FromArray, Lake};
 use crate::{BatchError, Result};
 
 /// Where the manifest of the last published run is, under the lake's root.
@@ -60,6 +60,58 @@ pub(crate) async fn publish(
     Ok(watermark)
 }
 
+/// Where the versions of the bronze tables a silver layer was built from are kept.
+const SILVER_INPUTS: &str = "_serving/silver_inputs.json";
+
+/// What a published silver layer was built from.
+#[derive(Debug, Serialize, Deserialize)]
+struct SilverInputs {
+    silver: BTreeMap<String, i64>,
+    bronze: BTreeMap<String, i64>,
+}
+
+fn of_layer(versions: &BTreeMap<String, i64>, prefix: &str) -> BTreeMap<String, i64> {
+    versions
+        .iter()
+        .filter(|(t, _)| t.starts_with(prefix))
+        .map(|(t, v)| (t.clone(), *v))
+        .collect()
+}
+
+/// Records, after silver is published, the versions it was built from.
+pub(crate) async fn record_silver_inputs(
+    lake: &Lake,
+    versions: &BTreeMap<String, i64>,
+) -> Result<()> {
+    let inputs = SilverInputs {
+        silver: of_layer(versions, "silver/"),
+        bronze: of_layer(versions, "bronze/"),
+    };
+    let bytes =
+        serde_json::to_vec_pretty(&inputs).map_err(|e| BatchError::lake(SILVER_INPUTS, e))?;
+    lake.put_file(SILVER_INPUTS, bytes).await
+}
+
+/// In `versions` (of a run that builds gold on a published silver), the bronze versions that
+/// silver was built from, when it is the silver [`record_silver_inputs`] recorded; else they
+/// stay the current ones (a lake built before the record existed).
+pub(crate) async fn bronze_of_silver(
+    lake: &Lake,
+    versions: &mut BTreeMap<String, i64>,
+) -> Result<()> {
+    let Some(bytes) = lake.get_file(SILVER_INPUTS).await? else {
+        return Ok(());
+    };
+    let inputs: SilverInputs =
+        serde_json::from_slice(&bytes).map_err(|e| BatchError::lake(SILVER_INPUTS, e))?;
+    if inputs.silver == of_layer(versions, "silver/") {
+        versions.extend(inputs.bronze);
+    } else {
+        tracing::warn!("the published silver is not the one {SILVER_INPUTS} records: the serving watermark is the current bronze");
+    }
+    Ok(())
+}
+
 async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     let df = ctx.sql(sql).await.map_err(|e| BatchError::lake(sql, e))?;
     df.collect().await.map_err(|e| BatchError::lake(sql, e))
@@ -90,6 +142,8 @@ pub struct BatchView {
     pub book: SalesBook,
     /// Orders with lines or a suggestion but no `orders` row in the view.
     pub orphans: HashMap<String, OrderRows>,
+    /// The orders whose `orders` row the view holds.
+    pub held: HeldOrders,
     lake: Lake,
     ctx: SessionContext,
 }
@@ -137,6 +191,7 @@ impl BatchView {
             watermark,
             book: SalesBook::default(),
             orphans: HashMap::new(),
+            held: HeldOrders::default(),
             lake: lake.clone(),
             ctx,
         };
@@ -165,6 +220,16 @@ impl BatchView {
         .await?;
         let ids = texts(&orphans, "silver", "order_id")?;
         view.orphans = view.orders(&ids).await?;
+        let held = query(&view.ctx, "SELECT order_id FROM silver_orders").await?;
+        view.held = HeldOrders::with_capacity(lake::rows(&held));
+        for b in &held {
+            for id in column::<String>(b, "silver/orders", "order_id")?
+                .into_iter()
+                .flatten()
+            {
+                view.held.insert(&id);
+            }
+        }
         Ok(view)
     }
 
@@ -277,11 +342,19 @@ impl BatchView {
         let Some(watermark) = &self.watermark else {
             return Ok(vec![0; usize::try_from(partitions).unwrap_or_default()]);
         };
-        let version = watermark.versions.get(table).copied();
+        let version = watermark.versions.get(table).copied().ok_or_else(|| {
+            BatchError::lake(
+                table,
+                format!(
+                    "the manifest of run {} has no version of it",
+                    watermark.run_id
+                ),
+            )
+        })?;
         let apps: Vec<String> = (0..partitions).map(|p| format!("{topic}/{p}")).collect();
         Ok(self
             .lake
-            .transaction_versions_at(table, version, &apps)
+            .transaction_versions_at(table, Some(version), &apps)
             .await?
             .into_iter()
             .map(Option::unwrap_or_default)

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brewline_batch::{bronze, run, Lake, Sources};
+use brewline_batch::serving::BatchView;
+use brewline_batch::{bronze, run, run_layers, Lake, Layer, Sources};
 use brewline_core::debezium::TableSchema;
 use brewline_core::generator::Tills;
 use brewline_core::order::NewOrder;
@@ -497,4 +498,54 @@ async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothin
     assert_eq!(daily_revenue(&lake).await.values().sum::<i64>(), revenue);
     let report = serde_json::to_value(&failed).unwrap();
     assert_eq!(report["failed_layer"], "silver");
+}
+
+/// The serving layer's watermark is the bronze that gold was built from: silver built in one
+/// run, more events landed by a second, gold alone in a third — the manifest names the bronze
+/// silver read, and the speed layer starts at its offsets; a full run then moves it to all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_watermark_is_the_bronze_gold_was_built_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = prepared(tmp.path()).await;
+    let lake = Lake::at(tmp.path().join("lake").to_str().unwrap());
+    let tills = Tills::new(&reference(), 5).unwrap();
+    let first: Vec<NewOrder> = tills.orders(0, 200).collect();
+    write_and_capture(&dir, &first).await;
+    let s = sources(&dir);
+    let passed = |r: brewline_batch::RunReport| assert!(r.passed(), "{}", r.summary());
+    passed(
+        run_layers(&s, &lake, &[Layer::Bronze, Layer::Silver])
+            .await
+            .unwrap(),
+    );
+    let read_by_silver = lake.version(bronze::ORDERS).await.unwrap().unwrap();
+    let later: Vec<NewOrder> = tills.orders(200, 100).collect();
+    write_and_capture(&dir, &later).await;
+    passed(run_layers(&s, &lake, &[Layer::Bronze]).await.unwrap());
+    assert!(lake.version(bronze::ORDERS).await.unwrap().unwrap() > read_by_silver);
+    passed(run_layers(&s, &lake, &[Layer::Gold]).await.unwrap());
+
+    let landed = |view: BatchView| async move {
+        let offsets = view.landed(bronze::ORDERS, ORDERS, 3).await.unwrap();
+        offsets.iter().sum::<i64>()
+    };
+    let view = BatchView::load(&lake).await.unwrap();
+    let watermark = view.watermark.clone().unwrap();
+    assert_eq!(watermark.versions[bronze::ORDERS], read_by_silver);
+    assert_eq!(view.book.daily.values().map(|d| d.orders).sum::<i64>(), 200);
+    assert!(
+        first.iter().all(|o| view.held.may_hold(&o.id)),
+        "every order held"
+    );
+    assert_eq!(
+        landed(view).await,
+        200,
+        "the speed layer starts after the first 200"
+    );
+
+    run_with(&dir, &lake).await;
+    let view = BatchView::load(&lake).await.unwrap();
+    assert_eq!(view.book.daily.values().map(|d| d.orders).sum::<i64>(), 300);
+    assert!(later.iter().all(|o| view.held.may_hold(&o.id)));
+    assert_eq!(landed(view).await, 300);
 }

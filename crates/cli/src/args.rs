@@ -147,7 +147,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub batch_every: std::time::Duration,
     /// With --serve: share of customers who take their suggestion, 0 to 1.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = parse_share, value_name = "SHARE")]
     pub accept_share: f64,
 }
 

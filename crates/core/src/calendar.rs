@@ -57,6 +57,9 @@ pub fn millis_of_iso(t: &str) -> Option<i64> {
         d.next()?.parse().ok()?,
         d.next()?.parse().ok()?,
     );
+    if !(0..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let mut h = hms.splitn(3, ':');
     let (hh, mm, ss): (i64, i64, i64) = (
@@ -71,7 +74,13 @@ pub fn millis_of_iso(t: &str) -> Option<i64> {
         digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32)
     };
     let days = days_from_civil(y, m, day);
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
+    if !(0..24).contains(&hh) || !(0..60).contains(&mm) || !(0..61).contains(&ss) {
+        return None;
+    }
+    days.checked_mul(86_400)?
+        .checked_add(hh * 3600 + mm * 60 + ss)?
+        .checked_mul(1000)?
+        .checked_add(ms)
 }
 
 /// The hour of the day (UTC, 0–23) of epoch milliseconds.
@@ -91,6 +100,8 @@ mod tests {
             Some(1_795_600_800_123)
         );
         assert_eq!(millis_of_iso("not a time"), None);
+        assert_eq!(millis_of_iso("2026-11-25T99999999999999:00:00Z"), None);
+        assert_eq!(millis_of_iso("99999999999999999-11-25T10:00:00Z"), None);
     }
 
     #[test]

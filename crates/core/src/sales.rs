@@ -10,8 +10,9 @@
 //! bronze layer landed) into increments. An order changed since the watermark contributes
 //! *its figures now − its figures at the watermark*. Its state at the watermark is the batch's
 //! (looked up, [`SpeedSales::resolve`]); when its first header event after the watermark is the
-//! insert, it had no header then, and only the rows the batch holds without one (orphans,
-//! whose events straddled the watermark). Until its state is known it is *unresolved* and
+//! insert and the batch certainly holds no header of it ([`HeldOrders`]; else the insert may be
+//! one delivered again), it had no header then, and only the rows the batch holds without one
+//! (orphans, whose events straddled the watermark). Until its state is known it is *unresolved* and
 //! counts nothing, neither before nor after.
 
 use std::collections::{BTreeMap, HashMap};
@@ -209,6 +210,57 @@ impl SalesBook {
     }
 }
 
+/// The orders whose `orders` row a batch view holds, as a Bloom filter (about 10 bits an
+/// order, 1 % false positives): "not held" is certain; "maybe" is looked up in the view.
+#[derive(Debug, Clone, Default)]
+pub struct HeldOrders {
+    bits: Vec<u64>,
+}
+
+/// Bit positions an id sets.
+const HELD_HASHES: u64 = 7;
+
+impl HeldOrders {
+    /// A filter sized for `orders` ids.
+    pub fn with_capacity(orders: usize) -> HeldOrders {
+        let bits = (orders.max(1) * 10).next_power_of_two().max(64);
+        HeldOrders {
+            bits: vec![0; bits / 64],
+        }
+    }
+
+    fn positions(&self, id: &str) -> impl Iterator<Item = usize> + '_ {
+        // FNV-1a, then a SplitMix64 step of it as the second hash (double hashing).
+        let h1 = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let mut z = h1.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let h2 = (z ^ (z >> 31)) | 1;
+        let mask = (self.bits.len() * 64 - 1) as u64;
+        (0..HELD_HASHES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) & mask) as usize)
+    }
+
+    pub fn insert(&mut self, id: &str) {
+        if self.bits.is_empty() {
+            return;
+        }
+        let positions: Vec<usize> = self.positions(id).collect();
+        for p in positions {
+            self.bits[p / 64] |= 1 << (p % 64);
+        }
+    }
+
+    /// False when the view certainly holds no row of `id`.
+    pub fn may_hold(&self, id: &str) -> bool {
+        !self.bits.is_empty()
+            && self
+                .positions(id)
+                .all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+    }
+}
+
 /// One change event read after the watermark, as the figures read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowChange {
@@ -300,18 +352,25 @@ pub struct SpeedSales {
     /// Orders with lines or a suggestion but no header at the watermark (their events
     /// straddled it): their rows then.
     orphans: HashMap<String, OrderRows>,
+    /// The orders whose header the batch view holds.
+    held: HeldOrders,
     orders: HashMap<String, Touched>,
     book: SalesBook,
     unresolved: usize,
 }
 
 impl SpeedSales {
-    /// Increments over a batch view whose stores are in `cities` and whose orders without a
-    /// header are `orphans`.
-    pub fn new(cities: StoreCities, orphans: HashMap<String, OrderRows>) -> SpeedSales {
+    /// Increments over a batch view whose stores are in `cities`, whose orders without a
+    /// header are `orphans`, and whose orders with one are `held`.
+    pub fn new(
+        cities: StoreCities,
+        orphans: HashMap<String, OrderRows>,
+        held: HeldOrders,
+    ) -> SpeedSales {
         SpeedSales {
             cities,
             orphans,
+            held,
             ..SpeedSales::default()
         }
     }
@@ -330,11 +389,13 @@ impl SpeedSales {
                 })
             }
         };
-        // The first header event is the insert: at the watermark the order had no header, and
-        // no rows but those the batch holds as orphans.
+        // The first header event is the insert, and the batch certainly holds no header of the
+        // order (else the insert is one delivered again): at the watermark the order had no
+        // header, and no rows but those the batch holds as orphans.
         let proves_new = matches!(change, RowChange::Header { inserted: true, .. })
             && touched.changed.header.is_none()
-            && touched.base.is_none();
+            && touched.base.is_none()
+            && !self.held.may_hold(&order_id);
         match &touched.base {
             Some(base) => {
                 let before = touched.changed.over(base);

@@ -97,7 +97,7 @@ type Answer<T> = Result<Json<T>, ApiError>;
 async fn not_found() -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
-        "no such route: see /api/sales/today, /api/sales/daily, /api/sales/hourly, /api/products/top, /api/stores/top, /api/stores/{id}/sales, /api/cities, /api/suggestions/stats, /healthz, /metrics".into(),
+        "no such route: see /api/sales/today, /api/sales/daily, /api/sales/hourly, /api/products/top, /api/stores/top, /api/stores/{id}/sales, /api/cities, /api/suggestions/stats, /api/dashboard, /api/live, /healthz, /metrics".into(),
     )
 }
 
@@ -219,18 +219,37 @@ fn merged<K: Ord>(batch: &BTreeMap<K, Sales>, speed: &BTreeMap<K, Sales>, key: &
     }
 }
 
+/// The lowest value of a key's second part (where a day's keys start).
+trait Lowest {
+    fn lowest() -> Self;
+}
+
+impl Lowest for String {
+    fn lowest() -> Self {
+        String::new()
+    }
+}
+
+impl Lowest for i64 {
+    fn lowest() -> Self {
+        i64::MIN
+    }
+}
+
 /// Every key of `day` in either map (their second part), merged.
-fn merged_of_day<T: Ord + Clone>(
+fn merged_of_day<T: Ord + Clone + Lowest>(
     batch: &BTreeMap<(Day, T), Sales>,
     speed: &BTreeMap<(Day, T), Sales>,
     day: &Day,
 ) -> Vec<(T, Sales)> {
-    let keys: std::collections::BTreeSet<T> = batch
-        .keys()
-        .chain(speed.keys())
-        .filter(|(d, _)| d == day)
-        .map(|(_, k)| k.clone())
-        .collect();
+    let of_day = |map: &BTreeMap<(Day, T), Sales>| -> Vec<T> {
+        map.range((day.clone(), T::lowest())..)
+            .take_while(|((d, _), _)| d == day)
+            .map(|((_, k), _)| k.clone())
+            .collect()
+    };
+    let keys: std::collections::BTreeSet<T> =
+        of_day(batch).into_iter().chain(of_day(speed)).collect();
     keys.into_iter()
         .map(|k| {
             let s = merged(batch, speed, &(day.clone(), k.clone()));
@@ -578,7 +597,7 @@ async fn store_sales(
             ApiError(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no store {id}: the shop's stores are 1 to {}",
+                    "no store {id} among the shop's {} stores",
                     f.names.stores.len()
                 ),
             )
@@ -731,10 +750,8 @@ fn dashboard_of(live: &Live, f: &Figures) -> Dashboard {
         .unwrap_or_default()
         .into_iter()
         .map(|(m, n)| {
-            (
-                calendar::datetime_of_millis(m * 60_000)[11..16].to_string(),
-                n,
-            )
+            let at = calendar::datetime_of_millis(m * 60_000);
+            (at.get(11..16).unwrap_or_default().to_string(), n)
         })
         .collect();
     Dashboard {

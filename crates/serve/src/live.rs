@@ -2,9 +2,10 @@
 //! kept up to date by a tail of the CDC and suggestion topics.
 //!
 //! The tail is a reader without a consumer group that starts at the offsets the batch view's
-//! bronze layer had landed, so every event after the watermark is folded exactly once, however
-//! often the serving layer restarts. When a new batch run is published, a new view is built
-//! from its offsets, caught up, and only then swapped in.
+//! bronze layer had landed, so every record after the watermark is read once per view, however
+//! often the serving layer restarts (a record the capture delivered twice is recognised by
+//! `brewline_core::sales`). When a new batch run is published, a new view is built from its
+//! offsets, caught up to the end of the topics, and only then swapped in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -324,25 +325,27 @@ async fn serve_one_view(
     live: &Live,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
-    let batch = Arc::new(BatchView::load(sources.lake).await?);
+    let mut batch = BatchView::load(sources.lake).await?;
+    let held = std::mem::take(&mut batch.held);
+    let batch = Arc::new(batch);
     let names = Arc::new(Names::of(&sources.source.load_reference().await?));
     let mut tail = subscribe(sources, settings, &batch).await?;
     let mut figures = Figures {
-        speed: SpeedSales::new(names.cities(), batch.orphans.clone()),
+        speed: SpeedSales::new(names.cities(), batch.orphans.clone(), held),
         batch,
         names,
         lag: 0,
         updated_ms: brewline_ports::now_ms(),
     };
-    // Caught up before it is shown (a poll that finds less than it could take has reached
-    // the end of the topics): a new view never shows less than the one it replaces.
+    // Caught up before it is shown (nothing left to read, as the reader's lag says): a new
+    // view never shows less than the one it replaces.
     loop {
         let read = fold(&mut tail, settings, live, &mut figures).await?;
-        if read < CATCH_UP_POLL || *shutdown.borrow() {
+        figures.lag = tail.consumer.lag().await?;
+        if (figures.lag == 0 && read < CATCH_UP_POLL) || *shutdown.borrow() {
             break;
         }
     }
-    figures.lag = tail.consumer.lag().await?;
     resolve_all(&mut figures).await?;
     live.install(figures);
     tracing::info!(run = ?tail.run_id, "serving the batch view and the speed layer since it");
@@ -358,15 +361,20 @@ async fn serve_one_view(
             apply(f, changes);
             f.lag = lag;
         });
+        // The lake may be unreachable for a while: the view goes on, its orders waiting.
         if last_lookup.elapsed() >= Duration::from_millis(250) {
             last_lookup = Instant::now();
-            lookup_unresolved(settings, live).await?;
+            if let Err(e) = lookup_unresolved(settings, live).await {
+                tracing::warn!(error = %e, "looking orders up in the batch view; trying again");
+            }
         }
         if last_reload.elapsed() >= settings.reload_every {
             last_reload = Instant::now();
             record_history(sources, live).await;
-            if published_run(sources.lake).await? != tail.run_id {
-                return Ok(());
+            match published_run(sources.lake).await {
+                Ok(run) if run != tail.run_id => return Ok(()),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "asking the lake for a newer batch run"),
             }
         }
     }

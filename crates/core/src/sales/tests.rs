@@ -131,7 +131,7 @@ fn line_change(order_id: &str, product: &str, after: Option<Line>) -> RowChange 
 
 #[test]
 fn a_new_order_counts_at_once_whichever_topic_arrives_first() {
-    let mut speed = SpeedSales::new(cities(), HashMap::new());
+    let mut speed = SpeedSales::new(cities(), HashMap::new(), HeldOrders::default());
     speed.apply(line_change("o1", "CF01", Some(line(1, 30, false))), 0);
     assert_eq!(speed.unresolved_count(), 1);
     assert!(speed.book().clone().without_zeros().daily.is_empty());
@@ -147,7 +147,7 @@ fn an_order_from_before_the_watermark_counts_its_change_once_resolved() {
         lines: BTreeMap::from([("CF01".to_string(), line(1, 30, false))]),
         suggested: Some(40),
     };
-    let mut speed = SpeedSales::new(cities(), HashMap::new());
+    let mut speed = SpeedSales::new(cities(), HashMap::new(), HeldOrders::default());
     // The customer took the suggestion: a line inserted into an order the batch holds.
     speed.apply(line_change("o1", "TE02", Some(line(1, 40, true))), 1_000);
     assert_eq!(speed.unresolved(1_000), Vec::<String>::new());
@@ -171,7 +171,11 @@ fn an_insert_whose_lines_the_batch_landed_already_counts_them() {
         lines: BTreeMap::from([("CF01".to_string(), line(2, 60, false))]),
         suggested: None,
     };
-    let mut speed = SpeedSales::new(cities(), HashMap::from([("o1".to_string(), orphan)]));
+    let mut speed = SpeedSales::new(
+        cities(),
+        HashMap::from([("o1".to_string(), orphan)]),
+        HeldOrders::default(),
+    );
     speed.apply(inserted("o1", header(NOV_25, 1)), 0);
     let today = &speed.book().daily[&day(NOV_25)];
     assert_eq!((today.orders, today.revenue), (1, 60));
@@ -190,16 +194,24 @@ fn history(order_id: &str, choices: &[(u8, u8, u8)]) -> Vec<Event> {
     let mut events = Vec::new();
     let mut has_header = false;
     let mut lines: BTreeMap<String, Line> = BTreeMap::new();
+    let mut first_insert: Option<Event> = None;
     for &(what, a, b) in choices {
         let product = ["CF01", "TE02", "JU03"][usize::from(a % 3)].to_string();
         let h = header(
             NOV_25 + i64::from(b % 3) * DAY_MS + i64::from(a) * 60_000,
             i64::from(b % 3) + 1,
         );
-        match what % 6 {
+        match what % 7 {
             0 if !has_header => {
                 has_header = true;
                 events.push((0, inserted(order_id, h)));
+                first_insert.get_or_insert_with(|| events[events.len() - 1].clone());
+            }
+            // The capture sends an insert again (a retry after a crash).
+            6 if has_header => {
+                if let Some(again) = &first_insert {
+                    events.push(again.clone());
+                }
             }
             1 if has_header => events.push((
                 0,
@@ -263,22 +275,25 @@ fn fold(events: &[&Event]) -> OrderRows {
     rows
 }
 
-/// Each order's choices, each order's cut of each topic, and the interleaving's choices.
-type Scenario = (Vec<Vec<(u8, u8, u8)>>, Vec<[u8; 3]>, Vec<u8>);
+/// Each order's choices, each order's cut of each topic, the interleaving's choices, and
+/// whether the filter of held orders says "maybe" of every order.
+type Scenario = (Vec<Vec<(u8, u8, u8)>>, Vec<[u8; 3]>, Vec<u8>, bool);
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
         prop::collection::vec(prop::collection::vec(any::<(u8, u8, u8)>(), 0..12), 1..6),
         prop::collection::vec(any::<[u8; 3]>(), 6),
         prop::collection::vec(any::<u8>(), 0..80),
+        any::<bool>(),
     )
 }
 
 proptest! {
     #[test]
     fn batch_view_plus_speed_increments_equals_the_whole_history(
-        (orders, cuts, interleaving) in scenario()
+        (orders, cuts, interleaving, saturated) in scenario()
     ) {
+        let mut held = HeldOrders::with_capacity(orders.len());
         let mut expected = SalesBook::default();
         let mut batch = SalesBook::default();
         let mut orphans = HashMap::new();
@@ -302,9 +317,12 @@ proptest! {
             if base.header.is_none() && base != OrderRows::default() {
                 orphans.insert(id.clone(), base.clone());
             }
+            if base.header.is_some() || saturated {
+                held.insert(&id);
+            }
             bases.insert(id, base);
         }
-        let mut speed = SpeedSales::new(cities(), orphans);
+        let mut speed = SpeedSales::new(cities(), orphans, held);
         let mut pick = interleaving.into_iter().cycle();
         while queues.iter().any(|q| !q.is_empty()) {
             let open: Vec<usize> = (0..queues.len()).filter(|q| !queues[*q].is_empty()).collect();
@@ -326,4 +344,18 @@ proptest! {
         batch.merge(speed.book());
         prop_assert_eq!(batch.without_zeros(), expected.without_zeros());
     }
+}
+
+#[test]
+fn the_filter_of_held_orders_never_forgets_and_rarely_imagines() {
+    let mut held = HeldOrders::with_capacity(10_000);
+    for i in 0..10_000 {
+        held.insert(&format!("order-{i}"));
+    }
+    assert!((0..10_000).all(|i| held.may_hold(&format!("order-{i}"))));
+    let imagined = (0..10_000)
+        .filter(|i| held.may_hold(&format!("other-{i}")))
+        .count();
+    assert!(imagined < 300, "{imagined} false positives in 10 000");
+    assert!(!HeldOrders::default().may_hold("order-1"));
 }
