@@ -176,6 +176,57 @@ fn texts(batches: &[RecordBatch], table: &str, name: &str) -> Result<Vec<String>
         .collect())
 }
 
+/// The columns of [`Sales`] and the names the marts give them.
+const SALES_COLUMNS: [&str; 8] = [
+    "orders",
+    "lines",
+    "quantity",
+    "revenue",
+    "accepted_suggestions",
+    "accepted_revenue",
+    "suggestions",
+    "offered_revenue",
+];
+
+/// Adds each row of a mart (`batches` of `table`) to `map` under its key: the figures of the
+/// columns it has, 0 for those it has not.
+fn add_rows<K: Ord>(
+    map: &mut BTreeMap<K, Sales>,
+    keys: impl IntoIterator<Item = K>,
+    batches: &[RecordBatch],
+    table: &str,
+) -> Result<()> {
+    let rows = lake::rows(batches);
+    let has = |name: &str| {
+        batches
+            .first()
+            .is_some_and(|b| b.schema().column_with_name(name).is_some())
+    };
+    let mut columns = Vec::with_capacity(SALES_COLUMNS.len());
+    for name in SALES_COLUMNS {
+        columns.push(if has(name) {
+            ints(batches, table, name)?
+        } else {
+            vec![0; rows]
+        });
+    }
+    for (i, key) in keys.into_iter().enumerate() {
+        let row = Sales {
+            orders: columns[0][i],
+            lines: columns[1][i],
+            quantity: columns[2][i],
+            revenue: columns[3][i],
+            accepted: columns[4][i],
+            accepted_revenue: columns[5][i],
+            suggestions: columns[6][i],
+            offered_revenue: columns[7][i],
+        };
+        let figures = map.entry(key).or_default();
+        *figures = figures.plus(&row);
+    }
+    Ok(())
+}
+
 impl BatchView {
     /// The view of the last published run (an empty one when there is none).
     pub async fn load(lake: &Lake) -> Result<BatchView> {
@@ -239,100 +290,47 @@ impl BatchView {
 
     async fn read_book(&self) -> Result<SalesBook> {
         let mut book = SalesBook::default();
-        let t = "mart/revenue_daily";
-        let b = self.mart("SELECT * FROM revenue_daily").await?;
-        let (days, orders, lines, revenue, accepted, accepted_revenue) = (
-            texts(&b, t, "order_date")?,
-            ints(&b, t, "orders")?,
-            ints(&b, t, "lines")?,
-            ints(&b, t, "revenue")?,
-            ints(&b, t, "accepted_suggestions")?,
-            ints(&b, t, "accepted_revenue")?,
-        );
-        for i in 0..days.len() {
-            let s = book.daily.entry(days[i].clone()).or_default();
-            (s.orders, s.lines, s.revenue) = (orders[i], lines[i], revenue[i]);
-            (s.accepted, s.accepted_revenue) = (accepted[i], accepted_revenue[i]);
-        }
-        let t = "mart/suggestions_daily";
-        let b = self.mart("SELECT * FROM suggestions_daily").await?;
-        let (days, made, offered) = (
-            texts(&b, t, "order_date")?,
-            ints(&b, t, "suggestions")?,
-            ints(&b, t, "offered_revenue")?,
-        );
-        for i in 0..days.len() {
-            let s = book.daily.entry(days[i].clone()).or_default();
-            (s.suggestions, s.offered_revenue) = (made[i], offered[i]);
+        for (table, sql) in [
+            ("mart/revenue_daily", "SELECT * FROM revenue_daily"),
+            (
+                "mart/suggestions_daily",
+                "SELECT order_date, suggestions, offered_revenue FROM suggestions_daily",
+            ),
+        ] {
+            let b = self.mart(sql).await?;
+            add_rows(&mut book.daily, texts(&b, table, "order_date")?, &b, table)?;
         }
         let t = "mart/revenue_hourly";
         let b = self.mart("SELECT * FROM revenue_hourly").await?;
-        let (days, hours) = (texts(&b, t, "order_date")?, ints(&b, t, "order_hour")?);
-        let (orders, lines, revenue) = (
-            ints(&b, t, "orders")?,
-            ints(&b, t, "lines")?,
-            ints(&b, t, "revenue")?,
-        );
-        let (accepted, accepted_revenue) = (
-            ints(&b, t, "accepted_suggestions")?,
-            ints(&b, t, "accepted_revenue")?,
-        );
-        for i in 0..days.len() {
-            let hour = i32::try_from(hours[i]).map_err(|e| BatchError::lake(t, e))?;
-            book.hourly.insert(
-                (days[i].clone(), hour),
-                Sales {
-                    orders: orders[i],
-                    lines: lines[i],
-                    revenue: revenue[i],
-                    accepted: accepted[i],
-                    accepted_revenue: accepted_revenue[i],
-                    ..Sales::default()
-                },
-            );
-        }
+        let hours = texts(&b, t, "order_date")?
+            .into_iter()
+            .zip(ints(&b, t, "order_hour")?)
+            .map(|(day, hour)| {
+                Ok((
+                    day,
+                    i32::try_from(hour).map_err(|e| BatchError::lake(t, e))?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        add_rows(&mut book.hourly, hours, &b, t)?;
         let t = "mart/revenue_store_daily";
         let b = self.mart("SELECT * FROM revenue_store_daily").await?;
-        let (days, stores, orders, revenue) = (
-            texts(&b, t, "order_date")?,
-            ints(&b, t, "store_id")?,
-            ints(&b, t, "orders")?,
-            ints(&b, t, "revenue")?,
-        );
-        for i in 0..days.len() {
-            let s = book.stores.entry((days[i].clone(), stores[i])).or_default();
-            (s.orders, s.revenue) = (orders[i], revenue[i]);
-        }
+        let keys = texts(&b, t, "order_date")?
+            .into_iter()
+            .zip(ints(&b, t, "store_id")?);
+        add_rows(&mut book.stores, keys, &b, t)?;
         let t = "mart/revenue_city_daily";
         let b = self.mart("SELECT * FROM revenue_city_daily").await?;
-        let (days, cities, orders, revenue) = (
-            texts(&b, t, "order_date")?,
-            texts(&b, t, "city")?,
-            ints(&b, t, "orders")?,
-            ints(&b, t, "revenue")?,
-        );
-        for i in 0..days.len() {
-            let s = book
-                .cities
-                .entry((days[i].clone(), cities[i].clone()))
-                .or_default();
-            (s.orders, s.revenue) = (orders[i], revenue[i]);
-        }
+        let keys = texts(&b, t, "order_date")?
+            .into_iter()
+            .zip(texts(&b, t, "city")?);
+        add_rows(&mut book.cities, keys, &b, t)?;
         let t = "mart/revenue_product_daily";
         let b = self.mart("SELECT * FROM revenue_product_daily").await?;
-        let (days, products, quantity, revenue) = (
-            texts(&b, t, "order_date")?,
-            texts(&b, t, "product_id")?,
-            ints(&b, t, "quantity")?,
-            ints(&b, t, "revenue")?,
-        );
-        for i in 0..days.len() {
-            let s = book
-                .products
-                .entry((days[i].clone(), products[i].clone()))
-                .or_default();
-            (s.quantity, s.revenue) = (quantity[i], revenue[i]);
-        }
+        let keys = texts(&b, t, "order_date")?
+            .into_iter()
+            .zip(texts(&b, t, "product_id")?);
+        add_rows(&mut book.products, keys, &b, t)?;
         Ok(book)
     }
 

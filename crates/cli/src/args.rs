@@ -158,15 +158,31 @@ pub struct ServeArgs {
     pub addr: Option<SocketAddr>,
     #[command(flatten)]
     pub lake: LakeArgs,
-    /// Read the topics from Kafka and the stores' and products' names from MySQL/MariaDB
-    /// (kafka.brokers, mysql.url) instead of the embedded engines of the data dir; implied by
-    /// --brokers or --mysql.
+    #[command(flatten)]
+    pub engines: ServerArgs,
+}
+
+/// The real engines instead of the embedded ones.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Read the topics from Kafka and the source from MySQL/MariaDB (kafka.brokers,
+    /// mysql.url) instead of the embedded engines of the data dir; implied by --brokers or
+    /// --mysql.
     #[arg(long)]
     pub servers: bool,
     #[command(flatten)]
     pub kafka: KafkaArg,
     #[command(flatten)]
     pub mysql: MysqlArg,
+}
+
+impl ServerArgs {
+    /// Puts the flags into `config`; true when the real engines are asked for.
+    pub fn apply(&self, config: &mut Config) -> bool {
+        self.kafka.apply(config);
+        self.mysql.apply(config);
+        self.servers || self.kafka.brokers.is_some() || self.mysql.mysql.is_some()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -574,15 +590,8 @@ impl LakeArgs {
 pub struct BatchRunArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
-    /// Read the CDC topics from Kafka and the dimensions from MySQL/MariaDB (kafka.brokers,
-    /// mysql.url) instead of the embedded engines of the data dir; implied by --brokers or
-    /// --mysql.
-    #[arg(long)]
-    pub servers: bool,
     #[command(flatten)]
-    pub kafka: KafkaArg,
-    #[command(flatten)]
-    pub mysql: MysqlArg,
+    pub engines: ServerArgs,
     /// Build only these layers (the others they read must be published)
     /// [default: bronze,silver,gold].
     #[arg(long, value_delimiter = ',', value_name = "LAYER,...", value_parser = parse_layer)]

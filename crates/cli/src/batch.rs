@@ -168,13 +168,11 @@ struct Runner {
 impl Runner {
     async fn open(mut config: Config, args: BatchRunArgs) -> anyhow::Result<Runner> {
         let (lake, data_dir) = open_lake(&mut config, &args.lake);
-        let servers = args.servers || args.kafka.brokers.is_some() || args.mysql.mysql.is_some();
+        let servers = args.engines.apply(&mut config);
         let to_redis = args.redis_static.is_some() || (servers && config.batch.publish_affinity);
         if let Some(u) = &args.redis_static {
             config.redis.static_url = u.clone();
         }
-        args.kafka.apply(&mut config);
-        args.mysql.apply(&mut config);
         let history = history(&config, &data_dir).await?;
         let engines = if servers {
             Engines::Servers {

@@ -19,9 +19,7 @@ use crate::embedded::EmbeddedPipeline;
 
 pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (lake, data_dir) = crate::batch::open_lake(&mut config, &args.lake);
-    let servers = args.servers || args.kafka.brokers.is_some() || args.mysql.mysql.is_some();
-    args.kafka.apply(&mut config);
-    args.mysql.apply(&mut config);
+    let servers = args.engines.apply(&mut config);
     let addr = args.addr.unwrap_or(config.serve.addr);
     // The run history only adds the last run's outcome to /metrics: serve without it.
     let history = match crate::batch::history(&config, &data_dir).await {
