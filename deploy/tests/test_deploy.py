@@ -21,6 +21,7 @@ STATEFUL = {
     "mysql": "mysql-data",
     "kafka-1": "kafka-1-data",
     "kafka-2": "kafka-2-data",
+    "kafka-3": "kafka-3-data",
     "redis": "redis-data",
     "grafana": "grafana-data",
     "minio": "minio-data",

@@ -46,6 +46,7 @@ async fn write_and_capture(dir: &DataDir, orders: &[NewOrder]) {
         CaptureConfig {
             topic_prefix: "mysql".into(),
             with_schema: false,
+            connector: "mysql".into(),
             checkpoint: "capture".into(),
             batch: 500,
             tables: vec![

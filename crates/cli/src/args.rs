@@ -245,6 +245,17 @@ pub struct BenchArgs {
     /// With --mysql: seconds of the latency run.
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
+    /// With --mysql: also run Debezium on the same backlog, with this script that starts a
+    /// Kafka Connect worker (scripts/connect).
+    #[arg(long, value_name = "SCRIPT")]
+    pub connect: Option<PathBuf>,
+    /// With --connect: the connector's configuration, as deployed.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "deploy/connect/mysql-source.json"
+    )]
+    pub connector: PathBuf,
 }
 
 /// Where Kafka is.

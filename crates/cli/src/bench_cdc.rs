@@ -1,9 +1,14 @@
 //! `brewline bench --brokers B --mysql URL`: change capture from the MySQL/MariaDB binlog.
 //!
 //! 1. **Throughput**: a bulk insert of `--lines` order lines (a quarter as many orders, four
-//!    lines each, in statements of 200 000 lines), then `brewline cdc`'s capture of it into
-//!    Kafka, timed from its start until it has caught up with the binlog; then the same rows
-//!    read again by an initial snapshot.
+//!    lines each, in statements of 200 000 lines), then, on that backlog of the binlog, one
+//!    after the other: `brewline cdc` (its own process, `--until-caught-up`), Debezium's MariaDB
+//!    connector on Kafka Connect (with `--connect`: `scripts/connect`, configured as
+//!    `deploy/connect/mysql-source.json`; it took its snapshot of the empty tables and stopped
+//!    before the insert), each into topics of its own on the same cluster, measured the same
+//!    way (records over the time from its first record in its topics to its last, and its peak
+//!    RSS); and the limit, a raw read of the same binlog (mysql_async's binlog stream, rows
+//!    decoded, nothing converted or sent). Then the same rows read by an initial snapshot.
 //! 2. **Latency**: the tills write `--rate` orders a second for `--seconds`, every one
 //!    eligible, while the capture runs and a `brewline recommend` process answers; each
 //!    order's latency runs from its `timestamp` (`NOW(3)`, taken inside its transaction just
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use brewline_core::ReferenceData;
 use brewline_kafka::{KafkaConsumer, KafkaLog};
-use brewline_mysql::MysqlSource;
+use brewline_mysql::{MysqlCapture, MysqlSource};
 use brewline_ports::{Consumer, EventLog, SourceDb, Subscription};
 use brewline_speed::stats::Stats;
 use tokio::sync::watch;
@@ -76,6 +81,16 @@ pub async fn run(
     let c = fresh(&config, "bulk");
     prepare(&c).await?;
     capture_once(&c).await?; // the empty tables' snapshot: the position to stream from
+    let binlog = MysqlCapture::new(&c.mysql, &c.cdc, &c.capture.topic_prefix)?;
+    let start = binlog.binlog_position().await?;
+    let work = tempfile::tempdir()?;
+    let debezium = match &args.connect {
+        Some(script) => Some(
+            crate::bench_debezium::Debezium::prepare(&c, script, &args.connector, work.path())
+                .await?,
+        ),
+        None => None,
+    };
     let orders = args.lines.div_ceil(4);
     let began = Instant::now();
     let per_statement = 50_000u64;
@@ -106,10 +121,38 @@ pub async fn run(
         "bulk insert: {orders} orders, {} lines in {inserted:.1} s",
         orders * 4
     );
-    let (rows, secs) = capture_once(&c).await?;
+    let ours = crate::bench_debezium::brewline_cdc(&c, work.path()).await?;
+    let row = |name: &str, m: &crate::bench_debezium::Measured| {
+        println!(
+            "  {name:<30} {:>9} records {:>7.2} s ({:>6.2} s from its start) {:>9.0} records/s  peak RSS {:>7.1} MiB",
+            m.records,
+            m.seconds,
+            m.wall,
+            m.per_second(),
+            m.peak_rss_mib
+        )
+    };
+    row("brewline cdc", &ours);
+    if let Some(debezium) = &debezium {
+        let theirs = debezium.catch_up(&c, (orders * 5) as i64).await?;
+        row("Debezium (Kafka Connect)", &theirs);
+        println!(
+            "  brewline cdc / Debezium: {:.2}x the records/s at {:.3} of the memory",
+            ours.per_second() / theirs.per_second().max(1e-9),
+            ours.peak_rss_mib / theirs.peak_rss_mib.max(1e-9)
+        );
+    }
+    let raw = binlog.read_raw(&start).await?;
     println!(
-        "  binlog capture      {rows:>9} row events  {secs:>7.2} s  {:>9.0} row events/s",
-        rows as f64 / secs
+        "  {:<30} {:>9} rows    {:>7.2} s {:>44.0} rows/s",
+        "raw binlog read (mysql_async)",
+        raw.rows,
+        raw.seconds,
+        raw.rows as f64 / raw.seconds.max(1e-9)
+    );
+    println!(
+        "  brewline cdc / raw read: {:.1} %",
+        100.0 * ours.per_second() / (raw.rows as f64 / raw.seconds.max(1e-9))
     );
     let mut snapshot = c.clone();
     snapshot.capture.topic_prefix = "snap".into();
@@ -124,13 +167,12 @@ pub async fn run(
     let source = prepare(&c).await?;
     crate::bench_kafka::publish_lookups(&c, &source.load_reference().await?).await?;
     capture_once(&c).await?;
-    let work = tempfile::tempdir()?;
     let config_file = work.path().join("bench.toml");
     std::fs::write(&config_file, toml::to_string(&c)?)?;
     let recommender = Command::new(std::env::current_exe()?)
         .arg("--config")
         .arg(&config_file)
-        .args(["recommend", "--instance-id", "bench"])
+        .arg("recommend")
         .stdout(Stdio::null())
         .spawn()
         .context("starting `brewline recommend`")?;

@@ -74,7 +74,8 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+/// The peak resident memory of a process so far, MiB.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
@@ -183,13 +184,7 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
     let child = Command::new(&exe)
         .arg("--config")
         .arg(&config_file)
-        .args([
-            "recommend",
-            "--metrics-addr",
-            &metrics_addr,
-            "--instance-id",
-            "bench",
-        ])
+        .args(["recommend", "--metrics-addr", &metrics_addr])
         .args(["--workers", &args.workers.to_string()])
         .stdout(Stdio::null())
         .spawn()

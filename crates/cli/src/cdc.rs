@@ -68,12 +68,14 @@ pub async fn capture(
     let prefix = config.capture.topic_prefix.clone();
     let source = MysqlCapture::new(&config.mysql, &config.cdc, &prefix)?;
     source.check_server().await?;
+    let connector = source.connector().await?;
     let tables = source.tables().await?;
     let checkpoint = format!("cdc.{prefix}.{}", config.mysql.database);
     let capture = Capture::new(
         CaptureConfig {
             topic_prefix: prefix,
             with_schema: config.capture.schemas,
+            connector: connector.into(),
             checkpoint: checkpoint.clone(),
             batch: config.capture.batch,
             tables,

@@ -85,6 +85,8 @@ impl EmbeddedPipeline {
             CaptureConfig {
                 topic_prefix: prefix.clone(),
                 with_schema: schemas,
+                // The embedded source stands for the shop's MySQL.
+                connector: "mysql".into(),
                 checkpoint: format!("capture.{}", c.database),
                 batch: c.batch,
                 tables: vec![

@@ -4,6 +4,7 @@ mod args;
 mod batch;
 mod bench;
 mod bench_cdc;
+mod bench_debezium;
 mod bench_kafka;
 mod cdc;
 mod config;

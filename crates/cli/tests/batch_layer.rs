@@ -13,7 +13,7 @@ use deltalake::arrow::util::display::array_value_to_string;
 use mysql_async::prelude::Queryable;
 
 mod common;
-use common::{env, Deployment};
+use common::{database, env, Deployment};
 
 /// Every row of `batches` as text, sorted ("" for null).
 fn rows_of(batches: &[RecordBatch], columns: &[&str]) -> Vec<Vec<String>> {
@@ -150,14 +150,6 @@ fn a_batch_run_killed_mid_write_leaves_the_lake_readable_and_the_next_run_comple
             )
         );
     });
-}
-
-async fn database(d: &Deployment) -> mysql_async::Conn {
-    let opts = mysql_async::OptsBuilder::from_opts(
-        mysql_async::Opts::from_url(&env("TEST_BREWLINE_MYSQL_URL")).unwrap(),
-    )
-    .db_name(Some(d.prefix.clone()));
-    mysql_async::Conn::new(opts).await.unwrap()
 }
 
 /// (day → sum of subtotals) in the source database.

@@ -1,6 +1,7 @@
 //! The speed layer on real servers, as an operator runs it: `db init`, `db seed`, `cache load`,
 //! `topics create`, then `brewline recommend` processes reading Debezium events from Kafka,
-//! killed and restarted, checked against the orders. Needs the servers `scripts/test` starts
+//! killed and restarted (ordinary group membership: partitions move by real rebalances),
+//! checked against the orders. Needs the servers `scripts/test` starts
 //! (`TEST_BREWLINE_*`); run with `scripts/test`, or `cargo test -- --ignored` with them set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -47,17 +48,8 @@ async fn two_recommenders_killed_and_restarted_make_one_suggestion_per_eligible_
 
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
-    let mut a = d.start(
-        "a",
-        &[
-            "recommend",
-            "--metrics-addr",
-            &metrics,
-            "--instance-id",
-            "a",
-        ],
-    );
-    let mut b = d.start("b", &["recommend", "--workers", "2", "--instance-id", "b"]);
+    let mut a = d.start("a", &["recommend", "--metrics-addr", &metrics]);
+    let mut b = d.start("b", &["recommend", "--workers", "2"]);
 
     // The second half with schemas, while process b is killed and restarted three times
     // and the cache is loaded again.
@@ -74,8 +66,10 @@ async fn two_recommenders_killed_and_restarted_make_one_suggestion_per_eligible_
     };
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        b.kill(); // SIGKILL: no chance to commit
-        b = d.start("b", &["recommend", "--workers", "2", "--instance-id", "b"]);
+        // SIGKILL: no chance to commit or to leave the group; its partitions move to a once
+        // the session times out, and back when the new b joins.
+        b.kill();
+        b = d.start("b", &["recommend", "--workers", "2"]);
     }
     d.run(&["cache", "load"]);
     producing.await.unwrap();
@@ -233,16 +227,7 @@ async fn the_recommender_rides_out_a_redis_restart() {
     let work = tempfile::tempdir().unwrap();
     produce_events(&d, work.path(), &all[..400], false).await;
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut r = d.start(
-        "r",
-        &[
-            "recommend",
-            "--metrics-addr",
-            &metrics,
-            "--instance-id",
-            "r",
-        ],
-    );
+    let mut r = d.start("r", &["recommend", "--metrics-addr", &metrics]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.down();
     // Events arrive while Redis is down; the recommender retries until it is back.

@@ -65,11 +65,13 @@ impl Serialize for Op {
     }
 }
 
-/// Where a change came from: Debezium's `source` block (MySQL connector).
+/// Where a change came from: Debezium's `source` block (MySQL and MariaDB connectors), its
+/// fields in Debezium's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     #[serde(default)]
     pub version: String,
+    /// `mysql` or `mariadb`, as Debezium names its connectors.
     #[serde(default)]
     pub connector: String,
     /// The logical server name (the topic prefix).
@@ -78,18 +80,26 @@ pub struct Source {
     /// When the change was made in the database, epoch milliseconds.
     #[serde(default)]
     pub ts_ms: i64,
-    /// The same in microseconds, where known (Debezium 2.6+).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ts_us: Option<i64>,
-    /// `true`, `last`, `false` or `incremental`; older Debezium wrote a boolean.
+    /// `true`, `first`, `first_in_data_collection`, `last_in_data_collection`, `last`, `false`
+    /// or `incremental`; older Debezium wrote a boolean.
     #[serde(default, deserialize_with = "snapshot_flag")]
     pub snapshot: Option<String>,
     #[serde(default)]
     pub db: String,
+    /// Debezium's `sequence` (used by its PostgreSQL connector; null here).
+    #[serde(default)]
+    pub sequence: Option<String>,
+    /// `ts_ms` in microseconds, where known (Debezium 2.6+).
+    #[serde(default)]
+    pub ts_us: Option<i64>,
+    /// `ts_ms` in nanoseconds, where known (Debezium 2.6+).
+    #[serde(default)]
+    pub ts_ns: Option<i64>,
     #[serde(default)]
     pub table: Option<String>,
     #[serde(default)]
     pub server_id: i64,
+    /// The transaction's GTID: MariaDB's `domain-server-sequence`, MySQL's `uuid:number`.
     #[serde(default)]
     pub gtid: Option<String>,
     /// Binlog file of the change.
@@ -105,6 +115,16 @@ pub struct Source {
     pub thread: Option<i64>,
     #[serde(default)]
     pub query: Option<String>,
+}
+
+impl Source {
+    /// Sets `ts_ms` with its microsecond and nanosecond forms.
+    pub fn at_ms(mut self, ts_ms: i64) -> Source {
+        self.ts_ms = ts_ms;
+        self.ts_us = Some(ts_ms.saturating_mul(1000));
+        self.ts_ns = Some(ts_ms.saturating_mul(1_000_000));
+        self
+    }
 }
 
 /// Only when a change was committed: what a reader that needs nothing else of `source` decodes,
@@ -280,11 +300,13 @@ struct PayloadOut<'a, T, S> {
     before: &'a Option<T>,
     after: &'a Option<T>,
     source: &'a S,
+    transaction: Option<()>,
     op: Op,
     ts_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ts_us: Option<i64>,
-    transaction: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts_ns: Option<i64>,
 }
 
 /// Encodes a change as JsonConverter would: with `schema` (the envelope schema of the table,
@@ -297,10 +319,11 @@ pub fn encode<T: Serialize, S: Serialize>(
         before: &event.before,
         after: &event.after,
         source: &event.source,
+        transaction: None,
         op: event.op,
         ts_ms: event.ts_ms,
         ts_us: event.ts_us,
-        transaction: None,
+        ts_ns: event.ts_us.map(|us| us.saturating_mul(1000)),
     };
     let mut out = Vec::with_capacity(schema.map_or(0, str::len) + 512);
     if let Some(schema) = schema {
@@ -504,7 +527,7 @@ impl<S> ChangeEvent<OrderLineRow, S> {
 /// Kafka Connect types of MySQL columns, as Debezium maps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {
-    /// TINYINT, SMALLINT.
+    /// TINYINT (TINYINT(1) and BOOLEAN too: 0 or 1), SMALLINT.
     Int16,
     /// INT, MEDIUMINT.
     Int32,
@@ -512,7 +535,7 @@ pub enum ColumnType {
     Int64,
     /// VARCHAR, CHAR, TEXT.
     String,
-    /// BOOLEAN / TINYINT(1).
+    /// BIT(1) (a BOOLEAN column is TINYINT(1), [`ColumnType::Int16`], to MySQL and Debezium).
     Boolean,
     /// DATETIME: `io.debezium.time.Timestamp`, epoch millis.
     Timestamp,
@@ -535,6 +558,9 @@ pub struct Column {
     pub name: String,
     pub kind: ColumnType,
     pub optional: bool,
+    /// The column's default value as a value of its Kafka Connect type (Debezium declares it
+    /// in the schema); `None` when it has none, or an expression such as `CURRENT_TIMESTAMP`.
+    pub default: Option<Value>,
 }
 
 /// A captured table: its name and columns, for schemas and row normalisation.
@@ -552,6 +578,14 @@ fn col(name: &str, kind: ColumnType, optional: bool) -> Column {
         name: name.into(),
         kind,
         optional,
+        default: None,
+    }
+}
+
+impl Column {
+    fn with_default(mut self, default: Value) -> Column {
+        self.default = Some(default);
+        self
     }
 }
 
@@ -586,9 +620,10 @@ impl TableSchema {
                 col("order_id", String, false),
                 col("product_id", String, false),
                 col("quantity", Int32, false),
-                col("discount_percent", Int32, false),
+                col("discount_percent", Int32, false).with_default(json!(0)),
                 col("subtotal", Int32, false),
-                col("is_suggestion", Boolean, false),
+                // BOOLEAN is TINYINT(1) to MySQL, which Debezium writes as 0 or 1.
+                col("is_suggestion", Int16, false).with_default(json!(0)),
             ],
         }
     }
@@ -611,7 +646,7 @@ impl TableSchema {
             ColumnType::Float64 => ("double", None),
             ColumnType::Bytes => ("bytes", None),
             ColumnType::Decimal { precision, scale } => {
-                return json!({
+                let mut f = json!({
                     "type": "bytes", "optional": c.optional,
                     "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
                     "parameters": {
@@ -620,19 +655,28 @@ impl TableSchema {
                     },
                     "field": c.name,
                 });
+                if let (Some(default), Some(obj)) = (&c.default, f.as_object_mut()) {
+                    obj.insert("default".into(), default.clone());
+                }
+                return f;
             }
         };
         let mut f = json!({"type": ty, "optional": c.optional, "field": c.name});
-        if let (Some(name), Some(obj)) = (name, f.as_object_mut()) {
-            obj.insert("name".into(), json!(name));
-            obj.insert("version".into(), json!(1));
+        if let Some(obj) = f.as_object_mut() {
+            if let Some(name) = name {
+                obj.insert("name".into(), json!(name));
+                obj.insert("version".into(), json!(1));
+            }
+            if let Some(default) = &c.default {
+                obj.insert("default".into(), default.clone());
+            }
         }
         f
     }
 
-    /// The Kafka Connect schema of this table's change envelope, as Debezium's MySQL connector
-    /// declares it.
-    pub fn envelope_schema(&self) -> Value {
+    /// The Kafka Connect schema of this table's change envelope, as Debezium's `connector`
+    /// (`mysql` or `mariadb`) declares it.
+    pub fn envelope_schema(&self, connector: &str) -> Value {
         let row = |field: &str| {
             json!({
                 "type": "struct",
@@ -658,7 +702,7 @@ impl TableSchema {
                         {
                             "type": "string", "optional": true,
                             "name": "io.debezium.data.Enum", "version": 1,
-                            "parameters": {"allowed": "true,last,false,incremental"},
+                            "parameters": {"allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"},
                             "default": "false", "field": "snapshot"
                         },
                         f("string", false, "db"),
@@ -675,7 +719,8 @@ impl TableSchema {
                         f("string", true, "query"),
                     ],
                     "optional": false,
-                    "name": "io.debezium.connector.mysql.Source",
+                    "name": format!("io.debezium.connector.{connector}.Source"),
+                    "version": 1,
                     "field": "source"
                 },
                 {
@@ -703,12 +748,12 @@ impl TableSchema {
 
     /// [`Self::envelope_schema`] as compact JSON text, to be computed once and passed to
     /// [`encode`].
-    pub fn envelope_schema_json(&self) -> String {
-        self.envelope_schema().to_string()
+    pub fn envelope_schema_json(&self, connector: &str) -> String {
+        self.envelope_schema(connector).to_string()
     }
 
-    /// Brings a generic row to Debezium's value types: booleans from 0/1, and only the
-    /// table's columns, in the table's order.
+    /// Brings a generic row to Debezium's value types: booleans from 0/1 and 0/1 from
+    /// booleans, and only the table's columns, in the table's order.
     pub fn normalize(&self, row: &Map<String, Value>) -> Map<String, Value> {
         self.columns
             .iter()
@@ -716,6 +761,7 @@ impl TableSchema {
                 let v = row.get(&c.name).cloned().unwrap_or(Value::Null);
                 let v = match (c.kind, v) {
                     (ColumnType::Boolean, Value::Number(n)) => Value::Bool(n.as_i64() != Some(0)),
+                    (ColumnType::Int16, Value::Bool(b)) => Value::from(i64::from(b)),
                     (_, v) => v,
                 };
                 (c.name.clone(), v)

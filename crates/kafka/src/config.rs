@@ -15,12 +15,16 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// `client.id`: names brewline's connections in the broker's logs and metrics.
     pub client_id: String,
-    /// Replication factor of the topics brewline creates (1 for a single broker).
-    pub replication_factor: i32,
+    /// Replication factor of the topics brewline creates [default: 3, or the number of
+    /// brokers when the cluster has fewer].
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas` of the topics brewline creates: how many replicas must have a
+    /// record before the producer's `acks = all` is answered [default: 2, or the replication
+    /// factor when it is 1].
+    pub min_insync_replicas: Option<i32>,
     /// Extra or overriding producer properties, e.g. `"linger.ms" = "10"`.
     pub producer: BTreeMap<String, String>,
-    /// Extra or overriding consumer properties. Brokers that hold a fetch until
-    /// `fetch.wait.max.ms` even with data waiting (tansu) need it low, e.g. `"10"`.
+    /// Extra or overriding consumer properties, e.g. `"session.timeout.ms" = "10000"`.
     pub consumer: BTreeMap<String, String>,
 }
 
@@ -29,7 +33,8 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             client_id: "brewline".into(),
-            replication_factor: 1,
+            replication_factor: None,
+            min_insync_replicas: None,
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
         }
@@ -37,6 +42,15 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The replication factor and `min.insync.replicas` of a new topic on a cluster of
+    /// `brokers` brokers: the configured ones, else 3 replicas of which 2 in sync, as far as
+    /// the cluster has brokers.
+    pub fn replication(&self, brokers: usize) -> (i32, i32) {
+        let brokers = i32::try_from(brokers).unwrap_or(i32::MAX).max(1);
+        let factor = self.replication_factor.unwrap_or(brokers.min(3));
+        (factor, self.min_insync_replicas.unwrap_or(factor.min(2)))
+    }
+
     /// The producer's properties: idempotent (no duplicates or reordering from retries), acks
     /// from all in-sync replicas, Kafka's murmur2 partitioner (a key lands where a Java
     /// producer puts it), then the configured ones.

@@ -242,6 +242,44 @@ pub(crate) async fn partitions(config: &KafkaConfig, topic: &str) -> Result<i32>
         .map_err(|e| PortError::fatal(ENGINE, format!("reading metadata: {e}")))?
 }
 
+/// How many records the topics hold: the sum of their partitions' end offsets (a topic
+/// never trimmed by retention; else the records ever written).
+pub async fn records_in(config: &KafkaConfig, topics: &[String]) -> Result<i64> {
+    let client: rdkafka::consumer::BaseConsumer = client_config(&config.common_properties())
+        .create()
+        .map_err(|e| port_error("creating a metadata client", e))?;
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut total = 0;
+        for topic in &topics {
+            for p in 0..partitions_of(&client, topic)? {
+                let (_, high) = client
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .map_err(|e| port_error(&format!("reading the end of {topic}/{p}"), e))?;
+                total += high;
+            }
+        }
+        Ok(total)
+    })
+    .await
+    .map_err(|e| PortError::fatal(ENGINE, format!("reading watermarks: {e}")))?
+}
+
+/// How many brokers the cluster has, from its metadata.
+pub(crate) async fn brokers(config: &KafkaConfig) -> Result<usize> {
+    let client: rdkafka::consumer::BaseConsumer = client_config(&config.common_properties())
+        .create()
+        .map_err(|e| port_error("creating a metadata client", e))?;
+    tokio::task::spawn_blocking(move || {
+        client
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map(|m| m.brokers().len())
+            .map_err(|e| port_error("reading the cluster's metadata", e))
+    })
+    .await
+    .map_err(|e| PortError::fatal(ENGINE, format!("reading metadata: {e}")))?
+}
+
 /// Commit failures that mean the partitions moved to another member: the records will be
 /// delivered to it, which is at-least-once, not an error of this worker.
 fn lost_partitions(e: &KafkaError) -> bool {
@@ -261,16 +299,33 @@ fn lost_partitions(e: &KafkaError) -> bool {
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Consumed>> {
         let consumer = self.consumer.clone();
-        let first = if wait.is_zero() {
-            consumer.recv().now_or_never()
-        } else {
-            tokio::time::timeout(wait, consumer.recv()).await.ok()
-        };
+        let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();
-        match first {
-            None => return Ok(out),
-            Some(Err(e)) => return Err(port_error("reading", e)),
-            Some(Ok(m)) => out.push(self.consumed(&m)),
+        // The first record, waiting up to `wait`. librdkafka reports a broker it cannot reach
+        // (a node down, a leader moving) as an error of the stream and goes on by itself with
+        // the others: those are logged, not returned; what it cannot mend is.
+        while out.is_empty() {
+            let next = if wait.is_zero() {
+                consumer.recv().now_or_never()
+            } else {
+                tokio::time::timeout_at(deadline, consumer.recv())
+                    .await
+                    .ok()
+            };
+            match next {
+                None => return Ok(out),
+                Some(Ok(m)) => out.push(self.consumed(&m)),
+                Some(Err(e)) => {
+                    let e = port_error("reading", e);
+                    if !e.retryable {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "a broker is out of reach; reading on from the others");
+                    if wait.is_zero() {
+                        return Ok(out);
+                    }
+                }
+            }
         }
         while out.len() < max {
             match consumer.recv().now_or_never() {

@@ -5,11 +5,12 @@
 //! ([`KafkaConfig`]).
 
 mod config;
+pub mod connect;
 mod consumer;
 mod producer;
 
 pub use config::KafkaConfig;
-pub use consumer::KafkaConsumer;
+pub use consumer::{records_in, KafkaConsumer};
 pub use producer::KafkaProducer;
 
 use std::time::Duration;
@@ -81,11 +82,17 @@ impl EventLog for KafkaLog {
             client_config(&self.config.common_properties())
                 .create()
                 .map_err(|e| port_error("creating an admin client", e))?;
-        let new = NewTopic::new(
-            topic,
-            partitions,
-            TopicReplication::Fixed(self.config.replication_factor),
-        );
+        let brokers = consumer::brokers(&self.config).await?;
+        let (factor, min_insync) = self.config.replication(brokers);
+        if factor as usize > brokers {
+            return Err(PortError::fatal(
+                ENGINE,
+                format!("creating topic {topic}: kafka.replication_factor is {factor} but the cluster has {brokers} broker(s); lower it to at most {brokers}"),
+            ));
+        }
+        let min_insync = min_insync.to_string();
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(factor))
+            .set("min.insync.replicas", &min_insync);
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin
             .create_topics([&new], &options)

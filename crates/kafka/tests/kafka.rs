@@ -1,5 +1,5 @@
-//! The event log on a real Kafka-protocol broker: the shared conformance cases. Needs the
-//! broker `scripts/test` starts (`TEST_BREWLINE_BROKERS`); run with `scripts/test`, or
+//! The event log on a real Kafka cluster: the shared conformance cases. Needs the three-node
+//! cluster `scripts/test` starts (`TEST_BREWLINE_BROKERS`); run with `scripts/test`, or
 //! `cargo test -- --ignored` with that variable set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,21 +8,16 @@ use std::collections::BTreeMap;
 use brewline_kafka::{KafkaConfig, KafkaLog};
 use brewline_ports::conformance;
 
-/// The test broker, with the settings tansu needs: it holds every fetch for up to
-/// `fetch.wait.max.ms`; and a fetch from an offset inside a record batch skips to the next
-/// batch (Kafka returns the batch and the client skips the records before the offset), so a
-/// group resuming from a commit in the middle of a batch would lose records: batches of one
-/// record make every offset a batch start. And a short session, so that a killed member's
-/// partitions move on quickly.
+/// The test cluster, with brewline's defaults but for a short session, so that a killed
+/// member's partitions move on quickly.
 pub fn config() -> KafkaConfig {
     let brokers = std::env::var("TEST_BREWLINE_BROKERS")
         .expect("TEST_BREWLINE_BROKERS is not set: run these tests through scripts/test");
     KafkaConfig {
         brokers,
-        producer: BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]),
         consumer: BTreeMap::from([
-            ("fetch.wait.max.ms".to_string(), "10".to_string()),
-            // A member that died without leaving is replaced after 6 s, not 45.
+            // A member that died without leaving is replaced after 6 s (the broker's least
+            // session timeout), not 45.
             ("session.timeout.ms".to_string(), "6000".to_string()),
             ("heartbeat.interval.ms".to_string(), "1000".to_string()),
         ]),
@@ -66,4 +61,49 @@ async fn headers_tombstones_and_unkeyed_records_survive() {
 async fn a_reader_starts_where_it_is_told() {
     let log = KafkaLog::new(config());
     conformance::a_reader_starts_where_it_is_told(&log, &unique("from")).await;
+}
+
+/// brewline's topics on the three-node cluster: every partition on three replicas, and a
+/// write acknowledged only once two of them have it.
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
+async fn topics_are_replicated_three_times_two_in_sync() {
+    use brewline_ports::EventLog;
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::ClientConfig;
+    let topic = unique("replicated");
+    KafkaLog::new(config())
+        .create_topic(&topic, 3)
+        .await
+        .unwrap();
+    let brokers = config().brokers;
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let metadata = client
+        .fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions();
+    assert_eq!(partitions.len(), 3);
+    for p in partitions {
+        assert_eq!(p.replicas().len(), 3, "partition {}", p.id());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let configs = admin
+        .describe_configs([&ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let resource = configs.into_iter().next().unwrap().unwrap();
+    let min_insync = resource
+        .entries
+        .iter()
+        .find(|e| e.name == "min.insync.replicas")
+        .and_then(|e| e.value.clone());
+    assert_eq!(min_insync.as_deref(), Some("2"));
 }

@@ -24,3 +24,29 @@ impl Default for MysqlConfig {
         }
     }
 }
+
+/// The parts of [`MysqlConfig::url`], for a client that takes them one by one (Debezium).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+impl MysqlConfig {
+    /// The server's host, port, user and password.
+    pub fn address(&self) -> Result<ServerAddress, String> {
+        let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| {
+            format!(
+                "mysql.url is not a MySQL URL ({e}); write it as mysql://user:password@host:port"
+            )
+        })?;
+        Ok(ServerAddress {
+            host: opts.ip_or_hostname().to_string(),
+            port: opts.tcp_port(),
+            user: opts.user().unwrap_or("root").to_string(),
+            password: opts.pass().unwrap_or("").to_string(),
+        })
+    }
+}

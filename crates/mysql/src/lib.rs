@@ -10,7 +10,7 @@ mod source;
 
 pub use capture::{CdcConfig, MysqlCapture};
 pub use checkpoints::MysqlCheckpoints;
-pub use config::MysqlConfig;
+pub use config::{MysqlConfig, ServerAddress};
 pub use source::MysqlSource;
 
 use brewline_ports::PortError;

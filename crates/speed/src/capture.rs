@@ -26,6 +26,9 @@ pub struct CaptureConfig {
     pub topic_prefix: String,
     /// Write Kafka Connect's `schema` part with each event.
     pub with_schema: bool,
+    /// The connector the events say they come from (`source.connector`, and the name of the
+    /// source's schema): `mysql` or `mariadb`, as Debezium names its connectors.
+    pub connector: String,
     /// Name of the stored position.
     pub checkpoint: String,
     /// Row changes read per batch.
@@ -49,8 +52,10 @@ struct Shape {
 }
 
 impl Shape {
-    fn new(schema: Arc<TableSchema>, with_schema: bool) -> Shape {
-        let schema_json = with_schema.then(|| Arc::from(schema.envelope_schema_json()));
+    fn new(schema: Arc<TableSchema>, config: &CaptureConfig) -> Shape {
+        let schema_json = config
+            .with_schema
+            .then(|| Arc::from(schema.envelope_schema_json(&config.connector)));
         Shape {
             schema,
             schema_json,
@@ -79,7 +84,7 @@ impl Capture {
                 let table = Table {
                     topic,
                     key_column: key.clone(),
-                    shape: Mutex::new(Shape::new(Arc::new(schema.clone()), config.with_schema)),
+                    shape: Mutex::new(Shape::new(Arc::new(schema.clone()), &config)),
                 };
                 (schema.table.clone(), table)
             })
@@ -106,7 +111,7 @@ impl Capture {
             if let Some(schema) = &change.schema {
                 if !Arc::ptr_eq(schema, &shape.schema) && **schema != *shape.schema {
                     tracing::info!(table = %change.table, columns = schema.columns.len(), "the table's columns changed");
-                    *shape = Shape::new(schema.clone(), self.config.with_schema);
+                    *shape = Shape::new(schema.clone(), &self.config);
                 }
             }
             shape.clone()
@@ -114,6 +119,7 @@ impl Capture {
         let now_us = brewline_ports::now_us();
         let mut source = change.source.clone();
         source.name = self.config.topic_prefix.clone();
+        source.connector = self.config.connector.clone();
         source.version = concat!("brewline-", env!("CARGO_PKG_VERSION")).into();
         let event = ChangeEvent {
             op: change.op,

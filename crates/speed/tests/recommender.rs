@@ -87,6 +87,7 @@ async fn write_and_capture(dir: &DataDir, orders: &[NewOrder], schemas: bool) {
         CaptureConfig {
             topic_prefix: "mysql".into(),
             with_schema: schemas,
+            connector: "mysql".into(),
             checkpoint: "capture".into(),
             batch: 100,
             tables: vec![

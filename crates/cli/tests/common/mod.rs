@@ -14,12 +14,14 @@ use brewline_core::order::{NewOrder, OrderHeader};
 use brewline_core::suggestion::Lookups;
 use brewline_core::ReferenceData;
 use brewline_embedded::{EmbeddedLog, EmbeddedSource};
+use brewline_kafka::connect::{connector_properties, DebeziumSource};
 use brewline_kafka::{KafkaConfig, KafkaConsumer, KafkaProducer};
 use brewline_mysql::{MysqlConfig, MysqlSource};
 use brewline_ports::{Capturable, Consumed, Consumer, SourceDb, Subscription};
 use brewline_speed::capture::{Capture, CaptureConfig};
 use brewline_speed::stats::Stats;
 use brewline_speed::StopWhen;
+use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
 pub fn env(name: &str) -> String {
@@ -52,9 +54,23 @@ impl Deployment {
     }
 
     fn create(name: &str, redis: Option<&str>, redis_dbs: (u8, u8), cdc: bool) -> Deployment {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        // TEST_BREWLINE_KEEP=1 keeps every deployment's folder (its config and logs).
+        if std::env::var_os("TEST_BREWLINE_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("{name}: {}", dir.path().display());
+        }
         let prefix = format!("{name}{}", brewline_ports::now_us());
         let redis = redis.map_or_else(|| env("TEST_BREWLINE_REDIS_URL"), str::to_string);
+        // The deployment's Redis databases are its own: empty, whatever an earlier run of the
+        // same test (the same seeded order ids) left there.
+        for db in [redis_dbs.0, redis_dbs.1] {
+            let mut c = redis::Client::open(format!("{redis}/{db}"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            redis::cmd("FLUSHDB").query::<()>(&mut c).unwrap();
+        }
         let d = Deployment {
             config: dir.path().join("brewline.toml"),
             prefix: prefix.clone(),
@@ -70,13 +86,6 @@ impl Deployment {
             format!("{prefix}.coffee_shop")
         };
         let server_id = 1000 + brewline_ports::now_us() % 1_000_000;
-        // The tests of `brewline cdc` restart the capture, not the consumers: their events go
-        // in large batches, as tansu wants them.
-        let producer = if cdc {
-            ""
-        } else {
-            "\"batch.num.messages\" = \"1\""
-        };
         std::fs::write(
             &d.config,
             format!(
@@ -103,17 +112,10 @@ server_id = {server_id}
 [kafka]
 brokers = "{brokers}"
 
-# tansu's quirks, met by configuration (see crates/kafka/tests/kafka.rs): a fetch from inside
-# a record batch skips to the next batch, so every record is a batch; a fetch is held for
-# fetch.wait.max.ms even with data waiting; a member that stops heartbeating is dropped without
-# its partitions being handed out again, so recommenders use static membership
-# (--instance-id), and a restarted one rejoins within the session timeout.
-[kafka.producer]
-{producer}
-
+# A member killed without leaving its group loses its partitions after 6 s (the broker's
+# least session timeout), not librdkafka's 45.
 [kafka.consumer]
-"fetch.wait.max.ms" = "10"
-"session.timeout.ms" = "30000"
+"session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
 
 [redis]
@@ -154,6 +156,11 @@ dynamic_url = "{dynamic_url}"
     /// Starts a long-running command, its log in the deployment's folder; it is killed when
     /// the handle is dropped (a failed test leaves nothing running).
     pub fn start(&self, name: &str, args: &[&str]) -> Process {
+        self.start_with(name, args, &[])
+    }
+
+    /// [`Deployment::start`] with more environment variables.
+    pub fn start_with(&self, name: &str, args: &[&str], environment: &[(&str, &str)]) -> Process {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -161,6 +168,7 @@ dynamic_url = "{dynamic_url}"
             .unwrap();
         Process(
             self.command(args)
+                .envs(environment.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -175,8 +183,6 @@ dynamic_url = "{dynamic_url}"
     pub fn kafka(&self) -> KafkaConfig {
         KafkaConfig {
             brokers: self.brokers.clone(),
-            producer: BTreeMap::from([("batch.num.messages".into(), "1".into())]),
-            consumer: BTreeMap::from([("fetch.wait.max.ms".into(), "10".into())]),
             ..KafkaConfig::default()
         }
     }
@@ -269,6 +275,7 @@ pub async fn produce_events(d: &Deployment, work: &Path, orders: &[NewOrder], sc
         CaptureConfig {
             topic_prefix: d.prefix.clone(),
             with_schema: schemas,
+            connector: "mysql".into(),
             checkpoint: "capture".into(),
             batch: 1000,
             tables: vec![
@@ -392,7 +399,6 @@ pub fn free_port() -> u16 {
 
 /// Order lines with `is_suggestion = true` in the deployment's database.
 pub async fn suggested_lines(d: &Deployment) -> i64 {
-    use mysql_async::prelude::Queryable;
     let opts = mysql_async::OptsBuilder::from_opts(
         mysql_async::Opts::from_url(&env("TEST_BREWLINE_MYSQL_URL")).unwrap(),
     )
@@ -433,4 +439,137 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or(out);
     (status, body)
+}
+
+/// A Kafka Connect worker running Debezium's MariaDB connector (`scripts/connect`, from the
+/// jars `scripts/services` gathered) on the deployment's database, configured as
+/// `deploy/connect/mysql-source.json` configures the compose stack's connector: events keyed
+/// by order id, DECIMAL as text, tombstones after deletes. Killed when dropped.
+pub struct Debezium {
+    pub process: Process,
+    pub dir: PathBuf,
+    pub topic_prefix: String,
+}
+
+impl Debezium {
+    /// Starts the worker in `dir` (its offsets stay there: started again in the same folder,
+    /// it goes on where it stopped), writing `{topic_prefix}.{database}.{table}` with
+    /// JsonConverter's schemas on or off.
+    pub fn start(d: &Deployment, dir: &Path, topic_prefix: &str, schemas: bool) -> Debezium {
+        std::fs::create_dir_all(dir).unwrap();
+        let server = mysql_async::Opts::from_url(&env("TEST_BREWLINE_MYSQL_URL")).unwrap();
+        let deployed = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/connect/mysql-source.json"),
+        )
+        .unwrap();
+        let source = DebeziumSource {
+            host: server.ip_or_hostname().to_string(),
+            port: server.tcp_port(),
+            user: server.user().unwrap_or("root").to_string(),
+            password: server.pass().unwrap_or("").to_string(),
+            database: d.prefix.clone(),
+            topic_prefix: topic_prefix.to_string(),
+            server_id: 2_000_000 + (brewline_ports::now_us() % 1_000_000) as u32,
+            brokers: d.brokers.clone(),
+            schemas,
+            extra: BTreeMap::new(),
+        };
+        let properties = connector_properties(&deployed, &source).unwrap();
+        let connector = dir.join("connector.properties");
+        std::fs::write(&connector, properties).unwrap();
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("connect.log"))
+            .unwrap();
+        let process = Process(
+            Command::new(env("TEST_BREWLINE_CONNECT"))
+                .arg(dir)
+                .arg(&d.brokers)
+                .arg(schemas.to_string())
+                .arg(&connector)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        Debezium {
+            process,
+            dir: dir.to_path_buf(),
+            topic_prefix: topic_prefix.to_string(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("connect.log")).unwrap_or_default()
+    }
+}
+
+pub async fn database(d: &Deployment) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::from_opts(
+        mysql_async::Opts::from_url(&env("TEST_BREWLINE_MYSQL_URL")).unwrap(),
+    )
+    .db_name(Some(d.prefix.clone()));
+    mysql_async::Conn::new(opts).await.unwrap()
+}
+
+/// The orders that must get a suggestion, by SPEC's rule, decided by SQL on the database: a
+/// diamond customer, a payment method of the eligible bank, and every line there.
+pub async fn eligible_by_sql(d: &Deployment) -> BTreeSet<String> {
+    let mut conn = database(d).await;
+    let ids: Vec<String> = conn
+        .query(
+            "SELECT o.id FROM orders o
+             JOIN customers c ON c.id = o.customer_id
+             JOIN payment_method p ON p.id = o.payment_method_id
+             WHERE c.tier = 'diamond' AND p.bank = 'ACB'
+               AND o.num_products = (SELECT COUNT(*) FROM order_details l
+                                     WHERE l.order_id = o.id AND NOT l.is_suggestion)",
+        )
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    ids.into_iter().collect()
+}
+
+/// (order id, product id) of every line in the database.
+pub async fn lines_by_sql(d: &Deployment, suggested: bool) -> BTreeSet<(String, String)> {
+    let mut conn = database(d).await;
+    let rows: Vec<(String, String)> = conn
+        .exec(
+            "SELECT order_id, product_id FROM order_details WHERE is_suggestion = ?",
+            (suggested,),
+        )
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    rows.into_iter().collect()
+}
+
+/// The position `brewline cdc` stored for the deployment's database.
+pub async fn stored_position(d: &Deployment) -> Option<String> {
+    let mut conn = database(d).await;
+    let position: Option<String> = conn
+        .exec_first(
+            "SELECT position FROM brewline.brewline_offsets WHERE name = ?",
+            (format!("cdc.mysql.{}", d.prefix),),
+        )
+        .await
+        .unwrap_or(None);
+    conn.disconnect().await.unwrap();
+    position
+}
+
+/// The `after` rows of the change events on a CDC topic (tombstones and deletes skipped).
+pub async fn captured_rows(d: &Deployment, table: &str) -> Vec<(String, Value)> {
+    read_all(d, &d.topic(table), Duration::from_secs(3))
+        .await
+        .into_iter()
+        .filter_map(|r| {
+            let value: Value = serde_json::from_slice(r.record.value.as_ref()?).unwrap();
+            let payload = value.get("payload").cloned().unwrap_or(value);
+            let op = payload["op"].as_str().unwrap().to_string();
+            Some((op, payload))
+        })
+        .collect()
 }

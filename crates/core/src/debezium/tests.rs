@@ -179,7 +179,7 @@ fn bad_events_get_a_reason() {
 
 #[test]
 fn encoded_schema_describes_the_table() {
-    let schema = TableSchema::order_details("mysql", "coffee_shop").envelope_schema();
+    let schema = TableSchema::order_details("mysql", "coffee_shop").envelope_schema("mariadb");
     assert_eq!(schema["name"], "mysql.coffee_shop.order_details.Envelope");
     let after = &schema["fields"][1];
     assert_eq!(after["field"], "after");
@@ -189,8 +189,14 @@ fn encoded_schema_describes_the_table() {
         .unwrap()
         .iter()
         .find(|f| f["field"] == "is_suggestion");
-    assert_eq!(flag.unwrap()["type"], "boolean");
-    let orders = TableSchema::orders("mysql", "coffee_shop").envelope_schema();
+    // BOOLEAN is TINYINT(1): int16, as Debezium types it, with its default.
+    assert_eq!(flag.unwrap()["type"], "int16");
+    assert_eq!(flag.unwrap()["default"], 0);
+    assert_eq!(
+        schema["fields"][2]["name"],
+        "io.debezium.connector.mariadb.Source"
+    );
+    let orders = TableSchema::orders("mysql", "coffee_shop").envelope_schema("mysql");
     let ts = orders["fields"][1]["fields"]
         .as_array()
         .unwrap()
@@ -200,16 +206,37 @@ fn encoded_schema_describes_the_table() {
 }
 
 #[test]
-fn normalize_turns_flags_into_booleans_and_orders_columns() {
+fn normalize_types_flags_as_their_columns_and_orders_columns() {
     let t = TableSchema::order_details("mysql", "coffee_shop");
     let row: Map<String, Value> = serde_json::from_str(
-        r#"{"is_suggestion":1,"subtotal":5,"order_id":"o","product_id":"p","quantity":1,"discount_percent":0,"extra":3}"#,
+        r#"{"is_suggestion":true,"subtotal":5,"order_id":"o","product_id":"p","quantity":1,"discount_percent":0,"extra":3}"#,
     )
     .unwrap();
     let n = t.normalize(&row);
-    assert_eq!(n["is_suggestion"], Value::Bool(true));
+    assert_eq!(
+        n["is_suggestion"],
+        Value::from(1),
+        "a BOOLEAN column is int16"
+    );
     assert_eq!(n.keys().next().unwrap(), "order_id");
     assert!(!n.contains_key("extra"));
+    let bit = TableSchema {
+        server: "mysql".into(),
+        db: "coffee_shop".into(),
+        table: "flags".into(),
+        columns: vec![Column {
+            name: "on".into(),
+            kind: ColumnType::Boolean,
+            optional: false,
+            default: None,
+        }],
+    };
+    let row: Map<String, Value> = serde_json::from_str(r#"{"on":1}"#).unwrap();
+    assert_eq!(
+        bit.normalize(&row)["on"],
+        Value::Bool(true),
+        "BIT(1) is boolean"
+    );
 }
 
 fn arb_source() -> impl Strategy<Value = Source> {
@@ -226,8 +253,10 @@ fn arb_source() -> impl Strategy<Value = Source> {
             name: "mysql".into(),
             ts_ms,
             ts_us,
+            ts_ns: ts_us.map(|us| us.saturating_mul(1000)),
             snapshot: Some("false".into()),
             db: "coffee_shop".into(),
+            sequence: None,
             table: Some(table),
             server_id: 1,
             gtid: None,
@@ -290,7 +319,7 @@ proptest! {
             ts_ms,
             ts_us: None,
         };
-        let schema = TableSchema::order_details("mysql", "coffee_shop").envelope_schema_json();
+        let schema = TableSchema::order_details("mysql", "coffee_shop").envelope_schema_json("mysql");
         let bytes = encode(&event, with_schema.then_some(schema.as_str()));
         let back = decode::<OrderLineRow>(Some(&bytes)).unwrap();
         prop_assert_eq!(back, Decoded::Change(event));

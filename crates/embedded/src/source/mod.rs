@@ -457,9 +457,9 @@ impl EmbeddedChangeFeed {
                 before: parse_image(row.before.clone(), row.seq)?,
                 after: parse_image(row.after.clone(), row.seq)?,
                 source: Source {
-                    connector: "brewline-embedded".into(),
                     ts_ms: row.ts_us / 1000,
                     ts_us: Some(row.ts_us),
+                    ts_ns: Some(row.ts_us.saturating_mul(1000)),
                     snapshot: Some("false".into()),
                     db: names::SOURCE_DATABASE.into(),
                     table: Some(row.table.clone()),

@@ -3,8 +3,8 @@
 //!
 //! | MySQL | Debezium (Kafka Connect) | JSON |
 //! |---|---|---|
-//! | TINYINT(1), BOOLEAN | boolean | `true` |
-//! | TINYINT, SMALLINT (MEDIUMINT, INT; INT UNSIGNED, BIGINT) | int16 (int32; int64) | number |
+//! | BIT(1) | boolean | `true` |
+//! | TINYINT (TINYINT(1) and BOOLEAN too), SMALLINT (MEDIUMINT, INT; INT UNSIGNED, BIGINT) | int16 (int32; int64) | number: `0`/`1` for a BOOLEAN |
 //! | DECIMAL | string, double or `Decimal` by `decimal_handling` | `"12.50"`, `12.5`, base64 |
 //! | FLOAT, DOUBLE | double | number |
 //! | DATETIME | `io.debezium.time.Timestamp` | epoch milliseconds |
@@ -50,9 +50,9 @@ pub struct ColumnInfo {
 pub fn column_type(c: &ColumnInfo, decimals: DecimalHandling) -> ColumnType {
     let unsigned = c.column_type.to_ascii_lowercase().contains("unsigned");
     match c.data_type.to_ascii_lowercase().as_str() {
-        "tinyint" if c.column_type.to_ascii_lowercase().starts_with("tinyint(1)") => {
-            ColumnType::Boolean
-        }
+        // MySQL stores BOOLEAN as TINYINT(1), and Debezium types TINYINT(1) as it reads it in
+        // `SHOW CREATE TABLE` (its snapshot): int16, 0 or 1.
+        "bit" if c.column_type.eq_ignore_ascii_case("bit(1)") => ColumnType::Boolean,
         "bool" | "boolean" => ColumnType::Boolean,
         "tinyint" => ColumnType::Int16,
         "smallint" if unsigned => ColumnType::Int32,
@@ -78,6 +78,20 @@ pub fn column_type(c: &ColumnInfo, decimals: DecimalHandling) -> ColumnType {
         }
         _ => ColumnType::String,
     }
+}
+
+/// A column's default (`information_schema.COLUMNS.COLUMN_DEFAULT`) as a value of its Debezium
+/// type: MariaDB quotes a text default (`'till'`) and writes `NULL` for none, MySQL gives the
+/// bare text; an expression (`current_timestamp()`) is no value.
+pub fn default_value(kind: ColumnType, raw: &str) -> Option<Json> {
+    if raw.eq_ignore_ascii_case("NULL") {
+        return None;
+    }
+    let text = match raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+        Some(quoted) => quoted.replace("''", "'"),
+        None => raw.to_string(),
+    };
+    to_json(kind, Value::Bytes(text.into_bytes())).ok()
 }
 
 /// The Debezium type to use for a value of a column nobody described (a column added after

@@ -22,6 +22,8 @@ use crate::{port_error, ENGINE};
 
 /// MariaDB's compressed event types (`log_bin_compress`), which cannot be read.
 const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 165..=171;
+/// MariaDB's GTID event, which begins each transaction (mysql_async does not decode it).
+const MARIADB_GTID: u8 = 162;
 /// How often an idle server sends a heartbeat, and how long a silence means a dead connection.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const HEARTBEAT_SILENCE: Duration = Duration::from_secs(10);
@@ -39,9 +41,12 @@ pub(crate) struct MysqlFeed {
     position: Position,
     /// The end of the last transaction read: where reading starts again after a failure.
     committed: Position,
-    /// Changes of the transaction being read, and its thread.
+    /// Changes of the transaction being read, its thread (MySQL) and its GTID.
     pending: Vec<RowChange>,
     thread: Option<i64>,
+    gtid: Option<String>,
+    /// MariaDB (which Debezium's MariaDB connector reads: no thread in `source`), or MySQL.
+    mariadb: bool,
     ready: Vec<RowChange>,
     /// When the server last sent anything (an event or a heartbeat).
     last_heard: Instant,
@@ -63,6 +68,7 @@ impl MysqlFeed {
             described.insert(table.clone(), capture.describe(&mut meta, table).await?);
         }
         tracing::info!(%position, snapshot = snapshot.is_some(), "change capture starts");
+        let mariadb = meta.server_version().0 >= 10;
         Ok(MysqlFeed {
             capture,
             meta,
@@ -74,6 +80,8 @@ impl MysqlFeed {
             position,
             pending: Vec::new(),
             thread: None,
+            gtid: None,
+            mariadb,
             ready: Vec::new(),
             last_heard: Instant::now(),
         })
@@ -87,6 +95,14 @@ impl MysqlFeed {
             .ignore(&mut conn)
             .await
             .map_err(|e| port_error("asking for binlog heartbeats", e))?;
+        if self.mariadb {
+            // A replica that knows MariaDB's GTIDs (capability 4): the server sends each
+            // transaction's GTID event instead of a `BEGIN` made up for older replicas.
+            "SET @mariadb_slave_capability = 4"
+                .ignore(&mut conn)
+                .await
+                .map_err(|e| port_error("declaring the replica's capabilities", e))?;
+        }
         self.last_heard = Instant::now();
         let request = BinlogStreamRequest::new(self.capture.config.server_id)
             .with_filename(self.position.file.as_bytes())
@@ -160,6 +176,11 @@ impl MysqlFeed {
                     format!("compressed binlog event at {at}: set log_bin_compress=OFF"),
                 ));
             }
+            if header.event_type_raw() == MARIADB_GTID {
+                // A transaction begins (or a DDL statement, standalone).
+                self.pending.clear();
+                self.gtid = mariadb_gtid(event.data(), header.server_id());
+            }
             let data = event.read_data().map_err(|e| {
                 PortError::fatal(ENGINE, format!("unreadable binlog event at {at}: {e}"))
             })?;
@@ -181,7 +202,7 @@ impl MysqlFeed {
                     let statement = sql.trim();
                     if statement.eq_ignore_ascii_case("BEGIN") {
                         self.pending.clear();
-                        self.thread = Some(i64::from(q.thread_id()));
+                        self.thread = (!self.mariadb).then(|| i64::from(q.thread_id()));
                     } else if statement.eq_ignore_ascii_case("COMMIT") {
                         self.commit(end);
                     } else if !statement.starts_with('#') {
@@ -191,6 +212,7 @@ impl MysqlFeed {
                     }
                 }
                 Some(EventData::XidEvent(_)) => self.commit(end),
+                Some(EventData::GtidEvent(g)) => self.gtid = Some(mysql_gtid(&g.sid(), g.gno())),
                 // Says where the server's binlog ends, not where this reader is.
                 Some(EventData::HeartbeatEvent) => continue,
                 Some(EventData::RowsEvent(rows)) => {
@@ -202,15 +224,15 @@ impl MysqlFeed {
                     })?;
                     let event_start = end.saturating_sub(u64::from(header.event_size()));
                     let source = Source {
-                        connector: "mysql".into(),
-                        ts_ms: i64::from(header.timestamp()) * 1000,
                         snapshot: Some("false".into()),
                         server_id: i64::from(header.server_id()),
+                        gtid: self.gtid.clone(),
                         file: self.position.file.clone(),
                         pos: event_start as i64,
                         thread: self.thread,
                         ..Source::default()
-                    };
+                    }
+                    .at_ms(i64::from(header.timestamp()) * 1000);
                     self.rows(&rows, &tme, source).await?;
                     if self.pending.len() >= max {
                         self.ready.append(&mut self.pending);
@@ -239,6 +261,7 @@ impl MysqlFeed {
         }
         self.ready.append(&mut self.pending);
         self.thread = None;
+        self.gtid = None;
         self.committed = Position {
             file: self.position.file.clone(),
             pos: end,
@@ -354,6 +377,27 @@ impl MysqlFeed {
     }
 }
 
+/// A MariaDB GTID event's `domain-server-sequence`: its data begins with the sequence number
+/// (8 bytes) and the domain (4 bytes), little-endian.
+fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<String> {
+    let sequence = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
+    let domain = u32::from_le_bytes(data.get(8..12)?.try_into().ok()?);
+    Some(format!("{domain}-{server_id}-{sequence}"))
+}
+
+/// A MySQL GTID, `uuid:number`.
+fn mysql_gtid(sid: &[u8; 16], number: u64) -> String {
+    let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}:{number}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 #[async_trait]
 impl ChangeFeed for MysqlFeed {
     async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<RowChange>> {
@@ -388,5 +432,27 @@ impl ChangeFeed for MysqlFeed {
 
     fn snapshot_progress(&self) -> Option<(u64, u64)> {
         self.snapshot_progress
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gtids_read_as_the_servers_write_them() {
+        let mut data = 1962u64.to_le_bytes().to_vec();
+        data.extend(0u32.to_le_bytes());
+        data.push(0); // flags
+        assert_eq!(mariadb_gtid(&data, 1).as_deref(), Some("0-1-1962"));
+        assert_eq!(mariadb_gtid(&data[..5], 1), None, "too short: no GTID");
+        let sid = [
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ];
+        assert_eq!(
+            mysql_gtid(&sid, 23),
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:23"
+        );
     }
 }

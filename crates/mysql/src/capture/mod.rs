@@ -14,7 +14,10 @@
 
 pub mod columns;
 mod feed;
+mod raw;
 mod snapshot;
+
+pub use raw::RawRead;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -110,6 +113,14 @@ impl MysqlCapture {
             .map_err(|e| port_error("connecting for change capture", e))
     }
 
+    /// The name Debezium gives the connector for this server: `mariadb` or `mysql`.
+    pub async fn connector(&self) -> Result<&'static str> {
+        let conn = self.connect().await?;
+        let mariadb = conn.server_version().0 >= 10;
+        let _ = conn.disconnect().await;
+        Ok(if mariadb { "mariadb" } else { "mysql" })
+    }
+
     /// Checks that the server writes a binlog this capture can read, and says what to change
     /// when it does not.
     pub async fn check_server(&self) -> Result<()> {
@@ -184,9 +195,17 @@ impl MysqlCapture {
 
     /// Reads a table's columns and primary key.
     pub(crate) async fn describe(&self, conn: &mut Conn, table: &str) -> Result<Described> {
-        type Row = (String, String, String, String, Option<u32>, Option<u32>);
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            Option<u32>,
+            Option<u32>,
+            Option<String>,
+        );
         let rows: Vec<Row> = "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE,
-                    NUMERIC_PRECISION, NUMERIC_SCALE
+                    NUMERIC_PRECISION, NUMERIC_SCALE, COLUMN_DEFAULT
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?
              ORDER BY ORDINAL_POSITION"
             .with((&self.database, table))
@@ -211,7 +230,7 @@ impl MysqlCapture {
             .map_err(|e| port_error(&format!("reading the primary key of {table}"), e))?;
         let mut types = HashMap::new();
         let mut cols = Vec::new();
-        for (name, data_type, column_type, nullable, precision, scale) in rows {
+        for (name, data_type, column_type, nullable, precision, scale, default) in rows {
             let info = ColumnInfo {
                 name: name.clone(),
                 data_type,
@@ -226,6 +245,7 @@ impl MysqlCapture {
                 name,
                 kind,
                 optional: info.nullable,
+                default: default.and_then(|d| columns::default_value(kind, &d)),
             });
         }
         Ok(Described {

@@ -26,8 +26,11 @@ pub(crate) struct Snapshot {
     pub position: Position,
     pub read: u64,
     pub total: u64,
-    /// The last row read, held back until it is known whether it is the snapshot's last.
-    held: Option<RowChange>,
+    /// The last row read, held back until it is known whether it is the last of its table or
+    /// of the snapshot; and whether it is the first of its table.
+    held: Option<(RowChange, bool)>,
+    /// Whether a row was handed out yet.
+    started: bool,
     batch: usize,
     database: String,
 }
@@ -118,6 +121,7 @@ impl Snapshot {
             read: 0,
             total,
             held: None,
+            started: false,
             batch: capture.config.snapshot_batch.max(1),
             database: capture.database.clone(),
         })
@@ -145,13 +149,14 @@ impl Snapshot {
             }
             self.read += rows.len() as u64;
             for row in rows {
-                if let Some(previous) = self.held.replace(row) {
-                    out.push(previous);
+                let first_in_table = self.held.as_ref().is_none_or(|(h, _)| h.table != row.table);
+                if let Some(previous) = self.held.replace((row, first_in_table)) {
+                    out.push(self.mark(previous, first_in_table));
                 }
             }
         }
         if self.tables.is_empty() {
-            if let Some(mut last) = self.held.take() {
+            if let Some((mut last, _)) = self.held.take() {
                 last.source.snapshot = Some("last".into());
                 last.resume_after = Some(self.position.to_string());
                 out.push(last);
@@ -162,6 +167,29 @@ impl Snapshot {
                 .map_err(e("ending the snapshot"))?;
         }
         Ok(out)
+    }
+
+    /// Marks a row handed out as Debezium marks snapshot records (`source.snapshot`): the
+    /// snapshot's first `first`, a table's last `last_in_data_collection` and a later table's
+    /// first `first_in_data_collection`, the others `true` (the very last, `last`, is marked
+    /// when the snapshot ends). `table_ended`: the row after it is of another table.
+    fn mark(
+        &mut self,
+        (mut row, first_in_table): (RowChange, bool),
+        table_ended: bool,
+    ) -> RowChange {
+        let marker = if !self.started {
+            "first"
+        } else if table_ended {
+            "last_in_data_collection"
+        } else if first_in_table {
+            "first_in_data_collection"
+        } else {
+            "true"
+        };
+        self.started = true;
+        row.source.snapshot = Some(marker.into());
+        row
     }
 
     /// The next rows of `table` after the last primary key read.
@@ -221,15 +249,14 @@ impl Snapshot {
                 before: None,
                 after: Some(image),
                 source: Source {
-                    connector: "mysql".into(),
-                    ts_ms: now_ms,
                     snapshot: Some("true".into()),
                     db: self.database.clone(),
                     table: Some(table.to_string()),
                     file: self.position.file.clone(),
                     pos: self.position.pos as i64,
                     ..Source::default()
-                },
+                }
+                .at_ms(now_ms),
                 resume_after: None,
                 schema: Some(d.schema.clone()),
             });
