@@ -101,3 +101,33 @@ impl KafkaConfig {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_replicated_three_times_two_in_sync_as_far_as_the_cluster_allows() {
+        let c = KafkaConfig::default();
+        assert_eq!(c.replication(3), (3, 2));
+        assert_eq!(c.replication(5), (3, 2));
+        assert_eq!(c.replication(2), (2, 2));
+        assert_eq!(c.replication(1), (1, 1));
+        assert_eq!(c.replication(0), (1, 1), "no broker known: one replica");
+        let set = KafkaConfig {
+            replication_factor: Some(5),
+            min_insync_replicas: Some(3),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(
+            set.replication(3),
+            (5, 3),
+            "what is configured, checked by the caller"
+        );
+        let factor_only = KafkaConfig {
+            replication_factor: Some(1),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(factor_only.replication(3), (1, 1));
+    }
+}

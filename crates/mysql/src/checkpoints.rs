@@ -1,8 +1,8 @@
 //! Named positions (of a change capture) in a table on the source server.
 //!
 //! Why a table and not a compacted Kafka topic as Kafka Connect uses: it is read back with one
-//! query, without reading a topic to its end (which needs a broker that reports the end offset
-//! correctly: tansu does not), and it lives with the database whose binlog it points into, so
+//! query, without reading a topic to its end, and it lives with the database whose binlog it
+//! points into, so
 //! a restored or replaced server is not followed from a position of another. It needs a
 //! database the capture's user may write (`cdc.offsets_database`), which the capture itself
 //! does not capture.

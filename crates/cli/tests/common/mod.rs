@@ -354,6 +354,30 @@ pub async fn suggestions_for(
     }
 }
 
+/// Every order of `eligible` has exactly one suggestion content in `found` (a copy sent again is
+/// identical), and no other order has any; `context` is shown when not.
+pub fn assert_one_suggestion_each(
+    found: &BTreeMap<String, Vec<Value>>,
+    eligible: &BTreeSet<String>,
+    context: impl Fn() -> String,
+) {
+    let found_ids: BTreeSet<String> = found.keys().cloned().collect();
+    assert_eq!(
+        &found_ids,
+        eligible,
+        "suggestions vs SQL: missing {:?}, extra {:?}\n{}",
+        eligible.difference(&found_ids).take(5).collect::<Vec<_>>(),
+        found_ids.difference(eligible).take(5).collect::<Vec<_>>(),
+        context()
+    );
+    for (order, copies) in found {
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "order {order} was suggested different things: {copies:?}"
+        );
+    }
+}
+
 /// A child process, killed when dropped.
 pub struct Process(pub Child);
 
