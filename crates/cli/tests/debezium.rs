@@ -273,7 +273,8 @@ fn difference(brewline: &Option<Value>, debezium: &Option<Value>) -> Option<Stri
 
 /// `brewline cdc` and Debezium capture the same MariaDB workload into different topic
 /// prefixes: inserts (multi-row transactions, as the tills write them), updates, deletes, an
-/// `ALTER TABLE ... ADD COLUMN` and values of DECIMAL, DATETIME, TIMESTAMP, BOOLEAN and NULL.
+/// `ALTER TABLE ... ADD COLUMN` and values of DECIMAL, DATETIME (3 and 6 digits), TIMESTAMP,
+/// TIME, BOOLEAN and NULL.
 /// For every row change: the same key, `op`, `before`, `after` (values typed as Debezium
 /// types them) and the same binlog coordinates, in the same order per key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,12 +289,14 @@ async fn brewline_cdc_writes_what_debezium_writes_event_for_event() {
         &d,
         &[
             "ALTER TABLE orders ADD COLUMN total DECIMAL(12,2) NULL, ADD COLUMN paid_at TIMESTAMP(3) NULL, \
-             ADD COLUMN delivered DATETIME NULL, ADD COLUMN gift BOOLEAN NULL",
+             ADD COLUMN delivered DATETIME NULL, ADD COLUMN gift BOOLEAN NULL, \
+             ADD COLUMN shipped DATETIME(6) NULL, ADD COLUMN prep TIME(3) NULL",
         ],
     )
     .await;
     d.run(&["simulate", "--orders", "40", "--seed", "61"]);
-    sql(&d, &["UPDATE orders SET total = 12.5, paid_at = '2026-11-30 10:00:00.125', delivered = '2026-11-30 11:00:00', gift = TRUE ORDER BY id LIMIT 5"]).await;
+    sql(&d, &["UPDATE orders SET total = 12.5, paid_at = '2026-11-30 10:00:00.125', delivered = '2026-11-30 11:00:00', gift = TRUE, \
+               shipped = '2026-11-30 12:00:00.123456', prep = '00:04:30.250' ORDER BY id LIMIT 5"]).await;
 
     let log = KafkaLog::new(d.kafka());
     for prefix in ["brewline", "debezium"] {
@@ -330,7 +333,8 @@ async fn brewline_cdc_writes_what_debezium_writes_event_for_event() {
     sql(
         &d,
         &[
-            "UPDATE orders SET total = 99.99, paid_at = '2026-12-01 08:30:00.5', delivered = NOW(), gift = FALSE WHERE total IS NULL ORDER BY id LIMIT 10",
+            "UPDATE orders SET total = 99.99, paid_at = '2026-12-01 08:30:00.5', delivered = NOW(), gift = FALSE, \
+             shipped = NOW(6), prep = '-01:00:00.5' WHERE total IS NULL ORDER BY id LIMIT 10",
             "UPDATE orders SET total = NULL, gift = NULL WHERE gift = TRUE ORDER BY id LIMIT 2",
             "UPDATE order_details SET quantity = quantity + 1, subtotal = subtotal * 2 ORDER BY order_id LIMIT 4",
             "START TRANSACTION",

@@ -537,8 +537,12 @@ pub enum ColumnType {
     String,
     /// BIT(1) (a BOOLEAN column is TINYINT(1), [`ColumnType::Int16`], to MySQL and Debezium).
     Boolean,
-    /// DATETIME: `io.debezium.time.Timestamp`, epoch millis.
+    /// DATETIME with up to 3 fractional digits: `io.debezium.time.Timestamp`, epoch millis.
     Timestamp,
+    /// DATETIME(4) to DATETIME(6): `io.debezium.time.MicroTimestamp`, epoch micros.
+    MicroTimestamp,
+    /// TIME: `io.debezium.time.MicroTime`, microseconds since midnight (or of the duration).
+    MicroTime,
     /// TIMESTAMP: `io.debezium.time.ZonedTimestamp`, ISO-8601 UTC text.
     ZonedTimestamp,
     /// DATE: `io.debezium.time.Date`, days since the epoch.
@@ -641,6 +645,8 @@ impl TableSchema {
             ColumnType::String => ("string", None),
             ColumnType::Boolean => ("boolean", None),
             ColumnType::Timestamp => ("int64", Some("io.debezium.time.Timestamp")),
+            ColumnType::MicroTimestamp => ("int64", Some("io.debezium.time.MicroTimestamp")),
+            ColumnType::MicroTime => ("int64", Some("io.debezium.time.MicroTime")),
             ColumnType::ZonedTimestamp => ("string", Some("io.debezium.time.ZonedTimestamp")),
             ColumnType::Date => ("int32", Some("io.debezium.time.Date")),
             ColumnType::Float64 => ("double", None),

@@ -8,11 +8,11 @@
 //! does not capture.
 
 use async_trait::async_trait;
-use brewline_ports::{CheckpointStore, PortError, Result};
+use brewline_ports::{CheckpointStore, Result};
 use mysql_async::prelude::{Query, WithParams};
-use mysql_async::{Conn, Opts, OptsBuilder, Pool};
+use mysql_async::{Conn, OptsBuilder, Pool};
 
-use crate::{port_error, MysqlConfig, ENGINE};
+use crate::{port_error, MysqlConfig};
 
 /// Positions in `{database}.brewline_offsets`.
 #[derive(Clone)]
@@ -23,12 +23,7 @@ pub struct MysqlCheckpoints {
 impl MysqlCheckpoints {
     /// Creates the database and table when missing.
     pub async fn connect(mysql: &MysqlConfig, database: &str) -> Result<MysqlCheckpoints> {
-        let server = Opts::from_url(&mysql.url).map_err(|e| {
-            PortError::fatal(
-                ENGINE,
-                format!("not a MySQL URL ({e}); write it as mysql://user:password@host:port"),
-            )
-        })?;
+        let server = mysql.server()?;
         let mut conn = Conn::new(server.clone())
             .await
             .map_err(|e| port_error("connecting for the capture's position", e))?;

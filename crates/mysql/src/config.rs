@@ -1,13 +1,17 @@
 //! Where the source database is.
 
+use brewline_ports::{PortError, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::ENGINE;
 
 /// The MySQL or MariaDB server and the shop's database on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MysqlConfig {
     /// The server, `mysql://user:password@host:port` (set the password from the environment,
-    /// `BREWLINE_MYSQL__URL`); a database in the URL is ignored in favour of `database`.
+    /// `BREWLINE_MYSQL__URL`); a database in the URL is ignored in favour of `database`, by
+    /// every command.
     pub url: String,
     /// The shop's database.
     pub database: String,
@@ -35,18 +39,68 @@ pub struct ServerAddress {
 }
 
 impl MysqlConfig {
-    /// The server's host, port, user and password.
-    pub fn address(&self) -> Result<ServerAddress, String> {
+    /// The server of `url`, without a database: one the URL names is ignored in favour of
+    /// `database` (said in a warning when they differ), so that a URL a user naturally writes,
+    /// `mysql://user:password@host:3306/coffee_shop`, works before the database exists.
+    pub(crate) fn server(&self) -> Result<mysql_async::Opts> {
+        // The URL may hold a password: the error does not repeat it.
         let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| {
-            format!(
-                "mysql.url is not a MySQL URL ({e}); write it as mysql://user:password@host:port"
+            PortError::fatal(
+                ENGINE,
+                format!("mysql.url is not a MySQL URL ({e}); write it as mysql://user:password@host:port"),
             )
         })?;
+        if let Some(named) = opts.db_name().filter(|db| *db != self.database) {
+            tracing::warn!(
+                url_database = named,
+                database = %self.database,
+                "mysql.url names a database: mysql.database is the one used"
+            );
+        }
+        Ok(mysql_async::OptsBuilder::from_opts(opts)
+            .db_name(None::<String>)
+            .into())
+    }
+
+    /// The server's host, port, user and password.
+    pub fn address(&self) -> Result<ServerAddress> {
+        let opts = self.server()?;
         Ok(ServerAddress {
             host: opts.ip_or_hostname().to_string(),
             port: opts.tcp_port(),
             user: opts.user().unwrap_or("root").to_string(),
             password: opts.pass().unwrap_or("").to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_in_the_url_is_not_the_connections() {
+        for url in [
+            "mysql://shop:pw@db.example:3307/coffee_shop",
+            "mysql://shop:pw@db.example:3307/elsewhere",
+            "mysql://shop:pw@db.example:3307",
+        ] {
+            let c = MysqlConfig {
+                url: url.into(),
+                ..MysqlConfig::default()
+            };
+            let server = c.server().unwrap();
+            assert_eq!(server.db_name(), None, "{url}");
+            assert_eq!(server.tcp_port(), 3307);
+            let a = c.address().unwrap();
+            assert_eq!((a.user.as_str(), a.password.as_str()), ("shop", "pw"));
+        }
+        let bad = MysqlConfig {
+            url: "postgres://shop:secret@db".into(),
+            ..MysqlConfig::default()
+        };
+        let e = bad.server().unwrap_err().to_string();
+        assert!(e.contains("mysql.url is not a MySQL URL"), "{e}");
+        assert!(!e.contains("secret"), "the password is not repeated: {e}");
     }
 }

@@ -33,13 +33,7 @@ pub struct MysqlSource {
 impl MysqlSource {
     /// A pool on `config.database` (connections are made when first needed).
     pub fn new(config: &MysqlConfig) -> Result<MysqlSource> {
-        // The URL may hold a password: the error does not repeat it.
-        let server = Opts::from_url(&config.url).map_err(|e| {
-            PortError::fatal(
-                ENGINE,
-                format!("not a MySQL URL ({e}); write it as mysql://user:password@host:port"),
-            )
-        })?;
+        let server = config.server()?;
         let constraints = PoolConstraints::new(0, config.max_connections.max(1))
             .ok_or_else(|| PortError::fatal(ENGINE, "mysql.max_connections must be at least 1"))?;
         let opts = OptsBuilder::from_opts(server.clone())

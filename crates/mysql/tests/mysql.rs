@@ -6,7 +6,7 @@
 use brewline_core::generator::Tills;
 use brewline_core::suggestion::Suggestion;
 use brewline_core::ReferenceData;
-use brewline_mysql::MysqlConfig;
+use brewline_mysql::{MysqlConfig, MysqlSource};
 use brewline_ports::SourceDb;
 use mysql_async::prelude::Queryable;
 
@@ -133,4 +133,26 @@ async fn orders_are_written_whole_and_accepted_suggestions_once() {
         query_one(&c, "SELECT COUNT(*) FROM order_details WHERE is_suggestion").await,
         5
     );
+}
+
+/// The URL a user naturally writes names the database that `db init` is to create: every
+/// client ignores it in favour of `mysql.database`, so nothing fails on "Unknown database".
+#[tokio::test]
+#[ignore = "needs MariaDB: run scripts/test"]
+async fn a_database_named_in_the_url_does_not_have_to_exist() {
+    let mut c = common::config("url_db");
+    c.url = format!("{}/{}", c.url.trim_end_matches('/'), c.database);
+    let s = MysqlSource::new(&c).unwrap();
+    s.init_schema().await.unwrap();
+    s.seed_reference(&brewline_core::ReferenceData::bundled().unwrap())
+        .await
+        .unwrap();
+    assert!(query_one(&c, "SELECT COUNT(*) FROM stores").await > 0);
+    let offsets = format!("{}_offsets", c.database);
+    let checkpoints = brewline_mysql::MysqlCheckpoints::connect(&c, &offsets)
+        .await
+        .unwrap();
+    brewline_ports::CheckpointStore::save(&checkpoints, "p", "binlog.000001:4")
+        .await
+        .unwrap();
 }

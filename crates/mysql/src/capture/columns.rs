@@ -7,10 +7,12 @@
 //! | TINYINT (TINYINT(1) and BOOLEAN too), SMALLINT (MEDIUMINT, INT; INT UNSIGNED, BIGINT) | int16 (int32; int64) | number: `0`/`1` for a BOOLEAN |
 //! | DECIMAL | string, double or `Decimal` by `decimal_handling` | `"12.50"`, `12.5`, base64 |
 //! | FLOAT, DOUBLE | double | number |
-//! | DATETIME | `io.debezium.time.Timestamp` | epoch milliseconds |
+//! | DATETIME, DATETIME(1..3) | `io.debezium.time.Timestamp` | epoch milliseconds |
+//! | DATETIME(4..6) | `io.debezium.time.MicroTimestamp` | epoch microseconds |
+//! | TIME | `io.debezium.time.MicroTime` | microseconds |
 //! | TIMESTAMP | `io.debezium.time.ZonedTimestamp` | `"2026-11-25T10:00:00.123Z"` |
 //! | DATE | `io.debezium.time.Date` | days since the epoch |
-//! | CHAR, VARCHAR, TEXT, ENUM, SET, JSON, TIME, YEAR | string | text |
+//! | CHAR, VARCHAR, TEXT, ENUM, SET, JSON, YEAR | string | text |
 //! | BINARY, VARBINARY, BLOB | bytes | base64 |
 
 use base64::Engine as _;
@@ -44,6 +46,8 @@ pub struct ColumnInfo {
     pub nullable: bool,
     pub precision: Option<u32>,
     pub scale: Option<u32>,
+    /// `DATETIME_PRECISION`: fractional digits of a DATETIME, TIMESTAMP or TIME.
+    pub fraction_digits: Option<u32>,
 }
 
 /// The Debezium type of a column.
@@ -70,7 +74,9 @@ pub fn column_type(c: &ColumnInfo, decimals: DecimalHandling) -> ColumnType {
             },
         },
         "float" | "double" | "real" => ColumnType::Float64,
+        "datetime" if c.fraction_digits.unwrap_or(0) > 3 => ColumnType::MicroTimestamp,
         "datetime" => ColumnType::Timestamp,
+        "time" => ColumnType::MicroTime,
         "timestamp" => ColumnType::ZonedTimestamp,
         "date" => ColumnType::Date,
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit" => {
@@ -155,6 +161,31 @@ pub fn to_json(kind: ColumnType, v: Value) -> Result<Json, String> {
                 let (y, mo, d, h, mi, s, us) =
                     parse_datetime(&t).ok_or_else(|| format!("{t:?} is not a DATETIME"))?;
                 Json::from(epoch_micros(y, mo, d, h, mi, s, us).div_euclid(1000))
+            }
+            v => return Err(bad(&v)),
+        },
+        (ColumnType::MicroTimestamp, v) => match v {
+            Value::Date(y, mo, d, h, mi, s, us) => Json::from(epoch_micros(y, mo, d, h, mi, s, us)),
+            Value::Bytes(b) => {
+                let t = text(&b);
+                let (y, mo, d, h, mi, s, us) =
+                    parse_datetime(&t).ok_or_else(|| format!("{t:?} is not a DATETIME"))?;
+                Json::from(epoch_micros(y, mo, d, h, mi, s, us))
+            }
+            v => return Err(bad(&v)),
+        },
+        (ColumnType::MicroTime, v) => match v {
+            Value::Time(negative, days, h, mi, s, us) => {
+                let secs = i64::from(days) * 86_400
+                    + i64::from(h) * 3600
+                    + i64::from(mi) * 60
+                    + i64::from(s);
+                let micros = secs * 1_000_000 + i64::from(us);
+                Json::from(if negative { -micros } else { micros })
+            }
+            Value::Bytes(b) => {
+                let t = text(&b);
+                Json::from(time_micros(&t).ok_or_else(|| format!("{t:?} is not a TIME"))?)
             }
             v => return Err(bad(&v)),
         },
@@ -250,6 +281,29 @@ fn parse_datetime(t: &str) -> Option<(u16, u8, u8, u8, u8, u8, u32)> {
     Some((y, mo, dd, h, mi, s, us))
 }
 
+/// `[-]838:59:59[.ffffff]` (a TIME as text) in microseconds.
+fn time_micros(t: &str) -> Option<i64> {
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
+    let mut parts = hms.splitn(3, ':');
+    let (h, m, s): (i64, i64, i64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    let us = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(6).collect();
+        i64::from(digits.parse::<u32>().ok()?) * 10i64.pow(6 - digits.len() as u32)
+    };
+    let micros = (h * 3600 + m * 60 + s) * 1_000_000 + us;
+    Some(if negative { -micros } else { micros })
+}
+
 /// `1700000000` or `1700000000.123000` (seconds since the epoch) in microseconds.
 fn epoch_seconds_text(t: &str) -> Option<i64> {
     let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
@@ -335,13 +389,27 @@ mod tests {
             nullable: true,
             precision: Some(10),
             scale: Some(2),
+            fraction_digits: None,
         }
     }
 
     #[test]
     fn column_types_follow_debezium() {
         let t = |d: &str, c: &str| column_type(&info(d, c), DecimalHandling::String);
-        assert_eq!(t("tinyint", "tinyint(1)"), ColumnType::Boolean);
+        assert_eq!(t("tinyint", "tinyint(1)"), ColumnType::Int16, "BOOLEAN");
+        assert_eq!(t("bit", "bit(1)"), ColumnType::Boolean);
+        let fraction = |digits| {
+            column_type(
+                &ColumnInfo {
+                    fraction_digits: Some(digits),
+                    ..info("datetime", "datetime")
+                },
+                DecimalHandling::String,
+            )
+        };
+        assert_eq!(fraction(3), ColumnType::Timestamp);
+        assert_eq!(fraction(6), ColumnType::MicroTimestamp);
+        assert_eq!(t("time", "time(3)"), ColumnType::MicroTime);
         assert_eq!(t("tinyint", "tinyint(4)"), ColumnType::Int16);
         assert_eq!(t("int", "int(11)"), ColumnType::Int32);
         assert_eq!(t("int", "int(10) unsigned"), ColumnType::Int64);
@@ -360,6 +428,57 @@ mod tests {
         assert_eq!(
             column_type(&info("decimal", "decimal(10,2)"), DecimalHandling::Double),
             ColumnType::Float64
+        );
+    }
+
+    #[test]
+    fn fine_datetimes_are_epoch_micros_and_times_micros_of_the_day() {
+        let v = Value::Date(2026, 11, 25, 10, 0, 0, 123_456);
+        assert_eq!(
+            to_json(ColumnType::MicroTimestamp, v).unwrap(),
+            Json::from(1_795_600_800_123_456i64)
+        );
+        let v = Value::Time(false, 0, 8, 30, 0, 250_000);
+        assert_eq!(
+            to_json(ColumnType::MicroTime, v).unwrap(),
+            Json::from(30_600_250_000i64)
+        );
+        let v = Value::Time(true, 1, 1, 0, 0, 0);
+        assert_eq!(
+            to_json(ColumnType::MicroTime, v).unwrap(),
+            Json::from(-90_000_000_000i64)
+        );
+        let text = Value::Bytes(b"-25:00:00.5".to_vec());
+        assert_eq!(
+            to_json(ColumnType::MicroTime, text).unwrap(),
+            Json::from(-90_000_500_000i64)
+        );
+        assert!(to_json(ColumnType::MicroTime, Value::Bytes(b"noon".to_vec())).is_err());
+    }
+
+    #[test]
+    fn defaults_are_values_of_their_type_and_expressions_none() {
+        assert_eq!(
+            default_value(ColumnType::String, "'till'"),
+            Some(Json::from("till"))
+        );
+        assert_eq!(
+            default_value(ColumnType::String, "'it''s'"),
+            Some(Json::from("it's"))
+        );
+        assert_eq!(
+            default_value(ColumnType::String, "plain"),
+            Some(Json::from("plain"))
+        );
+        assert_eq!(default_value(ColumnType::Int16, "0"), Some(Json::from(0)));
+        assert_eq!(default_value(ColumnType::Int32, "NULL"), None);
+        assert_eq!(
+            default_value(ColumnType::Timestamp, "current_timestamp(3)"),
+            None
+        );
+        assert_eq!(
+            default_value(ColumnType::Timestamp, "'2026-01-01 00:00:00'"),
+            Some(Json::from(1_767_225_600_000i64))
         );
     }
 

@@ -83,12 +83,7 @@ pub struct MysqlCapture {
 impl MysqlCapture {
     /// The capture of `mysql.database`; `server_name` is the events' `source.name`.
     pub fn new(mysql: &MysqlConfig, cdc: &CdcConfig, server_name: &str) -> Result<MysqlCapture> {
-        let server = Opts::from_url(&mysql.url).map_err(|e| {
-            PortError::fatal(
-                ENGINE,
-                format!("not a MySQL URL ({e}); write it as mysql://user:password@host:port"),
-            )
-        })?;
+        let server = mysql.server()?;
         if cdc.server_id == 0 {
             return Err(PortError::fatal(
                 ENGINE,
@@ -202,10 +197,11 @@ impl MysqlCapture {
             String,
             Option<u32>,
             Option<u32>,
+            Option<u32>,
             Option<String>,
         );
         let rows: Vec<Row> = "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE,
-                    NUMERIC_PRECISION, NUMERIC_SCALE, COLUMN_DEFAULT
+                    NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, COLUMN_DEFAULT
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?
              ORDER BY ORDINAL_POSITION"
             .with((&self.database, table))
@@ -230,7 +226,9 @@ impl MysqlCapture {
             .map_err(|e| port_error(&format!("reading the primary key of {table}"), e))?;
         let mut types = HashMap::new();
         let mut cols = Vec::new();
-        for (name, data_type, column_type, nullable, precision, scale, default) in rows {
+        for (name, data_type, column_type, nullable, precision, scale, fraction_digits, default) in
+            rows
+        {
             let info = ColumnInfo {
                 name: name.clone(),
                 data_type,
@@ -238,6 +236,7 @@ impl MysqlCapture {
                 nullable: nullable.eq_ignore_ascii_case("YES"),
                 precision,
                 scale,
+                fraction_digits,
             };
             let kind = columns::column_type(&info, self.config.decimal_handling);
             types.insert(name.clone(), kind);
