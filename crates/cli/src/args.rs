@@ -446,7 +446,7 @@ pub struct AcceptArgs {
     #[command(flatten)]
     pub kafka: KafkaArg,
     /// Share of customers who accept their suggestion, 0 to 1 (decided per order id).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value = "1", value_parser = parse_share, value_name = "SHARE")]
     pub share: f64,
     /// Consumer group [default: accept.group].
     #[arg(long)]
@@ -643,17 +643,18 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("expected a duration like 30s, 5m or 1h, got {s:?}"))?;
-    let seconds = match unit {
-        "ms" => return Ok(std::time::Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(format!("unknown unit in {s:?}: use ms, s, m, h or d")),
     };
-    match seconds {
-        0 => Err("the duration must be more than zero".into()),
-        s => Ok(std::time::Duration::from_secs(s)),
+    match n.checked_mul(millis_per_unit) {
+        Some(0) => Err("the duration must be more than zero".into()),
+        Some(ms) => Ok(std::time::Duration::from_millis(ms)),
+        None => Err(format!("{s:?} is too long")),
     }
 }
 
@@ -677,8 +678,35 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        for bad in ["", "15", "m", "0s", "1w", "-5m", "1.5h"] {
+        for bad in ["", "15", "m", "0s", "0ms", "1w", "-5m", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+        let long = format!("{}d", u64::MAX);
+        assert!(parse_duration(&long).unwrap_err().contains("too long"));
+    }
+
+    /// A zero duration and a share out of range fail when the command line is parsed, with
+    /// the message every other such flag gives.
+    #[test]
+    fn bad_durations_and_shares_fail_at_parse_time() {
+        use clap::Parser;
+        let error = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => e.to_string(),
+        };
+        let zero: [&[&str]; 3] = [
+            &["brewline", "cache", "load", "--every", "0ms"],
+            &["brewline", "batch", "schedule", "--every", "0s"],
+            &["brewline", "demo", "--batch-every", "0ms"],
+        ];
+        for args in zero {
+            let e = error(args);
+            assert!(e.contains("more than zero"), "{args:?}: {e}");
+        }
+        for share in ["1.5", "NaN", "most"] {
+            let e = error(&["brewline", "accept", "--share", share]);
+            assert!(e.contains("expected a share from 0 to 1"), "{share}: {e}");
+        }
+        assert!(Cli::try_parse_from(["brewline", "accept", "--share", "0.25"]).is_ok());
     }
 }

@@ -124,11 +124,6 @@ pub async fn cache_load(mut config: Config, args: CacheLoadArgs) -> anyhow::Resu
 pub async fn accept(mut config: Config, args: AcceptArgs) -> anyhow::Result<ExitCode> {
     args.mysql.apply(&mut config);
     args.kafka.apply(&mut config);
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.share),
-        "--share must be between 0 and 1, got {}",
-        args.share
-    );
     let group = args.group.unwrap_or_else(|| config.accept.group.clone());
     let stats = Arc::new(Stats::default());
     metrics_server::start(args.metrics.metrics_addr, stats.clone()).await?;

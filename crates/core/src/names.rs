@@ -1,4 +1,4 @@
-//! Default names from SPEC.md: topics, consumer group, state keys and the state TTL.
+//! Default names from SPEC.md: topics, consumer group, lookup keys and the state TTL.
 //!
 //! These are only defaults: every one of them can be changed in configuration.
 
@@ -28,12 +28,6 @@ pub const AFFINITY_KEY: &str = "product_affinity";
 /// The bank whose payment methods make an order eligible.
 pub const ELIGIBLE_BANK: &str = "ACB";
 
-/// Per-order state: the set of products ordered so far.
-pub const ORDERED_PRODUCTS_PREFIX: &str = "ordered_products:";
-/// Per-order state: how many change events were seen (observability only).
-pub const MESSAGE_COUNT_PREFIX: &str = "message_count:";
-/// Per-order state: `completed` once the order was complete.
-pub const ORDER_STATUS_PREFIX: &str = "order_status:";
 /// How long per-order state lives, in seconds.
 pub const ORDER_STATE_TTL_SECS: u64 = 90;
 

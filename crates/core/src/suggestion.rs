@@ -395,6 +395,9 @@ mod tests {
         assert_eq!(accepted(0.0), 0);
         let half = accepted(0.5);
         assert!((4_700..=5_300).contains(&half), "{half}");
-        assert_eq!(accepts("order-7", 0.5), accepts("order-7", 0.5));
+        // Decided by the order: an order taken at a share is taken at every larger one.
+        for id in &ids {
+            assert!(!accepts(id, 0.3) || accepts(id, 0.6), "{id}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use brewline_core::calendar;
 use brewline_core::sales::{Day, Sales};
@@ -41,23 +41,38 @@ pub struct AppState {
     pub process_metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
-/// The routes of the serving layer.
+/// The routes of the serving layer, each with its handler.
+fn routes() -> [(&'static str, MethodRouter<AppState>); 13] {
+    [
+        ("/", get(dashboard)),
+        ("/api/sales/today", get(sales_today)),
+        ("/api/sales/daily", get(sales_daily)),
+        ("/api/sales/hourly", get(sales_hourly)),
+        ("/api/products/top", get(products_top)),
+        ("/api/stores/top", get(stores_top)),
+        ("/api/stores/{id}/sales", get(store_sales)),
+        ("/api/cities", get(cities)),
+        ("/api/suggestions/stats", get(suggestion_stats)),
+        ("/api/dashboard", get(dashboard_figures)),
+        ("/api/live", get(live_stream)),
+        ("/healthz", get(healthz)),
+        ("/metrics", get(metrics)),
+    ]
+}
+
+/// The serving layer: its routes, and a 404 that lists them for any other path.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/sales/today", get(sales_today))
-        .route("/api/sales/daily", get(sales_daily))
-        .route("/api/sales/hourly", get(sales_hourly))
-        .route("/api/products/top", get(products_top))
-        .route("/api/stores/top", get(stores_top))
-        .route("/api/stores/{id}/sales", get(store_sales))
-        .route("/api/cities", get(cities))
-        .route("/api/suggestions/stats", get(suggestion_stats))
-        .route("/api/dashboard", get(dashboard_figures))
-        .route("/api/live", get(live_stream))
-        .fallback(not_found)
+    let mut listed = Vec::new();
+    let mut router = Router::new();
+    for (path, handler) in routes() {
+        if path != "/" {
+            listed.push(path);
+        }
+        router = router.route(path, handler);
+    }
+    let message: Arc<str> = format!("no such route: see {}", listed.join(", ")).into();
+    router
+        .fallback(move || not_found(message.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -94,11 +109,8 @@ impl IntoResponse for ApiError {
 
 type Answer<T> = Result<Json<T>, ApiError>;
 
-async fn not_found() -> ApiError {
-    ApiError(
-        StatusCode::NOT_FOUND,
-        "no such route: see /api/sales/today, /api/sales/daily, /api/sales/hourly, /api/products/top, /api/stores/top, /api/stores/{id}/sales, /api/cities, /api/suggestions/stats, /api/dashboard, /api/live, /healthz, /metrics".into(),
-    )
+async fn not_found(message: Arc<str>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, message.to_string())
 }
 
 /// Runs `f` on the figures, or answers 503 while the first view is being built.

@@ -77,7 +77,8 @@ impl Backoff {
         }
     }
 
-    /// `Ok` after a pause when `result` failed in a way a retry may mend, else the result.
+    /// `None` after a pause when `result` failed in a way a retry may mend (call again);
+    /// else `Some(result)`.
     pub async fn retry<T>(&mut self, result: Result<T, PortError>) -> Option<Result<T, PortError>> {
         match result {
             Err(e) if e.retryable => {
