@@ -20,7 +20,7 @@ use crate::lake::{self, Lake};
 use crate::{bronze, serving, BatchError, Result};
 
 /// A step: the lake table it publishes, the name SQL refers to it by, and its SQL.
-pub struct Step {
+pub struct SqlStep {
     pub table: &'static str,
     pub name: &'static str,
     pub sql: &'static str,
@@ -33,7 +33,7 @@ macro_rules! step {
         step!($layer, $table, $table)
     };
     ($layer:literal, $table:literal, $name:literal) => {
-        Step {
+        SqlStep {
             table: concat!($layer, "/", $table),
             name: $name,
             sql: include_str!(concat!("../sql/", $layer, "_", $table, ".sql")),
@@ -43,7 +43,7 @@ macro_rules! step {
 
 /// Silver: current state of orders and lines; every version of each dimension, and its latest,
 /// deduplicated and cleaned.
-pub const SILVER: [Step; 10] = [
+pub const SILVER: [SqlStep; 10] = [
     step!("silver", "orders", "silver_orders"),
     step!("silver", "order_lines", "silver_order_lines"),
     step!("silver", "suggestions", "silver_suggestions"),
@@ -62,7 +62,7 @@ pub const SILVER: [Step; 10] = [
 
 /// Gold: the SCD type 2 dimensions, the facts joined to the versions valid at order time, then
 /// the marts over them.
-pub const GOLD: [Step; 16] = [
+pub const GOLD: [SqlStep; 16] = [
     step!("gold", "dim_stores"),
     step!("gold", "dim_payment_method"),
     step!("gold", "dim_products"),
@@ -205,7 +205,7 @@ impl Layer {
 /// read earlier ones), in memory.
 async fn compute(
     ctx: &SessionContext,
-    steps: &[Step],
+    steps: &[SqlStep],
     tables: &mut Vec<TableReport>,
 ) -> Result<Vec<(&'static str, Vec<RecordBatch>)>> {
     let mut out = Vec::new();
@@ -357,7 +357,7 @@ async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> 
                 gate(&ctx, layer, &mut report).await?
             }
             Layer::Silver | Layer::Gold => {
-                let steps: &[Step] = if layer == Layer::Silver {
+                let steps: &[SqlStep] = if layer == Layer::Silver {
                     &SILVER
                 } else {
                     &GOLD

@@ -15,7 +15,7 @@ use brewline_core::order::NewOrder;
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
 use brewline_ports::{Capturable, EventLog, Record, SourceDb};
-use brewline_speed::capture::{Capture, CaptureConfig};
+use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::stats::Stats;
 use brewline_speed::StopWhen;
 use deltalake::arrow::array::{Array, Int64Array, StringArray};
@@ -43,7 +43,7 @@ async fn prepared(root: &std::path::Path) -> DataDir {
 async fn write_and_capture(dir: &DataDir, orders: &[NewOrder]) {
     dir.source.insert_orders(orders).await.unwrap();
     let capture = Capture::new(
-        CaptureConfig {
+        CaptureSettings {
             topic_prefix: "mysql".into(),
             with_schema: false,
             connector: "mysql".into(),

@@ -9,7 +9,7 @@ use anyhow::Context;
 use brewline_kafka::{KafkaLog, KafkaProducer};
 use brewline_mysql::{MysqlCapture, MysqlCheckpoints};
 use brewline_ports::{Capturable, CheckpointStore, EventLog};
-use brewline_speed::capture::{Capture, CaptureConfig};
+use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::stats::Stats;
 use brewline_speed::{Backoff, StopWhen};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -70,9 +70,9 @@ pub async fn capture(
     source.check_server().await?;
     let connector = source.connector().await?;
     let tables = source.tables().await?;
-    let checkpoint = format!("cdc.{prefix}.{}", config.mysql.database);
+    let checkpoint = brewline_core::names::capture_checkpoint(&prefix, &config.mysql.database);
     let capture = Capture::new(
-        CaptureConfig {
+        CaptureSettings {
             topic_prefix: prefix,
             with_schema: config.capture.schemas,
             connector: connector.into(),

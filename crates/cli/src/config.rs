@@ -171,9 +171,8 @@ impl Default for TopicsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
     /// Logical server name: `source.name` of each event and the first part of its topic.
+    /// The captured database is `mysql.database` (on the embedded engines too).
     pub topic_prefix: String,
-    /// The captured database.
-    pub database: String,
     /// Write Kafka Connect's `schema` part with every event (as JsonConverter with
     /// `schemas.enable=true`).
     pub schemas: bool,
@@ -185,7 +184,6 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
             topic_prefix: names::CDC_TOPIC_PREFIX.into(),
-            database: names::SOURCE_DATABASE.into(),
             schemas: false,
             batch: 4096,
         }
@@ -265,17 +263,22 @@ impl Config {
         let env = Env::prefixed("BREWLINE_")
             .split("__")
             .ignore(&["config", "log", "log_format"]);
-        figment
-            .merge(env)
-            .extract()
-            .context("invalid configuration (keys and types are listed in `brewline config`)")
+        figment.merge(env).extract().map_err(|e| {
+            let moved = e.path.iter().map(String::as_str).eq(["capture", "database"]);
+            let hint = if moved {
+                "capture.database is now mysql.database, which names the captured database on every engine"
+            } else {
+                "invalid configuration (keys and types are listed in `brewline config`)"
+            };
+            anyhow::Error::new(e).context(hint)
+        })
     }
 
     /// The recommender's topics and pacing.
-    pub fn recommender_config(&self) -> brewline_speed::recommender::RecommenderConfig {
+    pub fn recommender_settings(&self) -> brewline_speed::recommender::RecommenderSettings {
         let r = &self.recommender;
         let t = &self.topics;
-        brewline_speed::recommender::RecommenderConfig {
+        brewline_speed::recommender::RecommenderSettings {
             orders_topic: t.orders.clone(),
             order_details_topic: t.order_details.clone(),
             suggestions_topic: t.suggestions.clone(),
@@ -313,6 +316,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_moved_capture_database_says_where_it_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "[capture]\ndatabase = \"shop\"\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(e.contains("mysql.database"), "{e}");
+    }
 
     #[test]
     fn unknown_keys_and_bad_types_are_rejected_with_their_name() {

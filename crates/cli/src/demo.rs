@@ -240,7 +240,7 @@ async fn keep_serving(
             }
         }
     };
-    let sources = brewline_serve::live::Sources {
+    let sources = brewline_serve::live::TailSources {
         log: &pipeline.dir.log,
         source: &pipeline.dir.source,
         lake,

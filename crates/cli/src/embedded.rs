@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brewline_core::debezium::TableSchema;
+use brewline_core::names;
 use brewline_core::suggestion::{AffinityStrategy, Suggester};
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
 use brewline_ports::{Capturable, CheckpointStore, Counters, EventLog, SourceDb, Subscription};
-use brewline_speed::capture::{Capture, CaptureConfig};
+use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::recommender::{Engines, Recommender};
 use brewline_speed::stats::Stats;
 use brewline_speed::{lookup_cache, StopWhen};
@@ -81,18 +82,19 @@ impl EmbeddedPipeline {
     pub fn capture(&self, schemas: bool) -> Capture {
         let c = &self.config.capture;
         let prefix = &c.topic_prefix;
+        let database = &self.config.mysql.database;
         Capture::new(
-            CaptureConfig {
+            CaptureSettings {
                 topic_prefix: prefix.clone(),
                 with_schema: schemas,
                 // The embedded source stands for the shop's MySQL.
                 connector: "mysql".into(),
-                checkpoint: format!("capture.{}", c.database),
+                checkpoint: names::capture_checkpoint(prefix, database),
                 batch: c.batch,
                 tables: vec![
-                    (TableSchema::orders(prefix, &c.database), "id".into()),
+                    (TableSchema::orders(prefix, database), "id".into()),
                     (
-                        TableSchema::order_details(prefix, &c.database),
+                        TableSchema::order_details(prefix, database),
                         "order_id".into(),
                     ),
                 ],
@@ -115,8 +117,12 @@ impl EmbeddedPipeline {
         producer: &dyn brewline_ports::Producer,
         stop: StopWhen,
     ) -> anyhow::Result<()> {
-        let checkpoint = format!("capture.{}", self.config.capture.database);
-        let position = self.dir.log.load(&checkpoint).await?;
+        let mut position = self.dir.log.load(capture.checkpoint()).await?;
+        if position.is_none() {
+            // Where data dirs made before the capture's name was `cdc.{prefix}.{db}` keep it.
+            let legacy = format!("capture.{}", self.config.mysql.database);
+            position = self.dir.log.load(&legacy).await?;
+        }
         let mut feed = self.dir.source.follow(position).await?;
         capture
             .run(feed.as_mut(), producer, &self.dir.log, stop)
@@ -128,7 +134,7 @@ impl EmbeddedPipeline {
     pub async fn run_recommender(&self, seed: u64, stop: StopWhen) -> anyhow::Result<()> {
         let r = &self.config.recommender;
         let t = &self.config.topics;
-        let config = self.config.recommender_config();
+        let config = self.config.recommender_settings();
         let suggester = Suggester::new(seed, Box::new(AffinityStrategy));
         let mut recommender =
             Recommender::new(config, suggester, &self.dir.state, self.stats.clone()).await?;

@@ -37,7 +37,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode
     if servers {
         let log = KafkaLog::new(config.kafka.clone());
         let source = MysqlSource::new(&config.mysql)?;
-        let sources = live::Sources {
+        let sources = live::TailSources {
             log: &log,
             source: &source,
             lake: &lake,
@@ -47,7 +47,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode
     } else {
         let pipeline = EmbeddedPipeline::open(config.clone(), &data_dir)?;
         pipeline.prepare().await?;
-        let sources = live::Sources {
+        let sources = live::TailSources {
             log: &pipeline.dir.log,
             source: &pipeline.dir.source,
             lake: &lake,
@@ -64,7 +64,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode
 pub async fn serve_until(
     config: &Config,
     addr: SocketAddr,
-    sources: live::Sources<'_>,
+    sources: live::TailSources<'_>,
     stats: Arc<Stats>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {

@@ -129,8 +129,25 @@ fn demo_suggests_once_per_eligible_order_and_continues_on_the_same_data_dir() {
     assert!(summary.contains("mart/revenue_daily"), "{summary}");
     assert!(dir.path().join("lake/silver/orders/_delta_log").is_dir());
 
+    // A data dir from before the capture's position was named `cdc.{prefix}.{db}` goes on
+    // from its position as well.
+    let log = rusqlite::Connection::open(dir.path().join("log.sqlite")).unwrap();
+    let renamed = log
+        .execute(
+            "UPDATE checkpoints SET name = 'capture.coffee_shop' WHERE name = 'cdc.mysql.coffee_shop'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(renamed, 1);
+    drop(log);
+
     let again = ok(&["demo", "--orders", "3000", "--seed", "7", "--data-dir", d]);
     assert_eq!(figure(&again, "orders"), 23_000);
+    assert_eq!(
+        tail(dir.path(), "mysql.coffee_shop.orders").len(),
+        23_000,
+        "nothing captured twice"
+    );
     // Bronze landed only the new events; a batch run on its own finds nothing new.
     let bronze = |s: &str| figure(s, "bronze/orders_cdc");
     assert_eq!(bronze(&summary), 20_000);

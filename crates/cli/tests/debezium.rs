@@ -53,7 +53,7 @@ async fn wait_for_key(
 }
 
 /// Waits until both captures of the comparison wrote a change of order `key`.
-async fn wait_for_both(d: &Deployment, connect: &Debezium, key: &str, within: Duration) {
+async fn wait_for_both(d: &Deployment, connect: &DebeziumWorker, key: &str, within: Duration) {
     let cdc_log = || d.log("cdc");
     let connect_log = || connect.log();
     let captures: [(&str, &dyn Fn() -> String); 2] =
@@ -117,7 +117,7 @@ async fn the_recommender_reads_debeziums_own_output_with_and_without_schemas() {
         "0.25",
     ]);
     let connect_dir = d.dir.path().join("connect");
-    let mut connect = Debezium::start(&d, &connect_dir, "mysql", true);
+    let mut connect = DebeziumWorker::start(&d, &connect_dir, "mysql", true);
     let mut recommend = d.start("recommend", &["recommend"]);
     changes_of_every_kind(&d, "52", "channel").await;
     let eligible = eligible_by_sql(&d).await;
@@ -140,7 +140,7 @@ async fn the_recommender_reads_debeziums_own_output_with_and_without_schemas() {
         "{}",
         tail_of(&connect.log())
     );
-    let connect = Debezium::start(&d, &connect_dir, "mysql", false);
+    let connect = DebeziumWorker::start(&d, &connect_dir, "mysql", false);
     changes_of_every_kind(&d, "53", "note").await;
     let eligible = eligible_by_sql(&d).await;
     assert!(eligible.len() > 100, "{} eligible orders", eligible.len());
@@ -312,7 +312,7 @@ async fn brewline_cdc_writes_what_debezium_writes_event_for_event() {
         &["cdc", "--schemas", "on"],
         &[("BREWLINE_CAPTURE__TOPIC_PREFIX", "brewline")],
     );
-    let connect = Debezium::start(&d, &d.dir.path().join("connect"), "debezium", true);
+    let connect = DebeziumWorker::start(&d, &d.dir.path().join("connect"), "debezium", true);
 
     // Both snapshots done before anything changes: each then streams from where it read.
     let snapshot_end = Duration::from_secs(120);

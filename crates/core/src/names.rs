@@ -36,6 +36,12 @@ pub const CDC_TOPIC_PREFIX: &str = "mysql";
 /// The operational database.
 pub const SOURCE_DATABASE: &str = "coffee_shop";
 
+/// The name of a capture's stored position: `cdc.{prefix}.{db}`, the same for `brewline cdc`
+/// and the embedded capture, and another for another topic prefix (another set of topics).
+pub fn capture_checkpoint(prefix: &str, db: &str) -> String {
+    format!("cdc.{prefix}.{db}")
+}
+
 /// The CDC topic of a table: `{prefix}.{db}.{table}`.
 pub fn cdc_topic(prefix: &str, db: &str, table: &str) -> String {
     format!("{prefix}.{db}.{table}")

@@ -263,7 +263,7 @@ impl HeldOrders {
 
 /// One change event read after the watermark, as the figures read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RowChange {
+pub enum SalesChange {
     /// The `orders` row: `inserted` when the event is an insert (op `c`, no row before), and
     /// the row after it (`None`: deleted).
     Header {
@@ -281,12 +281,12 @@ pub enum RowChange {
     Suggested { order_id: String, subtotal: i64 },
 }
 
-impl RowChange {
+impl SalesChange {
     pub fn order_id(&self) -> &str {
         match self {
-            RowChange::Header { order_id, .. }
-            | RowChange::Line { order_id, .. }
-            | RowChange::Suggested { order_id, .. } => order_id,
+            SalesChange::Header { order_id, .. }
+            | SalesChange::Line { order_id, .. }
+            | SalesChange::Suggested { order_id, .. } => order_id,
         }
     }
 }
@@ -322,15 +322,15 @@ impl Changed {
         rows
     }
 
-    fn apply(&mut self, change: RowChange) {
+    fn apply(&mut self, change: SalesChange) {
         match change {
-            RowChange::Header { after, .. } => self.header = Some(after),
-            RowChange::Line {
+            SalesChange::Header { after, .. } => self.header = Some(after),
+            SalesChange::Line {
                 product_id, after, ..
             } => {
                 self.lines.insert(product_id, after);
             }
-            RowChange::Suggested { subtotal, .. } => self.suggested = Some(subtotal),
+            SalesChange::Suggested { subtotal, .. } => self.suggested = Some(subtotal),
         }
     }
 }
@@ -376,7 +376,7 @@ impl SpeedSales {
     }
 
     /// Reads one change (`now_ms`: when it was read).
-    pub fn apply(&mut self, change: RowChange, now_ms: i64) {
+    pub fn apply(&mut self, change: SalesChange, now_ms: i64) {
         let order_id = change.order_id().to_string();
         let touched = match self.orders.get_mut(&order_id) {
             Some(t) => t,
@@ -392,7 +392,7 @@ impl SpeedSales {
         // The first header event is the insert, and the batch certainly holds no header of the
         // order (else the insert is one delivered again): at the watermark the order had no
         // header, and no rows but those the batch holds as orphans.
-        let proves_new = matches!(change, RowChange::Header { inserted: true, .. })
+        let proves_new = matches!(change, SalesChange::Header { inserted: true, .. })
             && touched.changed.header.is_none()
             && touched.base.is_none()
             && !self.held.may_hold(&order_id);

@@ -17,7 +17,7 @@ use brewline_batch::history::RunHistory;
 use brewline_batch::serving::{BatchView, Watermark, MANIFEST};
 use brewline_batch::Lake;
 use brewline_core::debezium::{decode_with, Decoded, Op, OrderLineRow, OrderRow, SourceTime};
-use brewline_core::sales::{Header, Line, RowChange, SpeedSales, StoreCities};
+use brewline_core::sales::{Header, Line, SalesChange, SpeedSales, StoreCities};
 use brewline_core::{ReferenceData, Suggestion};
 use brewline_ports::{Consumed, Consumer, EventLog, SourceDb, Subscription};
 use tokio::sync::watch;
@@ -211,7 +211,10 @@ enum Topic {
 }
 
 /// The change a record means for the figures (`Ok(None)`: nothing, as a tombstone).
-fn row_change(topic: &Topic, record: &Consumed) -> std::result::Result<Option<RowChange>, String> {
+fn sales_change(
+    topic: &Topic,
+    record: &Consumed,
+) -> std::result::Result<Option<SalesChange>, String> {
     let value = record.record.value.as_deref();
     match topic {
         Topic::Orders => match decode_with::<OrderRow, SourceTime>(value) {
@@ -232,7 +235,7 @@ fn row_change(topic: &Topic, record: &Consumed) -> std::result::Result<Option<Ro
                         payment_method_id: after.payment_method_id,
                     }),
                 };
-                Ok(Some(RowChange::Header {
+                Ok(Some(SalesChange::Header {
                     order_id: row.id.clone(),
                     inserted: e.op == Op::Create,
                     after: header,
@@ -254,7 +257,7 @@ fn row_change(topic: &Topic, record: &Consumed) -> std::result::Result<Option<Ro
                         is_suggestion: after.is_suggestion,
                     }),
                 };
-                Ok(Some(RowChange::Line {
+                Ok(Some(SalesChange::Line {
                     order_id: row.order_id.clone(),
                     product_id: row.product_id.clone(),
                     after,
@@ -266,7 +269,7 @@ fn row_change(topic: &Topic, record: &Consumed) -> std::result::Result<Option<Ro
             let Some(value) = value else { return Ok(None) };
             serde_json::from_slice::<Suggestion>(value)
                 .map(|s| {
-                    Some(RowChange::Suggested {
+                    Some(SalesChange::Suggested {
                         order_id: s.order_id,
                         subtotal: s.subtotal,
                     })
@@ -277,7 +280,7 @@ fn row_change(topic: &Topic, record: &Consumed) -> std::result::Result<Option<Ro
 }
 
 /// The engines the tail reads.
-pub struct Sources<'a> {
+pub struct TailSources<'a> {
     pub log: &'a dyn EventLog,
     pub source: &'a dyn SourceDb,
     pub lake: &'a Lake,
@@ -295,7 +298,7 @@ const CATCH_UP_POLL: usize = 5000;
 
 /// Keeps `live` up to date until `shutdown`.
 pub async fn run(
-    sources: Sources<'_>,
+    sources: TailSources<'_>,
     settings: TailSettings,
     live: Arc<Live>,
     mut shutdown: watch::Receiver<bool>,
@@ -320,7 +323,7 @@ pub async fn run(
 /// Builds the view of the last published batch run, catches it up, swaps it in, and keeps it
 /// up to date until a newer run is published (or `shutdown`).
 async fn serve_one_view(
-    sources: &Sources<'_>,
+    sources: &TailSources<'_>,
     settings: &TailSettings,
     live: &Live,
     shutdown: &mut watch::Receiver<bool>,
@@ -391,7 +394,7 @@ async fn published_run(lake: &Lake) -> Result<Option<String>> {
     Ok(Some(w.run_id))
 }
 
-async fn record_history(sources: &Sources<'_>, live: &Live) {
+async fn record_history(sources: &TailSources<'_>, live: &Live) {
     let Some(history) = sources.history else {
         return;
     };
@@ -406,7 +409,7 @@ async fn record_history(sources: &Sources<'_>, live: &Live) {
 }
 
 async fn subscribe(
-    sources: &Sources<'_>,
+    sources: &TailSources<'_>,
     settings: &TailSettings,
     batch: &BatchView,
 ) -> Result<Tail> {
@@ -447,7 +450,7 @@ async fn subscribe(
 
 /// The changes of `records` (undecodable ones are skipped: the recommender dead-letters them,
 /// and the batch layer lands them with their error, outside the figures).
-fn decode(settings: &TailSettings, records: &[Consumed], live: &Live) -> Vec<RowChange> {
+fn decode(settings: &TailSettings, records: &[Consumed], live: &Live) -> Vec<SalesChange> {
     let mut out = Vec::with_capacity(records.len());
     let now = brewline_ports::now_ms();
     for r in records {
@@ -458,9 +461,9 @@ fn decode(settings: &TailSettings, records: &[Consumed], live: &Live) -> Vec<Row
         } else {
             Topic::Suggestions
         };
-        match row_change(&topic, r) {
+        match sales_change(&topic, r) {
             Ok(Some(change)) => {
-                if let RowChange::Header {
+                if let SalesChange::Header {
                     order_id,
                     inserted: true,
                     after: Some(h),
@@ -483,7 +486,7 @@ fn decode(settings: &TailSettings, records: &[Consumed], live: &Live) -> Vec<Row
     out
 }
 
-fn apply(figures: &mut Figures, changes: Vec<RowChange>) {
+fn apply(figures: &mut Figures, changes: Vec<SalesChange>) {
     let now = brewline_ports::now_ms();
     if !changes.is_empty() {
         figures.updated_ms = now;

@@ -21,7 +21,7 @@ pub const SAVE_EVERY: Duration = Duration::from_millis(250);
 
 /// How capture names and shapes its events.
 #[derive(Debug, Clone)]
-pub struct CaptureConfig {
+pub struct CaptureSettings {
     /// Logical server name: `source.name` of every event and the first part of its topic.
     pub topic_prefix: String,
     /// Write Kafka Connect's `schema` part with each event.
@@ -52,7 +52,7 @@ struct Shape {
 }
 
 impl Shape {
-    fn new(schema: Arc<TableSchema>, config: &CaptureConfig) -> Shape {
+    fn new(schema: Arc<TableSchema>, config: &CaptureSettings) -> Shape {
         let schema_json = config
             .with_schema
             .then(|| Arc::from(schema.envelope_schema_json(&config.connector)));
@@ -65,13 +65,13 @@ impl Shape {
 
 /// Turns row changes into Debezium events and sends them.
 pub struct Capture {
-    config: CaptureConfig,
+    config: CaptureSettings,
     tables: HashMap<String, Table>,
     stats: Arc<Stats>,
 }
 
 impl Capture {
-    pub fn new(config: CaptureConfig, stats: Arc<Stats>) -> Capture {
+    pub fn new(config: CaptureSettings, stats: Arc<Stats>) -> Capture {
         let tables = config
             .tables
             .iter()
@@ -94,6 +94,11 @@ impl Capture {
             tables,
             stats,
         }
+    }
+
+    /// The name its position is stored under.
+    pub fn checkpoint(&self) -> &str {
+        &self.config.checkpoint
     }
 
     /// The topics this capture writes to.
@@ -120,6 +125,8 @@ impl Capture {
         let mut source = change.source.clone();
         source.name = self.config.topic_prefix.clone();
         source.connector = self.config.connector.clone();
+        // The captured database as configured (the embedded source knows no other name).
+        source.db.clone_from(&shape.schema.db);
         source.version = concat!("brewline-", env!("CARGO_PKG_VERSION")).into();
         let event = ChangeEvent {
             op: change.op,

@@ -42,7 +42,7 @@ pub mod counter {
 
 /// Topics and pacing of the recommender.
 #[derive(Debug, Clone)]
-pub struct RecommenderConfig {
+pub struct RecommenderSettings {
     pub orders_topic: String,
     pub order_details_topic: String,
     pub suggestions_topic: String,
@@ -68,7 +68,7 @@ pub struct Engines<'a> {
 
 /// One recommender worker.
 pub struct Recommender {
-    config: RecommenderConfig,
+    config: RecommenderSettings,
     topics: Topics,
     suggester: Suggester,
     lookups: Lookups,
@@ -170,7 +170,7 @@ impl Batch {
 impl Recommender {
     /// A worker with the current lookups; fails when no lookups were ever published.
     pub async fn new(
-        config: RecommenderConfig,
+        config: RecommenderSettings,
         suggester: Suggester,
         lookups: &dyn LookupStore,
         stats: Arc<Stats>,

@@ -17,8 +17,8 @@ use brewline_core::suggestion::{Lookups, RandomStrategy, Suggester};
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
 use brewline_ports::{Capturable, EventLog, PortError, Producer, Record, SourceDb, Subscription};
-use brewline_speed::capture::{Capture, CaptureConfig};
-use brewline_speed::recommender::{Engines, Recommender, RecommenderConfig};
+use brewline_speed::capture::{Capture, CaptureSettings};
+use brewline_speed::recommender::{Engines, Recommender, RecommenderSettings};
 use brewline_speed::stats::Stats;
 use brewline_speed::{lookup_cache, StopWhen};
 use serde_json::Value;
@@ -84,7 +84,7 @@ fn drained() -> StopWhen {
 async fn write_and_capture(dir: &DataDir, orders: &[NewOrder], schemas: bool) {
     dir.source.insert_orders(orders).await.unwrap();
     let capture = Capture::new(
-        CaptureConfig {
+        CaptureSettings {
             topic_prefix: "mysql".into(),
             with_schema: schemas,
             connector: "mysql".into(),
@@ -111,8 +111,8 @@ async fn write_and_capture(dir: &DataDir, orders: &[NewOrder], schemas: bool) {
         .unwrap();
 }
 
-fn config(batch: usize) -> RecommenderConfig {
-    RecommenderConfig {
+fn config(batch: usize) -> RecommenderSettings {
+    RecommenderSettings {
         orders_topic: ORDERS.into(),
         order_details_topic: LINES.into(),
         suggestions_topic: SUGGESTIONS.into(),

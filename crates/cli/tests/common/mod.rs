@@ -18,7 +18,7 @@ use brewline_kafka::connect::{connector_properties, DebeziumSource};
 use brewline_kafka::{KafkaConfig, KafkaConsumer, KafkaProducer};
 use brewline_mysql::{MysqlConfig, MysqlSource};
 use brewline_ports::{Capturable, Consumed, Consumer, SourceDb, Subscription};
-use brewline_speed::capture::{Capture, CaptureConfig};
+use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::stats::Stats;
 use brewline_speed::StopWhen;
 use mysql_async::prelude::Queryable;
@@ -272,7 +272,7 @@ pub async fn produce_events(d: &Deployment, work: &Path, orders: &[NewOrder], sc
     source.insert_orders(orders).await.unwrap();
     let checkpoints = EmbeddedLog::open(&work.join("log.sqlite")).unwrap();
     let capture = Capture::new(
-        CaptureConfig {
+        CaptureSettings {
             topic_prefix: d.prefix.clone(),
             with_schema: schemas,
             connector: "mysql".into(),
@@ -469,17 +469,17 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
 /// jars `scripts/services` gathered) on the deployment's database, configured as
 /// `deploy/connect/mysql-source.json` configures the compose stack's connector: events keyed
 /// by order id, DECIMAL as text, tombstones after deletes. Killed when dropped.
-pub struct Debezium {
+pub struct DebeziumWorker {
     pub process: Process,
     pub dir: PathBuf,
     pub topic_prefix: String,
 }
 
-impl Debezium {
+impl DebeziumWorker {
     /// Starts the worker in `dir` (its offsets stay there: started again in the same folder,
     /// it goes on where it stopped), writing `{topic_prefix}.{database}.{table}` with
     /// JsonConverter's schemas on or off.
-    pub fn start(d: &Deployment, dir: &Path, topic_prefix: &str, schemas: bool) -> Debezium {
+    pub fn start(d: &Deployment, dir: &Path, topic_prefix: &str, schemas: bool) -> DebeziumWorker {
         std::fs::create_dir_all(dir).unwrap();
         let server = mysql_async::Opts::from_url(&env("TEST_BREWLINE_MYSQL_URL")).unwrap();
         let deployed = std::fs::read_to_string(
@@ -517,7 +517,7 @@ impl Debezium {
                 .spawn()
                 .unwrap(),
         );
-        Debezium {
+        DebeziumWorker {
             process,
             dir: dir.to_path_buf(),
             topic_prefix: topic_prefix.to_string(),

@@ -113,16 +113,16 @@ fn a_store_of_no_known_city_is_left_out_of_the_cities_only() {
     assert_eq!(book.stores[&(day(NOV_25), 77)].revenue, 10);
 }
 
-fn inserted(order_id: &str, h: Header) -> RowChange {
-    RowChange::Header {
+fn inserted(order_id: &str, h: Header) -> SalesChange {
+    SalesChange::Header {
         order_id: order_id.to_string(),
         inserted: true,
         after: Some(h),
     }
 }
 
-fn line_change(order_id: &str, product: &str, after: Option<Line>) -> RowChange {
-    RowChange::Line {
+fn line_change(order_id: &str, product: &str, after: Option<Line>) -> SalesChange {
+    SalesChange::Line {
         order_id: order_id.to_string(),
         product_id: product.to_string(),
         after,
@@ -186,7 +186,7 @@ fn an_insert_whose_lines_the_batch_landed_already_counts_them() {
 // increments equals the figures of the whole history.
 
 /// One event of a topic: the topic (0 orders, 1 order_details, 2 suggestions) and the change.
-type Event = (u8, RowChange);
+type Event = (u8, SalesChange);
 
 /// A valid history of one order's rows, from random choices (as the source database would
 /// allow: lines only under an existing header, a header deleted only without lines).
@@ -215,7 +215,7 @@ fn history(order_id: &str, choices: &[(u8, u8, u8)]) -> Vec<Event> {
             }
             1 if has_header => events.push((
                 0,
-                RowChange::Header {
+                SalesChange::Header {
                     order_id: order_id.to_string(),
                     inserted: false,
                     after: Some(h),
@@ -225,7 +225,7 @@ fn history(order_id: &str, choices: &[(u8, u8, u8)]) -> Vec<Event> {
                 has_header = false;
                 events.push((
                     0,
-                    RowChange::Header {
+                    SalesChange::Header {
                         order_id: order_id.to_string(),
                         inserted: false,
                         after: None,
@@ -242,7 +242,7 @@ fn history(order_id: &str, choices: &[(u8, u8, u8)]) -> Vec<Event> {
             }
             5 if has_header => events.push((
                 2,
-                RowChange::Suggested {
+                SalesChange::Suggested {
                     order_id: order_id.to_string(),
                     subtotal: i64::from(b) * 10,
                 },
@@ -258,8 +258,8 @@ fn fold(events: &[&Event]) -> OrderRows {
     let mut rows = OrderRows::default();
     for (_, change) in events {
         match change {
-            RowChange::Header { after, .. } => rows.header = after.clone(),
-            RowChange::Line {
+            SalesChange::Header { after, .. } => rows.header = after.clone(),
+            SalesChange::Line {
                 product_id, after, ..
             } => match after {
                 Some(l) => {
@@ -269,7 +269,7 @@ fn fold(events: &[&Event]) -> OrderRows {
                     rows.lines.remove(product_id);
                 }
             },
-            RowChange::Suggested { subtotal, .. } => rows.suggested = Some(*subtotal),
+            SalesChange::Suggested { subtotal, .. } => rows.suggested = Some(*subtotal),
         }
     }
     rows
