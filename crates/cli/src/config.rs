@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use brewline_core::names;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;

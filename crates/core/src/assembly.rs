@@ -3,8 +3,15 @@
 //! when its header and all `num_products` distinct lines are in.
 //!
 //! The state of one order is plain data ([`OrderState`]) that a state store keeps between events;
-//! [`OrderState::apply`] is the whole rule. Stores that cannot run this code atomically (Redis)
-//! implement the same rule in their own language and are tested against the same cases.
+//! [`OrderState::apply`] is the whole rule, and what each change event means for its order is in
+//! `changes.rs`. Stores that cannot run it atomically themselves run this same Rust rule on the
+//! states they read, and write them back under compare-and-set (`brewline-redis`: `MGET`, the
+//! rule in Rust, a Lua script that writes only states nobody changed meanwhile); every store is
+//! tested against the same cases.
+
+mod changes;
+
+pub use changes::Changes;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,38 +61,6 @@ impl OrderChange {
             | OrderChange::LineAdded { order_id, .. }
             | OrderChange::LineRemoved { order_id, .. } => order_id,
         }
-    }
-}
-
-/// What one change event means for its order: nothing, one change, or — for a line whose
-/// product changed, or that became a suggested line — a removal followed by an addition.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Changes(Option<OrderChange>, Option<OrderChange>);
-
-impl Changes {
-    pub fn none() -> Changes {
-        Changes(None, None)
-    }
-
-    pub fn one(change: OrderChange) -> Changes {
-        Changes(Some(change), None)
-    }
-
-    /// `first`, then `then`, each if present (kept in canonical form: a lone change first).
-    pub fn both(first: Option<OrderChange>, then: Option<OrderChange>) -> Changes {
-        match first {
-            Some(first) => Changes(Some(first), then),
-            None => Changes(then, None),
-        }
-    }
-}
-
-impl IntoIterator for Changes {
-    type Item = OrderChange;
-    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<OrderChange>, 2>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        [self.0, self.1].into_iter().flatten()
     }
 }
 
