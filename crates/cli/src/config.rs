@@ -273,6 +273,15 @@ impl Config {
         })
     }
 
+    /// The accept stage's topics, with the share of customers who accept.
+    pub fn accept_settings(&self, share: f64) -> brewline_speed::accept::AcceptSettings {
+        brewline_speed::accept::AcceptSettings {
+            suggestions_topic: self.topics.suggestions.clone(),
+            dead_letter_topic: self.topics.dead_letters.clone(),
+            share,
+        }
+    }
+
     /// The recommender's topics and pacing.
     pub fn recommender_settings(&self) -> brewline_speed::recommender::RecommenderSettings {
         let r = &self.recommender;

@@ -210,10 +210,9 @@ async fn keep_serving(
             })
             .await?;
         let producer = pipeline.dir.log.producer()?;
-        crate::source_cmds::accept_suggestions(
-            &pipeline.config,
-            args.accept_share,
-            crate::source_cmds::Acceptance {
+        brewline_speed::accept::run(
+            &pipeline.config.accept_settings(args.accept_share),
+            brewline_speed::accept::Acceptance {
                 consumer: consumer.as_mut(),
                 producer: producer.as_ref(),
                 source: &pipeline.dir.source,
@@ -222,6 +221,7 @@ async fn keep_serving(
             shutdown.clone(),
         )
         .await
+        .map_err(anyhow::Error::from)
     };
     let batches = async {
         let mut shutdown = shutdown.clone();

@@ -3,18 +3,15 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use brewline_core::suggestion::{accepts, Suggestion};
 use brewline_core::ReferenceData;
 use brewline_kafka::{KafkaConsumer, KafkaProducer};
 use brewline_mysql::MysqlSource;
-use brewline_ports::{Consumer, Producer, SourceDb, Subscription};
+use brewline_ports::{SourceDb, Subscription};
 use brewline_redis::RedisLookups;
-use brewline_speed::dead_letter::dead_letter;
 use brewline_speed::stats::Stats;
-use brewline_speed::{lookup_cache, with_retries, Backoff};
+use brewline_speed::{accept, lookup_cache, with_retries};
 
 use crate::args::{AcceptArgs, CacheLoadArgs, MysqlArg, SimulateArgs};
 use crate::config::Config;
@@ -139,10 +136,9 @@ pub async fn accept(mut config: Config, args: AcceptArgs) -> anyhow::Result<Exit
     .await?;
     let producer = KafkaProducer::new(&config.kafka)?;
     let (_stop, shutdown) = shutdown::signalled();
-    accept_suggestions(
-        &config,
-        args.share,
-        Acceptance {
+    accept::run(
+        &config.accept_settings(args.share),
+        accept::Acceptance {
             consumer: &mut consumer,
             producer: &producer,
             source: &s,
@@ -153,74 +149,4 @@ pub async fn accept(mut config: Config, args: AcceptArgs) -> anyhow::Result<Exit
     .await?;
     s.close().await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The engines of the write-back of accepted suggestions.
-pub struct Acceptance<'a> {
-    pub consumer: &'a mut dyn Consumer,
-    pub producer: &'a dyn Producer,
-    pub source: &'a dyn SourceDb,
-    pub stats: &'a Stats,
-}
-
-/// Reads suggestions and writes those a `share` of customers accept back to the source, as
-/// order lines, until `shutdown`; offsets are committed after the lines are written.
-pub async fn accept_suggestions(
-    config: &Config,
-    share: f64,
-    engines: Acceptance<'_>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let topic = config.topics.suggestions.clone();
-    while !*shutdown.borrow() {
-        let records = engines
-            .consumer
-            .poll(1000, Duration::from_millis(200))
-            .await?;
-        if records.is_empty() {
-            continue;
-        }
-        let mut accepted = Vec::new();
-        let mut dead = Vec::new();
-        let next = brewline_ports::next_offsets(&records);
-        for r in &records {
-            let Some(value) = r.record.value.as_deref() else {
-                continue;
-            };
-            match serde_json::from_slice::<Suggestion>(value) {
-                Ok(s) if accepts(&s.order_id, share) => accepted.push(s),
-                Ok(_) => {}
-                Err(err) => dead.push(dead_letter(r, &format!("not a suggestion: {err}"))),
-            }
-        }
-        let written = with_retries("writing accepted suggestions", || {
-            engines.source.accept_suggestions(&accepted)
-        })
-        .await?;
-        if !dead.is_empty() {
-            let n = dead.len() as u64;
-            with_retries("sending dead letters", || {
-                engines
-                    .producer
-                    .send(&config.topics.dead_letters, dead.clone())
-            })
-            .await?;
-            Stats::add(&engines.stats.dead_letters, n);
-        }
-        let mut backoff = Backoff::new("committing offsets");
-        loop {
-            if let Some(done) = backoff.retry(engines.consumer.commit(&next).await).await {
-                done?;
-                break;
-            }
-        }
-        engines.stats.events_in.add(&topic, records.len() as u64);
-        Stats::add(&engines.stats.suggestions_accepted, written);
-        tracing::info!(
-            read = records.len(),
-            accepted = written,
-            "suggestions accepted"
-        );
-    }
-    Ok(())
 }

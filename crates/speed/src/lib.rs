@@ -1,9 +1,11 @@
-//! brewline's speed layer over any engines: change capture into the log and the real-time
-//! recommender, with dead letters and the running figures both report.
+//! brewline's speed layer over any engines: change capture into the log, the real-time
+//! recommender, and the accept stage (suggestions customers take, written back), with dead
+//! letters and the running figures they report.
 //!
 //! Everything here talks to engines only through `brewline-ports`; the binary decides which
 //! implementations (embedded or real) to plug in.
 
+pub mod accept;
 pub mod capture;
 pub mod dead_letter;
 pub mod lookup_cache;
@@ -96,6 +98,19 @@ impl Backoff {
                 self.wait = Duration::from_millis(50);
                 Some(other)
             }
+        }
+    }
+}
+
+/// Commits `offsets`, retrying while a retry may mend the failure.
+pub async fn commit_with_retries(
+    consumer: &mut dyn brewline_ports::Consumer,
+    offsets: &[(String, i32, i64)],
+) -> Result<(), PortError> {
+    let mut backoff = Backoff::new("committing offsets");
+    loop {
+        if let Some(done) = backoff.retry(consumer.commit(offsets).await).await {
+            return done;
         }
     }
 }

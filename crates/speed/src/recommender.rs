@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 use crate::dead_letter::dead_letter;
 use crate::stats::{StageNanos, Stats};
-use crate::{with_retries, Backoff, StopWhen};
+use crate::{commit_with_retries, with_retries, Backoff, StopWhen};
 
 /// Names of the durable counters the recommender keeps (see [`Counters`]).
 pub mod counter {
@@ -100,6 +100,20 @@ struct Batch {
     /// Source commit time (µs) of each change.
     committed_at: Vec<i64>,
     dead: Vec<Record>,
+}
+
+/// What a batch's completions add up to.
+#[derive(Default)]
+struct Tally {
+    completed: u64,
+    eligible: u64,
+    /// Suggestions made for the first time, and sent again for a redelivered completing event.
+    fresh: u64,
+    replayed: u64,
+    /// The suggestions to send.
+    suggestions: Vec<Record>,
+    /// Source commit time (µs) of each first suggestion's completing change.
+    latencies: Vec<i64>,
 }
 
 /// A record that is a change of an order, with its source commit time (µs), or nothing to do.
@@ -212,27 +226,46 @@ impl Recommender {
         Ok(Some(batch))
     }
 
-    /// Applies a decoded batch, sends its suggestions and dead letters, then commits it.
+    /// Handles a decoded batch, in stages: apply its changes to the order store, tally what
+    /// completed, send its suggestions and dead letters, commit its offsets, record its figures.
     async fn finish(&mut self, batch: Batch, e: &mut Engines<'_>) -> Result<usize> {
-        let stage = &self.stats.stage_nanos;
-        let t = Instant::now();
         tracing::debug!(records = batch.records, until = ?batch.offsets, "handling a batch");
-        let steps = if batch.changes.is_empty() {
-            Vec::new()
-        } else {
-            let suggest = |order: &CompletedOrder| self.suggester.suggest(order, &self.lookups);
-            with_retries("applying order changes", || {
-                e.orders.apply(&batch.changes, &suggest)
-            })
-            .await?
-        };
-        StageNanos::add(&stage.apply, t);
         let t = Instant::now();
-        // Orders completed, of them eligible, suggestions made for the first time and sent
-        // again for a redelivered completing event.
-        let (mut completed, mut eligible, mut fresh, mut replayed) = (0u64, 0u64, 0u64, 0u64);
-        let mut suggestions = Vec::new();
-        let mut latencies = Vec::new();
+        let steps = self.apply(&batch, e).await?;
+        StageNanos::add(&self.stats.stage_nanos.apply, t);
+        let t = Instant::now();
+        let tally = self.tally(steps, &batch.committed_at)?;
+        StageNanos::add(&self.stats.stage_nanos.decide, t);
+        let t = Instant::now();
+        self.send(&batch, &tally, e).await?;
+        StageNanos::add(&self.stats.stage_nanos.send, t);
+        let t = Instant::now();
+        self.record_latencies(&tally.latencies);
+        commit_with_retries(e.consumer, &batch.offsets).await?;
+        self.record(&batch, &tally, e).await?;
+        StageNanos::add(&self.stats.stage_nanos.commit, t);
+        self.housekeeping(e).await?;
+        Ok(batch.records)
+    }
+
+    /// Applies the batch's changes to the order store, which decides completions and records
+    /// their suggestions.
+    async fn apply(&self, batch: &Batch, e: &mut Engines<'_>) -> Result<Vec<Step>> {
+        if batch.changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let suggest = |order: &CompletedOrder| self.suggester.suggest(order, &self.lookups);
+        with_retries("applying order changes", || {
+            e.orders.apply(&batch.changes, &suggest)
+        })
+        .await
+    }
+
+    /// What the store's steps add up to: orders completed, of them eligible, suggestions made
+    /// for the first time and sent again for a redelivered completing event, and the records
+    /// to send.
+    fn tally(&self, steps: Vec<Step>, committed_at: &[i64]) -> Result<Tally> {
+        let mut tally = Tally::default();
         for (i, step) in steps.into_iter().enumerate() {
             let (order, first, suggestion) = match step {
                 Step::Completed(order, made) => (order, true, made),
@@ -240,26 +273,30 @@ impl Recommender {
                 Step::Pending | Step::AlreadyComplete | Step::Cancelled => continue,
             };
             if first {
-                completed += 1;
-                eligible += u64::from(self.lookups.is_eligible(&order.header));
+                tally.completed += 1;
+                tally.eligible += u64::from(self.lookups.is_eligible(&order.header));
             }
             if let Some(s) = suggestion {
                 if first {
-                    fresh += 1;
+                    tally.fresh += 1;
+                    tally.latencies.push(committed_at[i]);
                 } else {
-                    replayed += 1;
+                    tally.replayed += 1;
                 }
                 let value = serde_json::to_vec(&s).map_err(|e| {
                     PortError::fatal("recommender", format!("cannot encode a suggestion: {e}"))
                 })?;
-                suggestions.push(Record::keyed(s.order_id.into_bytes(), Some(value)));
-                if first {
-                    latencies.push(batch.committed_at[i]);
-                }
+                tally
+                    .suggestions
+                    .push(Record::keyed(s.order_id.into_bytes(), Some(value)));
             }
         }
-        StageNanos::add(&stage.decide, t);
-        let t = Instant::now();
+        Ok(tally)
+    }
+
+    /// Sends the batch's dead letters, then its suggestions, and waits for their
+    /// acknowledgement.
+    async fn send(&self, batch: &Batch, tally: &Tally, e: &mut Engines<'_>) -> Result<()> {
         if !batch.dead.is_empty() {
             with_retries("sending dead letters", || {
                 e.producer
@@ -267,58 +304,53 @@ impl Recommender {
             })
             .await?;
         }
-        let suggestions_sent = suggestions.len() as u64;
-        if !suggestions.is_empty() {
+        if !tally.suggestions.is_empty() {
             with_retries("sending suggestions", || {
                 e.producer
-                    .send(&self.config.suggestions_topic, suggestions.clone())
+                    .send(&self.config.suggestions_topic, tally.suggestions.clone())
             })
             .await?;
         }
-        StageNanos::add(&stage.send, t);
-        let t = Instant::now();
+        Ok(())
+    }
+
+    /// Commit → suggestion acknowledged, for each suggestion made for the first time.
+    fn record_latencies(&self, committed_at_us: &[i64]) {
         let acked_us = brewline_ports::now_us();
-        for at in latencies {
+        for at in committed_at_us {
             self.stats.record_latency(acked_us - at);
         }
-        let mut backoff = Backoff::new("committing offsets");
-        loop {
-            if let Some(done) = backoff.retry(e.consumer.commit(&batch.offsets).await).await {
-                done?;
-                break;
-            }
-        }
+    }
+
+    /// The batch's figures: events in and out per topic, the process's running totals, and the
+    /// durable counters.
+    async fn record(&self, batch: &Batch, tally: &Tally, e: &mut Engines<'_>) -> Result<()> {
         let dead_count = batch.dead.len() as u64;
         let c = &self.config;
-        self.stats
-            .events_in
-            .add(&c.orders_topic, batch.order_events);
-        self.stats
+        let stats = &self.stats;
+        stats.events_in.add(&c.orders_topic, batch.order_events);
+        stats
             .events_in
             .add(&c.order_details_topic, batch.line_events);
-        self.stats
+        stats
             .events_out
-            .add(&c.suggestions_topic, suggestions_sent);
-        self.stats.events_out.add(&c.dead_letter_topic, dead_count);
-        let new_suggestions = fresh;
-        Stats::add(&self.stats.order_events, batch.order_events);
-        Stats::add(&self.stats.line_events, batch.line_events);
-        Stats::add(&self.stats.completed, completed);
-        Stats::add(&self.stats.eligible, eligible);
-        Stats::add(&self.stats.suggestions, new_suggestions);
-        Stats::add(&self.stats.replayed, replayed);
-        Stats::add(&self.stats.dead_letters, dead_count);
+            .add(&c.suggestions_topic, tally.suggestions.len() as u64);
+        stats.events_out.add(&c.dead_letter_topic, dead_count);
+        Stats::add(&stats.order_events, batch.order_events);
+        Stats::add(&stats.line_events, batch.line_events);
+        Stats::add(&stats.completed, tally.completed);
+        Stats::add(&stats.eligible, tally.eligible);
+        Stats::add(&stats.suggestions, tally.fresh);
+        Stats::add(&stats.replayed, tally.replayed);
+        Stats::add(&stats.dead_letters, dead_count);
         let deltas = [
-            (counter::COMPLETED, completed),
-            (counter::ELIGIBLE, eligible),
-            (counter::SUGGESTIONS, new_suggestions),
-            (counter::REPLAYED, replayed),
+            (counter::COMPLETED, tally.completed),
+            (counter::ELIGIBLE, tally.eligible),
+            (counter::SUGGESTIONS, tally.fresh),
+            (counter::REPLAYED, tally.replayed),
             (counter::DEAD_LETTERS, dead_count),
         ];
-        with_retries("updating counters", || e.counters.add(&deltas)).await?;
-        StageNanos::add(&stage.commit, t);
-        self.housekeeping(e).await?;
-        Ok(batch.records)
+        with_retries("updating counters", || e.counters.add(&deltas)).await
     }
 
     /// Sweeps expired order state and picks up new lookups, each on its own schedule.
