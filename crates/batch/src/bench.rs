@@ -12,7 +12,7 @@ use brewline_core::{DimensionExtract, ReferenceData, Versioned};
 use brewline_ports::{Consumed, Record};
 use serde::Serialize;
 
-use crate::bronze::{self, append_dimensions, append_events};
+use crate::bronze::{append_dimensions, append_events, EventTable};
 use crate::job::{run_built_layers, Layer, RunReport};
 use crate::lake::Lake;
 use crate::Result;
@@ -144,8 +144,8 @@ pub async fn bench(
                 line_events.push(consumed(&lines_topic, 1, encode(&line, None)));
             }
         }
-        append_events(lake, bronze::ORDERS, &order_events, &run_id).await?;
-        append_events(lake, bronze::ORDER_LINES, &line_events, &run_id).await?;
+        append_events(lake, EventTable::Orders, &order_events, &run_id).await?;
+        append_events(lake, EventTable::OrderLines, &line_events, &run_id).await?;
         orders_done += order_events.len() as u64;
         lines_done += line_events.len() as u64;
         progress(lines_done);
@@ -166,7 +166,7 @@ pub async fn bench(
         categories: versioned(&reference.categories),
         products: versioned(&reference.products),
     };
-    append_events(lake, bronze::SUGGESTIONS, &[], &run_id).await?;
+    append_events(lake, EventTable::Suggestions, &[], &run_id).await?;
     append_dimensions(lake, &dimensions, &run_id).await?;
     let land_seconds = began.elapsed().as_secs_f64();
 

@@ -8,6 +8,7 @@
 //! to the raw JSON; one that does not decode is landed with its `error` (and never reaches
 //! silver).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +22,8 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::protocol::SaveMode;
 
-use crate::job::Sources;
 use crate::lake::Lake;
+use crate::sources::Sources;
 use crate::{BatchError, Result};
 
 /// Bronze table names.
@@ -123,14 +124,234 @@ impl EventColumns {
     }
 }
 
+/// A value of a row for one typed column.
+enum Cell<'a> {
+    Text(Option<Cow<'a, str>>),
+    Int64(Option<i64>),
+    Int32(Option<i32>),
+    Bool(Option<bool>),
+}
+
+/// One typed column of a table's rows: its name, its type, and how a row gives its value.
+struct RowColumn<T> {
+    name: &'static str,
+    kind: DataType,
+    value: fn(&T) -> Cell<'_>,
+}
+
+/// The builder of one column.
+enum Builder {
+    Text(StringBuilder),
+    Int64(Int64Builder),
+    Int32(Int32Builder),
+    Bool(BooleanBuilder),
+}
+
+impl Builder {
+    fn of(kind: &DataType) -> Builder {
+        match kind {
+            DataType::Int64 => Builder::Int64(Int64Builder::new()),
+            DataType::Int32 => Builder::Int32(Int32Builder::new()),
+            DataType::Boolean => Builder::Bool(BooleanBuilder::new()),
+            _ => Builder::Text(StringBuilder::new()),
+        }
+    }
+
+    /// Appends a value (`None`: a null, as for a row there is not).
+    fn push(&mut self, cell: Option<Cell<'_>>) {
+        match (self, cell) {
+            (Builder::Text(b), Some(Cell::Text(v))) => b.append_option(v),
+            (Builder::Int64(b), Some(Cell::Int64(v))) => b.append_option(v),
+            (Builder::Int32(b), Some(Cell::Int32(v))) => b.append_option(v),
+            (Builder::Bool(b), Some(Cell::Bool(v))) => b.append_option(v),
+            // No row, or (never, by the column tables below) a value of another type.
+            (Builder::Text(b), _) => b.append_null(),
+            (Builder::Int64(b), _) => b.append_null(),
+            (Builder::Int32(b), _) => b.append_null(),
+            (Builder::Bool(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Int32(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
 /// The typed columns of one table's rows, filled next to the event columns.
-trait RowColumns<T> {
+struct RowColumns<T: 'static> {
+    columns: &'static [RowColumn<T>],
+    builders: Vec<Builder>,
+}
+
+impl<T> RowColumns<T> {
+    fn new(columns: &'static [RowColumn<T>]) -> RowColumns<T> {
+        let builders = columns.iter().map(|c| Builder::of(&c.kind)).collect();
+        RowColumns { columns, builders }
+    }
+
     /// The row after the change (before it, for a delete); `None` for a tombstone or an event
     /// that did not decode.
-    fn push(&mut self, row: Option<&T>);
+    fn push(&mut self, row: Option<&T>) {
+        for (column, builder) in self.columns.iter().zip(&mut self.builders) {
+            builder.push(row.map(column.value));
+        }
+    }
+
     /// Each column with its field.
-    fn finish(self) -> Vec<(Field, ArrayRef)>;
+    fn finish(mut self) -> Vec<(Field, ArrayRef)> {
+        self.columns
+            .iter()
+            .zip(&mut self.builders)
+            .map(|(c, b)| (Field::new(c.name, c.kind.clone(), true), b.finish()))
+            .collect()
+    }
 }
+
+fn text(s: &str) -> Cell<'_> {
+    Cell::Text(Some(Cow::Borrowed(s)))
+}
+
+/// When an order was placed, epoch milliseconds.
+fn ordered_at(o: &OrderRow) -> Option<i64> {
+    o.timestamp.as_ref().and_then(Moment::millis)
+}
+
+/// The typed columns of `bronze/orders_cdc`.
+const ORDER_COLUMNS: &[RowColumn<OrderRow>] = &[
+    RowColumn {
+        name: "order_id",
+        kind: DataType::Utf8,
+        value: |o| text(&o.id),
+    },
+    RowColumn {
+        name: "ordered_at_ms",
+        kind: DataType::Int64,
+        value: |o| Cell::Int64(ordered_at(o)),
+    },
+    RowColumn {
+        name: "order_date",
+        kind: DataType::Utf8,
+        value: |o| Cell::Text(ordered_at(o).map(|ms| Cow::Owned(calendar::date_of_millis(ms)))),
+    },
+    RowColumn {
+        name: "order_hour",
+        kind: DataType::Int32,
+        value: |o| Cell::Int32(ordered_at(o).map(calendar::hour_of_millis)),
+    },
+    RowColumn {
+        name: "customer_id",
+        kind: DataType::Int64,
+        value: |o| Cell::Int64(o.customer_id),
+    },
+    RowColumn {
+        name: "store_id",
+        kind: DataType::Int64,
+        value: |o| Cell::Int64(Some(o.store_id)),
+    },
+    RowColumn {
+        name: "payment_method_id",
+        kind: DataType::Int64,
+        value: |o| Cell::Int64(Some(o.payment_method_id)),
+    },
+    RowColumn {
+        name: "num_products",
+        kind: DataType::Int64,
+        value: |o| Cell::Int64(Some(o.num_products)),
+    },
+    RowColumn {
+        name: "status",
+        kind: DataType::Utf8,
+        value: |o| Cell::Text(o.status.as_deref().map(Cow::Borrowed)),
+    },
+];
+
+/// The typed columns of `bronze/order_details_cdc`.
+const LINE_COLUMNS: &[RowColumn<OrderLineRow>] = &[
+    RowColumn {
+        name: "order_id",
+        kind: DataType::Utf8,
+        value: |l| text(&l.order_id),
+    },
+    RowColumn {
+        name: "product_id",
+        kind: DataType::Utf8,
+        value: |l| text(&l.product_id),
+    },
+    RowColumn {
+        name: "quantity",
+        kind: DataType::Int64,
+        value: |l| Cell::Int64(Some(l.quantity)),
+    },
+    RowColumn {
+        name: "discount_percent",
+        kind: DataType::Int64,
+        value: |l| Cell::Int64(Some(l.discount_percent)),
+    },
+    RowColumn {
+        name: "subtotal",
+        kind: DataType::Int64,
+        value: |l| Cell::Int64(Some(l.subtotal)),
+    },
+    RowColumn {
+        name: "is_suggestion",
+        kind: DataType::Boolean,
+        value: |l| Cell::Bool(Some(l.is_suggestion)),
+    },
+];
+
+/// The typed columns of `bronze/order_suggestions`.
+const SUGGESTION_COLUMNS: &[RowColumn<Suggestion>] = &[
+    RowColumn {
+        name: "order_id",
+        kind: DataType::Utf8,
+        value: |s| text(&s.order_id),
+    },
+    RowColumn {
+        name: "product_id",
+        kind: DataType::Utf8,
+        value: |s| text(&s.product_id),
+    },
+    RowColumn {
+        name: "unit_price",
+        kind: DataType::Int64,
+        value: |s| Cell::Int64(Some(s.unit_price)),
+    },
+    RowColumn {
+        name: "discount_percent",
+        kind: DataType::Int64,
+        value: |s| Cell::Int64(Some(s.discount_percent)),
+    },
+    RowColumn {
+        name: "subtotal",
+        kind: DataType::Int64,
+        value: |s| Cell::Int64(Some(s.subtotal)),
+    },
+    RowColumn {
+        name: "customer_id",
+        kind: DataType::Int64,
+        value: |s| Cell::Int64(s.customer_id),
+    },
+    RowColumn {
+        name: "store_id",
+        kind: DataType::Int64,
+        value: |s| Cell::Int64(Some(s.store_id)),
+    },
+    RowColumn {
+        name: "payment_method_id",
+        kind: DataType::Int64,
+        value: |s| Cell::Int64(Some(s.payment_method_id)),
+    },
+    RowColumn {
+        name: "strategy",
+        kind: DataType::Utf8,
+        value: |s| text(&s.strategy),
+    },
+];
 
 /// What one event holds: its op (`c`, `u`, `d`, `r`, `tombstone`; none for a plain record),
 /// when it happened, and its row.
@@ -146,7 +367,7 @@ fn events_batch<T>(
     table: &str,
     records: &[Consumed],
     read: impl Fn(&Consumed) -> std::result::Result<Event<T>, String>,
-    mut row_columns: impl RowColumns<T>,
+    mut row_columns: RowColumns<T>,
 ) -> Result<(RecordBatch, u64)> {
     let mut ev = EventColumns::new();
     let mut bad = 0;
@@ -209,190 +430,6 @@ fn suggestion(r: &Consumed) -> std::result::Result<Event<Suggestion>, String> {
     })
 }
 
-#[derive(Default)]
-struct SuggestionColumns {
-    order: StringBuilder,
-    product: StringBuilder,
-    unit_price: Int64Builder,
-    discount: Int64Builder,
-    subtotal: Int64Builder,
-    customer: Int64Builder,
-    store: Int64Builder,
-    payment: Int64Builder,
-    strategy: StringBuilder,
-}
-
-impl RowColumns<Suggestion> for SuggestionColumns {
-    fn push(&mut self, row: Option<&Suggestion>) {
-        self.order.append_option(row.map(|s| s.order_id.as_str()));
-        self.product
-            .append_option(row.map(|s| s.product_id.as_str()));
-        self.unit_price.append_option(row.map(|s| s.unit_price));
-        self.discount.append_option(row.map(|s| s.discount_percent));
-        self.subtotal.append_option(row.map(|s| s.subtotal));
-        self.customer.append_option(row.and_then(|s| s.customer_id));
-        self.store.append_option(row.map(|s| s.store_id));
-        self.payment.append_option(row.map(|s| s.payment_method_id));
-        self.strategy
-            .append_option(row.map(|s| s.strategy.as_str()));
-    }
-
-    fn finish(mut self) -> Vec<(Field, ArrayRef)> {
-        let f = |name: &str, t: DataType| Field::new(name, t, true);
-        vec![
-            (f("order_id", DataType::Utf8), Arc::new(self.order.finish())),
-            (
-                f("product_id", DataType::Utf8),
-                Arc::new(self.product.finish()),
-            ),
-            (
-                f("unit_price", DataType::Int64),
-                Arc::new(self.unit_price.finish()),
-            ),
-            (
-                f("discount_percent", DataType::Int64),
-                Arc::new(self.discount.finish()),
-            ),
-            (
-                f("subtotal", DataType::Int64),
-                Arc::new(self.subtotal.finish()),
-            ),
-            (
-                f("customer_id", DataType::Int64),
-                Arc::new(self.customer.finish()),
-            ),
-            (
-                f("store_id", DataType::Int64),
-                Arc::new(self.store.finish()),
-            ),
-            (
-                f("payment_method_id", DataType::Int64),
-                Arc::new(self.payment.finish()),
-            ),
-            (
-                f("strategy", DataType::Utf8),
-                Arc::new(self.strategy.finish()),
-            ),
-        ]
-    }
-}
-
-#[derive(Default)]
-struct OrderColumns {
-    id: StringBuilder,
-    at: Int64Builder,
-    date: StringBuilder,
-    hour: Int32Builder,
-    customer: Int64Builder,
-    store: Int64Builder,
-    payment: Int64Builder,
-    products: Int64Builder,
-    status: StringBuilder,
-}
-
-impl RowColumns<OrderRow> for OrderColumns {
-    fn push(&mut self, row: Option<&OrderRow>) {
-        let ms = row
-            .and_then(|o| o.timestamp.as_ref())
-            .and_then(Moment::millis);
-        self.id.append_option(row.map(|o| o.id.as_str()));
-        self.at.append_option(ms);
-        self.date.append_option(ms.map(calendar::date_of_millis));
-        self.hour.append_option(ms.map(calendar::hour_of_millis));
-        self.customer.append_option(row.and_then(|o| o.customer_id));
-        self.store.append_option(row.map(|o| o.store_id));
-        self.payment.append_option(row.map(|o| o.payment_method_id));
-        self.products.append_option(row.map(|o| o.num_products));
-        self.status
-            .append_option(row.and_then(|o| o.status.as_deref()));
-    }
-
-    fn finish(mut self) -> Vec<(Field, ArrayRef)> {
-        let f = |name: &str, t: DataType| Field::new(name, t, true);
-        vec![
-            (f("order_id", DataType::Utf8), Arc::new(self.id.finish())),
-            (
-                f("ordered_at_ms", DataType::Int64),
-                Arc::new(self.at.finish()),
-            ),
-            (
-                f("order_date", DataType::Utf8),
-                Arc::new(self.date.finish()),
-            ),
-            (
-                f("order_hour", DataType::Int32),
-                Arc::new(self.hour.finish()),
-            ),
-            (
-                f("customer_id", DataType::Int64),
-                Arc::new(self.customer.finish()),
-            ),
-            (
-                f("store_id", DataType::Int64),
-                Arc::new(self.store.finish()),
-            ),
-            (
-                f("payment_method_id", DataType::Int64),
-                Arc::new(self.payment.finish()),
-            ),
-            (
-                f("num_products", DataType::Int64),
-                Arc::new(self.products.finish()),
-            ),
-            (f("status", DataType::Utf8), Arc::new(self.status.finish())),
-        ]
-    }
-}
-
-#[derive(Default)]
-struct LineColumns {
-    order: StringBuilder,
-    product: StringBuilder,
-    quantity: Int64Builder,
-    discount: Int64Builder,
-    subtotal: Int64Builder,
-    suggested: BooleanBuilder,
-}
-
-impl RowColumns<OrderLineRow> for LineColumns {
-    fn push(&mut self, row: Option<&OrderLineRow>) {
-        self.order.append_option(row.map(|l| l.order_id.as_str()));
-        self.product
-            .append_option(row.map(|l| l.product_id.as_str()));
-        self.quantity.append_option(row.map(|l| l.quantity));
-        self.discount.append_option(row.map(|l| l.discount_percent));
-        self.subtotal.append_option(row.map(|l| l.subtotal));
-        self.suggested.append_option(row.map(|l| l.is_suggestion));
-    }
-
-    fn finish(mut self) -> Vec<(Field, ArrayRef)> {
-        let f = |name: &str, t: DataType| Field::new(name, t, true);
-        vec![
-            (f("order_id", DataType::Utf8), Arc::new(self.order.finish())),
-            (
-                f("product_id", DataType::Utf8),
-                Arc::new(self.product.finish()),
-            ),
-            (
-                f("quantity", DataType::Int64),
-                Arc::new(self.quantity.finish()),
-            ),
-            (
-                f("discount_percent", DataType::Int64),
-                Arc::new(self.discount.finish()),
-            ),
-            (
-                f("subtotal", DataType::Int64),
-                Arc::new(self.subtotal.finish()),
-            ),
-            (
-                f("is_suggestion", DataType::Boolean),
-                Arc::new(self.suggested.finish()),
-            ),
-        ]
-    }
-}
-
 /// Events landed per commit: a landing's memory is bounded by this, whatever the backlog.
 const CHUNK: usize = 250_000;
 
@@ -404,12 +441,33 @@ fn metadata(run_id: &str) -> serde_json::Map<String, serde_json::Value> {
     ])
 }
 
-/// Appends CDC events of one topic to `table` in one commit, with the next offset of each
+/// A bronze table of events of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventTable {
+    /// `bronze/orders_cdc`: change events of `orders`.
+    Orders,
+    /// `bronze/order_details_cdc`: change events of `order_details`.
+    OrderLines,
+    /// `bronze/order_suggestions`: the recommender's suggestions.
+    Suggestions,
+}
+
+impl EventTable {
+    pub const fn table(self) -> &'static str {
+        match self {
+            EventTable::Orders => ORDERS,
+            EventTable::OrderLines => ORDER_LINES,
+            EventTable::Suggestions => SUGGESTIONS,
+        }
+    }
+}
+
+/// Appends events of one topic to `table` in one commit, with the next offset of each
 /// partition they cover as the commit's application transactions; returns how many did not
 /// decode.
 pub(crate) async fn append_events(
     lake: &Lake,
-    table: &str,
+    table: EventTable,
     records: &[Consumed],
     run_id: &str,
 ) -> Result<u64> {
@@ -417,11 +475,20 @@ pub(crate) async fn append_events(
         .into_iter()
         .map(|(t, p, o)| (format!("{t}/{p}"), o))
         .collect();
+    let name = table.table();
     let (batch, bad) = match table {
-        ORDERS => events_batch(table, records, change, OrderColumns::default())?,
-        ORDER_LINES => events_batch(table, records, change, LineColumns::default())?,
-        _ => events_batch(table, records, suggestion, SuggestionColumns::default())?,
+        EventTable::Orders => events_batch(name, records, change, RowColumns::new(ORDER_COLUMNS))?,
+        EventTable::OrderLines => {
+            events_batch(name, records, change, RowColumns::new(LINE_COLUMNS))?
+        }
+        EventTable::Suggestions => events_batch(
+            name,
+            records,
+            suggestion,
+            RowColumns::new(SUGGESTION_COLUMNS),
+        )?,
     };
+    let table = name;
     lake.write(
         table,
         vec![batch],
@@ -438,10 +505,11 @@ pub(crate) async fn append_events(
 async fn land_topic(
     log: &dyn EventLog,
     lake: &Lake,
-    table: &str,
+    events_table: EventTable,
     topic: &str,
     run_id: &str,
 ) -> Result<(u64, u64)> {
+    let table = events_table.table();
     let partitions = log.partitions(topic).await?;
     let apps: Vec<String> = (0..partitions).map(|p| format!("{topic}/{p}")).collect();
     let from: Vec<(String, i32, i64)> = (0..partitions)
@@ -468,14 +536,14 @@ async fn land_topic(
                 .filter(|r| r.offset >= landed.get(&r.partition).copied().unwrap_or(0)),
         );
         if pending.len() >= CHUNK || (done && !pending.is_empty()) {
-            bad += append_events(lake, table, &pending, run_id).await?;
+            bad += append_events(lake, events_table, &pending, run_id).await?;
             events += pending.len() as u64;
             pending.clear();
         }
         if done {
             if events == 0 && lake.version(table).await?.is_none() {
                 // Nothing to land yet: the table is made, empty, for the layers above.
-                append_events(lake, table, &[], run_id).await?;
+                append_events(lake, events_table, &[], run_id).await?;
             }
             return Ok((events, bad));
         }
@@ -507,13 +575,13 @@ pub(crate) async fn append_dimensions(
 pub async fn land(sources: &Sources<'_>, lake: &Lake, run_id: &str) -> Result<Landed> {
     let mut landed = Landed::default();
     for (table, topic) in [
-        (ORDERS, sources.orders_topic),
-        (ORDER_LINES, sources.order_details_topic),
-        (SUGGESTIONS, sources.suggestions_topic),
+        (EventTable::Orders, sources.orders_topic),
+        (EventTable::OrderLines, sources.order_details_topic),
+        (EventTable::Suggestions, sources.suggestions_topic),
     ] {
         let (events, bad) = land_topic(sources.log, lake, table, topic, run_id).await?;
         landed.undecodable += bad;
-        landed.events.insert(table.to_string(), events);
+        landed.events.insert(table.table().to_string(), events);
     }
     let dimensions = sources.source.extract_dimensions().await?;
     landed.dimensions = append_dimensions(lake, &dimensions, run_id).await?;

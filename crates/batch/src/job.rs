@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use brewline_ports::{EventLog, SourceDb};
 use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
@@ -17,6 +16,7 @@ use serde::Serialize;
 
 use crate::gates::{self, GateResult};
 use crate::lake::{self, Lake};
+use crate::sources::Sources;
 use crate::{bronze, serving, BatchError, Result};
 
 /// A step: the lake table it publishes, the name SQL refers to it by, and its SQL.
@@ -146,16 +146,6 @@ impl RunReport {
         }
         out
     }
-}
-
-/// Where a run reads from: the CDC topics of a log and the source database's dimensions.
-pub struct Sources<'a> {
-    pub log: &'a dyn EventLog,
-    pub orders_topic: &'a str,
-    pub order_details_topic: &'a str,
-    /// The recommender's suggestions (`order_suggestions`).
-    pub suggestions_topic: &'a str,
-    pub source: &'a dyn SourceDb,
 }
 
 /// A layer of the lake, in the order they are built.

@@ -19,10 +19,12 @@ pub mod job;
 pub mod lake;
 pub mod report;
 pub mod serving;
+mod sources;
 
 pub use affinity::AffinityRule;
-pub use job::{check, run, run_built_layers, run_layers, Layer, RunReport, Sources};
+pub use job::{check, run, run_built_layers, run_layers, Layer, RunReport};
 pub use lake::{Lake, S3Settings};
+pub use sources::Sources;
 
 /// What can go wrong in a batch run.
 #[derive(Debug, thiserror::Error)]
