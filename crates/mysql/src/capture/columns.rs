@@ -272,13 +272,16 @@ fn parse_datetime(t: &str) -> Option<(u16, u8, u8, u8, u8, u8, u32)> {
         t.next()?.parse().ok()?,
         t.next()?.parse().ok()?,
     );
-    let us = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(6).collect();
-        digits.parse::<u32>().ok()? * 10u32.pow(6 - digits.len() as u32)
-    };
-    Some((y, mo, dd, h, mi, s, us))
+    Some((y, mo, dd, h, mi, s, fraction_micros(frac)?))
+}
+
+/// The digits after a decimal point (`"125"`, `"123456"`, or none) as microseconds.
+fn fraction_micros(frac: &str) -> Option<u32> {
+    if frac.is_empty() {
+        return Some(0);
+    }
+    let digits: String = frac.chars().take(6).collect();
+    Some(digits.parse::<u32>().ok()? * 10u32.pow(6 - digits.len() as u32))
 }
 
 /// `[-]838:59:59[.ffffff]` (a TIME as text) in microseconds.
@@ -294,13 +297,7 @@ fn time_micros(t: &str) -> Option<i64> {
         parts.next()?.parse().ok()?,
         parts.next()?.parse().ok()?,
     );
-    let us = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(6).collect();
-        i64::from(digits.parse::<u32>().ok()?) * 10i64.pow(6 - digits.len() as u32)
-    };
-    let micros = (h * 3600 + m * 60 + s) * 1_000_000 + us;
+    let micros = (h * 3600 + m * 60 + s) * 1_000_000 + i64::from(fraction_micros(frac)?);
     Some(if negative { -micros } else { micros })
 }
 
@@ -308,13 +305,7 @@ fn time_micros(t: &str) -> Option<i64> {
 fn epoch_seconds_text(t: &str) -> Option<i64> {
     let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
     let secs: i64 = secs.parse().ok()?;
-    let us = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(6).collect();
-        i64::from(digits.parse::<u32>().ok()?) * 10i64.pow(6 - digits.len() as u32)
-    };
-    Some(secs * 1_000_000 + us)
+    Some(secs * 1_000_000 + i64::from(fraction_micros(frac)?))
 }
 
 fn epoch_micros(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> i64 {
