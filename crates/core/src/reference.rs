@@ -142,13 +142,13 @@ pub struct ReferenceCsv<'a> {
 }
 
 impl ReferenceCsv<'static> {
-    /// The copy of the real extracts that ships with brewline (`data/reference/`).
+    /// The copy of the real extracts that ships with brewline (`crates/core/data/reference/`).
     pub const BUNDLED: ReferenceCsv<'static> = ReferenceCsv {
-        stores: include_str!("../../../data/reference/stores.csv"),
-        payment_method: include_str!("../../../data/reference/payment_method.csv"),
-        product_category: include_str!("../../../data/reference/product_category.csv"),
-        products: include_str!("../../../data/reference/products.csv"),
-        diamond_customers: include_str!("../../../data/reference/diamond_customers.csv"),
+        stores: include_str!("../data/reference/stores.csv"),
+        payment_method: include_str!("../data/reference/payment_method.csv"),
+        product_category: include_str!("../data/reference/product_category.csv"),
+        products: include_str!("../data/reference/products.csv"),
+        diamond_customers: include_str!("../data/reference/diamond_customers.csv"),
     };
 }
 
