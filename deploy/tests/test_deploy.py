@@ -91,7 +91,7 @@ def check_compose(brewline):
 
 
 def exported_metrics():
-    with open(os.path.join(ROOT, "crates", "speed", "src", "metrics.rs")) as f:
+    with open(os.path.join(ROOT, "crates", "metrics", "src", "lib.rs")) as f:
         names = set(re.findall(r'"(brewline_[a-z_]+)"', f.read()))
     return names | {n + s for n in names for s in ("_bucket", "_sum", "_count")}
 

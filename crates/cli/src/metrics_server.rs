@@ -1,4 +1,5 @@
-//! `--metrics-addr`: Prometheus text at `/metrics`, served while a command runs.
+//! `--metrics-addr`: the process's metrics at `/metrics` (OpenMetrics text, which Prometheus
+//! reads), served while a command runs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,22 +9,19 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use brewline_speed::metrics;
 use brewline_speed::stats::Stats;
 
 /// The routes of the metrics endpoint.
 pub fn router(stats: Arc<Stats>) -> Router {
+    let registry = Arc::new(brewline_speed::metrics::registry(stats));
     Router::new().route(
         "/metrics",
         get(move || {
-            let stats = stats.clone();
+            let registry = registry.clone();
             async move {
                 (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    metrics::render(&stats),
+                    [(header::CONTENT_TYPE, brewline_metrics::CONTENT_TYPE)],
+                    brewline_metrics::render(&registry),
                 )
                     .into_response()
             }

@@ -8,8 +8,7 @@ use std::time::Duration;
 use brewline_kafka::KafkaLog;
 use brewline_mysql::MysqlSource;
 use brewline_serve::live::{self, Live};
-use brewline_serve::AppState;
-use brewline_speed::metrics;
+use brewline_serve::{AppState, ServingCollector};
 use brewline_speed::stats::Stats;
 use tokio::sync::watch;
 
@@ -70,10 +69,12 @@ pub async fn serve_until(
 ) -> anyhow::Result<()> {
     let listener = brewline_serve::bind(addr).await?;
     let live = Arc::new(Live::new());
+    let mut registry = brewline_speed::metrics::registry(stats);
+    registry.register_collector(Box::new(ServingCollector(live.clone())));
     let state = AppState {
         live: live.clone(),
         refresh: Duration::from_millis(config.serve.refresh_ms),
-        process_metrics: Arc::new(move || metrics::render(&stats)),
+        metrics: Arc::new(registry),
     };
     let server = tokio::spawn(brewline_serve::serve(listener, state, shutdown.clone()));
     println!("serving the dashboard at http://{addr}/ (API under /api, metrics at /metrics)");

@@ -123,7 +123,9 @@ async fn two_recommenders_killed_and_restarted_make_one_suggestion_per_eligible_
 
     let body = reqwest_free_get(&metrics, "/metrics");
     assert!(
-        body.contains("# TYPE brewline_suggestions_total counter"),
+        // OpenMetrics names a counter's family without `_total`, its sample with it.
+        body.contains("# TYPE brewline_suggestions counter")
+            && body.contains("\nbrewline_suggestions_total "),
         "{body}"
     );
     assert!(

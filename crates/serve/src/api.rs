@@ -37,8 +37,9 @@ pub struct AppState {
     pub live: Arc<Live>,
     /// How often the dashboard's stream sends the figures.
     pub refresh: Duration,
-    /// Renders the process's own metrics (the speed layer's, when it runs in this process).
-    pub process_metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The process's metrics: the speed layer's, when it runs in this process, and the
+    /// serving layer's ([`crate::ServingCollector`]).
+    pub metrics: Arc<brewline_metrics::Registry>,
 }
 
 /// The routes of the serving layer, each with its handler.
@@ -802,11 +803,8 @@ async fn live_stream(
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::render_metrics(&state),
+        [(header::CONTENT_TYPE, brewline_metrics::CONTENT_TYPE)],
+        brewline_metrics::render(&state.metrics),
     )
         .into_response()
 }

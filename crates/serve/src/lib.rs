@@ -3,18 +3,18 @@
 //! served as a JSON API, a live dashboard and Prometheus metrics.
 //!
 //! - [`live`]: the figures, and the tail of the topics that keeps them up to date;
-//! - [`api`]: the routes.
+//! - [`api`]: the routes;
+//! - [`ServingCollector`]: the serving layer's metrics.
 
 pub mod api;
 pub mod live;
+mod metrics;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-
-use brewline_speed::metrics;
 
 pub use api::{router, AppState};
 pub use live::{Live, TailSettings};
+pub use metrics::ServingCollector;
 
 /// What can go wrong in the serving layer.
 #[derive(Debug, thiserror::Error)]
@@ -64,70 +64,4 @@ pub async fn serve(
             addr,
             message: e.to_string(),
         })
-}
-
-/// The serving layer's metrics, after the process's own.
-pub fn render_metrics(state: &AppState) -> String {
-    let mut out = (state.process_metrics)();
-    let live = &state.live;
-    let requests: Vec<(String, f64)> = live
-        .requests
-        .lock()
-        .map(|m| {
-            m.iter()
-                .map(|((route, status), n)| {
-                    (
-                        metrics::label_set(&[("route", route), ("status", &status.to_string())]),
-                        *n as f64,
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    metrics::render_values(&mut out, &metrics::SERVE_REQUESTS, &requests);
-    let one = |v: f64| vec![(String::new(), v)];
-    metrics::render_values(
-        &mut out,
-        &metrics::SERVE_SPEED_EVENTS,
-        &one(live.events.load(Ordering::Relaxed) as f64),
-    );
-    let figures = live.read(|f| {
-        (
-            f.speed.orders_read(),
-            f.speed.unresolved_count(),
-            f.lag,
-            f.watermark().cloned(),
-        )
-    });
-    if let Some((orders, unresolved, lag, watermark)) = figures {
-        metrics::render_values(&mut out, &metrics::SERVE_SPEED_ORDERS, &one(orders as f64));
-        metrics::render_values(
-            &mut out,
-            &metrics::SERVE_UNRESOLVED_ORDERS,
-            &one(unresolved as f64),
-        );
-        metrics::render_values(&mut out, &metrics::SERVE_SPEED_LAG, &one(lag as f64));
-        if let Some(w) = watermark {
-            if let Some(through) = w.through_ms {
-                metrics::render_values(
-                    &mut out,
-                    &metrics::BATCH_WATERMARK,
-                    &one(through as f64 / 1e3),
-                );
-            }
-            metrics::render_values(
-                &mut out,
-                &metrics::BATCH_LAST_SUCCESS,
-                &one(w.published_ms as f64 / 1e3),
-            );
-        }
-    }
-    if let Ok(Some(passed)) = live.last_run_passed.lock().map(|p| *p) {
-        metrics::render_values(
-            &mut out,
-            &metrics::BATCH_LAST_RUN_PASSED,
-            &one(if passed { 1.0 } else { 0.0 }),
-        );
-    }
-    out
 }

@@ -212,16 +212,13 @@ impl Stats {
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    /// Cumulative bucket counts (as Prometheus wants them), total count and sum (µs).
+    /// The count in each bucket of [`LATENCY_BUCKETS_SECONDS`] (not cumulative), the count of
+    /// all and their sum (µs).
     pub fn latency_buckets(&self) -> ([u64; LATENCY_BUCKETS_SECONDS.len()], u64, u64) {
-        let mut cumulative = [0u64; LATENCY_BUCKETS_SECONDS.len()];
-        let mut running = 0;
-        for (i, b) in self.latency_buckets.iter().enumerate() {
-            running += b.load(Ordering::Relaxed);
-            cumulative[i] = running;
-        }
         (
-            cumulative,
+            self.latency_buckets
+                .each_ref()
+                .map(|b| b.load(Ordering::Relaxed)),
             self.latency_count.load(Ordering::Relaxed),
             self.latency_sum_us.load(Ordering::Relaxed),
         )
