@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::Uri;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -21,7 +23,8 @@ use axum::{Json, Router};
 use brewline_core::calendar;
 use brewline_core::sales::{Day, Sales};
 use futures_util::stream::Stream;
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::live::{Figures, Live};
 
@@ -130,49 +133,83 @@ fn with_figures<T>(state: &AppState, f: impl FnOnce(&Figures) -> Result<T, ApiEr
 
 // ---- Parameters -------------------------------------------------------------------------
 
-/// The query string's parameters (no percent-encoding is needed by any of them).
-struct Params(BTreeMap<String, String>);
+/// A route's query parameters, read by serde from the percent-decoded query string: a
+/// parameter the route does not take, or one that does not read, is a 400 that says so.
+struct Params<T>(T);
 
-impl Params {
-    fn of(query: Option<String>, allowed: &[&str]) -> Result<Params, ApiError> {
-        let mut out = BTreeMap::new();
-        for pair in query
-            .as_deref()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if !allowed.contains(&k) {
-                return Err(ApiError::bad(format!(
-                    "unknown parameter {k:?}; this route takes {}",
-                    if allowed.is_empty() {
-                        "none".to_string()
-                    } else {
-                        allowed.join(", ")
-                    }
-                )));
+impl<T: DeserializeOwned> Params<T> {
+    fn of(uri: &Uri) -> Result<Params<T>, ApiError> {
+        match Query::<T>::try_from_uri(uri) {
+            Ok(Query(t)) => Ok(Params(t)),
+            Err(e) => {
+                let detail = e.body_text();
+                let detail = detail
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&detail);
+                let what = if detail.contains("unknown field") {
+                    "unknown parameter"
+                } else {
+                    "the query string does not read"
+                };
+                Err(ApiError::bad(format!("{what}: {detail}")))
             }
-            out.insert(k.to_string(), v.to_string());
-        }
-        Ok(Params(out))
-    }
-
-    fn date(&self, name: &str, default: i64) -> Result<i64, ApiError> {
-        match self.0.get(name) {
-            None => Ok(default),
-            Some(v) => parse_day(v).ok_or_else(|| {
-                ApiError::bad(format!(
-                    "{name}={v:?} is not a date: write YYYY-MM-DD, e.g. 2026-11-25"
-                ))
-            }),
         }
     }
+}
 
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Params::of(&parts.uri)
+    }
+}
+
+/// No parameter.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+/// `date=YYYY-MM-DD` (default today).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDate {
+    date: Option<String>,
+}
+
+/// `date=` and `limit=`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopOnDate {
+    date: Option<String>,
+    limit: Option<String>,
+}
+
+/// `from=` and `to=` (inclusive; by default the last 7 days).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DayRange {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Days since the epoch of the date parameter `name` (`default` when there is none).
+fn date(name: &str, value: Option<&str>, default: i64) -> Result<i64, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_day(v).ok_or_else(|| {
+            ApiError::bad(format!(
+                "{name}={v:?} is not a date: write YYYY-MM-DD, e.g. 2026-11-25"
+            ))
+        }),
+    }
+}
+
+impl DayRange {
     /// `from` and `to` (days since the epoch, inclusive), by default the last 7 days.
-    fn range(&self, today: i64) -> Result<(i64, i64), ApiError> {
-        let to = self.date("to", today)?;
-        let from = self.date("from", to - 6)?;
+    fn days(&self, today: i64) -> Result<(i64, i64), ApiError> {
+        let to = date("to", self.to.as_deref(), today)?;
+        let from = date("from", self.from.as_deref(), to - 6)?;
         if from > to {
             return Err(ApiError::bad(format!(
                 "from ({}) is after to ({})",
@@ -188,9 +225,11 @@ impl Params {
         }
         Ok((from, to))
     }
+}
 
+impl TopOnDate {
     fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
-        match self.0.get("limit") {
+        match self.limit.as_deref() {
             None => Ok(default),
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
@@ -404,8 +443,7 @@ fn today_of(live: &Live, f: &Figures) -> Today {
     }
 }
 
-async fn sales_today(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<Today> {
-    Params::of(q, &[])?;
+async fn sales_today(State(state): State<AppState>, _: Params<NoParams>) -> Answer<Today> {
     with_figures(&state, |f| Ok(today_of(&state.live, f)))
 }
 
@@ -417,8 +455,8 @@ pub struct Daily {
     pub watermark: Watermarks,
 }
 
-async fn sales_daily(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<Daily> {
-    let (from, to) = Params::of(q, &["from", "to"])?.range(today())?;
+async fn sales_daily(State(state): State<AppState>, Params(r): Params<DayRange>) -> Answer<Daily> {
+    let (from, to) = r.days(today())?;
     with_figures(&state, |f| {
         let days = (from..=to)
             .map(|d| {
@@ -451,8 +489,8 @@ pub struct Hourly {
     pub watermark: Watermarks,
 }
 
-async fn sales_hourly(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<Hourly> {
-    let date = day_name(Params::of(q, &["date"])?.date("date", today())?);
+async fn sales_hourly(State(state): State<AppState>, Params(p): Params<OnDate>) -> Answer<Hourly> {
+    let date = day_name(date("date", p.date.as_deref(), today())?);
     with_figures(&state, |f| {
         let hours = (0..24)
             .map(|hour| {
@@ -512,9 +550,11 @@ fn top_products(f: &Figures, date: &Day, limit: usize) -> Vec<ProductSales> {
     products
 }
 
-async fn products_top(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<TopProducts> {
-    let params = Params::of(q, &["date", "limit"])?;
-    let date = day_name(params.date("date", today())?);
+async fn products_top(
+    State(state): State<AppState>,
+    Params(params): Params<TopOnDate>,
+) -> Answer<TopProducts> {
+    let date = day_name(date("date", params.date.as_deref(), today())?);
     let limit = params.limit(5, 100)?;
     with_figures(&state, |f| {
         Ok(TopProducts {
@@ -565,9 +605,11 @@ fn top_stores(f: &Figures, date: &Day, limit: usize) -> Vec<StoreSales> {
     stores
 }
 
-async fn stores_top(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<TopStores> {
-    let params = Params::of(q, &["date", "limit"])?;
-    let date = day_name(params.date("date", today())?);
+async fn stores_top(
+    State(state): State<AppState>,
+    Params(params): Params<TopOnDate>,
+) -> Answer<TopStores> {
+    let date = day_name(date("date", params.date.as_deref(), today())?);
     let limit = params.limit(10, 1000)?;
     with_figures(&state, |f| {
         Ok(TopStores {
@@ -599,12 +641,12 @@ pub struct StoreHistory {
 async fn store_sales(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    RawQuery(q): RawQuery,
+    Params(r): Params<DayRange>,
 ) -> Answer<StoreHistory> {
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad(format!("store id {id:?} is not a number")))?;
-    let (from, to) = Params::of(q, &["from", "to"])?.range(today())?;
+    let (from, to) = r.days(today())?;
     with_figures(&state, |f| {
         let store = f.names.stores.get(&id).ok_or_else(|| {
             ApiError(
@@ -671,8 +713,8 @@ fn cities_of(f: &Figures, date: &Day) -> Vec<CitySales> {
     cities
 }
 
-async fn cities(State(state): State<AppState>, RawQuery(q): RawQuery) -> Answer<Cities> {
-    let date = day_name(Params::of(q, &["date"])?.date("date", today())?);
+async fn cities(State(state): State<AppState>, Params(p): Params<OnDate>) -> Answer<Cities> {
+    let date = day_name(date("date", p.date.as_deref(), today())?);
     with_figures(&state, |f| {
         Ok(Cities {
             cities: cities_of(f, &date),
@@ -719,9 +761,9 @@ pub struct SuggestionStats {
 
 async fn suggestion_stats(
     State(state): State<AppState>,
-    RawQuery(q): RawQuery,
+    Params(r): Params<DayRange>,
 ) -> Answer<SuggestionStats> {
-    let (from, to) = Params::of(q, &["from", "to"])?.range(today())?;
+    let (from, to) = r.days(today())?;
     with_figures(&state, |f| {
         let mut total = Sales::default();
         let days = (from..=to)
@@ -778,9 +820,8 @@ fn dashboard_of(live: &Live, f: &Figures) -> Dashboard {
 
 async fn dashboard_figures(
     State(state): State<AppState>,
-    RawQuery(q): RawQuery,
+    _: Params<NoParams>,
 ) -> Answer<Dashboard> {
-    Params::of(q, &[])?;
     with_figures(&state, |f| Ok(dashboard_of(&state.live, f)))
 }
 
@@ -832,25 +873,35 @@ mod tests {
         }
     }
 
+    fn query<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+        let uri: Uri = format!("/r?{q}").parse().unwrap();
+        Params::of(&uri).map(|Params(t)| t)
+    }
+
     #[test]
     fn ranges_default_to_the_last_week_and_are_bounded() {
-        let p = |q: &str| Params::of(Some(q.to_string()), &["from", "to", "limit"]).unwrap();
-        assert_eq!(p("").range(100).unwrap(), (94, 100));
-        assert_eq!(p("to=1970-01-11").range(100).unwrap(), (4, 10));
+        let r = |q: &str| query::<DayRange>(q).unwrap();
+        assert_eq!(r("").days(100).unwrap(), (94, 100));
+        assert_eq!(r("to=1970-01-11").days(100).unwrap(), (4, 10));
         assert_eq!(
-            p("from=1970-01-01&to=1970-01-01").range(100).unwrap(),
+            r("from=1970-01-01&to=1970-01-01").days(100).unwrap(),
             (0, 0)
         );
-        assert!(p("from=1970-01-03&to=1970-01-02").range(100).is_err());
-        assert!(p("from=1970-01-01&to=1971-01-02").range(1000).is_err());
-        assert_eq!(p("").limit(5, 100).unwrap(), 5);
-        assert_eq!(p("limit=100").limit(5, 100).unwrap(), 100);
+        // Percent-encoded values are decoded.
+        assert_eq!(r("to=1970%2D01%2D11").days(100).unwrap(), (4, 10));
+        assert!(r("from=1970-01-03&to=1970-01-02").days(100).is_err());
+        assert!(r("from=1970-01-01&to=1971-01-02").days(1000).is_err());
+        let t = |q: &str| query::<TopOnDate>(q).unwrap();
+        assert_eq!(t("").limit(5, 100).unwrap(), 5);
+        assert_eq!(t("limit=100").limit(5, 100).unwrap(), 100);
         for bad in ["limit=0", "limit=101", "limit=-1", "limit=ten"] {
-            assert!(p(bad).limit(5, 100).is_err(), "{bad}");
+            assert!(t(bad).limit(5, 100).is_err(), "{bad}");
         }
-        let e = Params::of(Some("date=x&colour=red".into()), &["date"])
-            .err()
-            .map(|e| e.1);
-        assert!(e.is_some_and(|m| m.contains("colour") && m.contains("date")));
+        let e = query::<OnDate>("date=x&colour=red").err().map(|e| e.1);
+        assert!(e.is_some_and(|m| m.contains("unknown parameter")
+            && m.contains("colour")
+            && m.contains("date")));
+        let e = query::<NoParams>("colour=red").err().map(|e| e.1);
+        assert!(e.is_some_and(|m| m.contains("unknown parameter")));
     }
 }
