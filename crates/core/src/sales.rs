@@ -210,54 +210,37 @@ impl SalesBook {
     }
 }
 
-/// The orders whose `orders` row a batch view holds, as a Bloom filter (about 10 bits an
-/// order, 1 % false positives): "not held" is certain; "maybe" is looked up in the view.
+/// The orders whose `orders` row a batch view holds, as a Bloom filter (fastbloom, 1 % false
+/// positives): "not held" is certain; "maybe" is looked up in the view.
 #[derive(Debug, Clone, Default)]
 pub struct HeldOrders {
-    bits: Vec<u64>,
+    /// `None`: sized for nothing, holds nothing.
+    filter: Option<fastbloom::BloomFilter>,
 }
 
-/// Bit positions an id sets.
-const HELD_HASHES: u64 = 7;
+/// A fixed seed: the same ids give the same filter in every process (no entropy read).
+const HELD_SEED: u128 = 0x6272_6577_6c69_6e65_5f68_656c_6400_0001;
 
 impl HeldOrders {
     /// A filter sized for `orders` ids.
     pub fn with_capacity(orders: usize) -> HeldOrders {
-        let bits = (orders.max(1) * 10).next_power_of_two().max(64);
+        let filter = fastbloom::BloomFilter::with_false_pos(0.01)
+            .seed(&HELD_SEED)
+            .expected_items(orders.max(1));
         HeldOrders {
-            bits: vec![0; bits / 64],
+            filter: Some(filter),
         }
-    }
-
-    fn positions(&self, id: &str) -> impl Iterator<Item = usize> + '_ {
-        // FNV-1a, then a SplitMix64 step of it as the second hash (double hashing).
-        let h1 = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        let mut z = h1.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let h2 = (z ^ (z >> 31)) | 1;
-        let mask = (self.bits.len() * 64 - 1) as u64;
-        (0..HELD_HASHES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) & mask) as usize)
     }
 
     pub fn insert(&mut self, id: &str) {
-        if self.bits.is_empty() {
-            return;
-        }
-        let positions: Vec<usize> = self.positions(id).collect();
-        for p in positions {
-            self.bits[p / 64] |= 1 << (p % 64);
+        if let Some(f) = &mut self.filter {
+            f.insert(id);
         }
     }
 
     /// False when the view certainly holds no row of `id`.
     pub fn may_hold(&self, id: &str) -> bool {
-        !self.bits.is_empty()
-            && self
-                .positions(id)
-                .all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+        self.filter.as_ref().is_some_and(|f| f.contains(id))
     }
 }
 
