@@ -31,14 +31,17 @@ use crate::{BatchError, Result};
 
 /// How to reach an S3 lake. Credentials left out come from the environment's usual AWS
 /// sources only where `object_store` finds them (instance metadata, web identity).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Settings {
     /// The endpoint of an S3-compatible server, e.g. `http://minio:9000` (unset: AWS).
     pub endpoint: Option<String>,
     /// The region [default: us-east-1].
     pub region: Option<String>,
+    /// The access key's id (set it from the environment:
+    /// `BREWLINE_BATCH__S3__ACCESS_KEY_ID`).
     pub access_key_id: Option<String>,
+    /// The secret access key (from the environment: `BREWLINE_BATCH__S3__SECRET_ACCESS_KEY`).
     pub secret_access_key: Option<String>,
     /// Allow plain `http://` endpoints (MinIO in a private network, tests).
     pub allow_http: bool,

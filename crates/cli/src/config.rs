@@ -11,7 +11,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Everything brewline can be told.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Names of the topics brewline reads and writes.
@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 /// The serving layer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Where the API and the dashboard listen.
@@ -78,7 +78,7 @@ impl Config {
 }
 
 /// The batch layer's lake.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
     /// The lake's root: a folder, or s3://bucket/prefix [default: lake/ in the data dir].
@@ -122,7 +122,7 @@ impl BatchConfig {
 }
 
 /// `brewline accept`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AcceptConfig {
     /// Consumer group reading the suggestions.
@@ -138,7 +138,7 @@ impl Default for AcceptConfig {
 }
 
 /// Topic names and partitions.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicsConfig {
     /// Change events of `orders`.
@@ -166,7 +166,7 @@ impl Default for TopicsConfig {
 }
 
 /// How change events are written.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
     /// Logical server name: `source.name` of each event and the first part of its topic.
@@ -190,7 +190,7 @@ impl Default for CaptureConfig {
 }
 
 /// The recommender.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecommenderConfig {
     /// Consumer group.
@@ -232,7 +232,7 @@ impl Default for RecommenderConfig {
 }
 
 /// The embedded engines.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedConfig {
     /// Directory of the embedded databases.

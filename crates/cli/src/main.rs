@@ -8,6 +8,7 @@ mod bench_debezium;
 mod bench_kafka;
 mod cdc;
 mod config;
+mod config_doc;
 mod demo;
 mod embedded;
 mod metrics_server;
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
                     action: TopicsAction::Create(a),
                 } => topics::create(config, a).await,
                 Command::Config => {
-                    print!("{}", toml::to_string_pretty(&config)?);
+                    print!("{}", config_doc::documented(&config)?);
                     Ok(ExitCode::SUCCESS)
                 }
             }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// in `producer` and `consumer` (see librdkafka's CONFIGURATION.md); brewline's own defaults
 /// are listed with [`KafkaConfig::producer_properties`] and
 /// [`KafkaConfig::consumer_properties`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.

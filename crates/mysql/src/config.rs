@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ENGINE;
 
 /// The MySQL or MariaDB server and the shop's database on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MysqlConfig {
     /// The server, `mysql://user:password@host:port` (set the password from the environment,

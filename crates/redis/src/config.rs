@@ -4,7 +4,7 @@ use brewline_core::names;
 use serde::{Deserialize, Serialize};
 
 /// The Redis databases and key names. The defaults are the original pipeline's names (SPEC.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// The static database: the lookup cache (`redis://host:port/db`; a password goes in the

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 /// How DECIMAL columns are written (Debezium's `decimal.handling.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DecimalHandling {
     /// Exact, as text: `"12.50"`.

@@ -33,7 +33,7 @@ use crate::{port_error, MysqlConfig, ENGINE};
 use columns::{ColumnInfo, DecimalHandling};
 
 /// `brewline cdc`: how the binlog is read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CdcConfig {
     /// The id this reader registers with as a replica: unique among the server's replicas
