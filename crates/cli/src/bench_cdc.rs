@@ -2,7 +2,7 @@
 //!
 //! 1. **Throughput**: a bulk insert of `--lines` order lines (a quarter as many orders, four
 //!    lines each, in statements of 200 000 lines), then, on that backlog of the binlog, one
-//!    after the other: `brewline cdc` (its own process, `--until-caught-up`), Debezium's MariaDB
+//!    after the other, each once MariaDB is done with the insert (pages written, rows purged): `brewline cdc` (its own process, `--until-caught-up`), Debezium's MariaDB
 //!    connector on Kafka Connect (with `--connect`: `scripts/connect`, configured as
 //!    `deploy/connect/mysql-source.json`; it took its snapshot of the empty tables and stopped
 //!    before the insert), each into topics of its own on the same cluster, measured the same
@@ -67,6 +67,36 @@ async fn capture_once(config: &Config) -> anyhow::Result<(u64, f64)> {
     Ok((Stats::get(&stats.captured), began.elapsed().as_secs_f64()))
 }
 
+/// Waits until MariaDB is done with what the bulk insert left it (dirty pages written out,
+/// old row versions purged: InnoDB writes less than 1 MiB in a second and, where the server
+/// reports it, its history list is under 1 000), so that no contender is timed while the
+/// server still works for the insert. Gives up after five minutes, saying so.
+async fn settle(source: &MysqlSource) -> anyhow::Result<()> {
+    let began = Instant::now();
+    let mut written = source.global_status("Innodb_data_written").await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = source.global_status("Innodb_data_written").await?;
+        let history = source.global_status("Innodb_history_list_length").await?;
+        let quiet = now
+            .zip(written)
+            .is_none_or(|(n, w)| n.saturating_sub(w) < 1 << 20)
+            && history.is_none_or(|h| h < 1_000);
+        if quiet {
+            println!(
+                "  (MariaDB quiet after {:.0} s)",
+                began.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if began.elapsed() > Duration::from_secs(300) {
+            println!("  (MariaDB still busy after 5 minutes: measuring anyway)");
+            return Ok(());
+        }
+        written = now;
+    }
+}
+
 pub async fn run(
     mut config: Config,
     args: BenchArgs,
@@ -121,6 +151,8 @@ pub async fn run(
         "bulk insert: {orders} orders, {} lines in {inserted:.1} s",
         orders * 4
     );
+    let source = MysqlSource::new(&c.mysql)?;
+    settle(&source).await?;
     let ours = crate::bench_debezium::brewline_cdc(&c, work.path()).await?;
     let row = |name: &str, m: &crate::bench_debezium::Measured| {
         println!(
@@ -134,6 +166,7 @@ pub async fn run(
     };
     row("brewline cdc", &ours);
     if let Some(debezium) = &debezium {
+        settle(&source).await?;
         let theirs = debezium.catch_up(&c, (orders * 5) as i64).await?;
         row("Debezium (Kafka Connect)", &theirs);
         println!(
@@ -142,6 +175,7 @@ pub async fn run(
             ours.peak_rss_mib / theirs.peak_rss_mib.max(1e-9)
         );
     }
+    settle(&source).await?;
     let raw = binlog.read_raw(&start).await?;
     println!(
         "  {:<30} {:>9} rows    {:>7.2} s {:>44.0} rows/s",

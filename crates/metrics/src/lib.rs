@@ -247,17 +247,7 @@ impl<'a> Families<'a> {
 
     /// A counter, one sample per label set.
     pub fn counter(&mut self, m: &Metric, samples: &[(Labels<'_>, u64)]) -> fmt::Result {
-        let mut family =
-            self.encoder
-                .encode_descriptor(m.family(), m.help(), None, MetricType::Counter)?;
-        if let [(&[], value)] = samples {
-            return ConstCounter::new(*value).encode(family);
-        }
-        for (labels, value) in samples {
-            let labels = escaped(labels);
-            ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+        self.family(m, MetricType::Counter, samples, |v| ConstCounter::new(*v))
     }
 
     /// A counter of one sample without labels.
@@ -267,15 +257,27 @@ impl<'a> Families<'a> {
 
     /// A gauge, one sample per label set.
     pub fn gauge(&mut self, m: &Metric, samples: &[(Labels<'_>, f64)]) -> fmt::Result {
-        let mut family =
-            self.encoder
-                .encode_descriptor(m.family(), m.help(), None, MetricType::Gauge)?;
+        self.family(m, MetricType::Gauge, samples, |v| ConstGauge::new(*v))
+    }
+
+    /// A family of `kind`, one sample per label set (a lone sample without labels written
+    /// bare), each value made a metric by `metric`.
+    fn family<V, M: EncodeMetric>(
+        &mut self,
+        m: &Metric,
+        kind: MetricType,
+        samples: &[(Labels<'_>, V)],
+        metric: impl Fn(&V) -> M,
+    ) -> fmt::Result {
+        let mut family = self
+            .encoder
+            .encode_descriptor(m.family(), m.help(), None, kind)?;
         if let [(&[], value)] = samples {
-            return ConstGauge::new(*value).encode(family);
+            return metric(value).encode(family);
         }
         for (labels, value) in samples {
             let labels = escaped(labels);
-            ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+            metric(value).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -79,6 +79,19 @@ impl MysqlSource {
             .map_err(|e| port_error("reading order times", e))
     }
 
+    /// A counter of the server's global status (`SHOW GLOBAL STATUS`), if it has one by that
+    /// name and it is a number.
+    pub async fn global_status(&self, name: &str) -> Result<Option<u64>> {
+        let mut conn = self.conn().await?;
+        let value: Option<String> =
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = ?"
+                .with((name.to_ascii_uppercase(),))
+                .first(&mut conn)
+                .await
+                .map_err(|e| port_error("reading the server's status", e))?;
+        Ok(value.and_then(|v| v.trim().parse().ok()))
+    }
+
     /// Closes the pool's connections.
     pub async fn close(self) -> Result<()> {
         self.pool
