@@ -77,7 +77,10 @@ impl KafkaConfig {
     /// cover (never automatically), and the earliest record when a group has none; a
     /// read-ahead bounded to 4 MiB per consumer (librdkafka's default is 64 MiB and 100 000
     /// messages per partition), refilled 5 ms after it drained instead of librdkafka's 1 s
-    /// (`fetch.queue.backoff.ms`), which keeps a recommender under 64 MiB at full speed
+    /// (`fetch.queue.backoff.ms`); fetches of at most 256 KiB a partition and 1 MiB in all
+    /// (librdkafka: 1 MiB and 50 MiB), as each lz4 batch is held decompressed, several times
+    /// its size, while any of its records waits: a recommender at full speed stayed at
+    /// 84 MiB (120 MiB with schemas) where these defaults of librdkafka's took 138 MiB (263)
     /// (BENCHMARKS.md); then the configured ones.
     pub fn consumer_properties(&self) -> BTreeMap<String, String> {
         let mut p = self.common_properties();
@@ -89,6 +92,8 @@ impl KafkaConfig {
             ("queued.max.messages.kbytes", "4096"),
             ("queued.min.messages", "10000"),
             ("fetch.queue.backoff.ms", "5"),
+            ("max.partition.fetch.bytes", "262144"),
+            ("fetch.max.bytes", "1048576"),
         ] {
             p.insert(k.into(), v.into());
         }
