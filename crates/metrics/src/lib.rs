@@ -74,6 +74,14 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
     }
 }
 
+const fn gauge(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        help,
+        kind: Kind::Gauge,
+    }
+}
+
 pub const EVENTS_IN: Metric = counter("brewline_events_in_total", "Records read, by topic.");
 pub const EVENTS_OUT: Metric = counter(
     "brewline_events_out_total",
@@ -87,21 +95,18 @@ pub const ROWS_CAPTURED: Metric = counter(
     "brewline_capture_rows_total",
     "Row changes captured from the source database, by table and op (c, u, d, r).",
 );
-pub const CAPTURE_LAG: Metric = Metric {
-    name: "brewline_capture_lag_seconds",
-    help: "Seconds between the source commit of the last captured change and its capture (0 when caught up).",
-    kind: Kind::Gauge,
-};
-pub const SNAPSHOT_ROWS: Metric = Metric {
-    name: "brewline_capture_snapshot_rows",
-    help: "Rows of the initial snapshot read so far.",
-    kind: Kind::Gauge,
-};
-pub const SNAPSHOT_TOTAL: Metric = Metric {
-    name: "brewline_capture_snapshot_rows_total_expected",
-    help: "Rows the initial snapshot reads in all (counted when it began).",
-    kind: Kind::Gauge,
-};
+pub const CAPTURE_LAG: Metric = gauge(
+    "brewline_capture_lag_seconds",
+    "Seconds between the source commit of the last captured change and its capture (0 when caught up).",
+);
+pub const SNAPSHOT_ROWS: Metric = gauge(
+    "brewline_capture_snapshot_rows",
+    "Rows of the initial snapshot read so far.",
+);
+pub const SNAPSHOT_TOTAL: Metric = gauge(
+    "brewline_capture_snapshot_rows_total_expected",
+    "Rows the initial snapshot reads in all (counted when it began).",
+);
 pub const ORDERS_WRITTEN: Metric = counter(
     "brewline_orders_written_total",
     "Orders the tills (`simulate`) wrote to the source database.",
@@ -140,11 +145,10 @@ pub const SUGGESTION_LATENCY: Metric = Metric {
         "From the order's commit in the source database to its suggestion acknowledged by the log.",
     kind: Kind::Histogram,
 };
-pub const CONSUMER_LAG: Metric = Metric {
-    name: "brewline_consumer_lag",
-    help: "Records in the consumed topics not yet committed by this consumer.",
-    kind: Kind::Gauge,
-};
+pub const CONSUMER_LAG: Metric = gauge(
+    "brewline_consumer_lag",
+    "Records in the consumed topics not yet committed by this consumer.",
+);
 pub const ENGINE_ERRORS: Metric = counter(
     "brewline_engine_errors_total",
     "Failed calls to an engine (kafka, redis, mysql, embedded ...), by engine.",
@@ -155,14 +159,6 @@ pub const ENGINE_RETRIES: Metric = counter(
 );
 
 /// A gauge's definition.
-const fn gauge(name: &'static str, help: &'static str) -> Metric {
-    Metric {
-        name,
-        help,
-        kind: Kind::Gauge,
-    }
-}
-
 // The serving layer's own (`brewline serve`).
 pub const SERVE_REQUESTS: Metric = counter(
     "brewline_serve_requests_total",
