@@ -175,7 +175,11 @@ pub struct CaptureConfig {
     /// Write Kafka Connect's `schema` part with every event (as JsonConverter with
     /// `schemas.enable=true`).
     pub schemas: bool,
-    /// Row changes per batch.
+    /// Row changes read and sent per batch. A batch is sent once the one before it is
+    /// acknowledged, so larger batches keep more in flight on a catch-up: 16 384 captured a
+    /// backlog of 1.25 M row changes a third faster than 4 096 on the test cluster, at 142
+    /// MiB instead of 67 (BENCHMARKS.md). A live capture's batches are as small as what
+    /// arrives, whatever this says.
     pub batch: usize,
 }
 
@@ -184,7 +188,7 @@ impl Default for CaptureConfig {
         CaptureConfig {
             topic_prefix: names::CDC_TOPIC_PREFIX.into(),
             schemas: false,
-            batch: 4096,
+            batch: 16_384,
         }
     }
 }
