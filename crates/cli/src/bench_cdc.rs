@@ -142,7 +142,8 @@ pub async fn run(
              FROM ({ids}) o CROSS JOIN (SELECT id, unit_price FROM products ORDER BY id LIMIT 4) p"
         ));
     }
-    MysqlSource::new(&c.mysql)?
+    let source = MysqlSource::new(&c.mysql)?;
+    source
         .execute(&statements)
         .await
         .context("the bulk insert (needs MariaDB's built-in sequence tables, seq_1_to_N)")?;
@@ -151,7 +152,6 @@ pub async fn run(
         "bulk insert: {orders} orders, {} lines in {inserted:.1} s",
         orders * 4
     );
-    let source = MysqlSource::new(&c.mysql)?;
     settle(&source).await?;
     let ours = crate::bench_debezium::brewline_cdc(&c, work.path()).await?;
     let row = |name: &str, m: &crate::bench_debezium::Measured| {
