@@ -137,7 +137,7 @@ impl EmbeddedPipeline {
         let config = self.config.recommender_settings();
         let suggester = Suggester::new(seed, Box::new(AffinityStrategy));
         let mut recommender =
-            Recommender::new(config, suggester, &self.dir.state, self.stats.clone()).await?;
+            Recommender::new(config, suggester, self.stats.clone());
         let mut consumer = self
             .dir
             .log

@@ -75,6 +75,21 @@ impl Lookups {
             .is_some_and(|c| self.diamond_customers.contains(&c))
             && self.acb_payment_methods.contains(&order.payment_method_id)
     }
+
+    /// What these lookups lack to decide an order, if anything: a store that was flushed or
+    /// half-restored reads as sets without members, and deciding with them would refuse every
+    /// order silently.
+    pub fn lacking(&self) -> Option<&'static str> {
+        if self.diamond_customers.is_empty() {
+            Some("diamond customers")
+        } else if self.acb_payment_methods.is_empty() {
+            Some("ACB payment methods")
+        } else if self.products.is_empty() {
+            Some("products")
+        } else {
+            None
+        }
+    }
 }
 
 /// A suggestion as published to `order_suggestions`: an order line with `is_suggestion`.
@@ -267,6 +282,21 @@ mod tests {
 
     fn lookups() -> Lookups {
         Lookups::from_reference(&ReferenceData::bundled().unwrap(), "ACB")
+    }
+
+    #[test]
+    fn lookups_lacking_any_part_cannot_decide() {
+        assert_eq!(lookups().lacking(), None);
+        assert_eq!(Lookups::default().lacking(), Some("diamond customers"));
+        let mut l = lookups();
+        l.acb_payment_methods.clear();
+        assert_eq!(l.lacking(), Some("ACB payment methods"));
+        let mut l = lookups();
+        l.products.clear();
+        assert_eq!(l.lacking(), Some("products"));
+        let mut l = lookups();
+        l.affinity = AffinityTable::default();
+        assert_eq!(l.lacking(), None, "the affinity may be empty until a batch run");
     }
 
     fn order(customer: Option<i64>, payment: i64, products: &[&str]) -> CompletedOrder {

@@ -149,6 +149,14 @@ pub const CONSUMER_LAG: Metric = gauge(
     "brewline_consumer_lag",
     "Records in the consumed topics not yet committed by this consumer.",
 );
+pub const LOOKUPS_VERSION: Metric = gauge(
+    "brewline_lookups_version",
+    "Version of the lookups the recommender decides with (0: none yet).",
+);
+pub const DEGRADED: Metric = gauge(
+    "brewline_degraded",
+    "1 while the process runs degraded (deciding with lookups the store lost, or waiting for lookups); /healthz says why.",
+);
 pub const ENGINE_ERRORS: Metric = counter(
     "brewline_engine_errors_total",
     "Failed calls to an engine (kafka, redis, mysql, embedded ...), by engine.",
@@ -224,6 +232,8 @@ pub const ALL: &[Metric] = &[
     SUGGESTIONS_REPLAYED,
     SUGGESTION_LATENCY,
     CONSUMER_LAG,
+    LOOKUPS_VERSION,
+    DEGRADED,
     ENGINE_ERRORS,
     ENGINE_RETRIES,
 ];

@@ -199,7 +199,9 @@ pub trait OrderStore: Send + Sync {
 #[async_trait]
 pub trait LookupStore: Send + Sync {
     /// Replaces the lookups at once: a reader sees the old set or the new one, never half.
-    /// Returns the new version.
+    /// Returns the new version: the previous one plus one, or the time in epoch milliseconds
+    /// if that is higher, so that lookups published again into a store that lost them are
+    /// newer than any it had (a recommender refuses older ones).
     async fn publish(&self, lookups: &Lookups) -> Result<u64>;
 
     /// The version of the current lookups (0: never published).

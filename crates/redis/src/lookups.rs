@@ -18,6 +18,9 @@ use crate::{Connection, RedisConfig, ENGINE};
 
 /// Temporary keys live this long if a load dies before renaming them.
 const BUILDING_TTL: Duration = Duration::from_secs(600);
+/// Raises the version to the next one or to ARGV[1] (the time in ms), whichever is higher.
+const NEXT_VERSION: &str = "local v = math.max((tonumber(redis.call('GET', KEYS[1])) or 0) + 1, tonumber(ARGV[1])) \
+    redis.call('SET', KEYS[1], v) return v";
 /// Members per `SADD`.
 const CHUNK: usize = 1000;
 
@@ -169,7 +172,12 @@ impl LookupStore for RedisLookups {
         for stale in existing.iter().filter(|e| fresh.binary_search(e).is_err()) {
             swap.del(stale).ignore();
         }
-        swap.incr(&k.lookups_version_key, 1);
+        // The next version, and never below the time: see `LookupStore::publish`.
+        swap.cmd("EVAL")
+            .arg(NEXT_VERSION)
+            .arg(1)
+            .arg(&k.lookups_version_key)
+            .arg(brewline_ports::now_ms());
         let (version,): (u64,) = self
             .connection
             .call("swapping the lookups into place", async |c| {

@@ -9,6 +9,7 @@ pub mod accept;
 pub mod capture;
 pub mod dead_letter;
 pub mod lookup_cache;
+pub mod lookup_guard;
 pub mod metrics;
 pub mod recommender;
 pub mod stats;

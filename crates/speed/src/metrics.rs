@@ -69,6 +69,14 @@ impl Collector for StatsCollector {
             sum_us as f64 / 1e6,
         )?;
         f.gauge_value(&m::CONSUMER_LAG, Stats::get(&stats.consumer_lag) as f64)?;
+        f.gauge_value(
+            &m::LOOKUPS_VERSION,
+            Stats::get(&stats.lookups_version) as f64,
+        )?;
+        f.gauge_value(
+            &m::DEGRADED,
+            f64::from(u8::from(stats.degraded().is_some())),
+        )?;
         let failures = crate::engine_failures();
         let errors: Vec<(String, u64)> = failures
             .iter()

@@ -8,6 +8,8 @@
 //! the batch; the store recognises the redelivered completing event and hands back the
 //! suggestion recorded for the order, which is sent again identically (even if the seed or the
 //! lookups changed meanwhile). A failed engine call is retried on the same batch, never skipped.
+//! Decisions are made only with whole lookups: the worker waits for them at start and keeps
+//! the last good ones when the store loses them ([`lookup_guard`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use brewline_ports::{
 use serde::de::DeserializeOwned;
 
 use crate::dead_letter::dead_letter;
+use crate::lookup_guard;
 use crate::stats::{StageNanos, Stats};
 use crate::{commit_with_retries, with_retries, Backoff, StopWhen};
 
@@ -71,13 +74,19 @@ pub struct Recommender {
     config: RecommenderSettings,
     topics: Topics,
     suggester: Suggester,
+    /// The lookups decisions are made with, and their version (0: none yet).
     lookups: Lookups,
     lookups_version: u64,
+    /// The store's version last refused ([`lookup_guard::refusal`]), not loaded again.
+    refused_version: Option<u64>,
     stats: Arc<Stats>,
     last_expire: Instant,
     last_lookup_check: Instant,
     last_lag_check: Instant,
 }
+
+/// How long a worker without lookups waits before looking again.
+const LOOKUPS_WAIT: Duration = Duration::from_millis(500);
 
 /// How often the consumer lag is read for the metrics.
 const LAG_EVERY: Duration = Duration::from_secs(1);
@@ -182,34 +191,62 @@ impl Batch {
 }
 
 impl Recommender {
-    /// A worker with the current lookups; fails when no lookups were ever published.
-    pub async fn new(
-        config: RecommenderSettings,
-        suggester: Suggester,
-        lookups: &dyn LookupStore,
-        stats: Arc<Stats>,
-    ) -> Result<Recommender> {
-        let (current, version) = with_retries("loading lookups", || lookups.load()).await?;
-        if version == 0 {
-            return Err(PortError::fatal(
-                "lookups",
-                "no lookups were published yet: load the lookup cache first (`brewline cache load`; `brewline demo` does it for the embedded engines)",
-            ));
-        }
-        Ok(Recommender {
+    /// A worker; it loads the lookups when it starts to run, and waits for them when the store
+    /// has none yet.
+    pub fn new(config: RecommenderSettings, suggester: Suggester, stats: Arc<Stats>) -> Recommender {
+        Recommender {
             topics: Topics {
                 orders: config.orders_topic.clone(),
                 order_details: config.order_details_topic.clone(),
             },
             config,
             suggester,
-            lookups: current,
-            lookups_version: version,
+            lookups: Lookups::default(),
+            lookups_version: 0,
+            refused_version: None,
             stats,
             last_expire: Instant::now(),
             last_lookup_check: Instant::now(),
             last_lag_check: Instant::now(),
-        })
+        }
+    }
+
+    /// Loads the store's lookups and adopts them unless they are missing, older than those in
+    /// force or lack a part ([`lookup_guard::refusal`]); a refusal keeps the lookups in force
+    /// and marks the process degraded. Returns whether lookups are in force.
+    async fn load_lookups(&mut self, e: &mut Engines<'_>) -> Result<bool> {
+        let (lookups, version) = with_retries("loading lookups", || e.lookups.load()).await?;
+        match lookup_guard::refusal(self.lookups_version, version, &lookups) {
+            None => {
+                if self.refused_version.take().is_some() {
+                    tracing::info!(version, "the lookup store has whole lookups again");
+                }
+                tracing::info!(version, "lookups in force");
+                self.lookups = lookups;
+                self.lookups_version = version;
+                self.stats.lookups_version.store(version, Ordering::Relaxed);
+                self.stats.set_degraded(None);
+            }
+            Some(reason) => {
+                if self.refused_version != Some(version) {
+                    tracing::warn!(found = version, in_force = self.lookups_version, "{reason}");
+                }
+                self.refused_version = Some(version);
+                self.stats.set_degraded(Some(reason));
+            }
+        }
+        Ok(self.lookups_version != 0)
+    }
+
+    /// Waits until the store has lookups to decide with; `false` when told to stop first.
+    async fn wait_for_lookups(&mut self, e: &mut Engines<'_>, stop: &StopWhen) -> Result<bool> {
+        while !self.load_lookups(e).await? {
+            if stop.shutting_down() {
+                return Ok(false);
+            }
+            tokio::time::sleep(LOOKUPS_WAIT).await;
+        }
+        Ok(true)
     }
 
     /// Polls (waiting up to `wait`) and decodes a batch; `None` when nothing came.
@@ -381,12 +418,8 @@ impl Recommender {
         if self.last_lookup_check.elapsed() >= self.config.lookups_every {
             self.last_lookup_check = Instant::now();
             let version = with_retries("checking lookups", || e.lookups.version()).await?;
-            if version != self.lookups_version {
-                let (lookups, version) =
-                    with_retries("loading lookups", || e.lookups.load()).await?;
-                tracing::info!(version, "lookups refreshed");
-                self.lookups = lookups;
-                self.lookups_version = version;
+            if version != self.lookups_version && Some(version) != self.refused_version {
+                self.load_lookups(e).await?;
             }
         }
         Ok(())
@@ -398,6 +431,9 @@ impl Recommender {
     /// batch read ahead is never committed before it is handled: when the worker stops, it is
     /// simply read again next time.
     pub async fn run(&mut self, e: &mut Engines<'_>, stop: StopWhen) -> Result<()> {
+        if self.lookups_version == 0 && !self.wait_for_lookups(e, &stop).await? {
+            return Ok(());
+        }
         let mut ahead: Option<tokio::task::JoinHandle<Batch>> = None;
         let mut backoff = Backoff::new("reading the CDC topics");
         loop {

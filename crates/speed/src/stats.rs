@@ -37,6 +37,11 @@ pub struct Stats {
     pub suggestions_accepted: AtomicU64,
     /// Lookup cache loads published.
     pub lookup_loads: AtomicU64,
+    /// Version of the lookups a recommender decides with (0: none yet).
+    pub lookups_version: AtomicU64,
+    /// Why the process is degraded (it decides with lookups the store no longer has, or
+    /// waits for lookups), if it is.
+    degraded: Mutex<Option<String>>,
     /// Records read, by topic.
     pub events_in: ByTopic,
     /// Records written and acknowledged, by topic.
@@ -133,6 +138,8 @@ impl Default for Stats {
             orders_written: AtomicU64::new(0),
             suggestions_accepted: AtomicU64::new(0),
             lookup_loads: AtomicU64::new(0),
+            lookups_version: AtomicU64::new(0),
+            degraded: Mutex::new(None),
             events_in: ByTopic::default(),
             events_out: ByTopic::default(),
             consumer_lag: AtomicU64::new(0),
@@ -189,6 +196,18 @@ pub struct Latency {
 }
 
 impl Stats {
+    /// Says why the process is degraded, or (`None`) that it is not any more.
+    pub fn set_degraded(&self, reason: Option<String>) {
+        if let Ok(mut d) = self.degraded.lock() {
+            *d = reason;
+        }
+    }
+
+    /// Why the process is degraded, if it is.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded.lock().ok().and_then(|d| d.clone())
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }

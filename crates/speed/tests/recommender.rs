@@ -16,7 +16,9 @@ use brewline_core::order::NewOrder;
 use brewline_core::suggestion::{Lookups, RandomStrategy, Suggester};
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
-use brewline_ports::{Capturable, EventLog, PortError, Producer, Record, SourceDb, Subscription};
+use brewline_ports::{
+    Capturable, EventLog, LookupStore, PortError, Producer, Record, SourceDb, Subscription,
+};
 use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::recommender::{Engines, Recommender, RecommenderSettings};
 use brewline_speed::stats::Stats;
@@ -139,11 +141,19 @@ async fn recommend_with_seed(
     producer: &dyn Producer,
     seed: u64,
 ) -> (Result<(), PortError>, Arc<Stats>) {
+    recommend_with(dir, batch, producer, seed, &dir.state).await
+}
+
+async fn recommend_with(
+    dir: &DataDir,
+    batch: usize,
+    producer: &dyn Producer,
+    seed: u64,
+    lookups: &dyn LookupStore,
+) -> (Result<(), PortError>, Arc<Stats>) {
     let stats = Arc::new(Stats::default());
     let suggester = Suggester::new(seed, Box::new(RandomStrategy));
-    let mut r = Recommender::new(config(batch), suggester, &dir.state, stats.clone())
-        .await
-        .unwrap();
+    let mut r = Recommender::new(config(batch), suggester, stats.clone());
     let mut consumer = dir
         .log
         .consumer(Subscription {
@@ -157,7 +167,7 @@ async fn recommend_with_seed(
         consumer: consumer.as_mut(),
         producer,
         orders: &dir.state,
-        lookups: &dir.state,
+        lookups,
         counters: &dir.state,
     };
     (r.run(&mut engines, drained()).await, stats)
@@ -290,6 +300,102 @@ async fn malformed_events_are_dead_lettered_and_processing_goes_on() {
         "original bytes, topic kept"
     );
     assert_eq!(header(&binary.2, "brewline.error.offset"), "0");
+}
+
+/// The embedded lookup store, made to lose its lookups after the first load (a Redis flushed
+/// or restarted without persistence): no version and empty sets from then on.
+struct Losing<'a> {
+    inner: &'a dyn LookupStore,
+    loads: AtomicUsize,
+}
+
+#[async_trait]
+impl LookupStore for Losing<'_> {
+    async fn publish(&self, lookups: &Lookups) -> brewline_ports::Result<u64> {
+        self.inner.publish(lookups).await
+    }
+
+    async fn version(&self) -> brewline_ports::Result<u64> {
+        if self.loads.load(Ordering::SeqCst) == 0 {
+            self.inner.version().await
+        } else {
+            Ok(0)
+        }
+    }
+
+    async fn load(&self) -> brewline_ports::Result<(Lookups, u64)> {
+        if self.loads.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.inner.load().await
+        } else {
+            Ok((Lookups::default(), 0))
+        }
+    }
+}
+
+#[tokio::test]
+async fn lookups_lost_by_the_store_mid_run_are_not_believed_and_say_so() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = prepared(root.path()).await;
+    let os = orders(300);
+    write_and_capture(&dir, &os, false).await;
+    let producer = dir.log.producer().unwrap();
+    let losing = Losing {
+        inner: &dir.state,
+        loads: AtomicUsize::new(0),
+    };
+    let (result, stats) = recommend_with(&dir, 16, producer.as_ref(), 11, &losing).await;
+    result.unwrap();
+    assert!(
+        losing.loads.load(Ordering::SeqCst) >= 2,
+        "the lost lookups were read"
+    );
+    let got = suggestions(&dir).await;
+    assert_eq!(
+        got.keys().cloned().collect::<BTreeSet<_>>(),
+        eligible_ids(&os),
+        "every eligible order decided with the lookups in force"
+    );
+    let degraded = stats.degraded().expect("degraded");
+    assert!(degraded.contains("no lookups"), "{degraded}");
+    assert!(Stats::get(&stats.lookups_version) > 0);
+}
+
+#[tokio::test]
+async fn a_recommender_without_lookups_waits_for_them() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(root.path(), Duration::from_secs(90)).unwrap();
+    dir.source.seed_reference(&reference()).await.unwrap();
+    for t in [ORDERS, LINES, SUGGESTIONS] {
+        dir.log.create_topic(t, 3).await.unwrap();
+    }
+    dir.log.create_topic(DLQ, 1).await.unwrap();
+    let os = orders(60);
+    write_and_capture(&dir, &os, false).await;
+    // Lookups that lack the ACB payment methods are no lookups to decide with either.
+    let mut half = Lookups::from_reference(&reference(), "ACB");
+    half.acb_payment_methods.clear();
+    dir.state.publish(&half).await.unwrap();
+    let producer = dir.log.producer().unwrap();
+    let publish_later = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            suggestions(&dir).await.is_empty(),
+            "nothing decided while waiting"
+        );
+        lookup_cache::refresh(&dir.source, &dir.state, "ACB")
+            .await
+            .unwrap();
+    };
+    let ((result, stats), ()) = tokio::join!(
+        recommend(&dir, 16, producer.as_ref()),
+        publish_later
+    );
+    result.unwrap();
+    assert_eq!(
+        suggestions(&dir).await.keys().cloned().collect::<BTreeSet<_>>(),
+        eligible_ids(&os)
+    );
+    assert_eq!(stats.degraded(), None, "whole lookups came");
 }
 
 /// The embedded producer, made to fail at a chosen moment: the process "crashes" there.

@@ -257,10 +257,12 @@ impl LookupStore for EmbeddedState {
         self.inner.db
             .run(move |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let version: i64 = tx
-                    .query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM lookups", [], |r| {
-                        r.get(0)
-                    })?;
+                // The next version, and never below the time: see `LookupStore::publish`.
+                let version: i64 = tx.query_row(
+                    "SELECT MAX(COALESCE(MAX(version), 0) + 1, ?1) FROM lookups",
+                    [brewline_ports::now_ms()],
+                    |r| r.get(0),
+                )?;
                 tx.execute(
                     "INSERT INTO lookups (id, version, body) VALUES (1, ?1, ?2)
                      ON CONFLICT (id) DO UPDATE SET version = excluded.version, body = excluded.body",
