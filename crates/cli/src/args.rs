@@ -376,6 +376,11 @@ pub struct CdcArgs {
     /// Stop once the binlog is read to its end instead of following it.
     #[arg(long)]
     pub until_caught_up: bool,
+    /// Take a new snapshot of the tables before following the binlog, whatever position is
+    /// stored: the way on when the stored position was purged from the server (every row comes
+    /// again as a read event; downstream repeats are identical).
+    #[arg(long)]
+    pub resnapshot: bool,
     #[command(flatten)]
     pub metrics: MetricsArg,
 }

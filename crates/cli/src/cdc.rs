@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brewline_kafka::{KafkaLog, KafkaProducer};
-use brewline_mysql::{MysqlCapture, MysqlCheckpoints};
-use brewline_ports::{Capturable, CheckpointStore, EventLog};
+use brewline_mysql::{MysqlCapture, MysqlCheckpoints, OnLostPosition};
+use brewline_ports::{Capturable, CheckpointStore, EventLog, PortError};
 use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::stats::Stats;
-use brewline_speed::{Backoff, StopWhen};
+use brewline_speed::{with_retries, Backoff, StopWhen};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
@@ -40,7 +40,7 @@ pub async fn run(mut config: Config, args: CdcArgs) -> anyhow::Result<ExitCode> 
         stopped
     };
     let progress = snapshot_progress(stats.clone());
-    let position = capture(&config, stats.clone(), stop).await?;
+    let position = capture(&config, stats.clone(), stop, args.resnapshot).await?;
     progress.abort();
     println!(
         "captured {} row changes; position {}",
@@ -58,18 +58,26 @@ pub fn caught_up(shutdown: watch::Receiver<bool>) -> StopWhen {
 }
 
 /// Captures the binlog of `config.mysql` into Kafka until `stop`; returns the stored
-/// position. A failure a retry may mend (the server restarted, the connection dropped) starts
-/// the feed again from the stored position; anything else ends it.
+/// position. A failure a retry may mend (the server restarting, the connection dropped, at
+/// start or later) is retried with backoff, the feed starting again from the stored position;
+/// anything else ends it. With `resnapshot`, a new snapshot is taken first, whatever position
+/// is stored.
 pub async fn capture(
     config: &Config,
     stats: Arc<Stats>,
     stop: StopWhen,
+    resnapshot: bool,
 ) -> anyhow::Result<Option<String>> {
     let prefix = config.capture.topic_prefix.clone();
     let source = MysqlCapture::new(&config.mysql, &config.cdc, &prefix)?;
-    source.check_server().await?;
-    let connector = source.connector().await?;
-    let tables = source.tables().await?;
+    let setup = with_retries("connecting to the source database", || async {
+        source.check_server().await?;
+        Ok((source.connector().await?, source.tables().await?))
+    });
+    let Some(setup) = unless_stopped(&stop, setup).await else {
+        return Ok(None);
+    };
+    let (connector, tables) = setup?;
     let checkpoint = brewline_core::names::capture_checkpoint(&prefix, &config.mysql.database);
     let capture = Capture::new(
         CaptureSettings {
@@ -89,13 +97,26 @@ pub async fn capture(
             .with_context(|| format!("creating topic {topic}"))?;
     }
     let producer = KafkaProducer::new(&config.kafka)?;
-    let checkpoints = MysqlCheckpoints::connect(&config.mysql, &config.cdc.offsets_database)
-        .await
-        .context("opening the capture's position table")?;
+    let checkpoints = with_retries("opening the capture's position table", || {
+        MysqlCheckpoints::connect(&config.mysql, &config.cdc.offsets_database)
+    });
+    let Some(checkpoints) = unless_stopped(&stop, checkpoints).await else {
+        return Ok(None);
+    };
+    let checkpoints = checkpoints.context("opening the capture's position table")?;
+    let mut start = Start {
+        source: &source,
+        on_lost: config.cdc.on_lost_position,
+        snapshot_over: None,
+    };
+    if resnapshot {
+        start.snapshot_over = Some(checkpoints.load(&checkpoint).await?);
+    }
     let mut backoff = Backoff::new("capturing the binlog");
     loop {
-        let position = checkpoints.load(&checkpoint).await?;
         let result = async {
+            let stored = checkpoints.load(&checkpoint).await?;
+            let position = start.position(stored).await?;
             let mut feed = source.follow(position).await?;
             capture
                 .run(feed.as_mut(), &producer, &checkpoints, stop.clone())
@@ -107,10 +128,65 @@ pub async fn capture(
                 done?;
                 break;
             }
+            None if *stop.shutdown.borrow() => return Ok(None),
             None => continue,
         }
     }
     Ok(checkpoints.load(&checkpoint).await?)
+}
+
+/// `work`, unless told to stop before it is done (`None`).
+async fn unless_stopped<T>(stop: &StopWhen, work: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut shutdown = stop.shutdown.clone();
+    let stopped = async move {
+        if shutdown.wait_for(|stop| *stop).await.is_err() {
+            // Nobody can tell it to stop any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        done = work => Some(done),
+        () = stopped => None,
+    }
+}
+
+/// Where a capture (re)starts.
+struct Start<'a> {
+    source: &'a MysqlCapture,
+    on_lost: OnLostPosition,
+    /// A snapshot is wanted until a position other than this one (the one stored when it was
+    /// asked for) is stored: a snapshot cut short by a retry is taken again.
+    snapshot_over: Option<Option<String>>,
+}
+
+impl Start<'_> {
+    /// The position to follow from (`None`: take a snapshot), given the one `stored`.
+    async fn position(&mut self, stored: Option<String>) -> Result<Option<String>, PortError> {
+        if let Some(over) = &self.snapshot_over {
+            if *over == stored {
+                tracing::info!(stored = ?stored, "taking a new snapshot");
+                return Ok(None);
+            }
+            self.snapshot_over = None;
+        }
+        let Some(position) = stored else {
+            return Ok(None);
+        };
+        let Some(why) = self.source.lost(&position).await? else {
+            return Ok(Some(position));
+        };
+        match self.on_lost {
+            OnLostPosition::Fail => Err(PortError::fatal(
+                "mysql",
+                format!("{why}: take a new snapshot with `brewline cdc --resnapshot`, or set cdc.on_lost_position = \"snapshot\" to take one whenever this happens"),
+            )),
+            OnLostPosition::Snapshot => {
+                tracing::warn!("{why}: taking a new snapshot (cdc.on_lost_position = \"snapshot\")");
+                self.snapshot_over = Some(Some(position));
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// A progress bar on stderr while an initial snapshot is read.

@@ -230,3 +230,101 @@ async fn cdc_feeds_the_recommender_through_kills_deletes_write_backs_and_a_schem
         d.log("recommend")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
+async fn a_purged_position_stops_capture_with_the_way_on_and_a_new_snapshot_takes_it() {
+    let d = Deployment::with_cdc("lost", (14, 15));
+    d.set_up();
+    d.run(&["simulate", "--orders", "30", "--seed", "31"]);
+    d.run(&["cdc", "--until-caught-up"]);
+    let good = stored_position(&d).await.expect("a position stored");
+    let forget = |position: &'static str| {
+        let d = &d;
+        async move {
+            let mut conn = database(d).await;
+            conn.exec_drop(
+                "UPDATE brewline.brewline_offsets SET position = ? WHERE name = ?",
+                (position, format!("cdc.mysql.{}", d.prefix)),
+            )
+            .await
+            .unwrap();
+            conn.disconnect().await.unwrap();
+        }
+    };
+    // A binlog file the server no longer has, as after `PURGE BINARY LOGS`.
+    forget("mysql-bin.000000:4").await;
+    let out = d.command(&["cdc", "--until-caught-up"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("mysql-bin.000000:4 is no longer on the server")
+            && stderr.contains("brewline cdc --resnapshot")
+            && stderr.contains("cdc.on_lost_position"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stored_position(&d).await.as_deref(),
+        Some("mysql-bin.000000:4"),
+        "nothing stored"
+    );
+
+    // The way on: a new snapshot, then the binlog from where it was taken.
+    d.run(&["simulate", "--orders", "10", "--seed", "32"]);
+    let out = d.run(&["cdc", "--until-caught-up", "--resnapshot"]);
+    assert!(out.contains("captured"), "{out}");
+    let after = stored_position(&d).await.unwrap();
+    assert_ne!(after, "mysql-bin.000000:4");
+    assert_ne!(after, good, "the 10 orders after it were captured");
+    let snapshot_reads = captured_rows(&d, "orders")
+        .await
+        .iter()
+        .filter(|(op, _)| op == "r")
+        .count();
+    assert_eq!(
+        snapshot_reads,
+        30 + 40,
+        "the first snapshot's 30 orders, then all 40 again as read events"
+    );
+
+    // Or taken whenever it happens, by configuration.
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        config.replace("[cdc]\n", "[cdc]\non_lost_position = \"snapshot\"\n"),
+    )
+    .unwrap();
+    forget("mysql-bin.000000:4").await;
+    let out = d
+        .command(&["cdc", "--until-caught-up"])
+        .env("BREWLINE_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("taking a new snapshot"), "{stderr}");
+    assert_ne!(
+        stored_position(&d).await.as_deref(),
+        Some("mysql-bin.000000:4")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
+async fn capture_started_while_the_database_is_down_waits_for_it() {
+    let d = Deployment::with_cdc("down", (14, 15));
+    let nowhere = format!("mysql://root@127.0.0.1:{}", free_port());
+    let mut cdc = d.start_with("cdc", &["cdc"], &[("BREWLINE_MYSQL__URL", nowhere.as_str())]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        cdc.0.try_wait().unwrap().is_none(),
+        "capture gave up:\n{}",
+        d.log("cdc")
+    );
+    let log = d.log("cdc");
+    assert!(
+        log.matches("connecting to the source database failed; retrying").count() >= 3,
+        "{log}"
+    );
+    assert!(terminate(&mut cdc).success(), "{log}");
+}

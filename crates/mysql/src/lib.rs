@@ -8,7 +8,7 @@ mod checkpoints;
 mod config;
 mod source;
 
-pub use capture::{CdcConfig, MysqlCapture};
+pub use capture::{CdcConfig, MysqlCapture, OnLostPosition};
 pub use checkpoints::MysqlCheckpoints;
 pub use config::{MysqlConfig, ServerAddress};
 pub use source::MysqlSource;

@@ -48,6 +48,22 @@ pub struct CdcConfig {
     pub offsets_database: String,
     /// Rows per query while snapshotting.
     pub snapshot_batch: usize,
+    /// What to do when the stored position is no longer on the server (its binlog was purged
+    /// while the capture was stopped or behind): "fail" (exit, saying so) or "snapshot" (take
+    /// a new snapshot of the tables: every row again as a read event, which downstream turns
+    /// into identical repeats). `brewline cdc --resnapshot` takes one on demand.
+    pub on_lost_position: OnLostPosition,
+}
+
+/// What a capture does when its stored position was purged from the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLostPosition {
+    /// Exit with a message that says what was lost and how to go on.
+    #[default]
+    Fail,
+    /// Take a new snapshot and follow the binlog from there.
+    Snapshot,
 }
 
 impl Default for CdcConfig {
@@ -58,6 +74,7 @@ impl Default for CdcConfig {
             decimal_handling: DecimalHandling::default(),
             offsets_database: "brewline".into(),
             snapshot_batch: 10_000,
+            on_lost_position: OnLostPosition::default(),
         }
     }
 }
@@ -167,6 +184,25 @@ impl MysqlCapture {
                 ),
             ))
         }
+    }
+
+    /// Why `position` (a stored `file:pos`) can no longer be followed, if it cannot: its
+    /// binlog file is not among the server's binlogs any more (purged by
+    /// `binlog_expire_logs_seconds`/`expire_logs_days` or `PURGE BINARY LOGS`, or a server
+    /// rebuilt), so the changes since it are lost to the binlog.
+    pub async fn lost(&self, position: &str) -> Result<Option<String>> {
+        let position = Position::parse(position)?;
+        let mut conn = self.connect().await?;
+        let rows: Vec<mysql_async::Row> = "SHOW BINARY LOGS"
+            .fetch(&mut conn)
+            .await
+            .map_err(|e| port_error("listing the server's binlogs", e))?;
+        let _ = conn.disconnect().await;
+        let files: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.get_opt::<String, _>(0).and_then(|f| f.ok()))
+            .collect();
+        Ok(lost_reason(&position, &files))
     }
 
     /// The captured tables, each with the column that keys its events (the first column of
@@ -301,6 +337,20 @@ impl std::fmt::Display for Position {
     }
 }
 
+/// Why `position` cannot be followed on a server whose binlogs are `files`, if it cannot.
+fn lost_reason(position: &Position, files: &[String]) -> Option<String> {
+    if files.iter().any(|f| *f == position.file) {
+        return None;
+    }
+    let now = match (files.first(), files.last()) {
+        (Some(first), Some(last)) => format!("its binlogs are now {first} to {last}"),
+        _ => "it lists no binlogs".to_string(),
+    };
+    Some(format!(
+        "the stored position {position} is no longer on the server ({now}: purged, or the server was rebuilt), so the changes after it cannot be read from the binlog"
+    ))
+}
+
 /// The server's current binlog end: `SHOW BINARY LOG STATUS` (MySQL 8.2+), else
 /// `SHOW MASTER STATUS` (MySQL 8.0, MariaDB).
 pub(crate) async fn binlog_end(conn: &mut Conn) -> Result<Position> {
@@ -330,6 +380,18 @@ pub(crate) async fn binlog_end(conn: &mut Conn) -> Result<Position> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_whose_file_was_purged_is_lost_and_says_which_files_remain() {
+        let files = ["mysql-bin.000007".to_string(), "mysql-bin.000008".to_string()];
+        let here = Position::parse("mysql-bin.000008:400").unwrap();
+        assert_eq!(lost_reason(&here, &files), None);
+        let gone = Position::parse("mysql-bin.000003:4711").unwrap();
+        let why = lost_reason(&gone, &files).unwrap();
+        assert!(why.contains("mysql-bin.000003:4711"), "{why}");
+        assert!(why.contains("mysql-bin.000007 to mysql-bin.000008"), "{why}");
+        assert!(lost_reason(&gone, &[]).unwrap().contains("no binlogs"));
+    }
 
     #[test]
     fn positions_round_trip_and_bad_ones_say_so() {
