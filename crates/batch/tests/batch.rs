@@ -56,6 +56,7 @@ async fn write_and_capture(dir: &DataDir, orders: &[NewOrder]) {
                     "order_id".into(),
                 ),
             ],
+            dead_letter_topic: "brewline.dlq".into(),
         },
         Arc::new(Stats::default()),
     );

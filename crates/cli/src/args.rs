@@ -80,6 +80,12 @@ pub enum Command {
     /// its watermark, read from the CDC and suggestion topics; Prometheus metrics at /metrics.
     /// Runs until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
+    /// Dead letters: records that could not be handled or that the log refused, each with why
+    /// and where it came from (from the embedded log, or from Kafka with --brokers/--servers).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -200,6 +206,61 @@ pub struct TailArgs {
     /// Stop after this many records.
     #[arg(long)]
     pub max: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// One line per dead letter not yet handled (replayed or purged): where it is, where it
+    /// came from, why, and its size.
+    List {
+        #[command(flatten)]
+        log: DlqLogArgs,
+        /// Those already handled too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One dead letter in full, as a JSON object (as `tail` prints records).
+    Show {
+        #[command(flatten)]
+        log: DlqLogArgs,
+        /// Its offset in the dead-letter topic (as `list` shows it).
+        offset: i64,
+        /// Its partition (the dead-letter topic brewline creates has one).
+        #[arg(long, default_value_t = 0)]
+        partition: i32,
+    },
+    /// Send the dead letters not yet handled back into the topics they were read from (once
+    /// what made them fail is fixed), then mark them handled. Letters cut short, or that do not
+    /// say where they came from, are skipped and stay.
+    Replay {
+        #[command(flatten)]
+        log: DlqLogArgs,
+        /// Only these offsets (repeat the flag); they are not marked handled.
+        #[arg(long = "offset", value_name = "OFFSET")]
+        offsets: Vec<i64>,
+        /// Say what would be sent, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Mark every dead letter so far handled: `list` and `replay` skip them from then on. The
+    /// records stay until the topic's retention (topics.dead_letter_retention_days) drops them.
+    Purge(DlqLogArgs),
+}
+
+/// Which log's dead-letter topic (topics.dead_letters).
+#[derive(Debug, Args)]
+pub struct DlqLogArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Kafka at these brokers instead of the embedded log.
+    #[arg(long, value_name = "HOST:PORT[,...]")]
+    pub brokers: Option<String>,
+    /// Kafka at kafka.brokers instead of the embedded log.
+    #[arg(long)]
+    pub servers: bool,
+    /// On Kafka, the topic is read to its end once no record came for this many milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub idle_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -63,7 +63,13 @@ async fn capture_once(config: &Config) -> anyhow::Result<(u64, f64)> {
     let stats = Arc::new(Stats::default());
     let (_keep, shutdown) = watch::channel(false);
     let began = Instant::now();
-    crate::cdc::capture(config, stats.clone(), crate::cdc::caught_up(shutdown), false).await?;
+    crate::cdc::capture(
+        config,
+        stats.clone(),
+        crate::cdc::caught_up(shutdown),
+        false,
+    )
+    .await?;
     Ok((Stats::get(&stats.captured), began.elapsed().as_secs_f64()))
 }
 

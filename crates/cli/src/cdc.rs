@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use brewline_kafka::{KafkaLog, KafkaProducer};
 use brewline_mysql::{MysqlCapture, MysqlCheckpoints, OnLostPosition};
-use brewline_ports::{Capturable, CheckpointStore, EventLog, PortError};
+use brewline_ports::{Capturable, CheckpointStore, PortError};
 use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::stats::Stats;
 use brewline_speed::{with_retries, Backoff, StopWhen};
@@ -87,15 +87,15 @@ pub async fn capture(
             checkpoint: checkpoint.clone(),
             batch: config.capture.batch,
             tables,
+            dead_letter_topic: config.topics.dead_letters.clone(),
         },
         stats,
     );
     let log = KafkaLog::new(config.kafka.clone());
     for topic in capture.topics() {
-        log.create_topic(&topic, config.topics.partitions)
-            .await
-            .with_context(|| format!("creating topic {topic}"))?;
+        crate::topics::create_one(&log, config, &topic, config.topics.partitions).await?;
     }
+    crate::topics::create_one(&log, config, &config.topics.dead_letters, 1).await?;
     let producer = KafkaProducer::new(&config.kafka)?;
     let checkpoints = with_retries("opening the capture's position table", || {
         MysqlCheckpoints::connect(&config.mysql, &config.cdc.offsets_database)
@@ -136,7 +136,10 @@ pub async fn capture(
 }
 
 /// `work`, unless told to stop before it is done (`None`).
-async fn unless_stopped<T>(stop: &StopWhen, work: impl std::future::Future<Output = T>) -> Option<T> {
+async fn unless_stopped<T>(
+    stop: &StopWhen,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
     let mut shutdown = stop.shutdown.clone();
     let stopped = async move {
         if shutdown.wait_for(|stop| *stop).await.is_err() {

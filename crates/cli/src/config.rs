@@ -151,6 +151,9 @@ pub struct TopicsConfig {
     pub dead_letters: String,
     /// Partitions of the CDC and suggestion topics when brewline creates them.
     pub partitions: i32,
+    /// Days the dead-letter topic keeps a record (its `retention.ms` when brewline creates it
+    /// on Kafka; the embedded log keeps every record).
+    pub dead_letter_retention_days: u32,
 }
 
 impl Default for TopicsConfig {
@@ -161,6 +164,7 @@ impl Default for TopicsConfig {
             suggestions: names::SUGGESTIONS_TOPIC.into(),
             dead_letters: names::DEAD_LETTER_TOPIC.into(),
             partitions: names::CDC_PARTITIONS,
+            dead_letter_retention_days: 14,
         }
     }
 }

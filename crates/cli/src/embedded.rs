@@ -98,6 +98,7 @@ impl EmbeddedPipeline {
                         "order_id".into(),
                     ),
                 ],
+                dead_letter_topic: self.config.topics.dead_letters.clone(),
             },
             self.stats.clone(),
         )
@@ -136,8 +137,7 @@ impl EmbeddedPipeline {
         let t = &self.config.topics;
         let config = self.config.recommender_settings();
         let suggester = Suggester::new(seed, Box::new(AffinityStrategy));
-        let mut recommender =
-            Recommender::new(config, suggester, self.stats.clone());
+        let mut recommender = Recommender::new(config, suggester, self.stats.clone());
         let mut consumer = self
             .dir
             .log

@@ -10,6 +10,7 @@ mod cdc;
 mod config;
 mod config_doc;
 mod demo;
+mod dlq;
 mod embedded;
 mod metrics_server;
 mod recommend;
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
                 Command::Topics {
                     action: TopicsAction::Create(a),
                 } => topics::create(config, a).await,
+                Command::Dlq { action } => dlq::run(config, action).await,
                 Command::Config => {
                     print!("{}", config_doc::documented(&config)?);
                     Ok(ExitCode::SUCCESS)

@@ -69,8 +69,7 @@ pub async fn run(mut config: Config, args: RecommendArgs) -> anyhow::Result<Exit
             )
             .await?;
             let suggester = Suggester::new(config.recommender.seed, Box::new(AffinityStrategy));
-            let mut recommender =
-                Recommender::new(config.recommender_settings(), suggester, stats);
+            let mut recommender = Recommender::new(config.recommender_settings(), suggester, stats);
             tracing::info!(worker, group = %config.recommender.group, "recommender worker started");
             let mut engines = Engines {
                 consumer: &mut consumer,

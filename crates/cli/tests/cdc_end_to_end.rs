@@ -314,7 +314,11 @@ async fn a_purged_position_stops_capture_with_the_way_on_and_a_new_snapshot_take
 async fn capture_started_while_the_database_is_down_waits_for_it() {
     let d = Deployment::with_cdc("down", (14, 15));
     let nowhere = format!("mysql://root@127.0.0.1:{}", free_port());
-    let mut cdc = d.start_with("cdc", &["cdc"], &[("BREWLINE_MYSQL__URL", nowhere.as_str())]);
+    let mut cdc = d.start_with(
+        "cdc",
+        &["cdc"],
+        &[("BREWLINE_MYSQL__URL", nowhere.as_str())],
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
         cdc.0.try_wait().unwrap().is_none(),
@@ -323,7 +327,9 @@ async fn capture_started_while_the_database_is_down_waits_for_it() {
     );
     let log = d.log("cdc");
     assert!(
-        log.matches("connecting to the source database failed; retrying").count() >= 3,
+        log.matches("connecting to the source database failed; retrying")
+            .count()
+            >= 3,
         "{log}"
     );
     assert!(terminate(&mut cdc).success(), "{log}");

@@ -360,3 +360,80 @@ fn every_command_has_help_and_json_logs_are_json() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn dead_letters_are_listed_shown_replayed_and_purged() {
+    use brewline_ports::{EventLog, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    ok(&["demo", "--orders", "40", "--seed", "3", "--data-dir", d]);
+    // Two poison records in the orders topic, which the next run dead-letters.
+    {
+        let log = brewline_embedded::EmbeddedLog::open(&dir.path().join("log.sqlite")).unwrap();
+        let bad = |k: &str, v: &[u8]| Record::keyed(k, Some(v.to_vec()));
+        log.producer()
+            .unwrap()
+            .send(
+                "mysql.coffee_shop.orders",
+                vec![bad("bad-1", b"not json"), bad("bad-2", b"{}")],
+            )
+            .await
+            .unwrap();
+    }
+    ok(&["demo", "--orders", "10", "--seed", "4", "--data-dir", d]);
+    let dlq = |args: &[&str]| {
+        let mut all = vec!["dlq"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--data-dir", d]);
+        ok(&all)
+    };
+    let list = dlq(&["list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(
+        lines[0].starts_with("0:0\tmysql.coffee_shop.orders["),
+        "{list}"
+    );
+    assert!(lines[0].contains("not a Debezium change event"), "{list}");
+    assert!(lines[1].contains("no `payload`"), "{list}");
+
+    let shown: Value = serde_json::from_str(&dlq(&["show", "1"])).unwrap();
+    assert_eq!(shown["key"], "bad-2");
+    assert_eq!(shown["value"], serde_json::json!({}));
+    assert_eq!(
+        shown["headers"]["brewline.error.topic"],
+        "mysql.coffee_shop.orders"
+    );
+
+    let dry = dlq(&["replay", "--dry-run"]);
+    assert!(
+        dry.contains("would send 2 record(s) to mysql.coffee_shop.orders"),
+        "{dry}"
+    );
+    let before = tail(dir.path(), "mysql.coffee_shop.orders").len();
+    let replayed = dlq(&["replay", "--offset", "1"]);
+    assert!(replayed.contains("none marked handled"), "{replayed}");
+    let orders = tail(dir.path(), "mysql.coffee_shop.orders");
+    assert_eq!(orders.len(), before + 1, "one record replayed");
+    let back = orders
+        .iter()
+        .find(|r| r["key"] == "bad-2" && r.get("headers").is_some())
+        .unwrap();
+    assert_eq!(
+        back["headers"]["brewline.replayed.from"],
+        "brewline.dlq:0:1"
+    );
+    assert_eq!(dlq(&["list"]).lines().count(), 2, "still not handled");
+
+    let purged = dlq(&["purge"]);
+    assert!(
+        purged.contains("2 dead letter(s) marked handled"),
+        "{purged}"
+    );
+    assert_eq!(dlq(&["list"]).lines().count(), 0);
+    assert_eq!(dlq(&["list", "--all"]).lines().count(), 2);
+    let missing = fails(&["dlq", "show", "99", "--data-dir", d], &[]);
+    assert!(missing.contains("no dead letter at offset 99"), "{missing}");
+    let wrong = fails(&["dlq", "list", "--data-dir", "/nonexistent"], &[]);
+    assert!(wrong.contains("no embedded log in /nonexistent"), "{wrong}");
+}

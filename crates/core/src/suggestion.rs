@@ -296,7 +296,11 @@ mod tests {
         assert_eq!(l.lacking(), Some("products"));
         let mut l = lookups();
         l.affinity = AffinityTable::default();
-        assert_eq!(l.lacking(), None, "the affinity may be empty until a batch run");
+        assert_eq!(
+            l.lacking(),
+            None,
+            "the affinity may be empty until a batch run"
+        );
     }
 
     fn order(customer: Option<i64>, payment: i64, products: &[&str]) -> CompletedOrder {

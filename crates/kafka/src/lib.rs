@@ -78,6 +78,33 @@ impl KafkaLog {
 #[async_trait]
 impl EventLog for KafkaLog {
     async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        self.create_topic_with(topic, partitions, &[]).await
+    }
+
+    fn producer(&self) -> Result<Box<dyn Producer>> {
+        Ok(Box::new(KafkaProducer::new(&self.config)?))
+    }
+
+    async fn consumer(&self, subscription: Subscription) -> Result<Box<dyn Consumer>> {
+        Ok(Box::new(
+            KafkaConsumer::new(&self.config, subscription).await?,
+        ))
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<i32> {
+        consumer::partitions(&self.config, topic).await
+    }
+}
+
+impl KafkaLog {
+    /// [`EventLog::create_topic`] with topic-level settings (`retention.ms` …) besides the
+    /// replication brewline always sets; an existing topic is left as it is.
+    pub async fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: i32,
+        settings: &[(&str, String)],
+    ) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             client_config(&self.config.common_properties())
                 .create()
@@ -91,8 +118,11 @@ impl EventLog for KafkaLog {
             ));
         }
         let min_insync = min_insync.to_string();
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(factor))
-            .set("min.insync.replicas", &min_insync);
+        let new = settings.iter().fold(
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(factor))
+                .set("min.insync.replicas", &min_insync),
+            |t, (k, v)| t.set(k, v),
+        );
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin
             .create_topics([&new], &options)
@@ -110,19 +140,5 @@ impl EventLog for KafkaLog {
             }
         }
         Ok(())
-    }
-
-    fn producer(&self) -> Result<Box<dyn Producer>> {
-        Ok(Box::new(KafkaProducer::new(&self.config)?))
-    }
-
-    async fn consumer(&self, subscription: Subscription) -> Result<Box<dyn Consumer>> {
-        Ok(Box::new(
-            KafkaConsumer::new(&self.config, subscription).await?,
-        ))
-    }
-
-    async fn partitions(&self, topic: &str) -> Result<i32> {
-        consumer::partitions(&self.config, topic).await
     }
 }

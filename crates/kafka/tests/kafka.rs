@@ -58,6 +58,13 @@ async fn headers_tombstones_and_unkeyed_records_survive() {
 
 #[tokio::test]
 #[ignore = "needs a Kafka broker: run scripts/test"]
+async fn an_oversized_record_is_refused_alone() {
+    let log = KafkaLog::new(config());
+    conformance::an_oversized_record_is_refused_alone(&log, &unique("huge")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
 async fn a_reader_starts_where_it_is_told() {
     let log = KafkaLog::new(config());
     conformance::a_reader_starts_where_it_is_told(&log, &unique("from")).await;
@@ -68,14 +75,14 @@ async fn a_reader_starts_where_it_is_told() {
 #[tokio::test]
 #[ignore = "needs a Kafka broker: run scripts/test"]
 async fn topics_are_replicated_three_times_two_in_sync() {
-    use brewline_ports::EventLog;
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::ClientConfig;
     let topic = unique("replicated");
+    let week = (7 * 86_400_000_u64).to_string();
     KafkaLog::new(config())
-        .create_topic(&topic, 3)
+        .create_topic_with(&topic, 3, &[("retention.ms", week.clone())])
         .await
         .unwrap();
     let brokers = config().brokers;
@@ -106,4 +113,10 @@ async fn topics_are_replicated_three_times_two_in_sync() {
         .find(|e| e.name == "min.insync.replicas")
         .and_then(|e| e.value.clone());
     assert_eq!(min_insync.as_deref(), Some("2"));
+    let retention = resource
+        .entries
+        .iter()
+        .find(|e| e.name == "retention.ms")
+        .and_then(|e| e.value.clone());
+    assert_eq!(retention, Some(week), "settings given at creation");
 }

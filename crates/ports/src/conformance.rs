@@ -345,6 +345,33 @@ pub async fn keys_land_in_kafkas_partition_in_order(log: &dyn EventLog, topic: &
     assert_eq!(values_of_k3, ["3", "13", "23", "33", "43", "53"]);
 }
 
+/// A record larger than the log takes is refused alone, with its place and the log's reason;
+/// the records around it are acknowledged and read in order.
+pub async fn an_oversized_record_is_refused_alone(log: &dyn EventLog, topic: &str) {
+    log.create_topic(topic, 1).await.unwrap();
+    let p = log.producer().unwrap();
+    let huge = Record::keyed("k", Some(vec![b'x'; 2 * crate::MAX_RECORD_BYTES]));
+    let err = p
+        .send(topic, vec![record("k", "1"), huge, record("k", "2")])
+        .await
+        .unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert_eq!(err.refused.len(), 1, "{err}");
+    assert_eq!(err.refused[0].index, 1);
+    assert!(
+        err.refused[0].reason.to_lowercase().contains("too large"),
+        "{}",
+        err.refused[0].reason
+    );
+    let mut c = log.consumer(subscription(&[topic], None)).await.unwrap();
+    let values: Vec<Vec<u8>> = read(c.as_mut(), 2)
+        .await
+        .into_iter()
+        .map(|r| r.record.value.unwrap())
+        .collect();
+    assert_eq!(values, [b"1".to_vec(), b"2".to_vec()]);
+}
+
 /// A group member that crashes after committing half of what it read, in the middle of what
 /// one `send` wrote: the next member of the group gets exactly the uncommitted records; another
 /// group starts from the earliest.

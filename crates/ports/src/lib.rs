@@ -23,6 +23,19 @@ pub struct PortError {
     pub engine: &'static str,
     pub message: String,
     pub retryable: bool,
+    /// Records a log refused for what they are ([`Producer::send`]); empty for any other
+    /// failure.
+    pub refused: Vec<Refused>,
+}
+
+/// A record a log refused for what it is (larger than the topic takes, invalid): sending it
+/// again cannot succeed, so it is to be dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its place in the records sent.
+    pub index: usize,
+    /// The log's reason.
+    pub reason: String,
 }
 
 impl PortError {
@@ -31,6 +44,7 @@ impl PortError {
             engine,
             message: message.to_string(),
             retryable: false,
+            refused: Vec::new(),
         }
     }
 
@@ -39,7 +53,39 @@ impl PortError {
             engine,
             message: message.to_string(),
             retryable: true,
+            refused: Vec::new(),
         }
+    }
+
+    /// A send whose other records were all acknowledged, but not these.
+    pub fn refused(engine: &'static str, topic: &str, refused: Vec<Refused>) -> PortError {
+        let first = refused.first().map_or("", |r| r.reason.as_str());
+        PortError {
+            engine,
+            message: format!(
+                "{topic} refused {} record(s) for what they are (the first: {first})",
+                refused.len()
+            ),
+            retryable: false,
+            refused,
+        }
+    }
+}
+
+/// The largest record, key, value and headers together, the embedded log takes: Kafka's
+/// default (`message.max.bytes`, librdkafka's 1 000 000).
+pub const MAX_RECORD_BYTES: usize = 1_000_000;
+
+impl Record {
+    /// Its key, value and headers, in bytes.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
     }
 }
 
@@ -122,7 +168,9 @@ pub fn next_offsets(records: &[Consumed]) -> Vec<(String, i32, i64)> {
 #[async_trait]
 pub trait Producer: Send + Sync {
     /// Appends `records` to `topic`, in order per key, and returns once every one of them is
-    /// durably acknowledged.
+    /// durably acknowledged. Records the log refuses for what they are (too large for the
+    /// topic, invalid) do not stop the others: once every other record is acknowledged, the
+    /// error lists them ([`PortError::refused`]) for the caller to dead-letter.
     async fn send(&self, topic: &str, records: Vec<Record>) -> Result<()>;
 }
 

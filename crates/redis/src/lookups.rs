@@ -19,7 +19,8 @@ use crate::{Connection, RedisConfig, ENGINE};
 /// Temporary keys live this long if a load dies before renaming them.
 const BUILDING_TTL: Duration = Duration::from_secs(600);
 /// Raises the version to the next one or to ARGV[1] (the time in ms), whichever is higher.
-const NEXT_VERSION: &str = "local v = math.max((tonumber(redis.call('GET', KEYS[1])) or 0) + 1, tonumber(ARGV[1])) \
+const NEXT_VERSION: &str =
+    "local v = math.max((tonumber(redis.call('GET', KEYS[1])) or 0) + 1, tonumber(ARGV[1])) \
     redis.call('SET', KEYS[1], v) return v";
 /// Members per `SADD`.
 const CHUNK: usize = 1000;

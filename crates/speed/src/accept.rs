@@ -13,7 +13,7 @@ use brewline_core::suggestion::{accepts, Suggestion};
 use brewline_ports::{Consumer, Producer, Result, SourceDb};
 use tokio::sync::watch;
 
-use crate::dead_letter::dead_letter;
+use crate::dead_letter::{dead_letter, send_or_dead_letter};
 use crate::stats::Stats;
 use crate::{commit_with_retries, with_retries};
 
@@ -68,12 +68,8 @@ pub async fn run(
         .await?;
         if !dead.is_empty() {
             let n = dead.len() as u64;
-            with_retries("sending dead letters", || {
-                engines
-                    .producer
-                    .send(&settings.dead_letter_topic, dead.clone())
-            })
-            .await?;
+            let dlq = &settings.dead_letter_topic;
+            send_or_dead_letter(engines.producer, dlq, &dead, dlq, |_| Vec::new()).await?;
             Stats::add(&engines.stats.dead_letters, n);
         }
         commit_with_retries(engines.consumer, &next).await?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use brewline_core::debezium::{encode, ChangeEvent, Op, TableSchema};
 use brewline_ports::{ChangeFeed, CheckpointStore, Producer, Record, Result, RowChange};
 
+use crate::dead_letter::{send_or_dead_letter, SOURCE_HEADER};
 use crate::stats::Stats;
 use crate::{with_retries, StopWhen};
 
@@ -35,6 +36,9 @@ pub struct CaptureSettings {
     pub batch: usize,
     /// The captured tables, each with the column that keys its events.
     pub tables: Vec<(TableSchema, String)>,
+    /// Where an event the log refuses (larger than the topic takes) goes, cut short, with its
+    /// binlog position.
+    pub dead_letter_topic: String,
 }
 
 struct Table {
@@ -182,23 +186,40 @@ impl Capture {
         changes: &[RowChange],
         producer: &dyn Producer,
     ) -> Result<Option<String>> {
-        let mut per_topic: Vec<(String, Vec<Record>)> = Vec::new();
+        // Per topic: the records, and the change each came from.
+        let mut per_topic: Vec<(String, Vec<Record>, Vec<&RowChange>)> = Vec::new();
         for change in changes {
             if let Some((topic, records)) = self.events(change) {
-                match per_topic.iter_mut().find(|(t, _)| t == topic) {
-                    Some((_, batch)) => batch.extend(records),
-                    None => per_topic.push((topic.to_string(), records)),
+                let from = std::iter::repeat_n(change, records.len());
+                match per_topic.iter_mut().find(|(t, _, _)| t == topic) {
+                    Some((_, batch, origins)) => {
+                        batch.extend(records);
+                        origins.extend(from);
+                    }
+                    None => per_topic.push((topic.to_string(), records, from.collect())),
                 }
             }
         }
-        let sends = per_topic.iter().map(|(topic, records)| async move {
-            with_retries("sending change events", || {
-                producer.send(topic, records.clone())
-            })
-            .await?;
-            self.stats.events_out.add(topic, records.len() as u64);
-            Ok::<_, brewline_ports::PortError>(())
-        });
+        let dead_letters = &self.config.dead_letter_topic;
+        let sends = per_topic
+            .iter()
+            .map(|(topic, records, origins)| async move {
+                let position = |i: usize| {
+                    let s = origins.get(i).map(|c| &c.source);
+                    let at = s.map_or_else(String::new, |s| {
+                        format!("{}:{} row {}", s.file, s.pos, s.row)
+                    });
+                    vec![(SOURCE_HEADER.to_string(), at.into_bytes())]
+                };
+                let dead =
+                    send_or_dead_letter(producer, topic, records, dead_letters, position).await?;
+                self.stats
+                    .events_out
+                    .add(topic, records.len() as u64 - dead);
+                self.stats.events_out.add(dead_letters, dead);
+                Stats::add(&self.stats.dead_letters, dead);
+                Ok::<_, brewline_ports::PortError>(())
+            });
         futures_util::future::try_join_all(sends).await?;
         Stats::add(&self.stats.captured, changes.len() as u64);
         // Counted per table and op first: one lock per pair, not per change.

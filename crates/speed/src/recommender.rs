@@ -28,7 +28,7 @@ use brewline_ports::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::dead_letter::dead_letter;
+use crate::dead_letter::{dead_letter, send_or_dead_letter};
 use crate::lookup_guard;
 use crate::stats::{StageNanos, Stats};
 use crate::{commit_with_retries, with_retries, Backoff, StopWhen};
@@ -193,7 +193,11 @@ impl Batch {
 impl Recommender {
     /// A worker; it loads the lookups when it starts to run, and waits for them when the store
     /// has none yet.
-    pub fn new(config: RecommenderSettings, suggester: Suggester, stats: Arc<Stats>) -> Recommender {
+    pub fn new(
+        config: RecommenderSettings,
+        suggester: Suggester,
+        stats: Arc<Stats>,
+    ) -> Recommender {
         Recommender {
             topics: Topics {
                 orders: config.orders_topic.clone(),
@@ -274,12 +278,12 @@ impl Recommender {
         let tally = self.tally(steps, &batch.committed_at)?;
         StageNanos::add(&self.stats.stage_nanos.decide, t);
         let t = Instant::now();
-        self.send(&batch, &tally, e).await?;
+        let refused = self.send(&batch, &tally, e).await?;
         StageNanos::add(&self.stats.stage_nanos.send, t);
         let t = Instant::now();
         self.record_latencies(&tally.latencies);
         commit_with_retries(e.consumer, &batch.offsets).await?;
-        self.record(&batch, &tally, e).await?;
+        self.record(&batch, &tally, refused, e).await?;
         StageNanos::add(&self.stats.stage_nanos.commit, t);
         self.housekeeping(e).await?;
         Ok(batch.records)
@@ -332,23 +336,18 @@ impl Recommender {
     }
 
     /// Sends the batch's dead letters, then its suggestions, and waits for their
-    /// acknowledgement.
-    async fn send(&self, batch: &Batch, tally: &Tally, e: &mut Engines<'_>) -> Result<()> {
+    /// acknowledgement. Returns how many suggestions the log refused and were dead-lettered.
+    async fn send(&self, batch: &Batch, tally: &Tally, e: &mut Engines<'_>) -> Result<u64> {
+        let dlq = &self.config.dead_letter_topic;
+        let none = |_| Vec::new();
         if !batch.dead.is_empty() {
-            with_retries("sending dead letters", || {
-                e.producer
-                    .send(&self.config.dead_letter_topic, batch.dead.clone())
-            })
-            .await?;
+            send_or_dead_letter(e.producer, dlq, &batch.dead, dlq, none).await?;
         }
-        if !tally.suggestions.is_empty() {
-            with_retries("sending suggestions", || {
-                e.producer
-                    .send(&self.config.suggestions_topic, tally.suggestions.clone())
-            })
-            .await?;
+        if tally.suggestions.is_empty() {
+            return Ok(0);
         }
-        Ok(())
+        let suggestions = &self.config.suggestions_topic;
+        send_or_dead_letter(e.producer, suggestions, &tally.suggestions, dlq, none).await
     }
 
     /// Commit → suggestion acknowledged, for each suggestion made for the first time.
@@ -361,17 +360,24 @@ impl Recommender {
 
     /// The batch's figures: events in and out per topic, the process's running totals, and the
     /// durable counters.
-    async fn record(&self, batch: &Batch, tally: &Tally, e: &mut Engines<'_>) -> Result<()> {
-        let dead_count = batch.dead.len() as u64;
+    async fn record(
+        &self,
+        batch: &Batch,
+        tally: &Tally,
+        refused: u64,
+        e: &mut Engines<'_>,
+    ) -> Result<()> {
+        let dead_count = batch.dead.len() as u64 + refused;
         let c = &self.config;
         let stats = &self.stats;
         stats.events_in.add(&c.orders_topic, batch.order_events);
         stats
             .events_in
             .add(&c.order_details_topic, batch.line_events);
-        stats
-            .events_out
-            .add(&c.suggestions_topic, tally.suggestions.len() as u64);
+        stats.events_out.add(
+            &c.suggestions_topic,
+            tally.suggestions.len() as u64 - refused,
+        );
         stats.events_out.add(&c.dead_letter_topic, dead_count);
         Stats::add(&stats.order_events, batch.order_events);
         Stats::add(&stats.line_events, batch.line_events);

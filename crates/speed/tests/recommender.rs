@@ -99,6 +99,7 @@ async fn write_and_capture(dir: &DataDir, orders: &[NewOrder], schemas: bool) {
                     "order_id".into(),
                 ),
             ],
+            dead_letter_topic: DLQ.into(),
         },
         Arc::new(Stats::default()),
     );
@@ -386,13 +387,14 @@ async fn a_recommender_without_lookups_waits_for_them() {
             .await
             .unwrap();
     };
-    let ((result, stats), ()) = tokio::join!(
-        recommend(&dir, 16, producer.as_ref()),
-        publish_later
-    );
+    let ((result, stats), ()) = tokio::join!(recommend(&dir, 16, producer.as_ref()), publish_later);
     result.unwrap();
     assert_eq!(
-        suggestions(&dir).await.keys().cloned().collect::<BTreeSet<_>>(),
+        suggestions(&dir)
+            .await
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
         eligible_ids(&os)
     );
     assert_eq!(stats.degraded(), None, "whole lookups came");
@@ -602,4 +604,47 @@ async fn a_line_whose_product_changes_before_completion_counts_as_the_new_produc
         product != "T01" && product != "C01",
         "suggested {product}, already in the order"
     );
+}
+
+#[tokio::test]
+async fn a_record_the_log_refuses_is_dead_lettered_cut_short_and_the_rest_goes_on() {
+    use brewline_speed::dead_letter::{
+        send_or_dead_letter, MAX_DEAD_LETTER_VALUE, SOURCE_HEADER, TRUNCATED_HEADER,
+    };
+    let root = tempfile::tempdir().unwrap();
+    let dir = prepared(root.path()).await;
+    let producer = dir.log.producer().unwrap();
+    let huge = vec![b'x'; 2 * brewline_ports::MAX_RECORD_BYTES];
+    let records = vec![
+        Record::keyed("a", Some(b"1".to_vec())),
+        Record::keyed("b", Some(huge.clone())),
+        Record::keyed("c", Some(b"2".to_vec())),
+    ];
+    let origin = |i: usize| {
+        vec![(
+            SOURCE_HEADER.to_string(),
+            format!("change {i}").into_bytes(),
+        )]
+    };
+    let dead = send_or_dead_letter(producer.as_ref(), SUGGESTIONS, &records, DLQ, origin)
+        .await
+        .unwrap();
+    assert_eq!(dead, 1);
+    let sent: Vec<_> = read_all(&dir, SUGGESTIONS).await;
+    let keys: BTreeSet<_> = sent.iter().map(|(k, _, _)| k.clone().unwrap()).collect();
+    assert_eq!(keys, ["a", "c"].map(String::from).into());
+    let letters = read_all(&dir, DLQ).await;
+    assert_eq!(letters.len(), 1);
+    let (key, value, headers) = &letters[0];
+    assert_eq!(key.as_deref(), Some("b"));
+    assert_eq!(value.as_ref().unwrap().len(), MAX_DEAD_LETTER_VALUE);
+    let h = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    };
+    assert_eq!(h(TRUNCATED_HEADER), Some(huge.len().to_string()));
+    assert_eq!(h(SOURCE_HEADER).as_deref(), Some("change 1"));
+    assert!(h("brewline.error.reason").unwrap().contains("too large"));
 }

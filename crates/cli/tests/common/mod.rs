@@ -285,6 +285,7 @@ pub async fn produce_events(d: &Deployment, work: &Path, orders: &[NewOrder], sc
                     "order_id".into(),
                 ),
             ],
+            dead_letter_topic: d.topic("dlq"),
         },
         Arc::new(Stats::default()),
     );

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use brewline_core::partition::partition_for_key;
 use brewline_ports::{
-    CheckpointStore, Consumed, Consumer, EventLog, PortError, Producer, Record, Result,
-    Subscription,
+    CheckpointStore, Consumed, Consumer, EventLog, PortError, Producer, Record, Refused, Result,
+    Subscription, MAX_RECORD_BYTES,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, Notify};
@@ -284,6 +284,39 @@ struct EmbeddedProducer {
 #[async_trait]
 impl Producer for EmbeddedProducer {
     async fn send(&self, topic: &str, records: Vec<Record>) -> Result<()> {
+        // As a broker does: a record over the largest size is refused alone.
+        let refused: Vec<Refused> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.size() > MAX_RECORD_BYTES)
+            .map(|(index, r)| Refused {
+                index,
+                reason: format!(
+                    "record of {} bytes is too large: the log takes at most {MAX_RECORD_BYTES}",
+                    r.size()
+                ),
+            })
+            .collect();
+        let records: Vec<Record> = if refused.is_empty() {
+            records
+        } else {
+            records
+                .into_iter()
+                .filter(|r| r.size() <= MAX_RECORD_BYTES)
+                .collect()
+        };
+        self.append(topic, records).await?;
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(PortError::refused(ENGINE, topic, refused))
+        }
+    }
+}
+
+impl EmbeddedProducer {
+    /// Appends records in one transaction.
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }

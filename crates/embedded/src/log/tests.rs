@@ -72,6 +72,13 @@ async fn headers_tombstones_and_unkeyed_records_survive() {
 }
 
 #[tokio::test]
+async fn an_oversized_record_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(&dir.path().join("log.sqlite")).unwrap();
+    conformance::an_oversized_record_is_refused_alone(&log, "t").await;
+}
+
+#[tokio::test]
 async fn missing_topics_are_errors_and_creating_twice_is_harmless() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), "t", 3).await;

@@ -56,7 +56,9 @@ pub struct CdcConfig {
 }
 
 /// What a capture does when its stored position was purged from the server.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OnLostPosition {
     /// Exit with a message that says what was lost and how to go on.
@@ -383,13 +385,19 @@ mod tests {
 
     #[test]
     fn a_position_whose_file_was_purged_is_lost_and_says_which_files_remain() {
-        let files = ["mysql-bin.000007".to_string(), "mysql-bin.000008".to_string()];
+        let files = [
+            "mysql-bin.000007".to_string(),
+            "mysql-bin.000008".to_string(),
+        ];
         let here = Position::parse("mysql-bin.000008:400").unwrap();
         assert_eq!(lost_reason(&here, &files), None);
         let gone = Position::parse("mysql-bin.000003:4711").unwrap();
         let why = lost_reason(&gone, &files).unwrap();
         assert!(why.contains("mysql-bin.000003:4711"), "{why}");
-        assert!(why.contains("mysql-bin.000007 to mysql-bin.000008"), "{why}");
+        assert!(
+            why.contains("mysql-bin.000007 to mysql-bin.000008"),
+            "{why}"
+        );
         assert!(lost_reason(&gone, &[]).unwrap().contains("no binlogs"));
     }
 
