@@ -56,6 +56,49 @@ pub struct Landed {
     pub undecodable: u64,
     /// Dimension rows extracted, by table.
     pub dimensions: BTreeMap<String, u64>,
+    /// Events deleted from the log before they were landed.
+    pub gaps: Vec<Gap>,
+}
+
+/// Events of a partition deleted from the log (retention) before they were landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset bronze was to land.
+    pub landed_until: i64,
+    /// The first offset the log still holds.
+    pub earliest: i64,
+}
+
+impl Gap {
+    /// The events lost.
+    pub fn lost(&self) -> u64 {
+        (self.earliest - self.landed_until).max(0) as u64
+    }
+
+    /// What was lost and the way on.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}[{}]: offsets {}..{} were deleted from the log (retention) before they were landed",
+            self.topic, self.partition, self.landed_until, self.earliest
+        )
+    }
+}
+
+/// The partitions whose events after those landed (`landed`: next offset per partition) were
+/// deleted: the log's first offset (`earliest`) is past them.
+pub fn gaps(topic: &str, landed: &BTreeMap<i32, i64>, earliest: &[(i32, i64)]) -> Vec<Gap> {
+    earliest
+        .iter()
+        .map(|(p, first)| Gap {
+            topic: topic.to_string(),
+            partition: *p,
+            landed_until: landed.get(p).copied().unwrap_or(0),
+            earliest: *first,
+        })
+        .filter(|g| g.lost() > 0)
+        .collect()
 }
 
 /// Columns every CDC bronze table starts with.
@@ -501,22 +544,43 @@ pub(crate) async fn append_events(
 }
 
 /// Lands every event of `topic` not landed yet, from the offsets the lake holds to the end of
-/// the log, a commit per [`CHUNK`] events; returns (events, undecodable).
+/// the log, a commit per [`CHUNK`] events; returns (events, undecodable, gaps). Events deleted
+/// before they were landed are gaps: nothing of the topic is landed then, unless
+/// `accept_lost_events`, which lands from the log's earliest event.
 async fn land_topic(
     log: &dyn EventLog,
     lake: &Lake,
     events_table: EventTable,
     topic: &str,
     run_id: &str,
-) -> Result<(u64, u64)> {
+    accept_lost_events: bool,
+) -> Result<(u64, u64, Vec<Gap>)> {
     let table = events_table.table();
     let partitions = log.partitions(topic).await?;
     let apps: Vec<String> = (0..partitions).map(|p| format!("{topic}/{p}")).collect();
-    let from: Vec<(String, i32, i64)> = (0..partitions)
+    let mut landed: BTreeMap<i32, i64> = (0..partitions)
         .zip(lake.transaction_versions(table, &apps).await?)
-        .filter_map(|(p, next)| Some((topic.to_string(), p, next?)))
+        .filter_map(|(p, next)| Some((p, next?)))
         .collect();
-    let landed: BTreeMap<i32, i64> = from.iter().map(|(_, p, o)| (*p, *o)).collect();
+    let gaps = gaps(topic, &landed, &log.earliest(topic).await?);
+    if !gaps.is_empty() {
+        if !accept_lost_events {
+            return Ok((0, 0, gaps));
+        }
+        for g in &gaps {
+            tracing::warn!(
+                lost = g.lost(),
+                "{}; landing from {} (accept_lost_events)",
+                g.describe(),
+                g.earliest
+            );
+            landed.insert(g.partition, g.earliest);
+        }
+    }
+    let from: Vec<(String, i32, i64)> = landed
+        .iter()
+        .map(|(p, o)| (topic.to_string(), *p, *o))
+        .collect();
     let mut consumer = log
         .consumer(Subscription {
             topics: vec![topic.to_string()],
@@ -545,7 +609,7 @@ async fn land_topic(
                 // Nothing to land yet: the table is made, empty, for the layers above.
                 append_events(lake, events_table, &[], run_id).await?;
             }
-            return Ok((events, bad));
+            return Ok((events, bad, gaps));
         }
     }
 }
@@ -579,7 +643,16 @@ pub async fn land(sources: &Sources<'_>, lake: &Lake, run_id: &str) -> Result<La
         (EventTable::OrderLines, sources.order_details_topic),
         (EventTable::Suggestions, sources.suggestions_topic),
     ] {
-        let (events, bad) = land_topic(sources.log, lake, table, topic, run_id).await?;
+        let (events, bad, gaps) = land_topic(
+            sources.log,
+            lake,
+            table,
+            topic,
+            run_id,
+            sources.accept_lost_events,
+        )
+        .await?;
+        landed.gaps.extend(gaps);
         landed.undecodable += bad;
         landed.events.insert(table.table().to_string(), events);
     }

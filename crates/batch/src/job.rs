@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::gates::{self, GateResult};
 use crate::lake::{self, Lake};
+use crate::lock::RunLock;
 use crate::sources::Sources;
 use crate::{bronze, serving, BatchError, Result};
 
@@ -283,6 +284,23 @@ async fn gate(ctx: &SessionContext, layer: Layer, report: &mut RunReport) -> Res
     Ok(passed)
 }
 
+/// A bronze gate per gap in the landed events (events deleted before they were landed): failed,
+/// with the way on, unless the gaps were accepted. True when nothing was lost unaccepted.
+fn gap_gates(gaps: &[bronze::Gap], accepted: bool, report: &mut RunReport) -> bool {
+    for g in gaps {
+        report.gates.push(GateResult {
+            layer: Layer::Bronze.name().into(),
+            name: if accepted {
+                format!("{} (accepted: landed from offset {})", g.describe(), g.earliest)
+            } else {
+                format!("{}: nothing of the topic landed; `brewline batch run --accept-lost-events` lands from the earliest event left", g.describe())
+            },
+            violations: if accepted { 0 } else { g.lost() },
+        });
+    }
+    accepted || gaps.is_empty()
+}
+
 fn new_report(lake: &Lake) -> RunReport {
     let started_ms = brewline_ports::now_ms();
     RunReport {
@@ -314,8 +332,22 @@ pub async fn run_built_layers(lake: &Lake, layers: &[Layer]) -> Result<RunReport
     build(None, lake, layers).await
 }
 
+/// Builds under the lake's lock ([`RunLock`]), given back whatever happens.
 async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> Result<RunReport> {
-    let mut report = new_report(lake);
+    let report = new_report(lake);
+    let lock = RunLock::acquire(lake, &report.run_id).await?;
+    let built = build_locked(sources, lake, layers, report, &lock).await;
+    lock.release().await;
+    built
+}
+
+async fn build_locked(
+    sources: Option<&Sources<'_>>,
+    lake: &Lake,
+    layers: &[Layer],
+    mut report: RunReport,
+    lock: &RunLock,
+) -> Result<RunReport> {
     let last = layers.iter().max().copied().unwrap_or(Layer::Bronze);
     let ctx = SessionContext::new();
     // The version of every table the run read or wrote, for the serving layer's manifest.
@@ -326,6 +358,7 @@ async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> 
             continue;
         }
         report.layers.push(layer);
+        lock.ensure_held()?;
         let passed = match layer {
             Layer::Bronze => {
                 // Landed as it is read (its commits carry the offsets), then checked.
@@ -343,8 +376,13 @@ async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> 
                         version: lake.version(table).await?,
                     });
                 }
+                let kept = gap_gates(&landed.gaps, sources.accept_lost_events, &mut report);
                 versions.extend(register_published(&ctx, lake, layer).await?);
-                gate(&ctx, layer, &mut report).await?
+                let passed = gate(&ctx, layer, &mut report).await? && kept;
+                if !passed {
+                    report.failed_layer = Some(layer.name().into());
+                }
+                passed
             }
             Layer::Silver | Layer::Gold => {
                 let steps: &[SqlStep] = if layer == Layer::Silver {
@@ -355,6 +393,7 @@ async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> 
                 let computed = compute(&ctx, steps, &mut report.tables).await?;
                 let passed = gate(&ctx, layer, &mut report).await?;
                 if passed {
+                    lock.ensure_held()?;
                     let run_id = report.run_id.clone();
                     versions.extend(publish(lake, computed, &mut report.tables, &run_id).await?);
                     match layer {

@@ -190,6 +190,11 @@ impl Lake {
         }
     }
 
+    /// The object store at the lake's root.
+    pub(crate) fn store(&self) -> Result<deltalake::logstore::ObjectStoreRef> {
+        self.root_store(&self.root)
+    }
+
     fn root_store(&self, path: &str) -> Result<deltalake::logstore::ObjectStoreRef> {
         let url = deltalake::ensure_table_uri(&self.root).map_err(|e| BatchError::lake(path, e))?;
         deltalake::logstore::store_for(&url, self.options.clone())

@@ -17,6 +17,7 @@ pub mod gates;
 pub mod history;
 pub mod job;
 pub mod lake;
+pub mod lock;
 pub mod report;
 pub mod serving;
 mod sources;
@@ -37,6 +38,8 @@ pub enum BatchError {
     Empty(String),
     #[error("run history: {0}")]
     History(String),
+    #[error("the lake is locked: {0}")]
+    Locked(String),
     #[error(transparent)]
     Port(#[from] brewline_ports::PortError),
 }

@@ -10,4 +10,8 @@ pub struct Sources<'a> {
     /// The recommender's suggestions (`order_suggestions`).
     pub suggestions_topic: &'a str,
     pub source: &'a dyn SourceDb,
+    /// Land from the earliest events a log still holds when events after the last landing were
+    /// deleted (retention) before they were landed; else such a gap fails the bronze gates and
+    /// nothing of that topic is landed.
+    pub accept_lost_events: bool,
 }

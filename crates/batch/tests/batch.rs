@@ -138,6 +138,7 @@ fn sources(dir: &DataDir) -> Sources<'_> {
         order_details_topic: LINES,
         suggestions_topic: SUGGESTIONS,
         source: &dir.source,
+        accept_lost_events: false,
     }
 }
 
@@ -550,4 +551,62 @@ async fn the_serving_watermark_is_the_bronze_gold_was_built_from() {
     assert_eq!(view.book.daily.values().map(|d| d.orders).sum::<i64>(), 300);
     assert!(later.iter().all(|o| view.held.may_hold(&o.id)));
     assert_eq!(landed(view).await, 300);
+}
+
+/// Events deleted from the log (retention) after one run and before the next landed them: the
+/// next runs fail at the bronze gates, naming the partitions and offsets lost and the way on,
+/// and land nothing of those topics; accepted, a run lands from the earliest events left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_deleted_before_they_were_landed_fail_bronze_until_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = prepared(tmp.path()).await;
+    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    let tills = Tills::new(&reference(), 9).unwrap();
+    write_and_capture(&dir, &tills.orders(0, 30).collect::<Vec<_>>()).await;
+    run_with(&dir, &lake).await;
+    // Two more captures (a batch of records each), then partition 0 of both CDC topics loses
+    // all but its latest batch: an order's header and lines share their partition.
+    write_and_capture(&dir, &tills.orders(30, 30).collect::<Vec<_>>()).await;
+    write_and_capture(&dir, &tills.orders(60, 30).collect::<Vec<_>>()).await;
+    for topic in [ORDERS, LINES] {
+        dir.log.delete_before(topic, 0, i64::MAX).await.unwrap();
+        assert!(dir.log.earliest(topic).await.unwrap()[0].1 > 0);
+    }
+    let landed = rows(&lake.read(bronze::ORDERS).await.unwrap());
+    for _ in 0..2 {
+        let report = run(&sources(&dir), &lake).await.unwrap();
+        assert_eq!(
+            report.failed_layer.as_deref(),
+            Some("bronze"),
+            "{}",
+            report.summary()
+        );
+        let gaps: Vec<_> = report
+            .gates
+            .iter()
+            .filter(|g| g.name.contains("deleted from the log"))
+            .collect();
+        assert_eq!(gaps.len(), 2, "{}", report.summary());
+        for g in gaps {
+            assert!(g.violations > 0, "{g:?}");
+            assert!(g.name.contains("[0]: offsets"), "{g:?}");
+            assert!(g.name.contains("--accept-lost-events"), "{g:?}");
+        }
+        assert_eq!(
+            rows(&lake.read(bronze::ORDERS).await.unwrap()),
+            landed,
+            "nothing of the topic landed, run after run"
+        );
+    }
+    let accepting = Sources {
+        accept_lost_events: true,
+        ..sources(&dir)
+    };
+    let report = run(&accepting, &lake).await.unwrap();
+    assert!(report.passed(), "{}", report.summary());
+    assert!(report
+        .gates
+        .iter()
+        .any(|g| g.name.contains("accepted: landed from offset") && g.violations == 0));
+    assert!(rows(&lake.read(bronze::ORDERS).await.unwrap()) > landed);
 }

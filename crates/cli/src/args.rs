@@ -678,6 +678,11 @@ pub struct BatchRunArgs {
     /// engines it always goes to the data dir's state.
     #[arg(long, value_name = "URL")]
     pub redis_static: Option<String>,
+    /// Land from the earliest events left when events after the last landing were deleted
+    /// from a topic (retention) before they were landed; the run's report records the gap
+    /// [default: batch.accept_lost_events, false: such a gap fails the bronze gates].
+    #[arg(long)]
+    pub accept_lost_events: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -65,6 +65,7 @@ pub async fn run_once(
         order_details_topic: &config.topics.order_details,
         suggestions_topic: &config.topics.suggestions,
         source,
+        accept_lost_events: config.batch.accept_lost_events,
     };
     let report = brewline_batch::run_layers(&sources, lake, layers)
         .await
@@ -169,6 +170,7 @@ impl Runner {
     async fn open(mut config: Config, args: BatchRunArgs) -> anyhow::Result<Runner> {
         let (lake, data_dir) = open_lake(&mut config, &args.lake);
         let servers = args.engines.apply(&mut config);
+        config.batch.accept_lost_events |= args.accept_lost_events;
         let to_redis = args.redis_static.is_some() || (servers && config.batch.publish_affinity);
         if let Some(u) = &args.redis_static {
             config.redis.static_url = u.clone();

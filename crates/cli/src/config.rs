@@ -96,6 +96,10 @@ pub struct BatchConfig {
     pub affinity_top: usize,
     /// Orders a pair of products must share to count as related.
     pub affinity_min_together: i64,
+    /// When events after those landed were deleted from a topic (retention) before a run
+    /// landed them, land from the earliest event left instead of failing the bronze gates
+    /// (`brewline batch run --accept-lost-events` for one run).
+    pub accept_lost_events: bool,
 }
 
 impl Default for BatchConfig {
@@ -108,6 +112,7 @@ impl Default for BatchConfig {
             publish_affinity: false,
             affinity_top: rule.top,
             affinity_min_together: rule.min_together,
+            accept_lost_events: false,
         }
     }
 }

@@ -462,3 +462,24 @@ fn schedule_history_check_report_and_publish_affinity() {
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(stderr.contains("use bronze, silver or gold"), "{stderr}");
 }
+
+/// The lake's lock on S3: the conditional put (`If-None-Match`) lets one run in at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an S3 server: run scripts/test"]
+async fn one_batch_run_at_a_time_on_an_s3_lake() {
+    use brewline_batch::lock::RunLock;
+    let (settings, _) = s3();
+    let root = format!("s3://lake/lock{}", brewline_ports::now_us());
+    let lake = Lake::with_s3(&root, &settings);
+    let a = RunLock::acquire(&lake, "run-a").await.unwrap();
+    match RunLock::acquire(&lake, "run-b").await {
+        Err(brewline_batch::BatchError::Locked(why)) => assert!(why.contains("run-a"), "{why}"),
+        other => panic!("a second run got in: {:?}", other.map(|_| ())),
+    }
+    a.release().await;
+    RunLock::acquire(&lake, "run-b")
+        .await
+        .unwrap()
+        .release()
+        .await;
+}

@@ -242,6 +242,26 @@ pub(crate) async fn partitions(config: &KafkaConfig, topic: &str) -> Result<i32>
         .map_err(|e| PortError::fatal(ENGINE, format!("reading metadata: {e}")))?
 }
 
+/// The low watermark of each partition of `topic`: its first offset not deleted.
+pub(crate) async fn earliest(config: &KafkaConfig, topic: &str) -> Result<Vec<(i32, i64)>> {
+    let client: rdkafka::consumer::BaseConsumer = client_config(&config.common_properties())
+        .create()
+        .map_err(|e| port_error("creating a metadata client", e))?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        (0..partitions_of(&client, &topic)?)
+            .map(|p| {
+                client
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .map(|(low, _)| (p, low))
+                    .map_err(|e| port_error(&format!("reading the start of {topic}/{p}"), e))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| PortError::fatal(ENGINE, format!("reading watermarks: {e}")))?
+}
+
 /// How many records the topics hold: the sum of their partitions' end offsets (a topic
 /// never trimmed by retention; else the records ever written).
 pub async fn records_in(config: &KafkaConfig, topics: &[String]) -> Result<i64> {

@@ -94,6 +94,10 @@ impl EventLog for KafkaLog {
     async fn partitions(&self, topic: &str) -> Result<i32> {
         consumer::partitions(&self.config, topic).await
     }
+
+    async fn earliest(&self, topic: &str) -> Result<Vec<(i32, i64)>> {
+        consumer::earliest(&self.config, topic).await
+    }
 }
 
 impl KafkaLog {

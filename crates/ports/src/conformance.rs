@@ -321,6 +321,11 @@ pub async fn keys_land_in_kafkas_partition_in_order(log: &dyn EventLog, topic: &
         .collect();
     p.send(topic, records[..30].to_vec()).await.unwrap();
     p.send(topic, records[30..].to_vec()).await.unwrap();
+    assert_eq!(
+        log.earliest(topic).await.unwrap(),
+        [(0, 0), (1, 0), (2, 0)],
+        "nothing deleted: every partition starts at 0"
+    );
     let mut c = log.consumer(subscription(&[topic], None)).await.unwrap();
     let all = read(c.as_mut(), 60).await;
     let mut per_partition: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();

@@ -215,6 +215,10 @@ pub trait EventLog: Send + Sync {
 
     /// How many partitions `topic` has; an error when it does not exist.
     async fn partitions(&self, topic: &str) -> Result<i32>;
+
+    /// The first offset each partition of `topic` still holds, by partition: records before it
+    /// were deleted (retention), 0 when none ever were.
+    async fn earliest(&self, topic: &str) -> Result<Vec<(i32, i64)>>;
 }
 
 /// A change of one applied order, with the event it came from.

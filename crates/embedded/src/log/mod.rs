@@ -272,6 +272,48 @@ impl EventLog for EmbeddedLog {
             .await?
             .ok_or_else(|| missing_topic(topic))
     }
+
+    async fn earliest(&self, topic: &str) -> Result<Vec<(i32, i64)>> {
+        let n = self.partitions(topic).await?;
+        let name = topic.to_string();
+        self.db
+            .run(move |c| {
+                (0..n)
+                    .map(|p| {
+                        let first: Option<i64> = c
+                            .prepare_cached(
+                                "SELECT MIN(base_offset) FROM record_batches
+                                 WHERE topic = ?1 AND partition = ?2",
+                            )?
+                            .query_row(params![name, p], |r| r.get(0))?;
+                        // An emptied partition starts at its end.
+                        Ok((p, first.map_or_else(|| end_offset(c, &name, p), Ok)?))
+                    })
+                    .collect()
+            })
+            .await
+    }
+}
+
+impl EmbeddedLog {
+    /// Deletes the records of a partition before `offset` (whole batches of them), as Kafka's
+    /// retention or `kafka-delete-records` does. The latest batch stays (as Kafka keeps its
+    /// active segment), so offsets are never reused.
+    pub async fn delete_before(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {
+        let name = topic.to_string();
+        self.db
+            .run(move |c| {
+                c.execute(
+                    "DELETE FROM record_batches
+                     WHERE topic = ?1 AND partition = ?2 AND base_offset + count <= ?3
+                       AND base_offset < (SELECT MAX(base_offset) FROM record_batches
+                                          WHERE topic = ?1 AND partition = ?2)",
+                    params![name, partition, offset],
+                )
+                .map(drop)
+            })
+            .await
+    }
 }
 
 struct EmbeddedProducer {
