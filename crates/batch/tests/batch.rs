@@ -610,3 +610,49 @@ async fn events_deleted_before_they_were_landed_fail_bronze_until_accepted() {
         .any(|g| g.name.contains("accepted: landed from offset") && g.violations == 0));
     assert!(rows(&lake.read(bronze::ORDERS).await.unwrap()) > landed);
 }
+
+/// A run killed while it publishes (silver published, gold half overwritten, no manifest yet):
+/// readers of the serving manifest still see the last whole run, table for table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_while_publishing_leaves_manifest_readers_on_the_last_whole_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = prepared(tmp.path()).await;
+    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    let tills = Tills::new(&reference(), 12).unwrap();
+    write_and_capture(&dir, &tills.orders(0, 40).collect::<Vec<_>>()).await;
+    run_with(&dir, &lake).await;
+    let before = BatchView::load(&lake).await.unwrap();
+
+    write_and_capture(&dir, &tills.orders(40, 40).collect::<Vec<_>>()).await;
+    let s = sources(&dir);
+    let partial = run_layers(&s, &lake, &[Layer::Bronze, Layer::Silver])
+        .await
+        .unwrap();
+    assert!(partial.passed(), "{}", partial.summary());
+    // …and the first gold tables of the run replaced before the kill.
+    for table in ["gold/fact_orders", "mart/revenue_daily"] {
+        let current = lake.read(table).await.unwrap();
+        let empty = deltalake::arrow::array::RecordBatch::new_empty(current[0].schema());
+        lake.write(
+            table,
+            vec![empty],
+            deltalake::protocol::SaveMode::Overwrite,
+            &BTreeMap::new(),
+            serde_json::Map::new(),
+        )
+        .await
+        .unwrap();
+    }
+    let after = BatchView::load(&lake).await.unwrap();
+    assert_eq!(after.watermark, before.watermark, "the same run");
+    assert_eq!(after.book.daily, before.book.daily, "the same figures");
+    assert_eq!(
+        after.book.daily.values().map(|d| d.orders).sum::<i64>(),
+        40,
+        "none of the killed run's orders"
+    );
+
+    run_with(&dir, &lake).await;
+    let next = BatchView::load(&lake).await.unwrap();
+    assert_eq!(next.book.daily.values().map(|d| d.orders).sum::<i64>(), 80);
+}
