@@ -51,6 +51,13 @@ pub struct ServeConfig {
     pub lookup_after_ms: u64,
     /// How often the dashboard's stream sends the figures, in milliseconds.
     pub refresh_ms: u64,
+    /// The most orders changed since the batch watermark the speed view keeps: its memory
+    /// bound (about 1 KiB an order) while batch runs fail and the watermark stays. Past it,
+    /// changes of further orders are dropped, said in the log, `/healthz` (degraded) and
+    /// `brewline_serve_speed_dropped`.
+    pub max_speed_orders: usize,
+    /// The most dashboards connected to the live stream (`/api/live`) at once; more get 503.
+    pub max_live_clients: usize,
 }
 
 impl Default for ServeConfig {
@@ -60,6 +67,8 @@ impl Default for ServeConfig {
             reload_secs: 5,
             lookup_after_ms: 1000,
             refresh_ms: 1000,
+            max_speed_orders: 1_000_000,
+            max_live_clients: brewline_serve::live::DEFAULT_LIVE_CLIENTS,
         }
     }
 }
@@ -73,6 +82,7 @@ impl Config {
             suggestions_topic: self.topics.suggestions.clone(),
             reload_every: std::time::Duration::from_secs(self.serve.reload_secs),
             lookup_after: std::time::Duration::from_millis(self.serve.lookup_after_ms),
+            max_speed_orders: self.serve.max_speed_orders,
         }
     }
 }

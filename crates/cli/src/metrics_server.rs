@@ -5,16 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use brewline_speed::stats::Stats;
 
-/// The routes of the metrics endpoint: `/metrics`, and `/healthz`, which answers 200 with
-/// `{"status":"ok"}`, or 503 with `{"status":"degraded","reason":...}` while the process runs
-/// degraded (a recommender deciding with lookups the store lost, or waiting for lookups): a
-/// probe for alerts and readiness, not for restarts.
+/// The routes of the metrics endpoint: `/metrics`, and `/healthz`, which answers
+/// `{"status":"ok"}`, or `{"status":"degraded","reason":...}` while the process runs degraded
+/// (a recommender deciding with lookups the store lost, or waiting for lookups): both with 200,
+/// a status to alert on, not to restart for (a restarted recommender would only wait).
 pub fn router(stats: Arc<Stats>) -> Router {
     let registry = Arc::new(brewline_speed::metrics::registry(stats.clone()));
     Router::new()
@@ -38,11 +38,10 @@ pub fn router(stats: Arc<Stats>) -> Router {
                 async move {
                     match degraded {
                         None => Json(serde_json::json!({ "status": "ok" })).into_response(),
-                        Some(reason) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Json(serde_json::json!({ "status": "degraded", "reason": reason })),
-                        )
-                            .into_response(),
+                        Some(reason) => {
+                            Json(serde_json::json!({ "status": "degraded", "reason": reason }))
+                                .into_response()
+                        }
                     }
                 }
             }),

@@ -68,7 +68,7 @@ pub async fn serve_until(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = brewline_serve::bind(addr).await?;
-    let live = Arc::new(Live::new());
+    let live = Arc::new(Live::new(config.serve.max_live_clients));
     let mut registry = brewline_speed::metrics::registry(stats);
     registry.register_collector(Box::new(ServingCollector(live.clone())));
     let state = AppState {

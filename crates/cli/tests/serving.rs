@@ -247,3 +247,92 @@ fn an_old_batch_view_plus_the_speed_layer_equals_a_new_batch_run() {
     assert!(page.contains("EventSource(\"/api/live\")"));
     new.kill();
 }
+
+/// The serving layer's bounds: a speed view kept to `serve.max_speed_orders` orders (the rest
+/// dropped, said by /healthz and the metrics) and at most `serve.max_live_clients` dashboards
+/// on the live stream, a place given back when a dashboard goes away.
+#[test]
+fn the_speed_view_and_the_live_stream_stay_within_their_bounds() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    run(&["demo", "--orders", "300", "--seed", "8", "--data-dir", d]);
+    let old_lake = tmp.path().join("lake-run1");
+    copy_dir(&data.join("lake"), &old_lake);
+    run(&["demo", "--orders", "200", "--seed", "9", "--data-dir", d]);
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = tmp.path().join("serve.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut serve = Process(
+        brewline(&[
+            "serve",
+            "--data-dir",
+            d,
+            "--lake",
+            old_lake.to_str().unwrap(),
+            "--addr",
+            &addr,
+        ])
+        .env("BREWLINE_SERVE__MAX_SPEED_ORDERS", "50")
+        .env("BREWLINE_SERVE__MAX_LIVE_CLIENTS", "1")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap(),
+    );
+    let health = wait_ready(&addr, &mut serve, &log);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["reason"]
+            .as_str()
+            .unwrap()
+            .contains("serve.max_speed_orders"),
+        "{health}"
+    );
+    assert_eq!(health["watermark"]["speed"]["orders"], 50);
+    let (_, metrics) = http_get(&addr, "/metrics");
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("brewline_serve_speed_dropped "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dropped > 0.0, "{metrics}");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("the speed view filled up"));
+
+    // One dashboard on the live stream; a second is turned away until the first leaves.
+    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    write!(first, "GET /api/live HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut head = [0u8; 64];
+    let n = first.read(&mut head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let (status, body) = http_get(&addr, "/api/live");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("serve.max_live_clients"), "{body}");
+    let (_, metrics) = http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains("brewline_serve_live_clients 1"),
+        "{metrics}"
+    );
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = std::net::TcpStream::connect(&addr).unwrap();
+        write!(again, "GET /api/live HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let n = again.read(&mut head).unwrap();
+        if String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the place was never given back");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    serve.kill();
+}

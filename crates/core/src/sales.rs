@@ -340,6 +340,10 @@ pub struct SpeedSales {
     orders: HashMap<String, Touched>,
     book: SalesBook,
     unresolved: usize,
+    /// The most orders kept (`None`: no bound); changes of orders beyond it are not counted.
+    capacity: Option<usize>,
+    /// Changes not counted because the view was full.
+    dropped: u64,
 }
 
 impl SpeedSales {
@@ -358,9 +362,32 @@ impl SpeedSales {
         }
     }
 
+    /// Keeps at most `orders` orders: memory stays bounded when batch runs stop passing (the
+    /// watermark stops moving); past it, changes of orders not kept are dropped
+    /// ([`SpeedSales::dropped`]) and the figures since the watermark are partial.
+    pub fn with_capacity(mut self, orders: usize) -> SpeedSales {
+        self.capacity = Some(orders);
+        self
+    }
+
+    /// Changes not counted because the view was full: the figures miss them until a batch run
+    /// publishes a newer watermark.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Whether the view keeps no more orders.
+    pub fn is_full(&self) -> bool {
+        self.capacity.is_some_and(|c| self.orders.len() >= c)
+    }
+
     /// Reads one change (`now_ms`: when it was read).
     pub fn apply(&mut self, change: SalesChange, now_ms: i64) {
         let order_id = change.order_id().to_string();
+        if self.is_full() && !self.orders.contains_key(&order_id) {
+            self.dropped += 1;
+            return;
+        }
         let touched = match self.orders.get_mut(&order_id) {
             Some(t) => t,
             None => {

@@ -184,6 +184,14 @@ pub const SERVE_UNRESOLVED_ORDERS: Metric = gauge(
     "brewline_serve_unresolved_orders",
     "Orders of the speed view whose state at the watermark is still being looked up.",
 );
+pub const SERVE_SPEED_DROPPED: Metric = gauge(
+    "brewline_serve_speed_dropped",
+    "Changes the current speed view did not count because it holds serve.max_speed_orders orders already (its figures are partial until a batch run passes).",
+);
+pub const SERVE_LIVE_CLIENTS: Metric = gauge(
+    "brewline_serve_live_clients",
+    "Dashboards connected to the live stream (/api/live).",
+);
 pub const SERVE_SPEED_LAG: Metric = gauge(
     "brewline_serve_speed_lag",
     "Records of the CDC and suggestion topics the speed view has not read yet.",
@@ -208,6 +216,8 @@ pub const SERVING: &[Metric] = &[
     SERVE_SPEED_ORDERS,
     SERVE_UNRESOLVED_ORDERS,
     SERVE_SPEED_LAG,
+    SERVE_SPEED_DROPPED,
+    SERVE_LIVE_CLIENTS,
     BATCH_WATERMARK,
     BATCH_LAST_SUCCESS,
     BATCH_LAST_RUN_PASSED,

@@ -366,19 +366,27 @@ async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
+/// `/healthz`: `ok`, or `degraded` with the reason (the figures are served, but partial): a
+/// status to alert on, not one to restart for (both answer 200); 503 only while starting.
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     watermark: Watermarks,
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.live.read(|f| watermarks(&state.live, f)) {
-        Some(watermark) => Json(Health {
-            status: "ok",
-            watermark,
-        })
-        .into_response(),
+        Some(watermark) => {
+            let reason = state.live.degraded();
+            Json(Health {
+                status: if reason.is_some() { "degraded" } else { "ok" },
+                reason,
+                watermark,
+            })
+            .into_response()
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "starting" })),
@@ -825,11 +833,29 @@ async fn dashboard_figures(
     with_figures(&state, |f| Ok(dashboard_of(&state.live, f)))
 }
 
-/// The dashboard's figures as server-sent events, every `refresh`.
-async fn live_stream(
-    State(state): State<AppState>,
+/// The dashboard's figures as server-sent events, every `refresh`, to at most
+/// `serve.max_live_clients` dashboards at once (503 for more). An event is made only once the
+/// last one was taken, so a slow client holds one event's worth of memory.
+async fn live_stream(State(state): State<AppState>) -> Response {
+    let Some(place) = state.live.join_live() else {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} dashboards are on the live stream already (serve.max_live_clients): try again later",
+                state.live.max_live_clients()
+            ),
+        )
+        .into_response();
+    };
+    live_events(state, place).into_response()
+}
+
+fn live_events(
+    state: AppState,
+    place: tokio::sync::OwnedSemaphorePermit,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = futures_util::stream::unfold(state, |state| async move {
+    // The place is given back when the stream is dropped: the dashboard went away.
+    let stream = futures_util::stream::unfold((state, place), |(state, place)| async move {
         let figures = state.live.read(|f| dashboard_of(&state.live, f));
         let event = match figures.map(|d| serde_json::to_string(&d)) {
             Some(Ok(json)) => Event::default().event("figures").data(json),
@@ -837,7 +863,7 @@ async fn live_stream(
             None => Event::default().event("starting").data("{}"),
         };
         tokio::time::sleep(state.refresh).await;
-        Some((Ok(event), state))
+        Some((Ok(event), (state, place)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

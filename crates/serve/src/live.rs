@@ -35,6 +35,8 @@ pub struct TailSettings {
     /// How long an order's insert may take to arrive before its state at the watermark is
     /// looked up in the batch view.
     pub lookup_after: Duration,
+    /// The most orders the speed view keeps (its memory bound while batch runs fail).
+    pub max_speed_orders: usize,
 }
 
 /// A store's name and city.
@@ -157,23 +159,62 @@ pub struct Live {
     pub last_run_passed: Mutex<Option<bool>>,
     /// Requests answered, by route and status.
     pub requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Places for dashboards on the live stream; a connected one holds a permit.
+    live_clients: Arc<tokio::sync::Semaphore>,
+    max_live_clients: usize,
 }
 
 impl Default for Live {
     fn default() -> Self {
-        Live::new()
+        Live::new(DEFAULT_LIVE_CLIENTS)
     }
 }
 
+/// Dashboards on the live stream at once, unless configured.
+pub const DEFAULT_LIVE_CLIENTS: usize = 100;
+
 impl Live {
-    pub fn new() -> Live {
+    /// Shared state with room for `max_live_clients` dashboards on the live stream.
+    pub fn new(max_live_clients: usize) -> Live {
         Live {
             figures: RwLock::new(None),
             recent: Mutex::new(RecentOrders::default()),
             events: AtomicU64::new(0),
             last_run_passed: Mutex::new(None),
             requests: Mutex::new(BTreeMap::new()),
+            live_clients: Arc::new(tokio::sync::Semaphore::new(max_live_clients)),
+            max_live_clients,
         }
+    }
+
+    /// A place on the live stream, held while the dashboard stays connected; `None` when all
+    /// are taken.
+    pub fn join_live(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.live_clients.clone().try_acquire_owned().ok()
+    }
+
+    /// Dashboards on the live stream now.
+    pub fn live_clients(&self) -> usize {
+        self.max_live_clients - self.live_clients.available_permits()
+    }
+
+    /// The most dashboards on the live stream at once.
+    pub fn max_live_clients(&self) -> usize {
+        self.max_live_clients
+    }
+
+    /// Why the served figures are not whole, if they are not: the speed view is full.
+    pub fn degraded(&self) -> Option<String> {
+        self.read(|f| {
+            (f.speed.dropped() > 0).then(|| {
+                format!(
+                    "the speed view holds its most orders ({}, serve.max_speed_orders) and dropped {} changes since: figures after the batch watermark are partial until a batch run passes",
+                    f.speed.orders_read(),
+                    f.speed.dropped()
+                )
+            })
+        })
+        .flatten()
     }
 
     /// Reads the figures; `None` until the first view is caught up.
@@ -334,7 +375,8 @@ async fn serve_one_view(
     let names = Arc::new(Names::of(&sources.source.load_reference().await?));
     let mut tail = subscribe(sources, settings, &batch).await?;
     let mut figures = Figures {
-        speed: SpeedSales::new(names.cities(), batch.orphans.clone(), held),
+        speed: SpeedSales::new(names.cities(), batch.orphans.clone(), held)
+            .with_capacity(settings.max_speed_orders),
         batch,
         names,
         lag: 0,
@@ -350,6 +392,13 @@ async fn serve_one_view(
         }
     }
     resolve_all(&mut figures).await?;
+    if figures.speed.is_full() {
+        tracing::warn!(
+            orders = settings.max_speed_orders,
+            dropped = figures.speed.dropped(),
+            "the speed view filled up while catching up (serve.max_speed_orders): the figures since the batch watermark are partial until a batch run passes"
+        );
+    }
     live.install(figures);
     tracing::info!(run = ?tail.run_id, "serving the batch view and the speed layer since it");
     record_history(sources, live).await;
@@ -360,10 +409,19 @@ async fn serve_one_view(
         let records = tail.consumer.poll(2000, Duration::from_millis(200)).await?;
         let lag = tail.consumer.lag().await?;
         let changes = decode(settings, &records, live);
+        let mut filled = false;
         live.write(|f| {
+            let was_full = f.speed.is_full();
             apply(f, changes);
             f.lag = lag;
+            filled = !was_full && f.speed.is_full();
         });
+        if filled {
+            tracing::warn!(
+                orders = settings.max_speed_orders,
+                "the speed view is full (serve.max_speed_orders): changes of further orders are dropped and the figures since the batch watermark are partial until a batch run passes; is the batch layer failing?"
+            );
+        }
         // The lake may be unreachable for a while: the view goes on, its orders waiting.
         if last_lookup.elapsed() >= Duration::from_millis(250) {
             last_lookup = Instant::now();

@@ -43,16 +43,19 @@ impl Collector for ServingCollector {
             .collect();
         f.counter(&m::SERVE_REQUESTS, &samples)?;
         f.counter_value(&m::SERVE_SPEED_EVENTS, live.events.load(Ordering::Relaxed))?;
+        f.gauge_value(&m::SERVE_LIVE_CLIENTS, live.live_clients() as f64)?;
         let figures = live.read(|f| {
             (
                 f.speed.orders_read(),
                 f.speed.unresolved_count(),
                 f.lag,
                 f.watermark().cloned(),
+                f.speed.dropped(),
             )
         });
-        if let Some((orders, unresolved, lag, watermark)) = figures {
+        if let Some((orders, unresolved, lag, watermark, dropped)) = figures {
             f.gauge_value(&m::SERVE_SPEED_ORDERS, orders as f64)?;
+            f.gauge_value(&m::SERVE_SPEED_DROPPED, dropped as f64)?;
             f.gauge_value(&m::SERVE_UNRESOLVED_ORDERS, unresolved as f64)?;
             f.gauge_value(&m::SERVE_SPEED_LAG, lag as f64)?;
             if let Some(w) = watermark {

@@ -141,6 +141,25 @@ fn a_new_order_counts_at_once_whichever_topic_arrives_first() {
 }
 
 #[test]
+fn a_full_view_keeps_counting_the_orders_it_holds_and_drops_the_others() {
+    let mut speed =
+        SpeedSales::new(cities(), HashMap::new(), HeldOrders::default()).with_capacity(2);
+    for o in ["o1", "o2"] {
+        speed.apply(inserted(o, header(NOV_25, 1)), 0);
+        speed.apply(line_change(o, "CF01", Some(line(1, 30, false))), 0);
+    }
+    assert!(speed.is_full());
+    speed.apply(inserted("o3", header(NOV_25, 1)), 0);
+    speed.apply(line_change("o3", "CF01", Some(line(1, 30, false))), 0);
+    assert_eq!(speed.dropped(), 2);
+    assert_eq!(speed.orders_read(), 2);
+    // An order held still changes.
+    speed.apply(line_change("o1", "CF02", Some(line(1, 45, false))), 0);
+    assert_eq!(speed.book().daily[&day(NOV_25)].revenue, 30 + 30 + 45);
+    assert_eq!(speed.dropped(), 2);
+}
+
+#[test]
 fn an_order_from_before_the_watermark_counts_its_change_once_resolved() {
     let base = OrderRows {
         header: Some(header(NOV_25 - DAY_MS, 1)),
