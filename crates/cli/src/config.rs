@@ -314,6 +314,7 @@ impl Config {
             order_details_topic: t.order_details.clone(),
             suggestions_topic: t.suggestions.clone(),
             dead_letter_topic: t.dead_letters.clone(),
+            group: r.group.clone(),
             batch: r.batch,
             poll_wait: std::time::Duration::from_millis(r.poll_wait_ms),
             expire_every: std::time::Duration::from_secs(r.expire_every_secs),

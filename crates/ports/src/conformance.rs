@@ -276,6 +276,61 @@ pub async fn counters_add_up<S: Counters>(scope: &str, store: &S) {
     assert_eq!(got.get(&b), None, "zero deltas write nothing");
 }
 
+/// Counts of records are added once per record, however the batches that carry them are cut
+/// when they are delivered again; scopes count apart.
+pub async fn records_are_counted_once<S: Counters>(scope: &str, store: &S) {
+    let name: &'static str = Box::leak(format!("{scope}-counted").into_boxed_str());
+    let topic: std::sync::Arc<str> = format!("{scope}-t").into();
+    let at = |p: i32, offset: i64| EventRef {
+        topic: topic.clone(),
+        partition: p,
+        offset,
+    };
+    let count = |p, o| crate::Counted {
+        at: at(p, o),
+        counter: name,
+        delta: 1,
+    };
+    let through = |p: i32, o: i64| vec![(topic.to_string(), p, o)];
+    let total = || async { store.get().await.unwrap().get(name).copied().unwrap_or(0) };
+    // Offsets 0..5 of partition 0, counted; then delivered again whole: nothing more.
+    let first: Vec<_> = (0..5).map(|o| count(0, o)).collect();
+    store
+        .add_counted("g", &first, &through(0, 5))
+        .await
+        .unwrap();
+    assert_eq!(total().await, 5);
+    store
+        .add_counted("g", &first, &through(0, 5))
+        .await
+        .unwrap();
+    assert_eq!(total().await, 5, "a batch delivered again adds nothing");
+    // Cut otherwise: 3..8 adds only 5..8.
+    let overlapping: Vec<_> = (3..8).map(|o| count(0, o)).collect();
+    store
+        .add_counted("g", &overlapping, &through(0, 8))
+        .await
+        .unwrap();
+    assert_eq!(total().await, 8);
+    // Another partition, and another scope, count on their own.
+    store
+        .add_counted("g", &[count(1, 0)], &through(1, 1))
+        .await
+        .unwrap();
+    store
+        .add_counted("other", &first, &through(0, 5))
+        .await
+        .unwrap();
+    assert_eq!(total().await, 8 + 1 + 5);
+    // A batch that counted nothing still moves the offset on: its records are not counted later.
+    store.add_counted("g", &[], &through(0, 10)).await.unwrap();
+    store
+        .add_counted("g", &[count(0, 9)], &through(0, 10))
+        .await
+        .unwrap();
+    assert_eq!(total().await, 14);
+}
+
 // ---- the event log ----
 
 use crate::{Consumed, Consumer, EventLog, Record, Subscription};

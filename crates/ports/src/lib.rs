@@ -357,4 +357,24 @@ pub trait Capturable: Send + Sync {
 pub trait Counters: Send + Sync {
     async fn add(&self, deltas: &[(&str, u64)]) -> Result<()>;
     async fn get(&self) -> Result<std::collections::BTreeMap<String, u64>>;
+
+    /// Adds what records counted, each record once however often it is delivered: in one
+    /// atomic write, the counts of records at or past the next offset already counted for
+    /// their partition (in `scope`, a consumer group) are added, and `through` (the next offset
+    /// of each partition the batch covers) becomes the next offset counted where it is further
+    /// on. A batch delivered again after a crash, whole or in part, adds only what it had not.
+    async fn add_counted(
+        &self,
+        scope: &str,
+        counts: &[Counted],
+        through: &[(String, i32, i64)],
+    ) -> Result<()>;
+}
+
+/// A count one record makes: `counter` raised by `delta`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub at: EventRef,
+    pub counter: &'static str,
+    pub delta: u64,
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use brewline_ports::{Counters, Result};
+use brewline_ports::{Counted, Counters, Result};
 
 use crate::{Connection, RedisConfig};
 
@@ -12,6 +12,7 @@ use crate::{Connection, RedisConfig};
 pub struct RedisCounters {
     connection: Connection,
     key: String,
+    add_counted: redis::Script,
 }
 
 impl RedisCounters {
@@ -19,6 +20,7 @@ impl RedisCounters {
         Ok(RedisCounters {
             connection: Connection::open(&config.dynamic_url, config).await?,
             key: config.counters_key.clone(),
+            add_counted: redis::Script::new(ADD_COUNTED),
         })
     }
 }
@@ -39,8 +41,81 @@ impl Counters for RedisCounters {
 
     async fn get(&self) -> Result<BTreeMap<String, u64>> {
         let cmd = redis::cmd("HGETALL").arg(&self.key).clone();
-        self.connection
+        let mut all: BTreeMap<String, u64> = self
+            .connection
             .call("reading counters", async |c| cmd.query_async(c).await)
+            .await?;
+        all.retain(|name, _| !name.starts_with(COUNTED_THROUGH));
+        Ok(all)
+    }
+
+    async fn add_counted(
+        &self,
+        scope: &str,
+        counts: &[Counted],
+        through: &[(String, i32, i64)],
+    ) -> Result<()> {
+        if counts.is_empty() && through.is_empty() {
+            return Ok(());
+        }
+        let field =
+            |topic: &str, partition: i32| format!("{COUNTED_THROUGH}{scope}:{topic}:{partition}");
+        let mut call = self.add_counted.prepare_invoke();
+        call.key(&self.key).arg(through.len());
+        for (topic, partition, next) in through {
+            call.arg(field(topic, *partition)).arg(*next);
+        }
+        for c in counts.iter().filter(|c| c.delta > 0) {
+            call.arg(field(&c.at.topic, c.at.partition))
+                .arg(c.at.offset)
+                .arg(c.counter)
+                .arg(c.delta);
+        }
+        self.connection
+            .call("raising counters", async |c| {
+                call.invoke_async::<i64>(c).await.map(drop)
+            })
             .await
     }
 }
+
+/// Fields of the counters' hash that hold the next offset counted of a partition (not
+/// counters: [`Counters::get`] leaves them out).
+const COUNTED_THROUGH: &str = "counted-through:";
+
+/// KEYS[1]: the counters' hash. ARGV[1]: the number of partitions the batch covers, then per
+/// partition its field and the next offset the batch covers; then per count: its partition's
+/// field, its record's offset, the counter and the delta. A count is added when its offset is
+/// at or past the next offset counted before this call; each partition's next offset counted
+/// then moves on to the batch's, never back.
+const ADD_COUNTED: &str = r"
+local h = KEYS[1]
+local np = tonumber(ARGV[1])
+local before = {}
+local function counted(field)
+  local n = before[field]
+  if n == nil then
+    n = tonumber(redis.call('HGET', h, field) or '0')
+    before[field] = n
+  end
+  return n
+end
+for j = 0, np - 1 do
+  counted(ARGV[2 + j * 2])
+end
+local i = 2 + np * 2
+while i <= #ARGV do
+  if tonumber(ARGV[i + 1]) >= counted(ARGV[i]) then
+    redis.call('HINCRBY', h, ARGV[i + 2], ARGV[i + 3])
+  end
+  i = i + 4
+end
+for j = 0, np - 1 do
+  local field = ARGV[2 + j * 2]
+  local through = tonumber(ARGV[3 + j * 2])
+  if through > before[field] then
+    redis.call('HSET', h, field, through)
+  end
+end
+return 0
+";

@@ -146,6 +146,21 @@ async fn counters_add_up() {
     conformance::counters_add_up("r", &store).await;
 }
 
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn records_are_counted_once() {
+    let store = RedisCounters::connect(&config("counted")).await.unwrap();
+    conformance::records_are_counted_once(&format!("r{}", brewline_ports::now_us()), &store).await;
+    assert!(
+        brewline_ports::Counters::get(&store)
+            .await
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("counted-through:")),
+        "offsets are not counters"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: run scripts/test"]
 async fn batches_racing_on_the_same_orders_complete_every_order_once() {

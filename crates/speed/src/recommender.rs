@@ -16,15 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brewline_core::assembly::Changes;
-use brewline_core::assembly::Step;
+use brewline_core::assembly::{EventRef, Step};
 use brewline_core::debezium::{
     decode_with, ChangeEvent, DecodeError, Decoded, OrderLineRow, OrderRow, SourceTime,
 };
 use brewline_core::order::CompletedOrder;
 use brewline_core::suggestion::{Lookups, Suggester};
 use brewline_ports::{
-    Applied, Consumed, Consumer, Counters, LookupStore, OrderStore, PortError, Producer, Record,
-    Result,
+    Applied, Consumed, Consumer, Counted, Counters, LookupStore, OrderStore, PortError, Producer,
+    Record, Result,
 };
 use serde::de::DeserializeOwned;
 
@@ -50,6 +50,8 @@ pub struct RecommenderSettings {
     pub order_details_topic: String,
     pub suggestions_topic: String,
     pub dead_letter_topic: String,
+    /// The consumer group: the durable counters count each of its records once.
+    pub group: String,
     /// Records per batch.
     pub batch: usize,
     /// How long a poll waits for the first record.
@@ -109,6 +111,8 @@ struct Batch {
     /// Source commit time (µs) of each change.
     committed_at: Vec<i64>,
     dead: Vec<Record>,
+    /// Where each dead letter was read.
+    dead_at: Vec<EventRef>,
 }
 
 /// What a batch's completions add up to.
@@ -121,6 +125,9 @@ struct Tally {
     replayed: u64,
     /// The suggestions to send.
     suggestions: Vec<Record>,
+    /// The durable counts of the records that completed orders: each counted once, however
+    /// often it is delivered ([`Counters::add_counted`]).
+    counted: Vec<Counted>,
     /// Source commit time (µs) of each first suggestion's completing change.
     latencies: Vec<i64>,
 }
@@ -152,6 +159,7 @@ impl Batch {
             changes: Vec::with_capacity(records.len()),
             committed_at: Vec::with_capacity(records.len()),
             dead: Vec::new(),
+            dead_at: Vec::new(),
         };
         for record in &records {
             let event = if *record.topic == *topics.orders {
@@ -183,6 +191,7 @@ impl Batch {
                 Err(reason) => {
                     tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, %reason, "dead-lettered");
                     batch.dead.push(dead_letter(record, &reason));
+                    batch.dead_at.push(record.event_ref());
                 }
             }
         }
@@ -275,15 +284,18 @@ impl Recommender {
         let steps = self.apply(&batch, e).await?;
         StageNanos::add(&self.stats.stage_nanos.apply, t);
         let t = Instant::now();
-        let tally = self.tally(steps, &batch.committed_at)?;
+        let tally = self.tally(steps, &batch)?;
         StageNanos::add(&self.stats.stage_nanos.decide, t);
         let t = Instant::now();
         let refused = self.send(&batch, &tally, e).await?;
         StageNanos::add(&self.stats.stage_nanos.send, t);
         let t = Instant::now();
         self.record_latencies(&tally.latencies);
+        // Counted before the commit, each record once: a crash between them counts nothing
+        // twice, and nothing is left uncounted.
+        self.count(&batch, &tally, refused, e).await?;
         commit_with_retries(e.consumer, &batch.offsets).await?;
-        self.record(&batch, &tally, refused, e).await?;
+        self.record(&batch, &tally, refused);
         StageNanos::add(&self.stats.stage_nanos.commit, t);
         self.housekeeping(e).await?;
         Ok(batch.records)
@@ -305,7 +317,7 @@ impl Recommender {
     /// What the store's steps add up to: orders completed, of them eligible, suggestions made
     /// for the first time and sent again for a redelivered completing event, and the records
     /// to send.
-    fn tally(&self, steps: Vec<Step>, committed_at: &[i64]) -> Result<Tally> {
+    fn tally(&self, steps: Vec<Step>, batch: &Batch) -> Result<Tally> {
         let mut tally = Tally::default();
         for (i, step) in steps.into_iter().enumerate() {
             let (order, first, suggestion) = match step {
@@ -313,14 +325,31 @@ impl Recommender {
                 Step::Replayed(order, recorded) => (order, false, recorded),
                 Step::Pending | Step::AlreadyComplete | Step::Cancelled => continue,
             };
+            let eligible = self.lookups.is_eligible(&order.header);
             if first {
                 tally.completed += 1;
-                tally.eligible += u64::from(self.lookups.is_eligible(&order.header));
+                tally.eligible += u64::from(eligible);
+            }
+            // A completion replayed is counted too: it was not if the batch that made it
+            // crashed before counting; the store of counters knows which records it counted.
+            let at = &batch.changes[i].at;
+            for (counter, counts) in [
+                (counter::COMPLETED, true),
+                (counter::ELIGIBLE, eligible),
+                (counter::SUGGESTIONS, suggestion.is_some()),
+            ] {
+                if counts {
+                    tally.counted.push(Counted {
+                        at: at.clone(),
+                        counter,
+                        delta: 1,
+                    });
+                }
             }
             if let Some(s) = suggestion {
                 if first {
                     tally.fresh += 1;
-                    tally.latencies.push(committed_at[i]);
+                    tally.latencies.push(batch.committed_at[i]);
                 } else {
                     tally.replayed += 1;
                 }
@@ -358,15 +387,36 @@ impl Recommender {
         }
     }
 
-    /// The batch's figures: events in and out per topic, the process's running totals, and the
-    /// durable counters.
-    async fn record(
+    /// The batch's durable counters: those of its records, each counted once (completions,
+    /// eligible orders, suggestions, dead letters), then the deliveries (suggestions sent
+    /// again, suggestions the log refused).
+    async fn count(
         &self,
         batch: &Batch,
         tally: &Tally,
         refused: u64,
         e: &mut Engines<'_>,
     ) -> Result<()> {
+        let mut counted = tally.counted.clone();
+        counted.extend(batch.dead_at.iter().map(|at| Counted {
+            at: at.clone(),
+            counter: counter::DEAD_LETTERS,
+            delta: 1,
+        }));
+        with_retries("updating counters", || {
+            e.counters
+                .add_counted(&self.config.group, &counted, &batch.offsets)
+        })
+        .await?;
+        let deltas = [
+            (counter::REPLAYED, tally.replayed),
+            (counter::DEAD_LETTERS, refused),
+        ];
+        with_retries("updating counters", || e.counters.add(&deltas)).await
+    }
+
+    /// The batch's figures in this process: events in and out per topic, and running totals.
+    fn record(&self, batch: &Batch, tally: &Tally, refused: u64) {
         let dead_count = batch.dead.len() as u64 + refused;
         let c = &self.config;
         let stats = &self.stats;
@@ -386,14 +436,6 @@ impl Recommender {
         Stats::add(&stats.suggestions, tally.fresh);
         Stats::add(&stats.replayed, tally.replayed);
         Stats::add(&stats.dead_letters, dead_count);
-        let deltas = [
-            (counter::COMPLETED, tally.completed),
-            (counter::ELIGIBLE, tally.eligible),
-            (counter::SUGGESTIONS, tally.fresh),
-            (counter::REPLAYED, tally.replayed),
-            (counter::DEAD_LETTERS, dead_count),
-        ];
-        with_retries("updating counters", || e.counters.add(&deltas)).await
     }
 
     /// Sweeps expired order state and picks up new lookups, each on its own schedule.

@@ -17,7 +17,8 @@ use brewline_core::suggestion::{Lookups, RandomStrategy, Suggester};
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
 use brewline_ports::{
-    Capturable, EventLog, LookupStore, PortError, Producer, Record, SourceDb, Subscription,
+    Capturable, Counted, Counters, EventLog, LookupStore, PortError, Producer, Record, SourceDb,
+    Subscription,
 };
 use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::recommender::{Engines, Recommender, RecommenderSettings};
@@ -120,6 +121,7 @@ fn config(batch: usize) -> RecommenderSettings {
         order_details_topic: LINES.into(),
         suggestions_topic: SUGGESTIONS.into(),
         dead_letter_topic: DLQ.into(),
+        group: "realtime-recs".into(),
         batch,
         poll_wait: Duration::from_millis(10),
         expire_every: Duration::from_secs(60),
@@ -142,7 +144,7 @@ async fn recommend_with_seed(
     producer: &dyn Producer,
     seed: u64,
 ) -> (Result<(), PortError>, Arc<Stats>) {
-    recommend_with(dir, batch, producer, seed, &dir.state).await
+    recommend_with(dir, batch, producer, seed, &dir.state, &dir.state).await
 }
 
 async fn recommend_with(
@@ -151,6 +153,7 @@ async fn recommend_with(
     producer: &dyn Producer,
     seed: u64,
     lookups: &dyn LookupStore,
+    counters: &dyn Counters,
 ) -> (Result<(), PortError>, Arc<Stats>) {
     let stats = Arc::new(Stats::default());
     let suggester = Suggester::new(seed, Box::new(RandomStrategy));
@@ -169,7 +172,7 @@ async fn recommend_with(
         producer,
         orders: &dir.state,
         lookups,
-        counters: &dir.state,
+        counters,
     };
     (r.run(&mut engines, drained()).await, stats)
 }
@@ -344,7 +347,8 @@ async fn lookups_lost_by_the_store_mid_run_are_not_believed_and_say_so() {
         inner: &dir.state,
         loads: AtomicUsize::new(0),
     };
-    let (result, stats) = recommend_with(&dir, 16, producer.as_ref(), 11, &losing).await;
+    let (result, stats) =
+        recommend_with(&dir, 16, producer.as_ref(), 11, &losing, &dir.state).await;
     result.unwrap();
     assert!(
         losing.loads.load(Ordering::SeqCst) >= 2,
@@ -398,6 +402,70 @@ async fn a_recommender_without_lookups_waits_for_them() {
         eligible_ids(&os)
     );
     assert_eq!(stats.degraded(), None, "whole lookups came");
+}
+
+/// The embedded counters, made to fail at the n-th count of records, before or after it is
+/// written: the process "crashes" there.
+struct CrashingCounters<'a> {
+    inner: &'a dyn Counters,
+    at: usize,
+    before: bool,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Counters for CrashingCounters<'_> {
+    async fn add(&self, deltas: &[(&str, u64)]) -> brewline_ports::Result<()> {
+        self.inner.add(deltas).await
+    }
+
+    async fn get(&self) -> brewline_ports::Result<BTreeMap<String, u64>> {
+        self.inner.get().await
+    }
+
+    async fn add_counted(
+        &self,
+        scope: &str,
+        counts: &[Counted],
+        through: &[(String, i32, i64)],
+    ) -> brewline_ports::Result<()> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n == self.at && self.before {
+            return Err(PortError::fatal("test", "crash before counting"));
+        }
+        self.inner.add_counted(scope, counts, through).await?;
+        if n == self.at {
+            return Err(PortError::fatal("test", "crash after counting"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn counters_are_exact_through_a_crash_on_either_side_of_counting() {
+    for before in [true, false] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = prepared(root.path()).await;
+        let os = orders(300);
+        write_and_capture(&dir, &os, false).await;
+        let producer = dir.log.producer().unwrap();
+        let crashing = CrashingCounters {
+            inner: &dir.state,
+            at: 3,
+            before,
+            calls: AtomicUsize::new(0),
+        };
+        let (crashed, _) =
+            recommend_with(&dir, 16, producer.as_ref(), 11, &dir.state, &crashing).await;
+        assert!(crashed.is_err(), "the worker stopped at the crash");
+        let (result, _) = recommend(&dir, 16, producer.as_ref()).await;
+        result.unwrap();
+        let counters = dir.state.get().await.unwrap();
+        let expected = eligible_ids(&os).len() as u64;
+        assert_eq!(counters["orders_completed"], 300, "before: {before}");
+        assert_eq!(counters["orders_eligible"], expected, "before: {before}");
+        assert_eq!(counters["suggestions"], expected, "before: {before}");
+    }
 }
 
 /// The embedded producer, made to fail at a chosen moment: the process "crashes" there.

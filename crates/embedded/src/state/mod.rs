@@ -26,7 +26,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use brewline_core::assembly::{OrderState, Step};
 use brewline_core::suggestion::Lookups;
-use brewline_ports::{Applied, Counters, LookupStore, OrderStore, PortError, Result, Suggest};
+use brewline_ports::{
+    Applied, Counted, Counters, LookupStore, OrderStore, PortError, Result, Suggest,
+};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use rustc_hash::FxHashMap;
 
@@ -43,6 +45,13 @@ CREATE TABLE IF NOT EXISTS lookups (
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counted_through (
+    scope TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (scope, topic, partition)
 );
 ";
 
@@ -330,6 +339,76 @@ impl Counters for EmbeddedState {
                     )?;
                     for (n, d) in &deltas {
                         st.execute(params![n, d])?;
+                    }
+                }
+                tx.commit()
+            })
+            .await
+    }
+
+    async fn add_counted(
+        &self,
+        scope: &str,
+        counts: &[Counted],
+        through: &[(String, i32, i64)],
+    ) -> Result<()> {
+        let scope = scope.to_string();
+        let counts: Vec<(String, i32, i64, &'static str, i64)> = counts
+            .iter()
+            .filter(|c| c.delta > 0)
+            .map(|c| {
+                let a = &c.at;
+                (
+                    a.topic.to_string(),
+                    a.partition,
+                    a.offset,
+                    c.counter,
+                    c.delta as i64,
+                )
+            })
+            .collect();
+        let through = through.to_vec();
+        self.inner
+            .db
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut next = tx.prepare_cached(
+                        "SELECT next_offset FROM counted_through
+                         WHERE scope = ?1 AND topic = ?2 AND partition = ?3",
+                    )?;
+                    let mut before: HashMap<(String, i32), i64> = HashMap::new();
+                    let mut counted = |topic: &str, p: i32| -> rusqlite::Result<i64> {
+                        if let Some(n) = before.get(&(topic.to_string(), p)) {
+                            return Ok(*n);
+                        }
+                        let n: i64 = next
+                            .query_row(params![scope, topic, p], |r| r.get(0))
+                            .optional()?
+                            .unwrap_or(0);
+                        before.insert((topic.to_string(), p), n);
+                        Ok(n)
+                    };
+                    for (topic, p, _) in &through {
+                        counted(topic, *p)?;
+                    }
+                    let mut raise = tx.prepare_cached(
+                        "INSERT INTO counters (name, value) VALUES (?1, ?2)
+                         ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                    )?;
+                    for (topic, p, offset, name, delta) in &counts {
+                        if *offset >= counted(topic, *p)? {
+                            raise.execute(params![name, delta])?;
+                        }
+                    }
+                    let mut moved = tx.prepare_cached(
+                        "INSERT INTO counted_through (scope, topic, partition, next_offset)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (scope, topic, partition)
+                         DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
+                    )?;
+                    for (topic, p, n) in &through {
+                        moved.execute(params![scope, topic, p, n])?;
                     }
                 }
                 tx.commit()

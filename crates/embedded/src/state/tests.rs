@@ -50,6 +50,12 @@ async fn a_reader_never_sees_half_published_lookups() {
 }
 
 #[tokio::test]
+async fn records_are_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::records_are_counted_once("e", &open(dir.path(), Duration::from_secs(90))).await;
+}
+
+#[tokio::test]
 async fn counters_add_up_across_reopens() {
     let dir = tempfile::tempdir().unwrap();
     conformance::counters_add_up("e", &open(dir.path(), Duration::from_secs(90))).await;
