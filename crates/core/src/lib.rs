@@ -11,6 +11,7 @@ pub mod generator;
 pub mod names;
 pub mod order;
 pub mod partition;
+pub mod query;
 pub mod reference;
 pub mod sales;
 pub mod suggestion;

@@ -20,8 +20,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
-use brewline_core::calendar;
 use brewline_core::sales::{Day, Sales};
+use brewline_core::{calendar, query};
 use futures_util::stream::Stream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -195,65 +195,25 @@ struct DayRange {
 
 /// Days since the epoch of the date parameter `name` (`default` when there is none).
 fn date(name: &str, value: Option<&str>, default: i64) -> Result<i64, ApiError> {
-    match value {
-        None => Ok(default),
-        Some(v) => parse_day(v).ok_or_else(|| {
-            ApiError::bad(format!(
-                "{name}={v:?} is not a date: write YYYY-MM-DD, e.g. 2026-11-25"
-            ))
-        }),
-    }
+    query::date(name, value, default).map_err(ApiError::bad)
 }
 
 impl DayRange {
     /// `from` and `to` (days since the epoch, inclusive), by default the last 7 days.
     fn days(&self, today: i64) -> Result<(i64, i64), ApiError> {
-        let to = date("to", self.to.as_deref(), today)?;
-        let from = date("from", self.from.as_deref(), to - 6)?;
-        if from > to {
-            return Err(ApiError::bad(format!(
-                "from ({}) is after to ({})",
-                day_name(from),
-                day_name(to)
-            )));
-        }
-        if to - from >= MAX_DAYS {
-            return Err(ApiError::bad(format!(
-                "the range spans {} days; ask for at most {MAX_DAYS} at a time",
-                to - from + 1
-            )));
-        }
-        Ok((from, to))
+        query::day_range(self.from.as_deref(), self.to.as_deref(), today, MAX_DAYS)
+            .map_err(ApiError::bad)
     }
 }
 
 impl TopOnDate {
     fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
-        match self.limit.as_deref() {
-            None => Ok(default),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::bad(format!(
-                    "limit={v:?}: give a whole number from 1 to {max}"
-                ))),
-            },
-        }
+        query::limit(self.limit.as_deref(), default, max).map_err(ApiError::bad)
     }
-}
-
-/// Days since the epoch of `YYYY-MM-DD` (a real date only).
-fn parse_day(v: &str) -> Option<i64> {
-    let mut parts = v.splitn(3, '-');
-    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return None;
-    }
-    let days = calendar::days_from_civil(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
-    (day_name(days) == v).then_some(days)
 }
 
 fn day_name(days: i64) -> Day {
-    calendar::date_of_millis(days * 86_400_000)
+    query::day_name(days)
 }
 
 fn today() -> i64 {
@@ -879,25 +839,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_real_dates_in_one_spelling_are_days() {
-        assert_eq!(parse_day("1970-01-02"), Some(1));
-        assert_eq!(
-            parse_day("2026-11-25").map(day_name).as_deref(),
-            Some("2026-11-25")
-        );
-        for bad in [
-            "2026-02-30",
-            "2026-1-05",
-            "26-11-25",
-            "2026-11-25T00",
-            "today",
-            "",
-        ] {
-            assert_eq!(parse_day(bad), None, "{bad}");
-        }
-    }
 
     fn query<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
         let uri: Uri = format!("/r?{q}").parse().unwrap();

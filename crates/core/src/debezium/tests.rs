@@ -328,3 +328,129 @@ proptest! {
         prop_assert_eq!(v.get("schema").is_some(), with_schema);
     }
 }
+
+/// Values a hostile or broken producer may put anywhere in an event.
+fn hostile_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::from(i64::MAX)),
+        Just(Value::from(i64::MIN)),
+        Just(Value::from(u64::MAX)),
+        Just(serde_json::json!(1e308)),
+        Just(serde_json::json!(-1.5)),
+        Just(Value::from(-1)),
+        Just(Value::from(0)),
+        any::<i64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+        Just(Value::Null),
+        Just(Value::Bool(true)),
+        Just(serde_json::json!([])),
+        Just(serde_json::json!({})),
+    ]
+}
+
+/// Every path to a value in `v` (object keys and array indices).
+fn paths(v: &Value, at: Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                let mut p = at.clone();
+                p.push(k.clone());
+                out.push(p.clone());
+                paths(child, p, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                let mut p = at.clone();
+                p.push(i.to_string());
+                out.push(p.clone());
+                paths(child, p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn set(v: &mut Value, path: &[String], new: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut at = v;
+    for p in parents {
+        at = match at {
+            Value::Object(m) => m.get_mut(p).unwrap(),
+            Value::Array(a) => &mut a[p.parse::<usize>().unwrap()],
+            _ => return,
+        };
+    }
+    match at {
+        Value::Object(m) => {
+            m.insert(last.clone(), new);
+        }
+        Value::Array(a) => a[last.parse::<usize>().unwrap()] = new,
+        _ => {}
+    }
+}
+
+/// Decodes `bytes` as both topics' events, turns what decodes into order changes, and assembles
+/// them with the real suggester: whatever the bytes, an answer or an error, never a panic.
+fn decode_and_assemble(bytes: &[u8]) {
+    use crate::assembly::{EventRef, OrderState};
+    use crate::suggestion::{Lookups, RandomStrategy, Suggester};
+    let lookups = Lookups::from_reference(&crate::ReferenceData::bundled().unwrap(), "ACB");
+    let suggester = Suggester::new(7, Box::new(RandomStrategy));
+    let suggest = |o: &crate::CompletedOrder| suggester.suggest(o, &lookups);
+    let at = EventRef {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+    };
+    let mut changes = Vec::new();
+    if let Ok(Decoded::Change(e)) = decode::<OrderRow>(Some(bytes)) {
+        let _ = e.committed_at_us();
+        changes.extend(e.order_changes().into_iter().flatten());
+    }
+    if let Ok(Decoded::Change(e)) = decode_with::<OrderRow, SourceTime>(Some(bytes)) {
+        let _ = e.committed_at_us();
+        changes.extend(e.order_changes().into_iter().flatten());
+    }
+    if let Ok(Decoded::Change(e)) = decode_with::<OrderLineRow, SourceTime>(Some(bytes)) {
+        let _ = e.committed_at_us();
+        changes.extend(e.order_changes().into_iter().flatten());
+    }
+    let mut state = OrderState::default();
+    for c in &changes {
+        let _ = state.apply(c, &at, &suggest);
+    }
+}
+
+proptest! {
+    /// Any bytes: decoded or refused with a reason, never a panic.
+    #[test]
+    fn any_bytes_decode_or_say_why(bytes in prop::collection::vec(any::<u8>(), 0..700)) {
+        decode_and_assemble(&bytes);
+    }
+
+    /// Real events with one value anywhere made hostile (overflowing timestamps, huge counts,
+    /// wrong types): decoded and assembled, or refused with a reason, never a panic.
+    #[test]
+    fn real_events_with_a_hostile_value_decode_or_say_why(
+        which in 0usize..5,
+        pick in any::<prop::sample::Index>(),
+        value in hostile_value(),
+    ) {
+        let samples = [
+            ORDER_CREATE_WITH_SCHEMA,
+            LINE_CREATE_NO_SCHEMA,
+            ORDER_SNAPSHOT_READ,
+            ORDER_DELETE,
+            SUGGESTED_LINE,
+        ];
+        let mut event: Value = serde_json::from_str(samples[which]).unwrap();
+        let mut all = Vec::new();
+        paths(&event, Vec::new(), &mut all);
+        let path = pick.get(&all).clone();
+        set(&mut event, &path, value);
+        decode_and_assemble(&serde_json::to_vec(&event).unwrap());
+    }
+}

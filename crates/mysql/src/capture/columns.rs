@@ -116,7 +116,7 @@ pub fn guessed_type(v: &Value) -> ColumnType {
 /// A value read from MySQL (binlog row, or a snapshot read with the session in UTC) as
 /// Debezium writes it for a column of type `kind`.
 pub fn to_json(kind: ColumnType, v: Value) -> Result<Json, String> {
-    let bad = |v: &Value| format!("{v:?} is not a value of a {kind:?} column");
+    let bad = |v: &Value| format!("{} is not a value of a {kind:?} column", shown(v));
     Ok(match (kind, v) {
         (_, Value::NULL) => Json::Null,
         (ColumnType::Boolean, Value::Int(n)) => Json::Bool(n != 0),
@@ -182,7 +182,9 @@ pub fn to_json(kind: ColumnType, v: Value) -> Result<Json, String> {
                     + i64::from(h) * 3600
                     + i64::from(mi) * 60
                     + i64::from(s);
-                let micros = secs * 1_000_000 + i64::from(us);
+                let micros = micros_of_seconds(secs)
+                    .and_then(|m| m.checked_add(i64::from(us)))
+                    .ok_or_else(|| bad(&v))?;
                 Json::from(if negative { -micros } else { micros })
             }
             Value::Bytes(b) => {
@@ -202,8 +204,11 @@ pub fn to_json(kind: ColumnType, v: Value) -> Result<Json, String> {
                             .ok_or_else(|| format!("{t:?} is not a TIMESTAMP"))?,
                     }
                 }
-                Value::Int(secs) => secs * 1_000_000,
-                Value::UInt(secs) => secs as i64 * 1_000_000,
+                Value::Int(secs) => micros_of_seconds(secs).ok_or_else(|| bad(&v))?,
+                Value::UInt(secs) => i64::try_from(secs)
+                    .ok()
+                    .and_then(micros_of_seconds)
+                    .ok_or_else(|| bad(&v))?,
                 // Read by a query in a session whose time zone is UTC.
                 Value::Date(y, mo, d, h, mi, s, us) => epoch_micros(y, mo, d, h, mi, s, us),
                 v => return Err(bad(&v)),
@@ -237,13 +242,27 @@ pub fn to_json(kind: ColumnType, v: Value) -> Result<Json, String> {
             Value::Time(neg, days, h, mi, s, us) => format!(
                 "{}{:02}:{mi:02}:{s:02}{}",
                 if neg { "-" } else { "" },
-                days * 24 + u32::from(h),
+                u64::from(days) * 24 + u64::from(h),
                 fraction(us)
             ),
             Value::NULL => return Ok(Json::Null),
         }),
         (_, v) => return Err(bad(&v)),
     })
+}
+
+/// A value as an error message shows it. Not `mysql_common`'s `Debug`, which overflows (and
+/// panics in a debug build) on a TIME of more than 178 956 970 days, which a broken row may hold.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::Time(neg, days, h, m, s, us) => {
+            let hours = u64::from(*days) * 24 + u64::from(*h);
+            let sign = if *neg { "-" } else { "" };
+            format!("TIME '{sign}{hours:03}:{m:02}:{s:02}.{us:06}'")
+        }
+        Value::Bytes(b) if b.len() > 64 => format!("{} bytes", b.len()),
+        other => format!("{other:?}"),
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -299,7 +318,11 @@ fn time_micros(t: &str) -> Option<i64> {
         parts.next()?.parse().ok()?,
         parts.next()?.parse().ok()?,
     );
-    let micros = (h * 3600 + m * 60 + s) * 1_000_000 + i64::from(fraction_micros(frac)?);
+    let secs = h
+        .checked_mul(3600)?
+        .checked_add(m.checked_mul(60)?)?
+        .checked_add(s)?;
+    let micros = micros_of_seconds(secs)?.checked_add(i64::from(fraction_micros(frac)?))?;
     Some(if negative { -micros } else { micros })
 }
 
@@ -307,7 +330,12 @@ fn time_micros(t: &str) -> Option<i64> {
 fn epoch_seconds_text(t: &str) -> Option<i64> {
     let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
     let secs: i64 = secs.parse().ok()?;
-    Some(secs * 1_000_000 + i64::from(fraction_micros(frac)?))
+    micros_of_seconds(secs)?.checked_add(i64::from(fraction_micros(frac)?))
+}
+
+/// Seconds in microseconds, unless that is past what an i64 holds (a broken row).
+fn micros_of_seconds(secs: i64) -> Option<i64> {
+    secs.checked_mul(1_000_000)
 }
 
 fn epoch_micros(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> i64 {
@@ -569,5 +597,75 @@ mod tests {
         assert_eq!(precise("1.28"), Json::from("AIA="));
         assert_eq!(precise("0"), Json::from("AA=="));
         assert!(unscaled("1.234", 2).is_err());
+    }
+
+    /// Every column type, DECIMALs of several shapes among them.
+    fn any_kind() -> impl proptest::strategy::Strategy<Value = ColumnType> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(ColumnType::Int16),
+            Just(ColumnType::Int32),
+            Just(ColumnType::Int64),
+            Just(ColumnType::String),
+            Just(ColumnType::Boolean),
+            Just(ColumnType::Timestamp),
+            Just(ColumnType::MicroTimestamp),
+            Just(ColumnType::MicroTime),
+            Just(ColumnType::ZonedTimestamp),
+            Just(ColumnType::Date),
+            Just(ColumnType::Float64),
+            Just(ColumnType::Bytes),
+            (0u32..80, 0u32..40)
+                .prop_map(|(precision, scale)| ColumnType::Decimal { precision, scale }),
+        ]
+    }
+
+    /// Every value a binlog row or a snapshot read may carry, hostile ones included: dates out
+    /// of range, times of any sign and size, numbers at their bounds, any bytes.
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Value::NULL),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+            "[-+0-9.eE: T]{0,30}".prop_map(|s| Value::Bytes(s.into_bytes())),
+            any::<i64>().prop_map(Value::Int),
+            any::<u64>().prop_map(Value::UInt),
+            any::<f32>().prop_map(Value::Float),
+            any::<f64>().prop_map(Value::Double),
+            (
+                any::<u16>(),
+                any::<u8>(),
+                any::<u8>(),
+                any::<u8>(),
+                any::<u8>(),
+                any::<u8>(),
+                any::<u32>()
+            )
+                .prop_map(|(y, mo, d, h, mi, s, us)| Value::Date(y, mo, d, h, mi, s, us)),
+            (
+                any::<bool>(),
+                any::<u32>(),
+                any::<u8>(),
+                any::<u8>(),
+                any::<u8>(),
+                any::<u32>()
+            )
+                .prop_map(|(neg, d, h, mi, s, us)| Value::Time(neg, d, h, mi, s, us)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any value for any column type: converted, or refused with a reason, never a panic.
+        #[test]
+        fn any_value_converts_or_says_why(kind in any_kind(), value in any_value()) {
+            let _ = to_json(kind, value.clone());
+            let _ = guessed_type(&value);
+        }
+
+        /// Any text as a column default: read or left out, never a panic.
+        #[test]
+        fn any_default_reads_or_is_left_out(kind in any_kind(), raw in ".{0,30}") {
+            let _ = default_value(kind, &raw);
+        }
     }
 }
