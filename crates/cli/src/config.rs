@@ -318,6 +318,7 @@ impl Config {
             batch: r.batch,
             poll_wait: std::time::Duration::from_millis(r.poll_wait_ms),
             expire_every: std::time::Duration::from_secs(r.expire_every_secs),
+            order_ttl: std::time::Duration::from_secs(r.order_ttl_secs),
             lookups_every: std::time::Duration::from_secs(r.lookups_every_secs),
         }
     }

@@ -384,6 +384,38 @@ impl Consumer for KafkaConsumer {
         }
     }
 
+    async fn rewind(&mut self) -> Result<()> {
+        if self.positions.is_some() {
+            return Err(PortError::fatal(
+                ENGINE,
+                "a reader without a group has no committed offsets to go back to",
+            ));
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let committed = consumer
+                .committed(Duration::from_secs(10))
+                .map_err(|e| port_error("reading the committed offsets", e))?;
+            let mut to = TopicPartitionList::new();
+            for e in committed.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                to.add_partition_offset(e.topic(), e.partition(), offset)
+                    .map_err(|e| port_error("rewinding", e))?;
+            }
+            if to.count() > 0 {
+                consumer
+                    .seek_partitions(to, Duration::from_secs(10))
+                    .map_err(|e| port_error("rewinding to the committed offsets", e))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| PortError::fatal(ENGINE, format!("rewinding: {e}")))?
+    }
+
     async fn lag(&mut self) -> Result<u64> {
         let Some(positions) = &self.positions else {
             let lag = self.consumer.context().lag.load(Ordering::Relaxed);

@@ -58,6 +58,14 @@ async fn headers_tombstones_and_unkeyed_records_survive() {
 
 #[tokio::test]
 #[ignore = "needs a Kafka broker: run scripts/test"]
+async fn a_member_rewinds_to_its_committed_offsets() {
+    let log = KafkaLog::new(config());
+    conformance::a_member_rewinds_to_its_committed_offsets(&log, &unique("rewind"), &unique("g"))
+        .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
 async fn an_oversized_record_is_refused_alone() {
     let log = KafkaLog::new(config());
     conformance::an_oversized_record_is_refused_alone(&log, &unique("huge")).await;

@@ -149,6 +149,14 @@ pub const CONSUMER_LAG: Metric = gauge(
     "brewline_consumer_lag",
     "Records in the consumed topics not yet committed by this consumer.",
 );
+pub const OPEN_ORDERS: Metric = gauge(
+    "brewline_open_orders",
+    "Orders the recommender holds open: the committed offsets stay below the first event of the oldest.",
+);
+pub const STATE_REBUILDS: Metric = counter(
+    "brewline_order_state_rebuilds_total",
+    "Times the recommender found its order state lost (Redis flushed, restarted without persistence) and read the log again from the committed offsets to rebuild it.",
+);
 pub const LOOKUPS_VERSION: Metric = gauge(
     "brewline_lookups_version",
     "Version of the lookups the recommender decides with (0: none yet).",
@@ -244,6 +252,8 @@ pub const ALL: &[Metric] = &[
     CONSUMER_LAG,
     LOOKUPS_VERSION,
     DEGRADED,
+    OPEN_ORDERS,
+    STATE_REBUILDS,
     ENGINE_ERRORS,
     ENGINE_RETRIES,
 ];

@@ -322,6 +322,11 @@ pub async fn records_are_counted_once<S: Counters>(scope: &str, store: &S) {
         .await
         .unwrap();
     assert_eq!(total().await, 8 + 1 + 5);
+    let got = store
+        .counted_through("g", &[(topic.to_string(), 0), (topic.to_string(), 7)])
+        .await
+        .unwrap();
+    assert_eq!(got, [8, 0], "where counting got to; 0 where it never began");
     // A batch that counted nothing still moves the offset on: its records are not counted later.
     store.add_counted("g", &[], &through(0, 10)).await.unwrap();
     store
@@ -364,6 +369,34 @@ pub async fn read(c: &mut dyn Consumer, n: usize) -> Vec<Consumed> {
         );
     }
     all
+}
+
+/// A member that rewinds reads again from the group's committed offsets: what it read past
+/// them comes again, what is before them does not.
+pub async fn a_member_rewinds_to_its_committed_offsets(
+    log: &dyn EventLog,
+    topic: &str,
+    group: &str,
+) {
+    log.create_topic(topic, 1).await.unwrap();
+    let values: Vec<Record> = (0..20).map(|i| record("k", &i.to_string())).collect();
+    log.producer().unwrap().send(topic, values).await.unwrap();
+    let mut c = log
+        .consumer(subscription(&[topic], Some(group)))
+        .await
+        .unwrap();
+    let first = read(c.as_mut(), 20).await;
+    c.commit(&[(topic.to_string(), 0, 8)]).await.unwrap();
+    c.rewind().await.unwrap();
+    let again = read(c.as_mut(), 12).await;
+    let offsets: Vec<i64> = again.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (8..20).collect::<Vec<_>>());
+    assert_eq!(again[0].record, first[8].record);
+    let mut reader = log.consumer(subscription(&[topic], None)).await.unwrap();
+    assert!(
+        reader.rewind().await.is_err(),
+        "no group, nothing to go back to"
+    );
 }
 
 /// Keyed records land in the partition Kafka's partitioner gives their key, with

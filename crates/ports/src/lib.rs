@@ -26,6 +26,9 @@ pub struct PortError {
     /// Records a log refused for what they are ([`Producer::send`]); empty for any other
     /// failure.
     pub refused: Vec<Refused>,
+    /// The order store lost the state this worker wrote ([`OrderStore::apply`]): it is to be
+    /// rebuilt from the log, from the committed offsets on.
+    pub state_lost: bool,
 }
 
 /// A record a log refused for what it is (larger than the topic takes, invalid): sending it
@@ -45,6 +48,7 @@ impl PortError {
             message: message.to_string(),
             retryable: false,
             refused: Vec::new(),
+            state_lost: false,
         }
     }
 
@@ -54,6 +58,19 @@ impl PortError {
             message: message.to_string(),
             retryable: true,
             refused: Vec::new(),
+            state_lost: false,
+        }
+    }
+
+    /// The order store no longer holds the state this worker wrote: nothing of the batch was
+    /// applied, and the state is to be rebuilt from the log.
+    pub fn state_lost(engine: &'static str, message: impl std::fmt::Display) -> PortError {
+        PortError {
+            engine,
+            message: message.to_string(),
+            retryable: false,
+            refused: Vec::new(),
+            state_lost: true,
         }
     }
 
@@ -68,6 +85,7 @@ impl PortError {
             ),
             retryable: false,
             refused,
+            state_lost: false,
         }
     }
 }
@@ -188,6 +206,12 @@ pub trait Consumer: Send {
 
     /// Records in the subscribed topics not yet read by this consumer.
     async fn lag(&mut self) -> Result<u64>;
+
+    /// Goes back to the group's committed offsets in every partition it reads (the beginning
+    /// where none is committed), dropping whatever was read ahead: the next poll returns the
+    /// first record not committed. For a worker whose state was lost, to rebuild it from the
+    /// log. An error for a reader without a group.
+    async fn rewind(&mut self) -> Result<()>;
 }
 
 /// Who reads and from where.
@@ -240,6 +264,9 @@ pub trait OrderStore: Send + Sync {
     /// once, whichever worker applies its last change; `suggest` makes its suggestion then,
     /// and the store records it durably with the completion, so that a replay of the
     /// completing event gets this very suggestion back ([`Step::Replayed`]) to send again.
+    /// When the store lost the state this handle wrote before (a Redis flushed or restarted
+    /// without persistence), nothing is applied and the error says so
+    /// ([`PortError::state_lost`]) once: the caller rebuilds the state from the log.
     async fn apply(&self, changes: &[Applied], suggest: Suggest<'_>) -> Result<Vec<Step>>;
 
     /// Removes the state of orders not touched for the TTL, and returns the ids of those that
@@ -369,6 +396,10 @@ pub trait Counters: Send + Sync {
         counts: &[Counted],
         through: &[(String, i32, i64)],
     ) -> Result<()>;
+
+    /// The next offset counted in `scope` for each of `partitions` (0 where none): the records
+    /// before it were handled, their output sent and counted.
+    async fn counted_through(&self, scope: &str, partitions: &[(String, i32)]) -> Result<Vec<i64>>;
 }
 
 /// A count one record makes: `counter` raised by `delta`.

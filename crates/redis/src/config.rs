@@ -29,6 +29,10 @@ pub struct RedisConfig {
     pub open_orders_key: String,
     /// Hash of the recommender's running counters.
     pub counters_key: String,
+    /// A value written when order state starts and checked with every write of it: when it is
+    /// gone or another (the database was flushed, or restarted without persistence), the
+    /// recommenders know their order state was lost and rebuild it from the log.
+    pub order_state_epoch_key: String,
     /// Milliseconds a command may take before it fails (and is retried).
     pub response_timeout_ms: u64,
 }
@@ -46,6 +50,7 @@ impl Default for RedisConfig {
             order_state_prefix: "order_state:".into(),
             open_orders_key: "open_orders".into(),
             counters_key: "brewline_counters".into(),
+            order_state_epoch_key: "order_state_epoch".into(),
             response_timeout_ms: 5_000,
         }
     }

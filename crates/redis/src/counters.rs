@@ -58,8 +58,7 @@ impl Counters for RedisCounters {
         if counts.is_empty() && through.is_empty() {
             return Ok(());
         }
-        let field =
-            |topic: &str, partition: i32| format!("{COUNTED_THROUGH}{scope}:{topic}:{partition}");
+        let field = |topic: &str, partition: i32| counted_field(scope, topic, partition);
         let mut call = self.add_counted.prepare_invoke();
         call.key(&self.key).arg(through.len());
         for (topic, partition, next) in through {
@@ -77,11 +76,33 @@ impl Counters for RedisCounters {
             })
             .await
     }
+
+    async fn counted_through(&self, scope: &str, partitions: &[(String, i32)]) -> Result<Vec<i64>> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&self.key);
+        for (topic, p) in partitions {
+            cmd.arg(counted_field(scope, topic, *p));
+        }
+        let got: Vec<Option<i64>> = self
+            .connection
+            .call("reading where counting got to", async |c| {
+                cmd.query_async(c).await
+            })
+            .await?;
+        Ok(got.into_iter().map(|n| n.unwrap_or(0)).collect())
+    }
 }
 
 /// Fields of the counters' hash that hold the next offset counted of a partition (not
 /// counters: [`Counters::get`] leaves them out).
 const COUNTED_THROUGH: &str = "counted-through:";
+
+fn counted_field(scope: &str, topic: &str, partition: i32) -> String {
+    format!("{COUNTED_THROUGH}{scope}:{topic}:{partition}")
+}
 
 /// KEYS[1]: the counters' hash. ARGV[1]: the number of partitions the batch covers, then per
 /// partition its field and the next offset the batch covers; then per count: its partition's

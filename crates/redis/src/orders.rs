@@ -16,6 +16,10 @@
 //! `order_state:{order}`, so that one atomic write moves all of it. Every write sets the TTL.
 //! Open orders are also in a sorted set by expiry time, so that orders whose state expires
 //! incomplete are counted once ([`OrderStore::expire`]) rather than vanishing.
+//!
+//! Every write checks the epoch (`order_state_epoch`), a value set when the state starts: a
+//! database flushed or restarted without persistence has lost it, and the worker is told
+//! ([`PortError::state_lost`]) to rebuild its state from the log.
 
 use std::time::Duration;
 
@@ -27,22 +31,27 @@ use rustc_hash::FxHashMap;
 
 use crate::{Connection, RedisConfig, ENGINE};
 
-/// KEYS[1]: the open-orders set; KEYS[2..]: the orders' state keys. ARGV[1]: TTL (ms);
-/// ARGV[2]: expiry time of what is written (ms); then per order: the state read ('' = none),
-/// the new state, '1' if the order is still open (its expiry is moved), '0' if it was open in
-/// the set and no longer is, '-' if neither, the order id. Returns 0 when written, else
-/// the number of the first order whose state changed since it was read.
+/// KEYS[1]: the open-orders set; KEYS[2]: the epoch; KEYS[3..]: the orders' state keys.
+/// ARGV[1]: TTL (ms); ARGV[2]: expiry time of what is written (ms); ARGV[3]: the epoch this
+/// handle knows; then per order: the state read ('' = none), the new state, '1' if the order
+/// is still open (its expiry is moved), '0' if it was open in the set and no longer is, '-' if
+/// neither, the order id. Returns 0 when written, -1 when the epoch is not the one known (the
+/// state was lost: nothing written), else the number of the first order whose state changed
+/// since it was read.
 const COMPARE_AND_SET: &str = r"
-local n = #KEYS - 1
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then
+  return -1
+end
+local n = #KEYS - 2
 for i = 1, n do
-  local current = redis.call('GET', KEYS[i + 1]) or ''
-  if current ~= ARGV[3 + (i - 1) * 4] then
+  local current = redis.call('GET', KEYS[i + 2]) or ''
+  if current ~= ARGV[4 + (i - 1) * 4] then
     return i
   end
 end
 for i = 1, n do
-  local at = 3 + (i - 1) * 4
-  redis.call('SET', KEYS[i + 1], ARGV[at + 1], 'PX', ARGV[1])
+  local at = 4 + (i - 1) * 4
+  redis.call('SET', KEYS[i + 2], ARGV[at + 1], 'PX', ARGV[1])
   local open = ARGV[at + 2]
   if open == '1' then
     redis.call('ZADD', KEYS[1], ARGV[2], ARGV[at + 3])
@@ -66,28 +75,77 @@ return expired
 /// Attempts of one batch before giving up (each lost to another worker's write).
 const ATTEMPTS: usize = 20;
 
-/// Per-order state in the dynamic database.
-#[derive(Clone)]
+/// Per-order state in the dynamic database. Each handle (each clone) knows the epoch of the
+/// state it wrote, so that every worker finds out on its own that the state was lost.
 pub struct RedisOrders {
     connection: Connection,
     prefix: String,
     open_orders: String,
+    epoch_key: String,
+    /// The epoch this handle's writes belong to.
+    epoch: std::sync::Mutex<String>,
     ttl: Duration,
     compare_and_set: Script,
     take_expired: Script,
 }
 
+impl Clone for RedisOrders {
+    fn clone(&self) -> RedisOrders {
+        RedisOrders {
+            connection: self.connection.clone(),
+            prefix: self.prefix.clone(),
+            open_orders: self.open_orders.clone(),
+            epoch_key: self.epoch_key.clone(),
+            epoch: std::sync::Mutex::new(self.known_epoch()),
+            ttl: self.ttl,
+            compare_and_set: self.compare_and_set.clone(),
+            take_expired: self.take_expired.clone(),
+        }
+    }
+}
+
 impl RedisOrders {
     /// Connects to the dynamic database; order state lives for `ttl` after its last change.
     pub async fn connect(config: &RedisConfig, ttl: Duration) -> Result<RedisOrders> {
-        Ok(RedisOrders {
+        let orders = RedisOrders {
             connection: Connection::open(&config.dynamic_url, config).await?,
             prefix: config.order_state_prefix.clone(),
             open_orders: config.open_orders_key.clone(),
+            epoch_key: config.order_state_epoch_key.clone(),
+            epoch: std::sync::Mutex::new(String::new()),
             ttl,
             compare_and_set: Script::new(COMPARE_AND_SET),
             take_expired: Script::new(TAKE_EXPIRED),
-        })
+        };
+        orders.join_epoch().await?;
+        Ok(orders)
+    }
+
+    fn known_epoch(&self) -> String {
+        self.epoch.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Starts the epoch if there is none (a new or emptied database) and makes it this
+    /// handle's.
+    async fn join_epoch(&self) -> Result<()> {
+        let fresh = format!("{}-{}", std::process::id(), brewline_ports::now_us());
+        let set = redis::cmd("SET")
+            .arg(&self.epoch_key)
+            .arg(&fresh)
+            .arg("NX")
+            .clone();
+        let get = redis::cmd("GET").arg(&self.epoch_key).clone();
+        let epoch: String = self
+            .connection
+            .call("starting the order state's epoch", async |c| {
+                let _: Option<String> = set.query_async(c).await?;
+                get.query_async(c).await
+            })
+            .await?;
+        if let Ok(mut e) = self.epoch.lock() {
+            *e = epoch;
+        }
+        Ok(())
     }
 
     fn key(&self, order_id: &str) -> String {
@@ -146,8 +204,10 @@ impl RedisOrders {
         let ttl_ms = self.ttl.as_millis() as u64;
         let mut call = self.compare_and_set.prepare_invoke();
         call.key(&self.open_orders)
+            .key(&self.epoch_key)
             .arg(ttl_ms)
-            .arg(now as u64 + ttl_ms);
+            .arg(now as u64 + ttl_ms)
+            .arg(self.known_epoch());
         for (i, state) in states.iter().enumerate() {
             let new = postcard::to_allocvec(state)
                 .map_err(|e| PortError::fatal(ENGINE, format!("cannot encode order state: {e}")))?;
@@ -165,6 +225,16 @@ impl RedisOrders {
             .connection
             .call("writing order state", async |c| call.invoke_async(c).await)
             .await?;
+        if lost < 0 {
+            self.join_epoch().await?;
+            return Err(PortError::state_lost(
+                ENGINE,
+                format!(
+                    "the order state this worker wrote is gone ({} vanished or changed: the dynamic Redis was flushed, or restarted without persistence); rebuilding it from the log",
+                    self.epoch_key
+                ),
+            ));
+        }
         Ok((lost == 0).then_some(steps))
     }
 }

@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod lookup_cache;
 pub mod lookup_guard;
 pub mod metrics;
+pub mod open_orders;
 pub mod recommender;
 pub mod stats;
 

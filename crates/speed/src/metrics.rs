@@ -69,6 +69,8 @@ impl Collector for StatsCollector {
             sum_us as f64 / 1e6,
         )?;
         f.gauge_value(&m::CONSUMER_LAG, Stats::get(&stats.consumer_lag) as f64)?;
+        f.gauge_value(&m::OPEN_ORDERS, Stats::get(&stats.open_orders) as f64)?;
+        f.counter_value(&m::STATE_REBUILDS, Stats::get(&stats.state_rebuilds))?;
         f.gauge_value(
             &m::LOOKUPS_VERSION,
             Stats::get(&stats.lookups_version) as f64,

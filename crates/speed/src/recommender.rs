@@ -11,6 +11,7 @@
 //! Decisions are made only with whole lookups: the worker waits for them at start and keeps
 //! the last good ones when the store loses them ([`lookup_guard`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ use serde::de::DeserializeOwned;
 
 use crate::dead_letter::{dead_letter, send_or_dead_letter};
 use crate::lookup_guard;
+use crate::open_orders::OpenOrders;
 use crate::stats::{StageNanos, Stats};
 use crate::{commit_with_retries, with_retries, Backoff, StopWhen};
 
@@ -58,6 +60,8 @@ pub struct RecommenderSettings {
     pub poll_wait: Duration,
     /// How often expired order state is swept and counted.
     pub expire_every: Duration,
+    /// How long the store keeps an order's state after its last change.
+    pub order_ttl: Duration,
     /// How often the lookups' version is checked.
     pub lookups_every: Duration,
 }
@@ -81,6 +85,11 @@ pub struct Recommender {
     lookups_version: u64,
     /// The store's version last refused ([`lookup_guard::refusal`]), not loaded again.
     refused_version: Option<u64>,
+    /// The orders open, by where their first events are: commits stop there.
+    open: OpenOrders,
+    /// Per partition, the next offset whose output is not known to be sent (records before it
+    /// were handled, sent and counted: read again, they only rebuild state).
+    sent_through: HashMap<(Arc<str>, i32), i64>,
     stats: Arc<Stats>,
     last_expire: Instant,
     last_lookup_check: Instant,
@@ -123,6 +132,8 @@ struct Tally {
     /// Suggestions made for the first time, and sent again for a redelivered completing event.
     fresh: u64,
     replayed: u64,
+    /// Completions read again below where handling got to: not sent again.
+    repeats: u64,
     /// The suggestions to send.
     suggestions: Vec<Record>,
     /// The durable counts of the records that completed orders: each counted once, however
@@ -217,6 +228,8 @@ impl Recommender {
             lookups: Lookups::default(),
             lookups_version: 0,
             refused_version: None,
+            open: OpenOrders::default(),
+            sent_through: HashMap::new(),
             stats,
             last_expire: Instant::now(),
             last_lookup_check: Instant::now(),
@@ -282,6 +295,8 @@ impl Recommender {
         tracing::debug!(records = batch.records, until = ?batch.offsets, "handling a batch");
         let t = Instant::now();
         let steps = self.apply(&batch, e).await?;
+        self.note_open(&batch, &steps);
+        self.learn_sent_through(&batch, e).await?;
         StageNanos::add(&self.stats.stage_nanos.apply, t);
         let t = Instant::now();
         let tally = self.tally(steps, &batch)?;
@@ -294,11 +309,83 @@ impl Recommender {
         // Counted before the commit, each record once: a crash between them counts nothing
         // twice, and nothing is left uncounted.
         self.count(&batch, &tally, refused, e).await?;
-        commit_with_retries(e.consumer, &batch.offsets).await?;
+        self.sent(&batch.offsets);
+        // Committed only below the oldest open order: the log rebuilds what the store loses.
+        commit_with_retries(e.consumer, &self.open.hold(&batch.offsets)).await?;
         self.record(&batch, &tally, refused);
         StageNanos::add(&self.stats.stage_nanos.commit, t);
         self.housekeeping(e).await?;
         Ok(batch.records)
+    }
+
+    /// Notes which orders each change left open, and which it closed.
+    fn note_open(&mut self, batch: &Batch, steps: &[Step]) {
+        let now = brewline_ports::now_ms();
+        for (a, step) in batch.changes.iter().zip(steps) {
+            let open = matches!(step, Step::Pending);
+            self.open.note(a.change.order_id(), &a.at, open, now);
+        }
+        self.stats
+            .open_orders
+            .store(self.open.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Reads where handling got to (the offsets counted) for the batch's partitions this
+    /// worker has not seen yet: records before it were handled and their output sent.
+    async fn learn_sent_through(&mut self, batch: &Batch, e: &mut Engines<'_>) -> Result<()> {
+        let unknown: Vec<(String, i32)> = batch
+            .offsets
+            .iter()
+            .filter(|(t, p, _)| !self.sent_through.contains_key(&(Arc::from(t.as_str()), *p)))
+            .map(|(t, p, _)| (t.clone(), *p))
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let group = &self.config.group;
+        let got = with_retries("reading where handling got to", || {
+            e.counters.counted_through(group, &unknown)
+        })
+        .await?;
+        for ((t, p), next) in unknown.into_iter().zip(got) {
+            self.sent_through.insert((Arc::from(t.as_str()), p), next);
+        }
+        Ok(())
+    }
+
+    /// The batch's output is sent and counted up to `next`.
+    fn sent(&mut self, next: &[(String, i32, i64)]) {
+        for (t, p, offset) in next {
+            let known = self
+                .sent_through
+                .entry((Arc::from(t.as_str()), *p))
+                .or_insert(0);
+            *known = (*known).max(*offset);
+        }
+    }
+
+    /// Whether the record at `at` was handled and its output sent before (it is read again
+    /// after a restart, a rebalance or a rewind).
+    fn handled_before(&self, at: &EventRef) -> bool {
+        self.sent_through
+            .iter()
+            .find(|((t, p), _)| *p == at.partition && **t == *at.topic)
+            .is_some_and(|(_, next)| at.offset < *next)
+    }
+
+    /// After the store lost the state: back to the committed offsets, below which no order is
+    /// open, to read its events again (what was sent before is not sent again).
+    async fn rebuild(&mut self, e: &mut Engines<'_>, why: &PortError) -> Result<()> {
+        tracing::warn!(error = %why, open = self.open.len(), "order state lost; reading the log again from the committed offsets to rebuild it");
+        Stats::add(&self.stats.state_rebuilds, 1);
+        self.open.clear();
+        self.sent_through.clear();
+        let mut backoff = Backoff::new("rewinding to the committed offsets");
+        loop {
+            if let Some(done) = backoff.retry(e.consumer.rewind().await).await {
+                return done;
+            }
+        }
     }
 
     /// Applies the batch's changes to the order store, which decides completions and records
@@ -325,6 +412,12 @@ impl Recommender {
                 Step::Replayed(order, recorded) => (order, false, recorded),
                 Step::Pending | Step::AlreadyComplete | Step::Cancelled => continue,
             };
+            let at = &batch.changes[i].at;
+            if self.handled_before(at) {
+                // Read again to rebuild state: its suggestion was sent and counted.
+                tally.repeats += 1;
+                continue;
+            }
             let eligible = self.lookups.is_eligible(&order.header);
             if first {
                 tally.completed += 1;
@@ -332,7 +425,6 @@ impl Recommender {
             }
             // A completion replayed is counted too: it was not if the batch that made it
             // crashed before counting; the store of counters knows which records it counted.
-            let at = &batch.changes[i].at;
             for (counter, counts) in [
                 (counter::COMPLETED, true),
                 (counter::ELIGIBLE, eligible),
@@ -442,6 +534,8 @@ impl Recommender {
     async fn housekeeping(&mut self, e: &mut Engines<'_>) -> Result<()> {
         if self.last_expire.elapsed() >= self.config.expire_every {
             self.last_expire = Instant::now();
+            let ttl_ms = self.config.order_ttl.as_millis() as i64;
+            self.open.expire(brewline_ports::now_ms() - ttl_ms);
             let expired = with_retries("expiring order state", || e.orders.expire()).await?;
             if !expired.is_empty() {
                 tracing::warn!(
@@ -528,7 +622,15 @@ impl Recommender {
                 Err(err) => return Err(err),
             }
             StageNanos::add(&self.stats.stage_nanos.poll, t);
-            self.finish(batch, e).await?;
+            match self.finish(batch, e).await {
+                Ok(_) => {}
+                Err(lost) if lost.state_lost => {
+                    // What was read ahead is read again after the rewind.
+                    ahead = None;
+                    self.rebuild(e, &lost).await?;
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct Stats {
     pub lookup_loads: AtomicU64,
     /// Version of the lookups a recommender decides with (0: none yet).
     pub lookups_version: AtomicU64,
+    /// Orders a recommender holds open (their first events hold the commits back).
+    pub open_orders: AtomicU64,
+    /// Times a recommender found its order state lost and rebuilt it from the log.
+    pub state_rebuilds: AtomicU64,
     /// Why the process is degraded (it decides with lookups the store no longer has, or
     /// waits for lookups), if it is.
     degraded: Mutex<Option<String>>,
@@ -139,6 +143,8 @@ impl Default for Stats {
             suggestions_accepted: AtomicU64::new(0),
             lookup_loads: AtomicU64::new(0),
             lookups_version: AtomicU64::new(0),
+            open_orders: AtomicU64::new(0),
+            state_rebuilds: AtomicU64::new(0),
             degraded: Mutex::new(None),
             events_in: ByTopic::default(),
             events_out: ByTopic::default(),

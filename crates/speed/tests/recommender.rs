@@ -125,6 +125,7 @@ fn config(batch: usize) -> RecommenderSettings {
         batch,
         poll_wait: Duration::from_millis(10),
         expire_every: Duration::from_secs(60),
+        order_ttl: Duration::from_secs(90),
         lookups_every: Duration::from_millis(0),
     }
 }
@@ -439,6 +440,14 @@ impl Counters for CrashingCounters<'_> {
         }
         Ok(())
     }
+
+    async fn counted_through(
+        &self,
+        scope: &str,
+        partitions: &[(String, i32)],
+    ) -> brewline_ports::Result<Vec<i64>> {
+        self.inner.counted_through(scope, partitions).await
+    }
 }
 
 #[tokio::test]
@@ -715,4 +724,95 @@ async fn a_record_the_log_refuses_is_dead_lettered_cut_short_and_the_rest_goes_o
     assert_eq!(h(TRUNCATED_HEADER), Some(huge.len().to_string()));
     assert_eq!(h(SOURCE_HEADER).as_deref(), Some("change 1"));
     assert!(h("brewline.error.reason").unwrap().contains("too large"));
+}
+
+/// An order store that loses everything once, after `lose_at` batches: from then on a new,
+/// empty store (a Redis flushed, or restarted without persistence), found out at the next
+/// write as the Redis store finds it out (its epoch is gone).
+struct Forgetful {
+    before: brewline_embedded::EmbeddedState,
+    after: brewline_embedded::EmbeddedState,
+    lose_at: usize,
+    applies: AtomicUsize,
+}
+
+#[async_trait]
+impl brewline_ports::OrderStore for Forgetful {
+    async fn apply(
+        &self,
+        changes: &[brewline_ports::Applied],
+        suggest: brewline_ports::Suggest<'_>,
+    ) -> brewline_ports::Result<Vec<brewline_core::Step>> {
+        let n = self.applies.fetch_add(1, Ordering::SeqCst);
+        match n.cmp(&self.lose_at) {
+            std::cmp::Ordering::Less => self.before.apply(changes, suggest).await,
+            std::cmp::Ordering::Equal => {
+                Err(PortError::state_lost("test", "the store was flushed"))
+            }
+            std::cmp::Ordering::Greater => self.after.apply(changes, suggest).await,
+        }
+    }
+
+    async fn expire(&self) -> brewline_ports::Result<Vec<String>> {
+        self.after.expire().await
+    }
+}
+
+#[tokio::test]
+async fn order_state_lost_mid_run_is_rebuilt_from_the_log_and_no_suggestion_is_lost() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = prepared(root.path()).await;
+    let os = orders(600);
+    write_and_capture(&dir, &os, false).await;
+    let emptied = tempfile::tempdir().unwrap();
+    let store = Forgetful {
+        before: dir.state.clone(),
+        after: brewline_embedded::EmbeddedState::open(
+            &emptied.path().join("state.sqlite"),
+            Duration::from_secs(90),
+        )
+        .unwrap(),
+        lose_at: 40,
+        applies: AtomicUsize::new(0),
+    };
+    let producer = dir.log.producer().unwrap();
+    let stats = Arc::new(Stats::default());
+    let suggester = Suggester::new(11, Box::new(RandomStrategy));
+    let mut r = Recommender::new(config(16), suggester, stats.clone());
+    let mut consumer = dir
+        .log
+        .consumer(Subscription {
+            topics: vec![ORDERS.into(), LINES.into()],
+            group: Some("realtime-recs".into()),
+            from: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let mut engines = Engines {
+        consumer: consumer.as_mut(),
+        producer: producer.as_ref(),
+        orders: &store,
+        lookups: &dir.state,
+        counters: &dir.state,
+    };
+    r.run(&mut engines, drained()).await.unwrap();
+    assert!(
+        store.applies.load(Ordering::SeqCst) > 41,
+        "the loss came mid-run"
+    );
+    assert_eq!(Stats::get(&stats.state_rebuilds), 1);
+    let got = suggestions(&dir).await;
+    assert_eq!(
+        got.keys().cloned().collect::<BTreeSet<_>>(),
+        eligible_ids(&os),
+        "every eligible order completed, those open at the loss too"
+    );
+    for (order, copies) in &got {
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "{order}: {copies:?}"
+        );
+    }
+    let counters = dir.state.get().await.unwrap();
+    assert_eq!(counters["orders_completed"], 600, "each order counted once");
 }

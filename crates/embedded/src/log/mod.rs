@@ -540,6 +540,9 @@ struct EmbeddedConsumer {
     ready: mpsc::Receiver<Result<Vec<Consumed>>>,
     buffered: VecDeque<Consumed>,
     reader: tokio::task::JoinHandle<()>,
+    /// To start the background reader again elsewhere.
+    path: PathBuf,
+    appended: Arc<Notify>,
 }
 
 impl EmbeddedConsumer {
@@ -550,14 +553,7 @@ impl EmbeddedConsumer {
         partitions: Vec<(Arc<str>, i32)>,
         positions: HashMap<(Arc<str>, i32), i64>,
     ) -> Result<EmbeddedConsumer> {
-        let reader = Reader {
-            db: Db::open(&log.path, ENGINE, PageSize::LargeRows, "", |_| Ok(()))?,
-            partitions: partitions.clone(),
-            next: positions.clone(),
-            appended: log.appended.clone(),
-            turn: 0,
-        };
-        let (tx, ready) = mpsc::channel(PREFETCH_DEPTH);
+        let (ready, reader) = start_reader(&log.path, &log.appended, &partitions, &positions)?;
         Ok(EmbeddedConsumer {
             db,
             group,
@@ -565,9 +561,32 @@ impl EmbeddedConsumer {
             positions,
             ready,
             buffered: VecDeque::new(),
-            reader: tokio::spawn(reader.run(tx)),
+            reader,
+            path: log.path.clone(),
+            appended: log.appended.clone(),
         })
     }
+}
+
+/// A background reader of `partitions` from `positions`, and where its reads arrive.
+fn start_reader(
+    path: &Path,
+    appended: &Arc<Notify>,
+    partitions: &[(Arc<str>, i32)],
+    positions: &HashMap<(Arc<str>, i32), i64>,
+) -> Result<(
+    mpsc::Receiver<Result<Vec<Consumed>>>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let reader = Reader {
+        db: Db::open(path, ENGINE, PageSize::LargeRows, "", |_| Ok(()))?,
+        partitions: partitions.to_vec(),
+        next: positions.clone(),
+        appended: appended.clone(),
+        turn: 0,
+    };
+    let (tx, ready) = mpsc::channel(PREFETCH_DEPTH);
+    Ok((ready, tokio::spawn(reader.run(tx))))
 }
 
 impl Drop for EmbeddedConsumer {
@@ -633,6 +652,42 @@ impl Consumer for EmbeddedConsumer {
                 tx.commit()
             })
             .await
+    }
+
+    async fn rewind(&mut self) -> Result<()> {
+        let Some(group) = self.group.clone() else {
+            return Err(PortError::fatal(
+                ENGINE,
+                "a reader without a group has no committed offsets to go back to",
+            ));
+        };
+        let partitions = self.partitions.clone();
+        let committed: HashMap<(Arc<str>, i32), i64> = self
+            .db
+            .run(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT next_offset FROM group_offsets
+                     WHERE grp = ?1 AND topic = ?2 AND partition = ?3",
+                )?;
+                partitions
+                    .into_iter()
+                    .map(|(t, p)| {
+                        let next: Option<i64> = st
+                            .query_row(params![group, &*t, p], |r| r.get(0))
+                            .optional()?;
+                        Ok(((t, p), next.unwrap_or(0)))
+                    })
+                    .collect()
+            })
+            .await?;
+        self.reader.abort();
+        let (ready, reader) =
+            start_reader(&self.path, &self.appended, &self.partitions, &committed)?;
+        self.ready = ready;
+        self.reader = reader;
+        self.buffered.clear();
+        self.positions = committed;
+        Ok(())
     }
 
     async fn lag(&mut self) -> Result<u64> {

@@ -72,6 +72,13 @@ async fn headers_tombstones_and_unkeyed_records_survive() {
 }
 
 #[tokio::test]
+async fn a_member_rewinds_to_its_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(&dir.path().join("log.sqlite")).unwrap();
+    conformance::a_member_rewinds_to_its_committed_offsets(&log, "t", "g").await;
+}
+
+#[tokio::test]
 async fn an_oversized_record_is_refused_alone() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(&dir.path().join("log.sqlite")).unwrap();

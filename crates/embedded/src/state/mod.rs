@@ -416,6 +416,28 @@ impl Counters for EmbeddedState {
             .await
     }
 
+    async fn counted_through(&self, scope: &str, partitions: &[(String, i32)]) -> Result<Vec<i64>> {
+        let scope = scope.to_string();
+        let partitions = partitions.to_vec();
+        self.inner
+            .db
+            .run(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT next_offset FROM counted_through
+                     WHERE scope = ?1 AND topic = ?2 AND partition = ?3",
+                )?;
+                partitions
+                    .iter()
+                    .map(|(t, p)| {
+                        st.query_row(params![scope, t, p], |r| r.get(0))
+                            .optional()
+                            .map(|n| n.unwrap_or(0))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn get(&self) -> Result<BTreeMap<String, u64>> {
         self.inner
             .db
