@@ -9,140 +9,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use brewline_batch::Lake;
+use common::faults::*;
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::ClientConfig;
 use serde_json::Value;
-
-/// A node of the test cluster (`TEST_BREWLINE_KAFKA_NODES/node-N`), started again when the
-/// test ends, whatever happened, so that the tests after it have the whole cluster.
-struct KafkaNode {
-    dir: PathBuf,
-    down: bool,
-}
-
-impl KafkaNode {
-    fn new(id: i32) -> KafkaNode {
-        KafkaNode {
-            dir: PathBuf::from(env("TEST_BREWLINE_KAFKA_NODES")).join(format!("node-{id}")),
-            down: false,
-        }
-    }
-
-    fn kill(&mut self) {
-        let pid = std::fs::read_to_string(self.dir.join("pid")).unwrap();
-        let status = std::process::Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "could not kill Kafka node {pid}");
-        self.down = true;
-    }
-
-    fn start(&mut self) {
-        let status = std::process::Command::new(self.dir.join("start"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "could not start {:?}", self.dir);
-        self.down = false;
-    }
-}
-
-impl Drop for KafkaNode {
-    fn drop(&mut self) {
-        if self.down {
-            self.start();
-        }
-    }
-}
-
-fn metadata_client(brokers: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap()
-}
-
-/// The node that leads partition 0 of `topic`.
-fn leader_of(brokers: &str, topic: &str) -> i32 {
-    let metadata = metadata_client(brokers)
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .find(|p| p.id() == 0)
-        .unwrap()
-        .leader()
-}
-
-/// Waits until every partition of `topics` has all three replicas in sync again.
-fn wait_in_sync(brokers: &str, topics: &[String], within: Duration) {
-    let client = metadata_client(brokers);
-    let deadline = Instant::now() + within;
-    loop {
-        let short: Vec<String> = topics
-            .iter()
-            .flat_map(|t| {
-                let metadata = client
-                    .fetch_metadata(Some(t), Duration::from_secs(10))
-                    .unwrap();
-                metadata.topics()[0]
-                    .partitions()
-                    .iter()
-                    .filter(|p| p.isr().len() < 3)
-                    .map(|p| format!("{t}/{}: in sync {:?}", p.id(), p.isr()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        if short.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas not back in sync: {short:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// Every copy of one row change (same binlog file, position and row; for a snapshot read,
-/// which all stand at the snapshot's position, the same row) carries the same change; returns
-/// the distinct changes per key, in the order they were read.
-fn identical_repeats(events: &[(String, Value)]) -> BTreeMap<String, Vec<Value>> {
-    let mut seen: BTreeMap<(String, String, i64, i64, String), Value> = BTreeMap::new();
-    let mut per_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for (key, payload) in events {
-        let s = &payload["source"];
-        let at = (
-            key.clone(),
-            s["file"].as_str().unwrap().to_string(),
-            s["pos"].as_i64().unwrap(),
-            s["row"].as_i64().unwrap(),
-            if payload["op"] == "r" {
-                payload["after"].to_string()
-            } else {
-                String::new()
-            },
-        );
-        let change = serde_json::json!({
-            "op": payload["op"], "before": payload["before"], "after": payload["after"],
-        });
-        match seen.get(&at) {
-            Some(first) => assert_eq!(first, &change, "a repeat of {at:?} differs"),
-            None => {
-                seen.insert(at, change.clone());
-                per_key.entry(key.clone()).or_default().push(change);
-            }
-        }
-    }
-    per_key
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Kafka cluster, Redis and MariaDB: run scripts/test"]
@@ -325,13 +198,4 @@ async fn a_kafka_node_killed_mid_run_loses_nothing() {
         d.log("recommend")
     );
     assert!(terminate(&mut accept).success(), "{}", d.log("accept"));
-}
-
-/// The killed node is a full replica of the deployment's topics again.
-fn node_back_in_sync(d: &Deployment) {
-    let topics: Vec<String> = ["orders", "order_details", "suggestions"]
-        .iter()
-        .map(|t| d.topic(t))
-        .collect();
-    wait_in_sync(&d.brokers, &topics, Duration::from_secs(120));
 }

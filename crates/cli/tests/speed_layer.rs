@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use brewline_core::order::NewOrder;
 use brewline_core::ReferenceData;
 use brewline_kafka::KafkaProducer;
 use brewline_ports::{Producer, Record};
+use common::faults::*;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,69 +155,6 @@ async fn two_recommenders_killed_and_restarted_make_one_suggestion_per_eligible_
     assert!(terminate(&mut b).success(), "{}", d.log("b"));
 }
 
-/// A Redis of the test's own, with an append-only file, that can be stopped and started again.
-struct OwnRedis {
-    dir: tempfile::TempDir,
-    port: u16,
-    process: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let mut r = OwnRedis {
-            dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
-            process: None,
-        };
-        r.up();
-        r
-    }
-
-    fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/services installs it)");
-        self.process = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops Redis as an operator's restart does (SIGTERM: the append-only file is flushed).
-    fn down(&mut self) {
-        if let Some(child) = self.process.take() {
-            terminate(&mut Process(child));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
 async fn the_recommender_rides_out_a_redis_restart() {
@@ -260,5 +197,93 @@ async fn the_recommender_rides_out_a_redis_restart() {
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
     assert!(retries > 0, "the outage shows as retries:\n{body}");
+    assert!(terminate(&mut r).success(), "{}", d.log("r"));
+}
+
+/// The value of a metric's sample (`name` with its labels, if any) in `body`.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Redis flushed while every order is open (its header read, its lines not yet): the recommender
+/// finds the order state gone at its next write, reads the log again from its committed offsets
+/// (held at the first header) and completes every order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
+async fn order_state_flushed_from_redis_is_rebuilt_from_the_log() {
+    let redis = OwnRedis::start();
+    let d = Deployment::new("flush", Some(&redis.url()), (0, 1));
+    d.set_up();
+    // The events are made in topics of their own, then fed header first.
+    let stage = Deployment::new("stage", Some(&redis.url()), (2, 3));
+    stage.run(&["db", "init"]);
+    stage.run(&["db", "seed"]);
+    stage.run(&["topics", "create"]);
+    let all = orders(&ReferenceData::bundled().unwrap(), 13, 600);
+    let eligible = eligible(&all);
+    let work = tempfile::tempdir().unwrap();
+    produce_events(&stage, work.path(), &all, false).await;
+    let headers = read_all(&stage, &stage.topic("orders"), Duration::from_secs(3)).await;
+    let lines = read_all(
+        &stage,
+        &stage.topic("order_details"),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(headers.len(), all.len());
+    let forward = |records: &[brewline_ports::Consumed]| -> Vec<Record> {
+        records.iter().map(|r| r.record.clone()).collect()
+    };
+
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut r = d.start("r", &["recommend", "--metrics-addr", &metrics]);
+    let producer = KafkaProducer::new(&d.kafka()).unwrap();
+    producer
+        .send(&d.topic("orders"), forward(&headers))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = reqwest_free_get(&metrics, "/metrics");
+        if sample(&body, "brewline_open_orders") == Some(all.len() as f64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "headers not read:\n{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Every order open: the dynamic database is flushed.
+    let mut dynamic = redis::Client::open(format!("{}/1", redis.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("FLUSHDB").query::<()>(&mut dynamic).unwrap();
+    producer
+        .send(&d.topic("order_details"), forward(&lines))
+        .await
+        .unwrap();
+
+    let found = suggestions_for(&d, &eligible, Duration::from_secs(90)).await;
+    let found_ids: BTreeSet<String> = found.keys().cloned().collect();
+    assert_eq!(
+        found_ids,
+        eligible,
+        "every eligible order, no other\n{}",
+        tail_of(&d.log("r"))
+    );
+    for (order, copies) in &found {
+        assert!(
+            copies.iter().all(|c| c == &copies[0]),
+            "{order}: {copies:?}"
+        );
+    }
+    let body = reqwest_free_get(&metrics, "/metrics");
+    assert!(
+        sample(&body, "brewline_order_state_rebuilds_total").unwrap_or(0.0) >= 1.0,
+        "{body}"
+    );
+    assert!(d.log("r").contains("order state lost"), "{}", d.log("r"));
     assert!(terminate(&mut r).success(), "{}", d.log("r"));
 }

@@ -24,6 +24,7 @@ fn config(scope: &str) -> RedisConfig {
         order_state_prefix: format!("{scope}:{}", d.order_state_prefix),
         open_orders_key: format!("{scope}:{}", d.open_orders_key),
         counters_key: format!("{scope}:{}", d.counters_key),
+        order_state_epoch_key: format!("{scope}:{}", d.order_state_epoch_key),
         ..d
     }
 }
@@ -197,4 +198,57 @@ async fn batches_racing_on_the_same_orders_complete_every_order_once() {
     for o in &ids {
         assert!(a.order(o).await.unwrap().unwrap().is_complete(), "{o}");
     }
+}
+
+/// A database that lost the order state (flushed, restarted without persistence): every
+/// handle is told once, then goes on with the new state.
+#[tokio::test]
+#[ignore = "needs Redis: run scripts/test"]
+async fn every_handle_is_told_once_that_the_state_was_lost() {
+    use conformance::{applied, line, none, placed};
+    let c = config("lost");
+    let a = orders(&c, Duration::from_secs(90)).await;
+    let b = a.clone();
+    a.apply(&[applied(placed("o1", 2), 0)], &none)
+        .await
+        .unwrap();
+    b.apply(&[applied(line("o1", "P1"), 1)], &none)
+        .await
+        .unwrap();
+    let mut redis = redis::Client::open(c.dynamic_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", c.order_state_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&c.order_state_epoch_key)
+        .arg(&keys)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for handle in [&a, &b] {
+        let lost = handle
+            .apply(&[applied(line("o1", "P2"), 2)], &none)
+            .await
+            .unwrap_err();
+        assert!(lost.state_lost, "{lost}");
+        assert!(lost.message.contains(&c.order_state_epoch_key), "{lost}");
+    }
+    // Told once: the next writes go on, on the new state.
+    let steps = a
+        .apply(
+            &[applied(placed("o2", 1), 3), applied(line("o2", "P1"), 4)],
+            &none,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(steps[1], brewline_core::Step::Completed(..)));
+    b.apply(&[applied(placed("o3", 1), 5)], &none)
+        .await
+        .unwrap();
 }

@@ -390,15 +390,31 @@ impl Recommender {
 
     /// Applies the batch's changes to the order store, which decides completions and records
     /// their suggestions.
+    ///
+    /// A store that was out of reach meanwhile may have come back without its last writes (a
+    /// Redis restarted from an append-only file flushed every second): then the batch is not
+    /// sent, and the state is rebuilt from the log as after a loss ([`PortError::state_lost`]).
     async fn apply(&self, batch: &Batch, e: &mut Engines<'_>) -> Result<Vec<Step>> {
         if batch.changes.is_empty() {
             return Ok(Vec::new());
         }
         let suggest = |order: &CompletedOrder| self.suggester.suggest(order, &self.lookups);
-        with_retries("applying order changes", || {
-            e.orders.apply(&batch.changes, &suggest)
-        })
-        .await
+        let mut backoff = Backoff::new("applying order changes");
+        let mut failed = false;
+        loop {
+            let attempt = e.orders.apply(&batch.changes, &suggest).await;
+            failed |= attempt.as_ref().is_err_and(|err| err.retryable);
+            if let Some(done) = backoff.retry(attempt).await {
+                let steps = done?;
+                if failed {
+                    return Err(PortError::state_lost(
+                        "recommender",
+                        "the order store was out of reach and may have come back without its last writes",
+                    ));
+                }
+                return Ok(steps);
+            }
+        }
     }
 
     /// What the store's steps add up to: orders completed, of them eligible, suggestions made
