@@ -8,47 +8,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use brewline_batch::{Lake, S3Settings};
-use deltalake::arrow::array::{Array, RecordBatch};
-use deltalake::arrow::util::display::array_value_to_string;
 use mysql_async::prelude::Queryable;
 
 mod common;
-use common::{database, env, Deployment};
-
-/// Every row of `batches` as text, sorted ("" for null).
-fn rows_of(batches: &[RecordBatch], columns: &[&str]) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    for b in batches {
-        for i in 0..b.num_rows() {
-            out.push(
-                columns
-                    .iter()
-                    .map(|c| {
-                        let col = b.column_by_name(c).unwrap_or_else(|| panic!("column {c}"));
-                        if col.is_null(i) {
-                            String::new()
-                        } else {
-                            array_value_to_string(col, i).unwrap()
-                        }
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out.sort();
-    out
-}
-
-/// (order_date → revenue) of a lake's daily mart.
-async fn daily_revenue(lake: &Lake) -> BTreeMap<String, i64> {
-    rows_of(
-        &lake.read("mart/revenue_daily").await.unwrap(),
-        &["order_date", "revenue"],
-    )
-    .into_iter()
-    .map(|r| (r[0].clone(), r[1].parse().unwrap()))
-    .collect()
-}
+use common::{daily_revenue, database, env, revenue_by_sql, rows_of, Deployment};
 
 fn brewline(args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewline"));
@@ -150,17 +113,6 @@ fn a_batch_run_killed_mid_write_leaves_the_lake_readable_and_the_next_run_comple
             )
         );
     });
-}
-
-/// (day → sum of subtotals) in the source database.
-async fn revenue_by_sql(db: &mut mysql_async::Conn) -> BTreeMap<String, i64> {
-    let sql = "SELECT DATE_FORMAT(o.timestamp, '%Y-%m-%d'), CAST(SUM(l.subtotal) AS SIGNED) \
-               FROM orders o JOIN order_details l ON l.order_id = o.id GROUP BY 1";
-    db.query::<(String, i64), _>(sql)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
 }
 
 /// The test S3 server's settings, as config and as the environment `brewline` reads.

@@ -10,7 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use brewline_batch::Lake;
 use brewline_core::debezium::TableSchema;
+use deltalake::arrow::array::{Array, RecordBatch};
+use deltalake::arrow::util::display::array_value_to_string;
 use brewline_core::generator::Tills;
 use brewline_core::order::{NewOrder, OrderHeader};
 use brewline_core::suggestion::Lookups;
@@ -53,6 +56,11 @@ impl Deployment {
     /// A deployment fed by `brewline cdc` from its database (a replica id of its own).
     pub fn with_cdc(name: &str, redis_dbs: (u8, u8)) -> Deployment {
         Deployment::create(name, None, redis_dbs, true)
+    }
+
+    /// [`Deployment::with_cdc`] with its Redis data in `redis`.
+    pub fn with_cdc_on(name: &str, redis: &str, redis_dbs: (u8, u8)) -> Deployment {
+        Deployment::create(name, Some(redis), redis_dbs, true)
     }
 
     fn create(name: &str, redis: Option<&str>, redis_dbs: (u8, u8), cdc: bool) -> Deployment {
@@ -598,5 +606,51 @@ pub async fn captured_rows(d: &Deployment, table: &str) -> Vec<(String, Value)> 
             let op = payload["op"].as_str().unwrap().to_string();
             Some((op, payload))
         })
+        .collect()
+}
+
+/// Every row of `batches` as text, sorted ("" for null).
+pub fn rows_of(batches: &[RecordBatch], columns: &[&str]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            out.push(
+                columns
+                    .iter()
+                    .map(|c| {
+                        let col = b.column_by_name(c).unwrap_or_else(|| panic!("column {c}"));
+                        if col.is_null(i) {
+                            String::new()
+                        } else {
+                            array_value_to_string(col, i).unwrap()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (order_date → revenue) of a lake's daily mart.
+pub async fn daily_revenue(lake: &Lake) -> BTreeMap<String, i64> {
+    rows_of(
+        &lake.read("mart/revenue_daily").await.unwrap(),
+        &["order_date", "revenue"],
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+    .collect()
+}
+
+/// (day → sum of subtotals) in the source database.
+pub async fn revenue_by_sql(db: &mut mysql_async::Conn) -> BTreeMap<String, i64> {
+    let sql = "SELECT DATE_FORMAT(o.timestamp, '%Y-%m-%d'), CAST(SUM(l.subtotal) AS SIGNED) \
+               FROM orders o JOIN order_details l ON l.order_id = o.id GROUP BY 1";
+    db.query::<(String, i64), _>(sql)
+        .await
+        .unwrap()
+        .into_iter()
         .collect()
 }

@@ -1,0 +1,321 @@
+//! The chaos run: the whole pipeline on the real servers — MariaDB → `brewline cdc` → Kafka
+//! (three nodes) → two `brewline recommend` processes → `brewline accept` → `brewline batch
+//! run` — at a steady rate of orders, while a seeded loop injects faults at random: a
+//! recommender killed (SIGKILL), `cdc` killed, a Kafka node killed, Redis killed (its
+//! append-only file flushed every second, so the last writes may be lost) or flushed whole
+//! once, MariaDB restarted. Then: every committed row captured, per key in commit order and
+//! repeated only identically; every eligible order exactly one suggestion content; every
+//! accepted suggestion written back once; the gold layer's revenue per day equal to MariaDB's
+//! to the unit. Alone in its test binary: it kills Kafka nodes and restarts the test MariaDB,
+//! which no other test may share meanwhile. `TEST_BREWLINE_CHAOS_SECONDS` (60) and
+//! `TEST_BREWLINE_CHAOS_SEED` (15) set its length and its faults; `scripts/chaos` runs it
+//! longer. Needs the servers `scripts/test` starts (`TEST_BREWLINE_*`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use brewline_batch::Lake;
+use common::faults::*;
+use common::*;
+use serde_json::Value;
+
+/// A seeded generator (xorshift): the same seed, the same faults at the same moments.
+struct Seeded(u64);
+
+impl Seeded {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillRecommender(usize),
+    KillCdc,
+    KillKafkaNode(i32),
+    KillRedis,
+    FlushRedis,
+    RestartMariaDb,
+}
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The tills: a client of the database, started again with new orders when a fault ends them.
+fn tills(d: &Deployment, seed: u64) -> Process {
+    let seed = seed.to_string();
+    d.start(
+        "tills",
+        &[
+            "simulate",
+            "--orders",
+            "1000000",
+            "--rate",
+            "30",
+            "--seed",
+            &seed,
+            "--eligible-share",
+            "0.25",
+        ],
+    )
+}
+
+/// Stops the test MariaDB (SIGTERM, as a restart does) and starts it again.
+async fn restart_mariadb() {
+    let pid = std::fs::read_to_string(env("TEST_BREWLINE_MARIADB_PID")).unwrap();
+    let pid = pid.trim().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::process::Command::new("kill")
+        .args(["-0", &pid])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "MariaDB did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::process::Command::new(env("TEST_BREWLINE_MARIADB_START"))
+        .status()
+        .unwrap();
+    assert!(started.success(), "MariaDB did not start");
+    let port = env("TEST_BREWLINE_MYSQL_URL")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "MariaDB did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts `process` again if it ended.
+fn alive(d: &Deployment, process: &mut Process, name: &str, args: &[&str]) -> bool {
+    if process.0.try_wait().unwrap().is_some() {
+        *process = d.start(name, args);
+        return false;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Kafka cluster, Redis and MariaDB: run scripts/test"]
+async fn chaos_loses_nothing() {
+    let seconds = setting("TEST_BREWLINE_CHAOS_SECONDS", 60);
+    let seed = setting("TEST_BREWLINE_CHAOS_SEED", 15);
+    let mut random = Seeded(seed.max(1));
+    let mut redis = OwnRedis::with_fsync("everysec");
+    let d = Deployment::with_cdc_on("chaos", &redis.url(), (0, 1));
+    d.set_up();
+    let lake_dir = d.dir.path().join("lake");
+    let lake = lake_dir.to_str().unwrap().to_string();
+    let batch_run = || {
+        let mut cmd = d.command(&["batch", "run", "--servers", "--lake", &lake]);
+        cmd.env(
+            "BREWLINE_BATCH__HISTORY",
+            d.dir.path().join("history.sqlite"),
+        );
+        cmd.output().unwrap()
+    };
+    let recommend: [&[&str]; 2] = [&["recommend"], &["recommend", "--workers", "2"]];
+    let names = ["recommend-0", "recommend-1"];
+
+    let mut cdc = d.start("cdc", &["cdc"]);
+    let mut recommenders: Vec<Process> = (0..2).map(|i| d.start(names[i], recommend[i])).collect();
+    let mut accept = d.start("accept", &["accept", "--share", "1.0"]);
+    let mut tills_seed = 1000 + seed;
+    let mut till = tills(&d, tills_seed);
+
+    let mut faults = Vec::new();
+    let mut unexpected = Vec::new();
+    let mut flushed = false;
+    let mut batch_runs = 0;
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut next_batch = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(3000 + 1000 * random.below(4))).await;
+        if till.0.try_wait().unwrap().is_some() {
+            tills_seed += 1;
+            till = tills(&d, tills_seed);
+        }
+        let fault = match random.below(6) {
+            0 => Fault::KillRecommender(random.below(2) as usize),
+            1 => Fault::KillCdc,
+            2 => Fault::KillKafkaNode(1 + random.below(3) as i32),
+            3 => Fault::KillRedis,
+            4 if !flushed => Fault::FlushRedis,
+            4 => Fault::KillRecommender(random.below(2) as usize),
+            _ => Fault::RestartMariaDb,
+        };
+        eprintln!("chaos: {fault:?}");
+        faults.push(fault);
+        match fault {
+            Fault::KillRecommender(i) => {
+                recommenders[i].kill();
+                recommenders[i] = d.start(names[i], recommend[i]);
+            }
+            Fault::KillCdc => {
+                cdc.kill();
+                cdc = d.start("cdc", &["cdc"]);
+            }
+            Fault::KillKafkaNode(n) => {
+                let mut node = KafkaNode::new(n);
+                node.kill();
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                node.start();
+            }
+            Fault::KillRedis => {
+                redis.kill();
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                redis.up();
+            }
+            Fault::FlushRedis => {
+                flushed = true;
+                redis.flush_all();
+                // The operator loads the lookup cache again; meanwhile the recommenders
+                // decide with the lookups they had.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                d.run(&["cache", "load"]);
+            }
+            Fault::RestartMariaDb => restart_mariadb().await,
+        }
+        // Every process but the tills rides out every fault.
+        for (name, process, args) in [("cdc", &mut cdc, &["cdc"][..])] {
+            if !alive(&d, process, name, args) {
+                unexpected.push(format!("{name} ended:\n{}", tail_of(&d.log(name))));
+            }
+        }
+        for i in 0..2 {
+            if !alive(&d, &mut recommenders[i], names[i], recommend[i]) {
+                unexpected.push(format!("{} ended:\n{}", names[i], tail_of(&d.log(names[i]))));
+            }
+        }
+        if !alive(&d, &mut accept, "accept", &["accept", "--share", "1.0"]) {
+            unexpected.push(format!("accept ended:\n{}", tail_of(&d.log("accept"))));
+        }
+        if Instant::now() >= next_batch {
+            next_batch = Instant::now() + Duration::from_secs(15);
+            batch_runs += 1;
+            // A run may fail while a fault lasts; the last one must pass.
+            let _ = batch_run();
+        }
+    }
+    terminate(&mut till);
+    assert!(unexpected.is_empty(), "{}", unexpected.join("\n"));
+    // Every node in sync again before the checks read the topics.
+    node_back_in_sync(&d);
+
+    // Every eligible order exactly one suggestion content, no other.
+    let eligible = eligible_by_sql(&d).await;
+    assert!(eligible.len() > 50, "{} eligible orders", eligible.len());
+    let found = suggestions_for(&d, &eligible, Duration::from_secs(180)).await;
+    assert_one_suggestion_each(&found, &eligible, || {
+        format!(
+            "faults: {faults:?}\nrecommend-0:\n{}\nrecommend-1:\n{}",
+            tail_of(&d.log("recommend-0")),
+            tail_of(&d.log("recommend-1"))
+        )
+    });
+
+    // Every accepted suggestion written back once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (suggested_lines(&d).await as usize) < eligible.len() {
+        assert!(Instant::now() < deadline, "{}", tail_of(&d.log("accept")));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(suggested_lines(&d).await as usize, eligible.len(), "written back once");
+
+    // Every committed row captured, repeated only identically, per key in commit order.
+    let captured = |table: &'static str| {
+        let d = &d;
+        async move {
+            read_all(d, &d.topic(table), Duration::from_secs(3))
+                .await
+                .into_iter()
+                .filter_map(|r| {
+                    let key = String::from_utf8(r.record.key.clone()?).unwrap();
+                    let value: Value = serde_json::from_slice(r.record.value.as_ref()?).unwrap();
+                    Some((key, value.get("payload").cloned().unwrap_or(value)))
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut in_db = lines_by_sql(&d, false).await;
+    in_db.extend(lines_by_sql(&d, true).await);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let captured_lines: BTreeSet<(String, String)> =
+            identical_repeats(&captured("order_details").await)
+                .values()
+                .flatten()
+                .filter(|c| !c["after"].is_null())
+                .map(|c| {
+                    (
+                        c["after"]["order_id"].as_str().unwrap().to_string(),
+                        c["after"]["product_id"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+        if in_db.is_subset(&captured_lines) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} lines of the database never captured\ncdc log:\n{}",
+            in_db.difference(&captured_lines).count(),
+            tail_of(&d.log("cdc"))
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let orders = identical_repeats(&captured("orders").await);
+    let mut db = database(&d).await;
+    let order_count: usize = mysql_async::prelude::Queryable::query_first::<usize, _>(
+        &mut db,
+        "SELECT COUNT(*) FROM orders",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(orders.len(), order_count, "every order captured");
+
+    // The lake: a last run over everything passes, its gold revenue that of the database.
+    assert!(terminate(&mut cdc).success(), "{}", d.log("cdc"));
+    let last = batch_run();
+    assert!(
+        last.status.success(),
+        "the last batch run failed:\n{}\n{}",
+        String::from_utf8_lossy(&last.stdout),
+        String::from_utf8_lossy(&last.stderr)
+    );
+    let revenue = daily_revenue(&Lake::at(&lake)).await;
+    assert_eq!(revenue, revenue_by_sql(&mut db).await, "gold revenue to the unit");
+    db.disconnect().await.unwrap();
+
+    for (i, r) in recommenders.iter_mut().enumerate() {
+        assert!(terminate(r).success(), "{}", d.log(names[i]));
+    }
+    assert!(terminate(&mut accept).success(), "{}", d.log("accept"));
+    println!(
+        "chaos: seed {seed}, {seconds} s, {} faults injected ({faults:?}), {batch_runs} batch runs during them; {order_count} orders, {} eligible: every one suggested once, written back once, captured, and reconciled in gold; losses 0",
+        faults.len(),
+        eligible.len()
+    );
+}
