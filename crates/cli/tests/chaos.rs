@@ -15,13 +15,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use brewline_batch::Lake;
 use common::faults::*;
 use common::*;
-use serde_json::Value;
 
 /// A seeded generator (xorshift): the same seed, the same faults at the same moments.
 struct Seeded(u64);
@@ -205,7 +203,11 @@ async fn chaos_loses_nothing() {
         }
         for i in 0..2 {
             if !alive(&d, &mut recommenders[i], names[i], recommend[i]) {
-                unexpected.push(format!("{} ended:\n{}", names[i], tail_of(&d.log(names[i]))));
+                unexpected.push(format!(
+                    "{} ended:\n{}",
+                    names[i],
+                    tail_of(&d.log(names[i]))
+                ));
             }
         }
         if !alive(&d, &mut accept, "accept", &["accept", "--share", "1.0"]) {
@@ -241,60 +243,15 @@ async fn chaos_loses_nothing() {
         assert!(Instant::now() < deadline, "{}", tail_of(&d.log("accept")));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(suggested_lines(&d).await as usize, eligible.len(), "written back once");
+    assert_eq!(
+        suggested_lines(&d).await as usize,
+        eligible.len(),
+        "written back once"
+    );
 
     // Every committed row captured, repeated only identically, per key in commit order.
-    let captured = |table: &'static str| {
-        let d = &d;
-        async move {
-            read_all(d, &d.topic(table), Duration::from_secs(3))
-                .await
-                .into_iter()
-                .filter_map(|r| {
-                    let key = String::from_utf8(r.record.key.clone()?).unwrap();
-                    let value: Value = serde_json::from_slice(r.record.value.as_ref()?).unwrap();
-                    Some((key, value.get("payload").cloned().unwrap_or(value)))
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-    let mut in_db = lines_by_sql(&d, false).await;
-    in_db.extend(lines_by_sql(&d, true).await);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let captured_lines: BTreeSet<(String, String)> =
-            identical_repeats(&captured("order_details").await)
-                .values()
-                .flatten()
-                .filter(|c| !c["after"].is_null())
-                .map(|c| {
-                    (
-                        c["after"]["order_id"].as_str().unwrap().to_string(),
-                        c["after"]["product_id"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect();
-        if in_db.is_subset(&captured_lines) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} lines of the database never captured\ncdc log:\n{}",
-            in_db.difference(&captured_lines).count(),
-            tail_of(&d.log("cdc"))
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let orders = identical_repeats(&captured("orders").await);
+    let order_count = every_row_captured(&d).await;
     let mut db = database(&d).await;
-    let order_count: usize = mysql_async::prelude::Queryable::query_first::<usize, _>(
-        &mut db,
-        "SELECT COUNT(*) FROM orders",
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(orders.len(), order_count, "every order captured");
 
     // The lake: a last run over everything passes, its gold revenue that of the database.
     assert!(terminate(&mut cdc).success(), "{}", d.log("cdc"));
@@ -306,7 +263,11 @@ async fn chaos_loses_nothing() {
         String::from_utf8_lossy(&last.stderr)
     );
     let revenue = daily_revenue(&Lake::at(&lake)).await;
-    assert_eq!(revenue, revenue_by_sql(&mut db).await, "gold revenue to the unit");
+    assert_eq!(
+        revenue,
+        revenue_by_sql(&mut db).await,
+        "gold revenue to the unit"
+    );
     db.disconnect().await.unwrap();
 
     for (i, r) in recommenders.iter_mut().enumerate() {

@@ -9,13 +9,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use brewline_batch::Lake;
 use common::faults::*;
 use common::*;
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Kafka cluster, Redis and MariaDB: run scripts/test"]
@@ -115,59 +113,7 @@ async fn a_kafka_node_killed_mid_run_loses_nothing() {
 
     // Every committed row captured; a row change sent twice was sent identically; per key,
     // the changes in commit order.
-    let captured = |table: &'static str| {
-        let d = &d;
-        async move {
-            read_all(d, &d.topic(table), Duration::from_secs(3))
-                .await
-                .into_iter()
-                .filter_map(|r| {
-                    let key = String::from_utf8(r.record.key.clone()?).unwrap();
-                    let value: Value = serde_json::from_slice(r.record.value.as_ref()?).unwrap();
-                    Some((key, value.get("payload").cloned().unwrap_or(value)))
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-    let mut in_db = lines_by_sql(&d, false).await;
-    in_db.extend(lines_by_sql(&d, true).await);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let captured_lines: BTreeSet<(String, String)> =
-            identical_repeats(&captured("order_details").await)
-                .values()
-                .flatten()
-                .map(|c| {
-                    (
-                        c["after"]["order_id"].as_str().unwrap().to_string(),
-                        c["after"]["product_id"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect();
-        if in_db.is_subset(&captured_lines) {
-            break;
-        }
-        // The write-backs of the last suggestions may still be on their way through cdc.
-        assert!(
-            Instant::now() < deadline,
-            "{} lines of the database never captured\ncdc log:\n{}",
-            in_db.difference(&captured_lines).count(),
-            tail_of(&d.log("cdc"))
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let orders = identical_repeats(&captured("orders").await);
-    let mut db = database(&d).await;
-    let order_count: usize = mysql_async::prelude::Queryable::query_first::<usize, _>(
-        &mut db,
-        "SELECT COUNT(*) FROM orders",
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    db.disconnect().await.unwrap();
-    assert_eq!(orders.len(), order_count, "every order captured");
-    assert!(orders.values().all(|changes| changes.len() == 1));
+    every_row_captured(&d).await;
 
     // Bronze: every record of the CDC topics landed exactly once, across the run made while
     // the node was down and the one after.

@@ -145,7 +145,10 @@ async fn recommend_with_seed(
     producer: &dyn Producer,
     seed: u64,
 ) -> (Result<(), PortError>, Arc<Stats>) {
-    recommend_with(dir, batch, producer, seed, &dir.state, &dir.state).await
+    recommend_with(
+        dir, batch, producer, seed, &dir.state, &dir.state, &dir.state,
+    )
+    .await
 }
 
 async fn recommend_with(
@@ -153,6 +156,7 @@ async fn recommend_with(
     batch: usize,
     producer: &dyn Producer,
     seed: u64,
+    orders: &dyn brewline_ports::OrderStore,
     lookups: &dyn LookupStore,
     counters: &dyn Counters,
 ) -> (Result<(), PortError>, Arc<Stats>) {
@@ -171,7 +175,7 @@ async fn recommend_with(
     let mut engines = Engines {
         consumer: consumer.as_mut(),
         producer,
-        orders: &dir.state,
+        orders,
         lookups,
         counters,
     };
@@ -348,8 +352,16 @@ async fn lookups_lost_by_the_store_mid_run_are_not_believed_and_say_so() {
         inner: &dir.state,
         loads: AtomicUsize::new(0),
     };
-    let (result, stats) =
-        recommend_with(&dir, 16, producer.as_ref(), 11, &losing, &dir.state).await;
+    let (result, stats) = recommend_with(
+        &dir,
+        16,
+        producer.as_ref(),
+        11,
+        &dir.state,
+        &losing,
+        &dir.state,
+    )
+    .await;
     result.unwrap();
     assert!(
         losing.loads.load(Ordering::SeqCst) >= 2,
@@ -464,8 +476,16 @@ async fn counters_are_exact_through_a_crash_on_either_side_of_counting() {
             before,
             calls: AtomicUsize::new(0),
         };
-        let (crashed, _) =
-            recommend_with(&dir, 16, producer.as_ref(), 11, &dir.state, &crashing).await;
+        let (crashed, _) = recommend_with(
+            &dir,
+            16,
+            producer.as_ref(),
+            11,
+            &dir.state,
+            &dir.state,
+            &crashing,
+        )
+        .await;
         assert!(crashed.is_err(), "the worker stopped at the crash");
         let (result, _) = recommend(&dir, 16, producer.as_ref()).await;
         result.unwrap();
@@ -776,26 +796,17 @@ async fn order_state_lost_mid_run_is_rebuilt_from_the_log_and_no_suggestion_is_l
         applies: AtomicUsize::new(0),
     };
     let producer = dir.log.producer().unwrap();
-    let stats = Arc::new(Stats::default());
-    let suggester = Suggester::new(11, Box::new(RandomStrategy));
-    let mut r = Recommender::new(config(16), suggester, stats.clone());
-    let mut consumer = dir
-        .log
-        .consumer(Subscription {
-            topics: vec![ORDERS.into(), LINES.into()],
-            group: Some("realtime-recs".into()),
-            from: Vec::new(),
-        })
-        .await
-        .unwrap();
-    let mut engines = Engines {
-        consumer: consumer.as_mut(),
-        producer: producer.as_ref(),
-        orders: &store,
-        lookups: &dir.state,
-        counters: &dir.state,
-    };
-    r.run(&mut engines, drained()).await.unwrap();
+    let (result, stats) = recommend_with(
+        &dir,
+        16,
+        producer.as_ref(),
+        11,
+        &store,
+        &dir.state,
+        &dir.state,
+    )
+    .await;
+    result.unwrap();
     assert!(
         store.applies.load(Ordering::SeqCst) > 41,
         "the loss came mid-run"

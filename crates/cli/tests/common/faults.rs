@@ -3,7 +3,7 @@
 //! nothing was lost.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +12,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 
-use super::{env, free_port, terminate, Deployment, Process};
+use super::{
+    database, env, free_port, lines_by_sql, read_all, tail_of, terminate, Deployment, Process,
+};
 
 /// A node of the test cluster (`TEST_BREWLINE_KAFKA_NODES/node-N`), started again when the
 /// test ends, whatever happened, so that the tests after it have the whole cluster.
@@ -233,4 +235,62 @@ impl Drop for OwnRedis {
             let _ = child.wait();
         }
     }
+}
+
+/// Waits until every line of the deployment's database (items and written-back suggestions)
+/// is among the captured change events, every change repeated only identically, and checks
+/// that every order was captured once; returns how many orders the database holds.
+pub async fn every_row_captured(d: &Deployment) -> usize {
+    let captured = |table: &'static str| async move {
+        read_all(d, &d.topic(table), Duration::from_secs(3))
+            .await
+            .into_iter()
+            .filter_map(|r| {
+                let key = String::from_utf8(r.record.key.clone()?).unwrap();
+                let value: Value = serde_json::from_slice(r.record.value.as_ref()?).unwrap();
+                Some((key, value.get("payload").cloned().unwrap_or(value)))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut in_db = lines_by_sql(d, false).await;
+    in_db.extend(lines_by_sql(d, true).await);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let captured_lines: BTreeSet<(String, String)> =
+            identical_repeats(&captured("order_details").await)
+                .values()
+                .flatten()
+                .filter(|c| !c["after"].is_null())
+                .map(|c| {
+                    (
+                        c["after"]["order_id"].as_str().unwrap().to_string(),
+                        c["after"]["product_id"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+        if in_db.is_subset(&captured_lines) {
+            break;
+        }
+        // The write-backs of the last suggestions may still be on their way through cdc.
+        assert!(
+            Instant::now() < deadline,
+            "{} lines of the database never captured\ncdc log:\n{}",
+            in_db.difference(&captured_lines).count(),
+            tail_of(&d.log("cdc"))
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let orders = identical_repeats(&captured("orders").await);
+    let mut db = database(d).await;
+    let order_count: usize = mysql_async::prelude::Queryable::query_first::<usize, _>(
+        &mut db,
+        "SELECT COUNT(*) FROM orders",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    db.disconnect().await.unwrap();
+    assert_eq!(orders.len(), order_count, "every order captured");
+    assert!(orders.values().all(|changes| changes.len() == 1));
+    order_count
 }

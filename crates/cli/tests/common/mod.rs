@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use brewline_batch::Lake;
 use brewline_core::debezium::TableSchema;
-use deltalake::arrow::array::{Array, RecordBatch};
-use deltalake::arrow::util::display::array_value_to_string;
 use brewline_core::generator::Tills;
 use brewline_core::order::{NewOrder, OrderHeader};
 use brewline_core::suggestion::Lookups;
@@ -26,6 +24,8 @@ use brewline_ports::{Capturable, Consumed, Consumer, SourceDb, Subscription};
 use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::stats::Stats;
 use brewline_speed::StopWhen;
+use deltalake::arrow::array::{Array, RecordBatch};
+use deltalake::arrow::util::display::array_value_to_string;
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
