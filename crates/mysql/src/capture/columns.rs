@@ -88,6 +88,58 @@ pub fn column_type(c: &ColumnInfo, decimals: DecimalHandling) -> ColumnType {
     }
 }
 
+/// The Debezium type of a value by the type the binlog's table map gives its column, which is
+/// the type the row was written with; `None` where that says too little (BIT, GEOMETRY).
+pub fn binlog_type(
+    t: mysql_async::consts::ColumnType,
+    decimals: DecimalHandling,
+) -> Option<ColumnType> {
+    use mysql_async::consts::ColumnType as T;
+    Some(match t {
+        T::MYSQL_TYPE_TINY | T::MYSQL_TYPE_SHORT => ColumnType::Int16,
+        T::MYSQL_TYPE_INT24 | T::MYSQL_TYPE_LONG => ColumnType::Int32,
+        T::MYSQL_TYPE_LONGLONG => ColumnType::Int64,
+        T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => ColumnType::Float64,
+        T::MYSQL_TYPE_DECIMAL | T::MYSQL_TYPE_NEWDECIMAL => match decimals {
+            DecimalHandling::Double => ColumnType::Float64,
+            DecimalHandling::String => ColumnType::String,
+            // Kafka Connect's `Decimal` needs the column's scale, which the row does not carry.
+            DecimalHandling::Precise => return None,
+        },
+        T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_DATETIME2 => ColumnType::Timestamp,
+        T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_TIMESTAMP2 => ColumnType::ZonedTimestamp,
+        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => ColumnType::Date,
+        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => ColumnType::MicroTime,
+        T::MYSQL_TYPE_BIT | T::MYSQL_TYPE_GEOMETRY => return None,
+        _ => ColumnType::String,
+    })
+}
+
+/// What a value's type says of its kind, coarsely: two types of one kind convert each other's
+/// values.
+fn kind_of(t: ColumnType) -> u8 {
+    match t {
+        ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64 => 0,
+        ColumnType::Float64 | ColumnType::Decimal { .. } => 1,
+        ColumnType::String | ColumnType::Bytes => 2,
+        ColumnType::Timestamp | ColumnType::MicroTimestamp => 3,
+        ColumnType::ZonedTimestamp => 4,
+        ColumnType::Date => 5,
+        ColumnType::MicroTime => 6,
+        ColumnType::Boolean => 7,
+    }
+}
+
+/// The type to convert a row's value with: the column's type as described now, unless the row
+/// was written when the column was of another kind (an `ALTER TABLE ... MODIFY` since, which a
+/// capture that lags reads past): then the type its own event gives.
+pub fn written_as(described: ColumnType, binlog: Option<ColumnType>) -> ColumnType {
+    match binlog {
+        Some(then) if kind_of(then) != kind_of(described) => then,
+        _ => described,
+    }
+}
+
 /// A column's default (`information_schema.COLUMNS.COLUMN_DEFAULT`) as a value of its Debezium
 /// type: MariaDB quotes a text default (`'till'`) and writes `NULL` for none, MySQL gives the
 /// bare text; an expression (`current_timestamp()`) is no value.
@@ -412,6 +464,42 @@ mod tests {
             scale: Some(2),
             fraction_digits: None,
         }
+    }
+
+    #[test]
+    fn a_row_written_before_its_column_changed_kind_converts_with_the_type_it_was_written_with() {
+        use mysql_async::consts::ColumnType as T;
+        let then = |t| binlog_type(t, DecimalHandling::String);
+        // The same kind: the described type, which knows more (TINYINT(1), fractions).
+        assert_eq!(
+            written_as(ColumnType::Int16, then(T::MYSQL_TYPE_TINY)),
+            ColumnType::Int16
+        );
+        assert_eq!(
+            written_as(ColumnType::MicroTimestamp, then(T::MYSQL_TYPE_DATETIME2)),
+            ColumnType::MicroTimestamp
+        );
+        assert_eq!(
+            written_as(ColumnType::String, then(T::MYSQL_TYPE_NEWDECIMAL)),
+            ColumnType::String,
+            "DECIMAL as text"
+        );
+        // VARCHAR then, INT now: the row's text is text.
+        let kind = written_as(ColumnType::Int32, then(T::MYSQL_TYPE_VARCHAR));
+        assert_eq!(kind, ColumnType::String);
+        assert_eq!(
+            to_json(kind, Value::Bytes(b"abc".to_vec())).unwrap(),
+            Json::String("abc".into())
+        );
+        // INT then, VARCHAR now; BIT says too little to overrule.
+        assert_eq!(
+            written_as(ColumnType::String, then(T::MYSQL_TYPE_LONG)),
+            ColumnType::Int32
+        );
+        assert_eq!(
+            written_as(ColumnType::Bytes, then(T::MYSQL_TYPE_BIT)),
+            ColumnType::Bytes
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use brewline_core::debezium::{Op, Source};
+use brewline_core::debezium::{ColumnType, Op, Source};
 use brewline_ports::{ChangeFeed, PortError, Result, RowChange};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
@@ -331,6 +331,13 @@ impl MysqlFeed {
             .iter()
             .map(|c| c.name_str().into_owned())
             .collect();
+        // The types the row was written with, by the binlog's table map.
+        let decimals = self.capture.config.decimal_handling;
+        let written: Vec<Option<ColumnType>> = row
+            .columns_ref()
+            .iter()
+            .map(|c| columns::binlog_type(c.column_type(), decimals))
+            .collect();
         if names.iter().any(|n| n.starts_with('@')) {
             return Err(PortError::fatal(
                 ENGINE,
@@ -347,9 +354,10 @@ impl MysqlFeed {
         for (i, name) in names.into_iter().enumerate() {
             let value = match row.take(i) {
                 Some(BinlogValue::Value(v)) => {
-                    let kind = described
-                        .and_then(|d| d.types.get(&name).copied())
-                        .unwrap_or_else(|| columns::guessed_type(&v));
+                    let kind = match described.and_then(|d| d.types.get(&name).copied()) {
+                        Some(now) => columns::written_as(now, written[i]),
+                        None => columns::guessed_type(&v),
+                    };
                     columns::to_json(kind, v).map_err(|reason| {
                         PortError::fatal(ENGINE, format!("{table}.{name}: {reason}"))
                     })?

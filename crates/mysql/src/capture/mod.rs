@@ -207,6 +207,14 @@ impl MysqlCapture {
         Ok(lost_reason(&position, &files))
     }
 
+    /// The server's binlog end now, as a position to follow from (what is written after it).
+    pub async fn end(&self) -> Result<String> {
+        let mut conn = self.connect().await?;
+        let end = binlog_end(&mut conn).await?;
+        let _ = conn.disconnect().await;
+        Ok(end.to_string())
+    }
+
     /// The captured tables, each with the column that keys its events (the first column of
     /// its primary key: `orders.id`, `order_details.order_id`).
     pub async fn tables(&self) -> Result<Vec<(TableSchema, String)>> {
