@@ -420,7 +420,7 @@ fn decode_and_assemble(bytes: &[u8]) {
     }
     let mut state = OrderState::default();
     for c in &changes {
-        let _ = state.apply(c, &at, &suggest);
+        let _ = state.apply(c, &at, suggest);
     }
 }
 

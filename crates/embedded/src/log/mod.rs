@@ -537,7 +537,7 @@ struct EmbeddedConsumer {
     partitions: Vec<(Arc<str>, i32)>,
     /// Next offset `poll` will return, per partition.
     positions: HashMap<(Arc<str>, i32), i64>,
-    ready: mpsc::Receiver<Result<Vec<Consumed>>>,
+    ready: Reads,
     buffered: VecDeque<Consumed>,
     reader: tokio::task::JoinHandle<()>,
     /// To start the background reader again elsewhere.
@@ -568,16 +568,16 @@ impl EmbeddedConsumer {
     }
 }
 
+/// Where a background reader's reads arrive.
+type Reads = mpsc::Receiver<Result<Vec<Consumed>>>;
+
 /// A background reader of `partitions` from `positions`, and where its reads arrive.
 fn start_reader(
     path: &Path,
     appended: &Arc<Notify>,
     partitions: &[(Arc<str>, i32)],
     positions: &HashMap<(Arc<str>, i32), i64>,
-) -> Result<(
-    mpsc::Receiver<Result<Vec<Consumed>>>,
-    tokio::task::JoinHandle<()>,
-)> {
+) -> Result<(Reads, tokio::task::JoinHandle<()>)> {
     let reader = Reader {
         db: Db::open(path, ENGINE, PageSize::LargeRows, "", |_| Ok(()))?,
         partitions: partitions.to_vec(),

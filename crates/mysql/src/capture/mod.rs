@@ -349,7 +349,7 @@ impl std::fmt::Display for Position {
 
 /// Why `position` cannot be followed on a server whose binlogs are `files`, if it cannot.
 fn lost_reason(position: &Position, files: &[String]) -> Option<String> {
-    if files.iter().any(|f| *f == position.file) {
+    if files.contains(&position.file) {
         return None;
     }
     let now = match (files.first(), files.last()) {
