@@ -7,7 +7,8 @@
 //! holds the lake and until when; a run takes the lake by creating the next one, which only
 //! one run can do, and only when the latest is released or expired. A holder renews its lease
 //! while it runs, and finds out it lost the lake (it stalled past its lease and another run
-//! took over) when a later object exists: it then publishes nothing more.
+//! took over) when a later object exists: it then publishes nothing more. A holder of the same
+//! host whose process is gone (killed) is known dead at once: its lease is not waited out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,8 +37,16 @@ struct Holder {
 }
 
 impl Holder {
+    /// Whether the lake is still held: not released, the lease not run out, and the holder not
+    /// known to be gone (a process of this host that no longer runs: killed).
     fn holds(&self, now_ms: i64) -> bool {
-        !self.released && self.expires_ms > now_ms
+        !self.released && self.expires_ms > now_ms && !self.gone()
+    }
+
+    fn gone(&self) -> bool {
+        self.host == hostname()
+            && self.pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 }
 
@@ -288,6 +297,37 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let b = RunLock::acquire(&lake, "run-b").await.unwrap();
         b.release().await;
+    }
+
+    #[tokio::test]
+    async fn a_killed_run_of_this_host_is_not_waited_for() {
+        let (_dir, lake) = lake();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let store = lake.store().unwrap();
+        let killed = Holder {
+            run_id: "run-killed".into(),
+            host: hostname(),
+            pid: dead,
+            expires_ms: brewline_ports::now_ms() + 60_000,
+            released: false,
+        };
+        write(store.as_ref(), 1, &killed, PutMode::Create)
+            .await
+            .unwrap();
+        let b = RunLock::acquire(&lake, "run-b").await.unwrap();
+        b.release().await;
+        // One of another host is waited for.
+        let elsewhere = Holder {
+            host: "another-host".into(),
+            ..killed
+        };
+        write(store.as_ref(), 3, &elsewhere, PutMode::Create)
+            .await
+            .unwrap();
+        let why = locked(RunLock::acquire(&lake, "run-c").await.err().unwrap());
+        assert!(why.contains("another-host"), "{why}");
     }
 
     #[tokio::test]
