@@ -242,21 +242,39 @@ pub(crate) async fn partitions(config: &KafkaConfig, topic: &str) -> Result<i32>
         .map_err(|e| PortError::fatal(ENGINE, format!("reading metadata: {e}")))?
 }
 
-/// The low watermark of each partition of `topic`: its first offset not deleted.
+/// How long reading a partition's watermarks is tried again while its leader is being elected
+/// (a node died).
+const WATERMARKS_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The low watermark of each partition of `topic`: its first offset not deleted. A partition
+/// whose leader is down is asked again until another node leads it.
 pub(crate) async fn earliest(config: &KafkaConfig, topic: &str) -> Result<Vec<(i32, i64)>> {
     let client: rdkafka::consumer::BaseConsumer = client_config(&config.common_properties())
         .create()
         .map_err(|e| port_error("creating a metadata client", e))?;
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        (0..partitions_of(&client, &topic)?)
-            .map(|p| {
-                client
-                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                    .map(|(low, _)| (p, low))
-                    .map_err(|e| port_error(&format!("reading the start of {topic}/{p}"), e))
-            })
-            .collect()
+        let deadline = std::time::Instant::now() + WATERMARKS_PATIENCE;
+        let mut out = Vec::new();
+        for p in 0..partitions_of(&client, &topic)? {
+            loop {
+                match client.fetch_watermarks(&topic, p, Duration::from_secs(10)) {
+                    Ok((low, _)) => {
+                        out.push((p, low));
+                        break;
+                    }
+                    Err(e) => {
+                        let e = port_error(&format!("reading the start of {topic}/{p}"), e);
+                        if !e.retryable || std::time::Instant::now() >= deadline {
+                            return Err(e);
+                        }
+                        tracing::warn!(error = %e, "asking again");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            }
+        }
+        Ok(out)
     })
     .await
     .map_err(|e| PortError::fatal(ENGINE, format!("reading watermarks: {e}")))?
