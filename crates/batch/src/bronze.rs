@@ -543,6 +543,9 @@ pub(crate) async fn append_events(
     Ok(bad)
 }
 
+/// How long landing waits for a record while a topic's end is not reached before it gives up.
+const STALLED: Duration = Duration::from_secs(60);
+
 /// Lands every event of `topic` not landed yet, from the offsets the lake holds to the end of
 /// the log, a commit per [`CHUNK`] events; returns (events, undecodable, gaps). Events deleted
 /// before they were landed are gaps: nothing of the topic is landed then, unless
@@ -590,9 +593,23 @@ async fn land_topic(
         .await?;
     let (mut events, mut bad) = (0, 0);
     let mut pending = Vec::new();
+    let mut last_record = std::time::Instant::now();
     loop {
         let batch = consumer.poll(50_000, Duration::from_millis(200)).await?;
         let done = batch.is_empty() && consumer.lag().await? == 0;
+        if !batch.is_empty() {
+            last_record = std::time::Instant::now();
+        } else if !done && last_record.elapsed() >= STALLED {
+            // What was landed stays landed (each commit carries its offsets): the next run
+            // goes on from there.
+            return Err(BatchError::lake(
+                table,
+                format!(
+                    "no record of {topic} came for {} s, but its end is not reached (a partition's leader out of reach?): landing stops here; the next run lands the rest",
+                    STALLED.as_secs()
+                ),
+            ));
+        }
         // The reader starts at the landed offsets; a record before them is never landed twice.
         pending.extend(
             batch
