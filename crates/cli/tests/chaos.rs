@@ -125,14 +125,31 @@ async fn chaos_loses_nothing() {
     d.set_up();
     let lake_dir = d.dir.path().join("lake");
     let lake = lake_dir.to_str().unwrap().to_string();
-    let batch_run = || {
+    // A batch run, given `limit` to finish (else killed: `None`); its output in batch.log.
+    let batch_run = |limit: Duration| -> Option<bool> {
+        let log = std::fs::File::create(d.dir.path().join("batch.log")).unwrap();
         let mut cmd = d.command(&["batch", "run", "--servers", "--lake", &lake]);
         cmd.env(
             "BREWLINE_BATCH__HISTORY",
             d.dir.path().join("history.sqlite"),
-        );
-        cmd.output().unwrap()
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status.success());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     };
+    let mut batch_hung = 0;
     let recommend: [&[&str]; 2] = [&["recommend"], &["recommend", "--workers", "2"]];
     let names = ["recommend-0", "recommend-1"];
 
@@ -217,7 +234,9 @@ async fn chaos_loses_nothing() {
             next_batch = Instant::now() + Duration::from_secs(15);
             batch_runs += 1;
             // A run may fail while a fault lasts; the last one must pass.
-            let _ = batch_run();
+            if batch_run(Duration::from_secs(120)).is_none() {
+                batch_hung += 1;
+            }
         }
     }
     terminate(&mut till);
@@ -255,12 +274,20 @@ async fn chaos_loses_nothing() {
 
     // The lake: a last run over everything passes, its gold revenue that of the database.
     assert!(terminate(&mut cdc).success(), "{}", d.log("cdc"));
-    let last = batch_run();
-    assert!(
-        last.status.success(),
-        "the last batch run failed:\n{}\n{}",
-        String::from_utf8_lossy(&last.stdout),
-        String::from_utf8_lossy(&last.stderr)
+    // A run that never returns is killed and made again (see the note on batch_hung).
+    let mut last = None;
+    for _ in 0..3 {
+        last = batch_run(Duration::from_secs(180));
+        if last.is_some() {
+            break;
+        }
+        batch_hung += 1;
+    }
+    assert_eq!(
+        last,
+        Some(true),
+        "the last batch run failed or never returned:\n{}",
+        std::fs::read_to_string(d.dir.path().join("batch.log")).unwrap_or_default()
     );
     let revenue = daily_revenue(&Lake::at(&lake)).await;
     assert_eq!(
@@ -275,7 +302,7 @@ async fn chaos_loses_nothing() {
     }
     assert!(terminate(&mut accept).success(), "{}", d.log("accept"));
     println!(
-        "chaos: seed {seed}, {seconds} s, {} faults injected ({faults:?}), {batch_runs} batch runs during them; {order_count} orders, {} eligible: every one suggested once, written back once, captured, and reconciled in gold; losses 0",
+        "chaos: seed {seed}, {seconds} s, {} faults injected ({faults:?}), {batch_runs} batch runs during them ({batch_hung} killed after never returning); {order_count} orders, {} eligible: every one suggested once, written back once, captured, and reconciled in gold; losses 0",
         faults.len(),
         eligible.len()
     );
