@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use brewline_embedded::EmbeddedLog;
 use brewline_kafka::KafkaLog;
-use brewline_ports::{Consumed, EventLog, Record, Subscription};
+use brewline_ports::{Consumed, Consumer, EventLog, Record, Subscription};
 use brewline_speed::dead_letter::{
     OFFSET_HEADER, PARTITION_HEADER, REASON_HEADER, SOURCE_HEADER, TOPIC_HEADER, TRUNCATED_HEADER,
 };
@@ -30,7 +30,7 @@ pub async fn run(mut config: Config, action: DlqAction) -> anyhow::Result<ExitCo
     match action {
         DlqAction::List { log, all } => {
             let dlq = DeadLetters::open(&mut config, &log).await?;
-            let letters = dlq.read((!all).then_some(HANDLED_GROUP)).await?;
+            let (letters, _) = dlq.read((!all).then_some(HANDLED_GROUP)).await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             for r in &letters {
@@ -58,8 +58,8 @@ pub async fn run(mut config: Config, action: DlqAction) -> anyhow::Result<ExitCo
         }
         DlqAction::Purge(log) => {
             let dlq = DeadLetters::open(&mut config, &log).await?;
-            let letters = dlq.read(Some(HANDLED_GROUP)).await?;
-            dlq.mark_handled(&letters).await?;
+            let (letters, mut reader) = dlq.read(Some(HANDLED_GROUP)).await?;
+            mark_handled(reader.as_mut(), &letters).await?;
             println!(
                 "{} dead letter(s) marked handled in {}",
                 letters.len(),
@@ -138,8 +138,12 @@ impl DeadLetters {
         Ok(DeadLetters { log, topic, idle })
     }
 
-    /// Every dead letter: after those `group` marked handled, or (`None`) from the beginning.
-    async fn read(&self, group: Option<&str>) -> anyhow::Result<Vec<Consumed>> {
+    /// Every dead letter: after those `group` marked handled, or (`None`) from the beginning;
+    /// and the reader, to mark them handled with ([`mark_handled`]).
+    async fn read(
+        &self,
+        group: Option<&str>,
+    ) -> anyhow::Result<(Vec<Consumed>, Box<dyn Consumer>)> {
         let mut consumer = self
             .log
             .consumer(Subscription {
@@ -154,7 +158,7 @@ impl DeadLetters {
             let batch = consumer.poll(4096, Duration::from_millis(100)).await?;
             if batch.is_empty() {
                 if last.elapsed() >= self.idle && consumer.lag().await? == 0 {
-                    return Ok(out);
+                    return Ok((out, consumer));
                 }
                 continue;
             }
@@ -191,29 +195,10 @@ impl DeadLetters {
         }
     }
 
-    /// Commits, for each partition, the offset after the last of `letters`.
-    async fn mark_handled(&self, letters: &[Consumed]) -> anyhow::Result<()> {
-        if letters.is_empty() {
-            return Ok(());
-        }
-        let mut consumer = self
-            .log
-            .consumer(Subscription {
-                topics: vec![self.topic.clone()],
-                group: Some(HANDLED_GROUP.into()),
-                from: Vec::new(),
-            })
-            .await?;
-        consumer
-            .commit(&brewline_ports::next_offsets(letters))
-            .await?;
-        Ok(())
-    }
-
     /// Sends the dead letters not yet handled (only `offsets`, if any are given) back into
     /// their topics; with all of them, marks them handled.
     async fn replay(&self, offsets: &[i64], dry_run: bool) -> anyhow::Result<()> {
-        let letters = self.read(Some(HANDLED_GROUP)).await?;
+        let (letters, mut reader) = self.read(Some(HANDLED_GROUP)).await?;
         let chosen: Vec<&Consumed> = letters
             .iter()
             .filter(|r| offsets.is_empty() || offsets.contains(&r.offset))
@@ -277,7 +262,7 @@ impl DeadLetters {
             return Ok(());
         }
         if offsets.is_empty() && skipped == 0 {
-            self.mark_handled(&letters).await?;
+            mark_handled(reader.as_mut(), &letters).await?;
             println!(
                 "{} dead letter(s) replayed and marked handled",
                 letters.len()
@@ -290,4 +275,16 @@ impl DeadLetters {
         }
         Ok(())
     }
+}
+
+/// Marks `letters` handled: commits, through the member of [`HANDLED_GROUP`] that read them,
+/// the offset after the last of them in each partition.
+async fn mark_handled(reader: &mut dyn Consumer, letters: &[Consumed]) -> anyhow::Result<()> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    reader
+        .commit(&brewline_ports::next_offsets(letters))
+        .await?;
+    Ok(())
 }
