@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brewline_core::suggestion::{AffinityStrategy, Suggester};
-use brewline_kafka::{KafkaConsumer, KafkaProducer};
+use brewline_kafka::{KafkaConfig, KafkaConsumer, KafkaProducer, TransactionsMode};
 use brewline_ports::Subscription;
 use brewline_redis::{RedisCounters, RedisLookups, RedisOrders};
 use brewline_speed::recommender::{Engines, Recommender};
@@ -15,6 +15,46 @@ use brewline_speed::stats::Stats;
 use crate::args::RecommendArgs;
 use crate::config::Config;
 use crate::{metrics_server, shutdown};
+
+/// The transactional id of a worker: stable across restarts with an instance id (a restarted
+/// worker aborts what it left open at once), else unique to the process.
+fn transactional_id(config: &Config, worker: usize) -> String {
+    let group = &config.recommender.group;
+    match &config.recommender.instance_id {
+        Some(id) => format!("{group}-{id}-{worker}"),
+        None => format!(
+            "{group}-{}-{}-{worker}",
+            std::process::id(),
+            brewline_ports::now_us()
+        ),
+    }
+}
+
+/// Writes in transactions as `kafka.transactions` says: on, off, or where the cluster allows.
+async fn use_transactions(
+    consumer: &mut KafkaConsumer,
+    kafka: &KafkaConfig,
+    id: &str,
+) -> anyhow::Result<()> {
+    match kafka.transactions {
+        TransactionsMode::Off => return Ok(()),
+        TransactionsMode::On => consumer
+            .use_transactions(kafka, id)
+            .await
+            .context("kafka.transactions is \"on\"")?,
+        TransactionsMode::Auto => {
+            if let Err(e) = consumer.use_transactions(kafka, id).await {
+                tracing::warn!(error = %e, "no Kafka transactions: suggestions are sent at least once (a kill may repeat some); set kafka.transactions = \"on\" to require them, \"off\" to not try");
+                return Ok(());
+            }
+        }
+    }
+    tracing::info!(
+        transactional_id = id,
+        "suggestions and offsets written in Kafka transactions"
+    );
+    Ok(())
+}
 
 pub async fn run(mut config: Config, args: RecommendArgs) -> anyhow::Result<ExitCode> {
     args.engines.apply(&mut config);
@@ -68,6 +108,8 @@ pub async fn run(mut config: Config, args: RecommendArgs) -> anyhow::Result<Exit
                 },
             )
             .await?;
+            let id = transactional_id(&config, worker);
+            use_transactions(&mut consumer, &kafka, &id).await?;
             let suggester = Suggester::new(config.recommender.seed, Box::new(AffinityStrategy));
             let mut recommender = Recommender::new(config.recommender_settings(), suggester, stats);
             tracing::info!(worker, group = %config.recommender.group, "recommender worker started");

@@ -22,10 +22,34 @@ pub struct KafkaConfig {
     /// record before the producer's `acks = all` is answered [default: 2, or the replication
     /// factor when it is 1].
     pub min_insync_replicas: Option<i32>,
+    /// Whether the recommender writes its suggestions and dead letters and commits its offsets
+    /// in one Kafka transaction per batch, so that a kill leaves no duplicate suggestion:
+    /// `"auto"` where the cluster allows it (else at least once, with a warning), `"on"`
+    /// (a cluster without transactions is an error), `"off"` [default: "auto"]. Readers of
+    /// `order_suggestions` must read committed records only (`isolation.level =
+    /// read_committed`, librdkafka's default). A member killed in a transaction holds
+    /// readers back until the cluster aborts it, after `transaction.timeout.ms` (brewline's
+    /// default 10 000; settable in `producer`).
+    pub transactions: TransactionsMode,
     /// Extra or overriding producer properties, e.g. `"linger.ms" = "10"`.
     pub producer: BTreeMap<String, String>,
     /// Extra or overriding consumer properties, e.g. `"session.timeout.ms" = "10000"`.
     pub consumer: BTreeMap<String, String>,
+}
+
+/// When output and offsets are written in Kafka transactions ([`KafkaConfig::transactions`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TransactionsMode {
+    /// Where the cluster allows them.
+    #[default]
+    Auto,
+    /// Always: a cluster without them is an error.
+    On,
+    /// Never: output is sent, then offsets committed (at least once).
+    Off,
 }
 
 impl Default for KafkaConfig {
@@ -35,6 +59,7 @@ impl Default for KafkaConfig {
             client_id: "brewline".into(),
             replication_factor: None,
             min_insync_replicas: None,
+            transactions: TransactionsMode::Auto,
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
         }

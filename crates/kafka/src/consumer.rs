@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use brewline_ports::{Consumed, Consumer, PortError, Record, Result, Subscription};
+use brewline_ports::{Consumed, Consumer, PortError, Record, Result, Subscription, Transactions};
 use futures_util::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -18,6 +18,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::transactions::KafkaTransactions;
 use crate::{client_config, port_error, KafkaConfig, ENGINE};
 
 /// Logs rebalances and keeps the consumer lag librdkafka reports in its statistics.
@@ -75,6 +76,8 @@ pub struct KafkaConsumer {
     /// nothing read yet), from which `lag` counts what is left.
     /// Keyed by topic, then partition: a record's topic is looked up without copying it.
     positions: Option<HashMap<String, HashMap<i32, Option<i64>>>>,
+    /// The member's output and progress written as one, when it writes in transactions.
+    transactions: Option<KafkaTransactions>,
 }
 
 impl KafkaConsumer {
@@ -160,7 +163,28 @@ impl KafkaConsumer {
                 .map(|t| (t.clone(), Arc::from(t.as_str())))
                 .collect(),
             positions,
+            transactions: None,
         })
+    }
+
+    /// Makes this group member write its output and commit its offsets in Kafka transactions
+    /// ([`brewline_ports::Transactions`]) as `transactional_id`, which no other live member
+    /// may share: a member started again with the same id aborts what its predecessor left
+    /// open at once, a new id waits for the cluster's transaction timeout.
+    pub async fn use_transactions(
+        &mut self,
+        config: &KafkaConfig,
+        transactional_id: &str,
+    ) -> Result<()> {
+        if self.positions.is_some() {
+            return Err(PortError::fatal(
+                ENGINE,
+                "transactions commit a group's offsets, and this reader has no group",
+            ));
+        }
+        let t = KafkaTransactions::new(config, self.consumer.clone(), transactional_id).await?;
+        self.transactions = Some(t);
+        Ok(())
     }
 
     fn consumed(&mut self, m: &BorrowedMessage<'_>) -> Consumed {
@@ -434,6 +458,10 @@ impl Consumer for KafkaConsumer {
         .map_err(|e| PortError::fatal(ENGINE, format!("rewinding: {e}")))?
     }
 
+    fn transactions(&self) -> Option<&dyn Transactions> {
+        self.transactions.as_ref().map(|t| t as &dyn Transactions)
+    }
+
     async fn lag(&mut self) -> Result<u64> {
         let Some(positions) = &self.positions else {
             let lag = self.consumer.context().lag.load(Ordering::Relaxed);
@@ -441,7 +469,12 @@ impl Consumer for KafkaConsumer {
         };
         // Without a group nothing is committed: the lag is the high watermark less the next
         // offset this reader reads. A partition whose watermarks are not known yet has an
-        // unknown lag, counted as 1: not read to its end.
+        // unknown lag, counted as 1: not read to its end. A partition written in transactions
+        // ends with a marker no record is read from: librdkafka's position steps over it.
+        let stepped = self
+            .consumer
+            .position()
+            .map_err(|e| port_error("reading the positions", e))?;
         let marks = self
             .consumer
             .context()
@@ -451,9 +484,17 @@ impl Consumer for KafkaConsumer {
         let mut lag = 0u64;
         for (topic, partitions) in positions {
             for (partition, next) in partitions {
+                let stepped = match stepped
+                    .find_partition(topic, *partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                let next = next.max(&stepped).unwrap_or(0);
                 lag += match marks.get(&(topic.clone(), *partition)) {
                     None => 1,
-                    Some(&(lo, hi)) => (hi - next.unwrap_or(lo).max(lo)).max(0) as u64,
+                    Some(&(lo, hi)) => (hi - next.max(lo)).max(0) as u64,
                 };
             }
         }

@@ -8,10 +8,12 @@ mod config;
 pub mod connect;
 mod consumer;
 mod producer;
+mod transactions;
 
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, TransactionsMode};
 pub use consumer::{records_in, KafkaConsumer};
 pub use producer::KafkaProducer;
+pub use transactions::{KafkaTransactions, TRANSACTION_TIMEOUT_MS};
 
 use std::time::Duration;
 

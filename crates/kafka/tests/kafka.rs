@@ -128,3 +128,116 @@ async fn topics_are_replicated_three_times_two_in_sync() {
         .and_then(|e| e.value.clone());
     assert_eq!(retention, Some(week), "settings given at creation");
 }
+
+/// Output and offsets committed as one: a reader of committed records sees a transaction's
+/// records once it is committed, never those of one aborted (here: a record the topic refuses
+/// fails it whole), and a member reads its offsets and how far its output is sent back.
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
+async fn output_and_offsets_are_committed_as_one() {
+    use brewline_kafka::KafkaConsumer;
+    use brewline_ports::{Consumer, EventLog, Progress, Record, Subscription};
+    use std::time::Duration;
+    let log = KafkaLog::new(config());
+    let (input, output, group) = (unique("txn-in"), unique("txn-out"), unique("txn-g"));
+    log.create_topic(&input, 1).await.unwrap();
+    log.create_topic_with(&output, 1, &[("max.message.bytes", "10000".to_string())])
+        .await
+        .unwrap();
+    let records: Vec<Record> = (0..10)
+        .map(|i| Record::keyed(format!("k{i}"), Some(b"v".to_vec())))
+        .collect();
+    log.producer().unwrap().send(&input, records).await.unwrap();
+    let subscription = Subscription {
+        topics: vec![input.clone()],
+        group: Some(group.clone()),
+        from: Vec::new(),
+    };
+    let mut member = KafkaConsumer::new(&config(), subscription.clone())
+        .await
+        .unwrap();
+    member
+        .use_transactions(&config(), &unique("txn-id"))
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    while read.len() < 10 {
+        read.extend(member.poll(10, Duration::from_secs(10)).await.unwrap());
+    }
+    let txn = member.transactions().expect("transactions in use");
+    let partition = [(input.clone(), 0)];
+    assert_eq!(txn.sent_through(&partition).await.unwrap(), vec![0]);
+
+    // Refused: nothing of the transaction is visible, nothing is committed.
+    let fine = Record::keyed("fine", Some(b"ok".to_vec()));
+    // Incompressible: the topic's limit applies to the compressed batch.
+    let mut x: u64 = 7;
+    let noise: Vec<u8> = (0..20_000)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect();
+    let huge = Record::keyed("huge", Some(noise));
+    let progress = [Progress {
+        topic: input.clone(),
+        partition: 0,
+        next: 4,
+        sent_through: 10,
+    }];
+    let both = [fine.clone(), huge];
+    let err = txn
+        .commit(&[(output.as_str(), &both[..])], &progress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.refused.len(), 1, "{err}");
+    assert_eq!(err.refused[0].index, 1, "{err}");
+    assert_eq!(txn.sent_through(&partition).await.unwrap(), vec![0]);
+
+    // Committed: the output is visible, and the offsets with their mark are committed.
+    let only = [fine];
+    txn.commit(&[(output.as_str(), &only[..])], &progress)
+        .await
+        .unwrap();
+    assert_eq!(txn.sent_through(&partition).await.unwrap(), vec![10]);
+    let mut reader = log
+        .consumer(Subscription {
+            topics: vec![output.clone()],
+            group: None,
+            from: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        seen.extend(reader.poll(100, Duration::from_millis(500)).await.unwrap());
+        if !seen.is_empty() && reader.lag().await.unwrap() == 0 {
+            break;
+        }
+    }
+    let keys: Vec<Vec<u8>> = seen.iter().filter_map(|r| r.record.key.clone()).collect();
+    assert_eq!(
+        keys,
+        vec![b"fine".to_vec()],
+        "only the committed transaction's record"
+    );
+    assert_eq!(
+        reader.lag().await.unwrap(),
+        0,
+        "read to the end, past the transactions' markers"
+    );
+
+    // A member of the group after it starts from the committed offset.
+    drop(member);
+    let mut next = KafkaConsumer::new(&config(), subscription).await.unwrap();
+    let first = loop {
+        let got = next.poll(1, Duration::from_secs(10)).await.unwrap();
+        if let Some(r) = got.into_iter().next() {
+            break r;
+        }
+    };
+    assert_eq!(first.offset, 4);
+}

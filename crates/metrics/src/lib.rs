@@ -157,6 +157,10 @@ pub const STATE_REBUILDS: Metric = counter(
     "brewline_order_state_rebuilds_total",
     "Times the recommender found its order state lost (Redis flushed, restarted without persistence) and read the log again from the committed offsets to rebuild it.",
 );
+pub const TRANSACTIONS_ABORTED: Metric = counter(
+    "brewline_transactions_aborted_total",
+    "Kafka transactions the recommender aborted (its partitions moved to another member, the cluster failed the transaction) and made again from the committed offsets; nothing of an aborted one is visible.",
+);
 pub const LOOKUPS_VERSION: Metric = gauge(
     "brewline_lookups_version",
     "Version of the lookups the recommender decides with (0: none yet).",
@@ -254,6 +258,7 @@ pub const ALL: &[Metric] = &[
     DEGRADED,
     OPEN_ORDERS,
     STATE_REBUILDS,
+    TRANSACTIONS_ABORTED,
     ENGINE_ERRORS,
     ENGINE_RETRIES,
 ];

@@ -29,6 +29,9 @@ pub struct PortError {
     /// The order store lost the state this worker wrote ([`OrderStore::apply`]): it is to be
     /// rebuilt from the log, from the committed offsets on.
     pub state_lost: bool,
+    /// A transaction was aborted ([`Transactions::commit`]): nothing of the batch became
+    /// visible, and the worker reads again from the committed offsets.
+    pub aborted: bool,
 }
 
 /// A record a log refused for what it is (larger than the topic takes, invalid): sending it
@@ -49,6 +52,7 @@ impl PortError {
             retryable: false,
             refused: Vec::new(),
             state_lost: false,
+            aborted: false,
         }
     }
 
@@ -59,6 +63,7 @@ impl PortError {
             retryable: true,
             refused: Vec::new(),
             state_lost: false,
+            aborted: false,
         }
     }
 
@@ -71,6 +76,20 @@ impl PortError {
             retryable: false,
             refused: Vec::new(),
             state_lost: true,
+            aborted: false,
+        }
+    }
+
+    /// A transaction was aborted: nothing of the batch is visible, and the worker is to read
+    /// again from the committed offsets.
+    pub fn aborted(engine: &'static str, message: impl std::fmt::Display) -> PortError {
+        PortError {
+            engine,
+            message: message.to_string(),
+            retryable: false,
+            refused: Vec::new(),
+            state_lost: false,
+            aborted: true,
         }
     }
 
@@ -86,6 +105,7 @@ impl PortError {
             retryable: false,
             refused,
             state_lost: false,
+            aborted: false,
         }
     }
 }
@@ -212,6 +232,42 @@ pub trait Consumer: Send {
     /// first record not committed. For a worker whose state was lost, to rebuild it from the
     /// log. An error for a reader without a group.
     async fn rewind(&mut self) -> Result<()>;
+
+    /// This member's output and progress written as one ([`Transactions`]), where the log has
+    /// transactions and they are on; `None`: the worker sends, then commits.
+    fn transactions(&self) -> Option<&dyn Transactions> {
+        None
+    }
+}
+
+/// A partition's progress, committed as one with the output that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset to read: where a member that takes the partition over starts.
+    pub next: i64,
+    /// The next offset whose output is not sent, at or after `next`: the records in between
+    /// are read again only to rebuild state.
+    pub sent_through: i64,
+}
+
+/// A group member's output and progress written as one (a Kafka transaction): readers that
+/// read only what is committed see a batch's records if and only if its offsets are
+/// committed, so a member killed at any point leaves no duplicate and loses nothing.
+#[async_trait]
+pub trait Transactions: Send + Sync {
+    /// Sends one batch's output, `(topic, records)` in order, and commits `progress` for the
+    /// member's group, as one. Records the log refuses for what they are fail it whole,
+    /// listed by their place in the records of all the topics together
+    /// ([`PortError::refused`]): the caller sends again without them. On any other error
+    /// nothing is visible; [`PortError::aborted`] means the member reads again from the
+    /// committed offsets ([`Consumer::rewind`]), a retryable one that it may commit again.
+    async fn commit(&self, output: &[(&str, &[Record])], progress: &[Progress]) -> Result<()>;
+
+    /// The next offset whose output is sent, committed for each of `partitions` (0 where
+    /// nothing was).
+    async fn sent_through(&self, partitions: &[(String, i32)]) -> Result<Vec<i64>>;
 }
 
 /// Who reads and from where.

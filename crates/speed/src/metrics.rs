@@ -71,6 +71,10 @@ impl Collector for StatsCollector {
         f.gauge_value(&m::CONSUMER_LAG, Stats::get(&stats.consumer_lag) as f64)?;
         f.gauge_value(&m::OPEN_ORDERS, Stats::get(&stats.open_orders) as f64)?;
         f.counter_value(&m::STATE_REBUILDS, Stats::get(&stats.state_rebuilds))?;
+        f.counter_value(
+            &m::TRANSACTIONS_ABORTED,
+            Stats::get(&stats.transactions_aborted),
+        )?;
         f.gauge_value(
             &m::LOOKUPS_VERSION,
             Stats::get(&stats.lookups_version) as f64,

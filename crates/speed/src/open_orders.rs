@@ -16,12 +16,13 @@ use brewline_core::assembly::EventRef;
 
 type Partition = (Arc<str>, i32);
 
-/// One open order: where its first event is in each topic-partition it was read from, and
-/// when it was last touched.
+/// One open order: where its first event is in each topic-partition it was read from, when it
+/// was last touched, and whether any of its events was read past where output is sent.
 #[derive(Debug, Default)]
 struct Open {
     first: Vec<(Partition, i64)>,
     touched_ms: i64,
+    unsent: bool,
 }
 
 /// The open orders a worker saw, and per partition how many of them start at each offset.
@@ -32,22 +33,35 @@ pub struct OpenOrders {
 }
 
 impl OpenOrders {
-    /// Notes that `order`, read at `at`, is open after it (`open`) or not (completed,
-    /// cancelled): an open order keeps the first offset it was read at in each partition; a
-    /// closed one is forgotten.
-    pub fn note(&mut self, order: &str, at: &EventRef, open: bool, now_ms: i64) {
+    /// Notes that `order`, read at `at` (past where output is sent: `unsent`), is open after
+    /// it (`open`) or not (completed, cancelled): an open order keeps the first offset it was
+    /// read at in each partition; a closed one is forgotten. Returns whether any event of the
+    /// order read since the worker (re)started reading, this one included, was unsent: an
+    /// order all of whose events come before where output is sent had its output sent, one
+    /// with an event after it had not, whichever event completes it as the log is read again.
+    pub fn note(
+        &mut self,
+        order: &str,
+        at: &EventRef,
+        open: bool,
+        unsent: bool,
+        now_ms: i64,
+    ) -> bool {
         if !open {
+            let before = self.orders.get(order).is_some_and(|o| o.unsent);
             self.forget(order);
-            return;
+            return before || unsent;
         }
         let entry = match self.orders.get_mut(order) {
             Some(e) => e,
             None => self.orders.entry(order.to_string()).or_default(),
         };
         entry.touched_ms = now_ms;
+        entry.unsent |= unsent;
+        let any_unsent = entry.unsent;
         let partition = (at.topic.clone(), at.partition);
         if entry.first.iter().any(|(p, _)| *p == partition) {
-            return;
+            return any_unsent;
         }
         entry.first.push((partition.clone(), at.offset));
         *self
@@ -56,6 +70,7 @@ impl OpenOrders {
             .or_default()
             .entry(at.offset)
             .or_default() += 1;
+        any_unsent
     }
 
     fn forget(&mut self, order: &str) {
@@ -143,26 +158,41 @@ mod tests {
     #[test]
     fn commits_stop_at_the_oldest_open_order_and_move_on_when_it_closes() {
         let mut open = OpenOrders::default();
-        open.note("a", &at("orders", 10), true, 0);
-        open.note("b", &at("orders", 12), true, 0);
-        open.note("a", &at("lines", 40), true, 0);
+        open.note("a", &at("orders", 10), true, true, 0);
+        open.note("b", &at("orders", 12), true, true, 0);
+        open.note("a", &at("lines", 40), true, true, 0);
         assert_eq!(open.hold(&next("orders", 20)), next("orders", 10));
         assert_eq!(open.hold(&next("lines", 50)), next("lines", 40));
-        open.note("a", &at("lines", 41), false, 0);
+        open.note("a", &at("lines", 41), false, true, 0);
         assert_eq!(open.hold(&next("orders", 20)), next("orders", 12));
         assert_eq!(open.hold(&next("lines", 50)), next("lines", 50));
-        open.note("b", &at("lines", 45), false, 0);
+        open.note("b", &at("lines", 45), false, true, 0);
         assert_eq!(open.hold(&next("orders", 20)), next("orders", 20));
+        assert!(open.is_empty());
+    }
+
+    #[test]
+    fn an_order_with_an_event_past_the_sent_mark_is_unsent_whichever_event_completes_it() {
+        let mut open = OpenOrders::default();
+        // Read again after a rewind: a line past the mark first, then the header before it.
+        assert!(open.note("a", &at("lines", 40), true, true, 0));
+        assert!(open.note("a", &at("orders", 10), false, false, 0));
+        // Every event before the mark: sent before.
+        assert!(!open.note("b", &at("lines", 30), true, false, 0));
+        assert!(!open.note("b", &at("orders", 11), false, false, 0));
+        // The completing event past the mark: unsent.
+        assert!(!open.note("c", &at("orders", 12), true, false, 0));
+        assert!(open.note("c", &at("lines", 50), false, true, 0));
         assert!(open.is_empty());
     }
 
     #[test]
     fn an_order_read_again_keeps_its_first_offset_and_expired_orders_hold_nothing() {
         let mut open = OpenOrders::default();
-        open.note("a", &at("orders", 10), true, 0);
-        open.note("a", &at("orders", 15), true, 5);
+        open.note("a", &at("orders", 10), true, true, 0);
+        open.note("a", &at("orders", 15), true, true, 5);
         assert_eq!(open.hold(&next("orders", 30)), next("orders", 10));
-        open.note("b", &at("orders", 20), true, 100);
+        open.note("b", &at("orders", 20), true, true, 100);
         assert_eq!(open.expire(50), 1);
         assert_eq!(open.hold(&next("orders", 30)), next("orders", 20));
         assert_eq!(open.len(), 1);

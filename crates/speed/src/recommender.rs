@@ -25,11 +25,11 @@ use brewline_core::order::CompletedOrder;
 use brewline_core::suggestion::{Lookups, Suggester};
 use brewline_ports::{
     Applied, Consumed, Consumer, Counted, Counters, LookupStore, OrderStore, PortError, Producer,
-    Record, Result,
+    Progress, Record, Result,
 };
 use serde::de::DeserializeOwned;
 
-use crate::dead_letter::{dead_letter, send_or_dead_letter};
+use crate::dead_letter::{dead_letter, refused_letter, send_or_dead_letter};
 use crate::lookup_guard;
 use crate::open_orders::OpenOrders;
 use crate::stats::{StageNanos, Stats};
@@ -290,44 +290,163 @@ impl Recommender {
     }
 
     /// Handles a decoded batch, in stages: apply its changes to the order store, tally what
-    /// completed, send its suggestions and dead letters, commit its offsets, record its figures.
+    /// completed, send its suggestions and dead letters and commit its offsets (as one where
+    /// the log has transactions), record its figures.
     async fn finish(&mut self, batch: Batch, e: &mut Engines<'_>) -> Result<usize> {
         tracing::debug!(records = batch.records, until = ?batch.offsets, "handling a batch");
         let t = Instant::now();
         let steps = self.apply(&batch, e).await?;
-        self.note_open(&batch, &steps);
         self.learn_sent_through(&batch, e).await?;
+        let unsent = self.note_open(&batch, &steps);
         StageNanos::add(&self.stats.stage_nanos.apply, t);
         let t = Instant::now();
-        let tally = self.tally(steps, &batch)?;
+        let tally = self.tally(steps, &batch, &unsent)?;
         StageNanos::add(&self.stats.stage_nanos.decide, t);
         let t = Instant::now();
-        let refused = self.send(&batch, &tally, e).await?;
+        let refused = if e.consumer.transactions().is_some() {
+            self.send_and_commit_as_one(&batch, &tally, e).await?
+        } else {
+            self.send_then_commit(&batch, &tally, e).await?
+        };
         StageNanos::add(&self.stats.stage_nanos.send, t);
         let t = Instant::now();
-        self.record_latencies(&tally.latencies);
-        // Counted before the commit, each record once: a crash between them counts nothing
-        // twice, and nothing is left uncounted.
-        self.count(&batch, &tally, refused, e).await?;
         self.sent(&batch.offsets);
-        // Committed only below the oldest open order: the log rebuilds what the store loses.
-        commit_with_retries(e.consumer, &self.open.hold(&batch.offsets)).await?;
+        self.record_latencies(&tally.latencies);
+        let deltas = [
+            (counter::REPLAYED, tally.replayed),
+            (counter::DEAD_LETTERS, refused),
+        ];
+        with_retries("updating counters", || e.counters.add(&deltas)).await?;
         self.record(&batch, &tally, refused);
         StageNanos::add(&self.stats.stage_nanos.commit, t);
         self.housekeeping(e).await?;
         Ok(batch.records)
     }
 
-    /// Notes which orders each change left open, and which it closed.
-    fn note_open(&mut self, batch: &Batch, steps: &[Step]) {
+    /// Without transactions: sends the output and waits for its acknowledgement, counts it,
+    /// then commits the offsets. A crash between the send and the count sends the same
+    /// suggestions again; never fewer. Returns how many records the log refused.
+    async fn send_then_commit(
+        &self,
+        batch: &Batch,
+        tally: &Tally,
+        e: &mut Engines<'_>,
+    ) -> Result<u64> {
+        let refused = self.send(batch, tally, e).await?;
+        // Counted before the commit, each record once: a crash between them counts nothing
+        // twice, and nothing is left uncounted.
+        self.count(batch, tally, e).await?;
+        // Committed only below the oldest open order: the log rebuilds what the store loses.
+        commit_with_retries(e.consumer, &self.open.hold(&batch.offsets)).await?;
+        Ok(refused)
+    }
+
+    /// With transactions: counts the batch (each record once, so a transaction redone is not
+    /// counted twice), then sends its output and commits its offsets, with how far the output
+    /// is sent, in one transaction. A record the log refuses is dead-lettered in a new
+    /// transaction; a transaction that fails in a way a retry may mend is made again. Returns
+    /// how many records the log refused.
+    async fn send_and_commit_as_one(
+        &self,
+        batch: &Batch,
+        tally: &Tally,
+        e: &mut Engines<'_>,
+    ) -> Result<u64> {
+        self.count(batch, tally, e).await?;
+        let Some(txn) = e.consumer.transactions() else {
+            return Err(PortError::fatal(
+                "recommender",
+                "the consumer has no transactions",
+            ));
+        };
+        let progress = self.progress(&batch.offsets);
+        let c = &self.config;
+        let mut dead = batch.dead.clone();
+        let mut suggestions = tally.suggestions.clone();
+        let mut refused = 0;
+        let mut backoff = Backoff::new("committing a transaction");
+        loop {
+            let output = [
+                (c.dead_letter_topic.as_str(), dead.as_slice()),
+                (c.suggestions_topic.as_str(), suggestions.as_slice()),
+            ];
+            let attempt = txn.commit(&output, &progress).await;
+            let err = match attempt {
+                Err(err) if !err.refused.is_empty() => err,
+                other => match backoff.retry(other).await {
+                    Some(done) => return done.map(|()| refused),
+                    None => continue,
+                },
+            };
+            // The refused records leave the transaction, and their letters join it.
+            let mut gone = std::collections::BTreeSet::new();
+            let mut letters = Vec::new();
+            for r in &err.refused {
+                let (topic, record) = if r.index < dead.len() {
+                    (c.dead_letter_topic.as_str(), &dead[r.index])
+                } else {
+                    match suggestions.get(r.index - dead.len()) {
+                        Some(s) => (c.suggestions_topic.as_str(), s),
+                        None => continue,
+                    }
+                };
+                tracing::warn!(topic, reason = %r.reason, bytes = record.size(), "the log refused a record; dead-lettered");
+                letters.push(refused_letter(topic, record, &r.reason, Vec::new()));
+                gone.insert(r.index);
+            }
+            refused += letters.len() as u64;
+            let n_dead = dead.len();
+            let keep = |i: usize| !gone.contains(&i);
+            dead = std::mem::take(&mut dead)
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep(*i))
+                .map(|(_, r)| r)
+                .chain(letters)
+                .collect();
+            suggestions = std::mem::take(&mut suggestions)
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep(n_dead + i))
+                .map(|(_, r)| r)
+                .collect();
+        }
+    }
+
+    /// What to commit with the batch's output: per partition, the offset held back below the
+    /// oldest open order, and how far the output is sent.
+    fn progress(&self, next: &[(String, i32, i64)]) -> Vec<Progress> {
+        self.open
+            .hold(next)
+            .into_iter()
+            .zip(next)
+            .map(|((topic, partition, held), (_, _, sent))| Progress {
+                topic,
+                partition,
+                next: held,
+                sent_through: *sent,
+            })
+            .collect()
+    }
+
+    /// Notes which orders each change left open, and which it closed. Returns, for each
+    /// change, whether its order has an event read past where output is sent (its output, if
+    /// it completes, is not known to be sent).
+    fn note_open(&mut self, batch: &Batch, steps: &[Step]) -> Vec<bool> {
         let now = brewline_ports::now_ms();
+        let mut unsent = Vec::with_capacity(steps.len());
         for (a, step) in batch.changes.iter().zip(steps) {
             let open = matches!(step, Step::Pending);
-            self.open.note(a.change.order_id(), &a.at, open, now);
+            let past_mark = !self.handled_before(&a.at);
+            unsent.push(
+                self.open
+                    .note(a.change.order_id(), &a.at, open, past_mark, now),
+            );
         }
         self.stats
             .open_orders
             .store(self.open.len() as u64, Ordering::Relaxed);
+        unsent
     }
 
     /// Reads where handling got to (the offsets counted) for the batch's partitions this
@@ -343,10 +462,21 @@ impl Recommender {
             return Ok(());
         }
         let group = &self.config.group;
-        let got = with_retries("reading where handling got to", || {
-            e.counters.counted_through(group, &unknown)
-        })
-        .await?;
+        // With transactions, how far output is sent is committed with it; else it is counted.
+        let got = match e.consumer.transactions() {
+            Some(txn) => {
+                with_retries("reading where handling got to", || {
+                    txn.sent_through(&unknown)
+                })
+                .await?
+            }
+            None => {
+                with_retries("reading where handling got to", || {
+                    e.counters.counted_through(group, &unknown)
+                })
+                .await?
+            }
+        };
         for ((t, p), next) in unknown.into_iter().zip(got) {
             self.sent_through.insert((Arc::from(t.as_str()), p), next);
         }
@@ -373,11 +503,17 @@ impl Recommender {
             .is_some_and(|(_, next)| at.offset < *next)
     }
 
-    /// After the store lost the state: back to the committed offsets, below which no order is
-    /// open, to read its events again (what was sent before is not sent again).
+    /// After the store lost the state, or a transaction was aborted: back to the committed
+    /// offsets, below which no order is open, to read its events again (what was sent before
+    /// is not sent again).
     async fn rebuild(&mut self, e: &mut Engines<'_>, why: &PortError) -> Result<()> {
-        tracing::warn!(error = %why, open = self.open.len(), "order state lost; reading the log again from the committed offsets to rebuild it");
-        Stats::add(&self.stats.state_rebuilds, 1);
+        if why.aborted {
+            tracing::warn!(error = %why, "transaction aborted; reading again from the committed offsets");
+            Stats::add(&self.stats.transactions_aborted, 1);
+        } else {
+            tracing::warn!(error = %why, open = self.open.len(), "order state lost; reading the log again from the committed offsets to rebuild it");
+            Stats::add(&self.stats.state_rebuilds, 1);
+        }
         self.open.clear();
         self.sent_through.clear();
         let mut backoff = Backoff::new("rewinding to the committed offsets");
@@ -420,7 +556,7 @@ impl Recommender {
     /// What the store's steps add up to: orders completed, of them eligible, suggestions made
     /// for the first time and sent again for a redelivered completing event, and the records
     /// to send.
-    fn tally(&self, steps: Vec<Step>, batch: &Batch) -> Result<Tally> {
+    fn tally(&self, steps: Vec<Step>, batch: &Batch, unsent: &[bool]) -> Result<Tally> {
         let mut tally = Tally::default();
         for (i, step) in steps.into_iter().enumerate() {
             let (order, first, suggestion) = match step {
@@ -429,7 +565,7 @@ impl Recommender {
                 Step::Pending | Step::AlreadyComplete | Step::Cancelled => continue,
             };
             let at = &batch.changes[i].at;
-            if self.handled_before(at) {
+            if !unsent[i] {
                 // Read again to rebuild state: its suggestion was sent and counted.
                 tally.repeats += 1;
                 continue;
@@ -495,16 +631,9 @@ impl Recommender {
         }
     }
 
-    /// The batch's durable counters: those of its records, each counted once (completions,
-    /// eligible orders, suggestions, dead letters), then the deliveries (suggestions sent
-    /// again, suggestions the log refused).
-    async fn count(
-        &self,
-        batch: &Batch,
-        tally: &Tally,
-        refused: u64,
-        e: &mut Engines<'_>,
-    ) -> Result<()> {
+    /// The batch's durable counters of its records, each counted once: completions, eligible
+    /// orders, suggestions, dead letters.
+    async fn count(&self, batch: &Batch, tally: &Tally, e: &mut Engines<'_>) -> Result<()> {
         let mut counted = tally.counted.clone();
         counted.extend(batch.dead_at.iter().map(|at| Counted {
             at: at.clone(),
@@ -515,12 +644,7 @@ impl Recommender {
             e.counters
                 .add_counted(&self.config.group, &counted, &batch.offsets)
         })
-        .await?;
-        let deltas = [
-            (counter::REPLAYED, tally.replayed),
-            (counter::DEAD_LETTERS, refused),
-        ];
-        with_retries("updating counters", || e.counters.add(&deltas)).await
+        .await
     }
 
     /// The batch's figures in this process: events in and out per topic, and running totals.
@@ -640,7 +764,7 @@ impl Recommender {
             StageNanos::add(&self.stats.stage_nanos.poll, t);
             match self.finish(batch, e).await {
                 Ok(_) => {}
-                Err(lost) if lost.state_lost => {
+                Err(lost) if lost.state_lost || lost.aborted => {
                     // What was read ahead is read again after the rewind.
                     ahead = None;
                     self.rebuild(e, &lost).await?;

@@ -43,6 +43,9 @@ pub struct Stats {
     pub open_orders: AtomicU64,
     /// Times a recommender found its order state lost and rebuilt it from the log.
     pub state_rebuilds: AtomicU64,
+    /// Transactions a recommender aborted (its partitions moved, the cluster failed it) and
+    /// made again from the committed offsets.
+    pub transactions_aborted: AtomicU64,
     /// Why the process is degraded (it decides with lookups the store no longer has, or
     /// waits for lookups), if it is.
     degraded: Mutex<Option<String>>,
@@ -145,6 +148,7 @@ impl Default for Stats {
             lookups_version: AtomicU64::new(0),
             open_orders: AtomicU64::new(0),
             state_rebuilds: AtomicU64::new(0),
+            transactions_aborted: AtomicU64::new(0),
             degraded: Mutex::new(None),
             events_in: ByTopic::default(),
             events_out: ByTopic::default(),

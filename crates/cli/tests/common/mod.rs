@@ -365,8 +365,9 @@ pub async fn suggestions_for(
     }
 }
 
-/// Every order of `eligible` has exactly one suggestion content in `found` (a copy sent again is
-/// identical), and no other order has any; `context` is shown when not.
+/// Every order of `eligible` has exactly one suggestion in `found`, and no other order has any:
+/// the recommenders write in Kafka transactions, so not even an identical copy is left by a
+/// kill; `context` is shown when not.
 pub fn assert_one_suggestion_each(
     found: &BTreeMap<String, Vec<Value>>,
     eligible: &BTreeSet<String>,
@@ -387,6 +388,18 @@ pub fn assert_one_suggestion_each(
             "order {order} was suggested different things: {copies:?}"
         );
     }
+    let repeated: Vec<(&String, usize)> = found
+        .iter()
+        .filter(|(_, copies)| copies.len() > 1)
+        .map(|(order, copies)| (order, copies.len()))
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "{} orders' suggestions committed more than once (e.g. {:?})\n{}",
+        repeated.len(),
+        &repeated[..repeated.len().min(5)],
+        context()
+    );
 }
 
 /// A child process, killed when dropped.

@@ -1,0 +1,286 @@
+//! Kafka transactions: a group member's output and its offsets committed as one (KIP-98), the
+//! offsets fenced by the group's generation (KIP-447), so that a member that lost its
+//! partitions cannot commit over the one that took them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use brewline_ports::{PortError, Progress, Record, Result, Transactions};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::consumer::Context;
+use crate::producer::send_batched;
+use crate::{client_config, port_error, KafkaConfig, ENGINE};
+
+/// How long a transaction may stay open before the cluster aborts it: the longest a member
+/// killed in the middle of one holds back readers of what is committed.
+pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
+
+/// How long one transactional call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a transaction whose sending failed in a way a retry may mend is made again
+/// before the error is returned.
+const SEND_TRIES: u32 = 5;
+
+/// What a committed offset's metadata says: the next offset whose output is sent.
+const SENT_THROUGH: &str = "brewline.sent_through=";
+
+/// A member's transactional producer, beside its consumer.
+pub struct KafkaTransactions {
+    producer: FutureProducer,
+    consumer: Arc<StreamConsumer<Context>>,
+}
+
+/// What to do after a transactional call failed.
+enum Failed {
+    /// Call it again.
+    Retry(PortError),
+    /// Abort the transaction: nothing of it becomes visible.
+    Abort(PortError),
+    /// The producer cannot go on (fenced by a newer one with its id, or broken).
+    Fatal(PortError),
+}
+
+fn failed(context: &str, e: KafkaError) -> Failed {
+    let (retriable, abort, fatal) = match &e {
+        KafkaError::Transaction(t) => (t.is_retriable(), t.txn_requires_abort(), t.is_fatal()),
+        _ => (false, true, false),
+    };
+    let e = port_error(context, e);
+    if fatal {
+        Failed::Fatal(PortError::fatal(ENGINE, e.message))
+    } else if retriable {
+        Failed::Retry(e)
+    } else if abort {
+        Failed::Abort(e)
+    } else {
+        Failed::Fatal(PortError::fatal(ENGINE, e.message))
+    }
+}
+
+impl KafkaTransactions {
+    /// A transactional producer with `transactional_id` for the member `consumer`, its
+    /// transactions initialised (which aborts any a predecessor with this id left open).
+    pub(crate) async fn new(
+        config: &KafkaConfig,
+        consumer: Arc<StreamConsumer<Context>>,
+        transactional_id: &str,
+    ) -> Result<KafkaTransactions> {
+        let mut properties = config.producer_properties();
+        properties.insert("transactional.id".into(), transactional_id.into());
+        properties
+            .entry("transaction.timeout.ms".into())
+            .or_insert_with(|| TRANSACTION_TIMEOUT_MS.into());
+        let producer: FutureProducer = client_config(&properties)
+            .create()
+            .map_err(|e| port_error("creating the transactional producer", e))?;
+        let p = producer.clone();
+        blocking(move || p.init_transactions(CALL_TIMEOUT))
+            .await?
+            .map_err(|e| {
+                port_error(
+                    &format!("initialising transactions as {transactional_id} (the cluster must allow them: Kafka 2.5 or later, and the principal needs WRITE and DESCRIBE on this transactional id)"),
+                    e,
+                )
+            })?;
+        Ok(KafkaTransactions { producer, consumer })
+    }
+
+    /// Sends the output in the open transaction, the records numbered in `alone` each in a
+    /// request of its own; refused records fail it.
+    async fn send(&self, output: &[(&str, &[Record])], alone: &BTreeSet<usize>) -> Result<()> {
+        let mut refused = Vec::new();
+        let mut first = 0;
+        for (topic, records) in output {
+            refused.extend(send_batched(&self.producer, topic, records, first, alone).await?);
+            first += records.len();
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let topics: Vec<&str> = output.iter().map(|(t, _)| *t).collect();
+        Err(PortError::refused(ENGINE, &topics.join(", "), refused))
+    }
+
+    /// Adds the progress to the open transaction and commits it, calling again what may be
+    /// called again.
+    async fn commit_progress(&self, progress: &[Progress]) -> std::result::Result<(), Failed> {
+        let mut offsets = TopicPartitionList::new();
+        for p in progress {
+            let mut e = offsets.add_partition(&p.topic, p.partition);
+            e.set_offset(Offset::Offset(p.next))
+                .map_err(|e| failed("committing offsets", e))?;
+            e.set_metadata(format!("{SENT_THROUGH}{}", p.sent_through));
+        }
+        let group = self.consumer.group_metadata().ok_or_else(|| {
+            Failed::Fatal(PortError::fatal(
+                ENGINE,
+                "a transaction commits offsets for a consumer group, and this consumer has none",
+            ))
+        })?;
+        let group = Arc::new(group);
+        let offsets = Arc::new(offsets);
+        loop {
+            let (p, o, g) = (self.producer.clone(), offsets.clone(), group.clone());
+            let sent = blocking(move || p.send_offsets_to_transaction(&o, &g, CALL_TIMEOUT))
+                .await
+                .map_err(Failed::Fatal)?;
+            match sent.map_err(|e| failed("adding the offsets to the transaction", e)) {
+                Ok(()) => break,
+                Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
+                Err(other) => return Err(other),
+            }
+        }
+        loop {
+            let p = self.producer.clone();
+            let committed = blocking(move || p.commit_transaction(CALL_TIMEOUT))
+                .await
+                .map_err(Failed::Fatal)?;
+            match committed.map_err(|e| failed("committing the transaction", e)) {
+                Ok(()) => return Ok(()),
+                Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Aborts the open transaction; `why` is the error returned.
+    async fn abort(&self, why: PortError) -> PortError {
+        loop {
+            let p = self.producer.clone();
+            let aborted = match blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
+                Ok(aborted) => aborted,
+                Err(e) => return e,
+            };
+            match aborted.map_err(|e| failed("aborting the transaction", e)) {
+                Ok(()) => {
+                    tracing::warn!(error = %why, "transaction aborted; nothing of it is visible");
+                    return why;
+                }
+                Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
+                Err(Failed::Abort(e) | Failed::Fatal(e)) => {
+                    return PortError::fatal(ENGINE, format!("{why}; then {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// Runs a blocking librdkafka call off the async threads.
+async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| PortError::fatal(ENGINE, format!("a transactional call failed: {e}")))
+}
+
+#[async_trait]
+impl Transactions for KafkaTransactions {
+    async fn commit(&self, output: &[(&str, &[Record])], progress: &[Progress]) -> Result<()> {
+        // The broker refuses a whole batch when one of its records is too large: those of a
+        // refused batch are sent again each alone, in a new transaction, so that only the
+        // guilty ones are reported.
+        let mut alone = BTreeSet::new();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            self.producer
+                .begin_transaction()
+                .map_err(|e| port_error("beginning a transaction", e))?;
+            match self.send(output, &alone).await {
+                Ok(()) => break,
+                Err(e)
+                    if e.refused.iter().any(|r| !alone.contains(&r.index))
+                        && e.refused.len() > 1 =>
+                {
+                    alone.extend(e.refused.iter().map(|r| r.index));
+                    let e = self.abort(e).await;
+                    if !e.refused.is_empty() {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                // A record purged while the producer starts a new epoch after an aborted
+                // transaction: the transaction is made again.
+                Err(e) if e.retryable && tries < SEND_TRIES => {
+                    tracing::warn!(error = %e, "sending in a transaction failed; making it again");
+                    let e = self.abort(e).await;
+                    if !e.retryable {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(self.abort(e).await),
+            }
+        }
+        match self.commit_progress(progress).await {
+            Ok(()) => Ok(()),
+            Err(Failed::Abort(e) | Failed::Retry(e)) => {
+                let e = PortError::aborted(ENGINE, e.message);
+                Err(self.abort(e).await)
+            }
+            Err(Failed::Fatal(e)) => Err(e),
+        }
+    }
+
+    async fn sent_through(&self, partitions: &[(String, i32)]) -> Result<Vec<i64>> {
+        let mut asked = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            asked.add_partition(topic, *partition);
+        }
+        let consumer = self.consumer.clone();
+        let committed = blocking(move || consumer.committed_offsets(asked, CALL_TIMEOUT))
+            .await?
+            .map_err(|e| port_error("reading the committed offsets", e))?;
+        Ok(partitions
+            .iter()
+            .map(|(topic, partition)| {
+                committed
+                    .find_partition(topic, *partition)
+                    .map_or(0, |e| sent_through(e.metadata(), e.offset()))
+            })
+            .collect())
+    }
+}
+
+/// The next offset whose output is sent, from a committed offset and its metadata: the one the
+/// metadata gives, else the offset itself (everything before it was sent), else 0.
+fn sent_through(metadata: &str, offset: Offset) -> i64 {
+    let committed = match offset {
+        Offset::Offset(o) => o,
+        _ => 0,
+    };
+    metadata
+        .strip_prefix(SENT_THROUGH)
+        .and_then(|n| n.parse::<i64>().ok())
+        .map_or(committed, |sent| sent.max(committed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sent_mark_is_read_back_and_never_below_the_committed_offset() {
+        assert_eq!(
+            sent_through("brewline.sent_through=42", Offset::Offset(7)),
+            42
+        );
+        assert_eq!(
+            sent_through("brewline.sent_through=3", Offset::Offset(7)),
+            7
+        );
+        assert_eq!(
+            sent_through("", Offset::Offset(7)),
+            7,
+            "committed without a mark"
+        );
+        assert_eq!(sent_through("other", Offset::Offset(7)), 7);
+        assert_eq!(sent_through("brewline.sent_through=x", Offset::Invalid), 0);
+        assert_eq!(sent_through("", Offset::Invalid), 0, "nothing committed");
+    }
+}
