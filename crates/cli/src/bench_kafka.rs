@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use brewline_core::suggestion::Lookups;
 use brewline_core::ReferenceData;
-use brewline_kafka::{KafkaConsumer, KafkaLog, KafkaProducer};
+use brewline_kafka::{KafkaConsumer, KafkaLog, KafkaProducer, TransactionsMode};
 use brewline_ports::{Consumer, EventLog, LookupStore, Subscription};
 use brewline_redis::RedisLookups;
 use brewline_speed::stats::Stats;
@@ -92,6 +92,64 @@ pub async fn publish_lookups(config: &Config, reference: &ReferenceData) -> anyh
         ))
         .await?;
     Ok(())
+}
+
+/// Runs `brewline recommend` as its own process with `config` (its group suffixed with
+/// `name`) until it has read `total` records: its run and its peak RSS.
+async fn recommend(
+    config: &Config,
+    work: &tempfile::TempDir,
+    args: &BenchArgs,
+    topics: &[&str],
+    total: u64,
+    lines: u64,
+    name: &str,
+) -> anyhow::Result<(Run, Option<f64>)> {
+    let mut config = config.clone();
+    config.recommender.group = format!("{}-{name}", config.recommender.group);
+    let config_file = work.path().join(format!("bench-{name}.toml"));
+    std::fs::write(&config_file, toml::to_string(&config)?)?;
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.to_string()
+    };
+    let exe = std::env::current_exe()?;
+    let child = Command::new(&exe)
+        .arg("--config")
+        .arg(&config_file)
+        .args(["recommend", "--metrics-addr", &metrics_addr])
+        .args(["--workers", &args.workers.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting `brewline recommend`")?;
+    // Killed if this run fails before stopping it.
+    let mut child = KillOnDrop(child);
+    let (mut first, mut seen) = (None, 0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(body) = get(&metrics_addr, "/metrics").await {
+            seen = events_in(&body, topics);
+            if seen > 0 {
+                first.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+    let run = Run {
+        records: seen,
+        lines: lines.min(seen),
+        seconds: first.map_or(0.0, |f| f.elapsed().as_secs_f64()),
+    };
+    let rss = peak_rss_mib(child.0.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    let _ = child.0.wait();
+    anyhow::ensure!(
+        seen >= total,
+        "the recommender ({name}) read {seen} of {total} records in 600 s"
+    );
+    Ok((run, rss))
 }
 
 pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow::Result<ExitCode> {
@@ -173,49 +231,12 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
     };
     drop(raw_consumer);
 
-    // (a) brewline recommend, as its own process.
-    let config_file = work.path().join("bench.toml");
-    std::fs::write(&config_file, toml::to_string(&config)?)?;
-    let metrics_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.to_string()
-    };
-    let exe = std::env::current_exe()?;
-    let child = Command::new(&exe)
-        .arg("--config")
-        .arg(&config_file)
-        .args(["recommend", "--metrics-addr", &metrics_addr])
-        .args(["--workers", &args.workers.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting `brewline recommend`")?;
-    // Killed if this run fails before stopping it.
-    let mut child = KillOnDrop(child);
-    let (mut first, mut seen) = (None, 0);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while seen < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if let Ok(body) = get(&metrics_addr, "/metrics").await {
-            seen = events_in(&body, &topics);
-            if seen > 0 {
-                first.get_or_insert_with(Instant::now);
-            }
-        }
-    }
-    let recommender = Run {
-        records: seen,
-        lines: lines.min(seen),
-        seconds: first.map_or(0.0, |f| f.elapsed().as_secs_f64()),
-    };
-    let rss = peak_rss_mib(child.0.id());
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    let _ = child.0.wait();
-    anyhow::ensure!(
-        seen >= total,
-        "the recommender read {seen} of {total} records in 600 s"
-    );
+    // (a) brewline recommend, as its own process: in Kafka transactions (the default), then
+    // without, each as a group of its own reading everything.
+    let (recommender, rss) = recommend(&config, &work, &args, &topics, total, lines, "txn").await?;
+    let mut plain = config.clone();
+    plain.kafka.transactions = TransactionsMode::Off;
+    let (without, _) = recommend(&plain, &work, &args, &topics, total, lines, "plain").await?;
 
     // (b) The baseline.
     let baseline = match &args.baseline {
@@ -278,12 +299,17 @@ pub async fn run(mut config: Config, args: BenchArgs, brokers: String) -> anyhow
     row("(c) raw rdkafka consume", &raw);
     let name = format!("(a) brewline recommend, {} worker(s)", args.workers);
     row(&name, &recommender);
+    row("(a') the same without transactions", &without);
     if let Some(b) = &baseline {
         row("(b) baseline (original, Python)", b);
     }
     println!(
         "  (a)/(c) = {:.1} %",
         100.0 * recommender.lines_per_second() / raw.lines_per_second().max(1e-9)
+    );
+    println!(
+        "  (a)/(a') = {:.1} % (the cost of Kafka transactions)",
+        100.0 * recommender.lines_per_second() / without.lines_per_second().max(1e-9)
     );
     if let Some(b) = &baseline {
         println!(

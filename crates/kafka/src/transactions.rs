@@ -33,8 +33,10 @@ const SENT_THROUGH: &str = "brewline.sent_through=";
 
 /// A member's transactional producer, beside its consumer.
 pub struct KafkaTransactions {
-    producer: FutureProducer,
+    /// Made anew when it breaks (fenced after a coordinator moved, or failed for good).
+    producer: std::sync::Mutex<FutureProducer>,
     consumer: Arc<StreamConsumer<Context>>,
+    properties: std::collections::BTreeMap<String, String>,
 }
 
 /// What to do after a transactional call failed.
@@ -77,28 +79,45 @@ impl KafkaTransactions {
         properties
             .entry("transaction.timeout.ms".into())
             .or_insert_with(|| TRANSACTION_TIMEOUT_MS.into());
-        let producer: FutureProducer = client_config(&properties)
-            .create()
-            .map_err(|e| port_error("creating the transactional producer", e))?;
-        let p = producer.clone();
-        blocking(move || p.init_transactions(CALL_TIMEOUT))
-            .await?
-            .map_err(|e| {
-                port_error(
-                    &format!("initialising transactions as {transactional_id} (the cluster must allow them: Kafka 2.5 or later, and the principal needs WRITE and DESCRIBE on this transactional id)"),
-                    e,
-                )
-            })?;
-        Ok(KafkaTransactions { producer, consumer })
+        let producer = initialised(&properties).await?;
+        Ok(KafkaTransactions {
+            producer: std::sync::Mutex::new(producer),
+            consumer,
+            properties,
+        })
+    }
+
+    /// The producer in use.
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces a producer that cannot go on by a new one with the same id, which aborts what
+    /// the old one left open.
+    async fn renew(&self) -> Result<()> {
+        let producer = initialised(&self.properties).await?;
+        *self
+            .producer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = producer;
+        Ok(())
     }
 
     /// Sends the output in the open transaction, the records numbered in `alone` each in a
     /// request of its own; refused records fail it.
-    async fn send(&self, output: &[(&str, &[Record])], alone: &BTreeSet<usize>) -> Result<()> {
+    async fn send(
+        &self,
+        producer: &FutureProducer,
+        output: &[(&str, &[Record])],
+        alone: &BTreeSet<usize>,
+    ) -> Result<()> {
         let mut refused = Vec::new();
         let mut first = 0;
         for (topic, records) in output {
-            refused.extend(send_batched(&self.producer, topic, records, first, alone).await?);
+            refused.extend(send_batched(producer, topic, records, first, alone).await?);
             first += records.len();
         }
         if refused.is_empty() {
@@ -110,7 +129,11 @@ impl KafkaTransactions {
 
     /// Adds the progress to the open transaction and commits it, calling again what may be
     /// called again.
-    async fn commit_progress(&self, progress: &[Progress]) -> std::result::Result<(), Failed> {
+    async fn commit_progress(
+        &self,
+        producer: &FutureProducer,
+        progress: &[Progress],
+    ) -> std::result::Result<(), Failed> {
         let mut offsets = TopicPartitionList::new();
         for p in progress {
             let mut e = offsets.add_partition(&p.topic, p.partition);
@@ -127,7 +150,7 @@ impl KafkaTransactions {
         let group = Arc::new(group);
         let offsets = Arc::new(offsets);
         loop {
-            let (p, o, g) = (self.producer.clone(), offsets.clone(), group.clone());
+            let (p, o, g) = (producer.clone(), offsets.clone(), group.clone());
             let sent = blocking(move || p.send_offsets_to_transaction(&o, &g, CALL_TIMEOUT))
                 .await
                 .map_err(Failed::Fatal)?;
@@ -138,7 +161,7 @@ impl KafkaTransactions {
             }
         }
         loop {
-            let p = self.producer.clone();
+            let p = producer.clone();
             let committed = blocking(move || p.commit_transaction(CALL_TIMEOUT))
                 .await
                 .map_err(Failed::Fatal)?;
@@ -151,9 +174,9 @@ impl KafkaTransactions {
     }
 
     /// Aborts the open transaction; `why` is the error returned.
-    async fn abort(&self, why: PortError) -> PortError {
+    async fn abort(&self, producer: &FutureProducer, why: PortError) -> PortError {
         loop {
-            let p = self.producer.clone();
+            let p = producer.clone();
             let aborted = match blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
                 Ok(aborted) => aborted,
                 Err(e) => return e,
@@ -172,6 +195,29 @@ impl KafkaTransactions {
     }
 }
 
+/// A transactional producer with `properties`, its transactions initialised.
+async fn initialised(
+    properties: &std::collections::BTreeMap<String, String>,
+) -> Result<FutureProducer> {
+    let producer: FutureProducer = client_config(properties)
+        .create()
+        .map_err(|e| port_error("creating the transactional producer", e))?;
+    let p = producer.clone();
+    let id = properties
+        .get("transactional.id")
+        .cloned()
+        .unwrap_or_default();
+    blocking(move || p.init_transactions(CALL_TIMEOUT))
+        .await?
+        .map_err(|e| {
+            port_error(
+                &format!("initialising transactions as {id} (the cluster must allow them: Kafka 2.5 or later, and the principal needs WRITE and DESCRIBE on this transactional id)"),
+                e,
+            )
+        })?;
+    Ok(producer)
+}
+
 /// Runs a blocking librdkafka call off the async threads.
 async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(call)
@@ -179,9 +225,14 @@ async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) 
         .map_err(|e| PortError::fatal(ENGINE, format!("a transactional call failed: {e}")))
 }
 
-#[async_trait]
-impl Transactions for KafkaTransactions {
-    async fn commit(&self, output: &[(&str, &[Record])], progress: &[Progress]) -> Result<()> {
+impl KafkaTransactions {
+    /// One batch's output and progress, with `producer`.
+    async fn attempt(
+        &self,
+        producer: &FutureProducer,
+        output: &[(&str, &[Record])],
+        progress: &[Progress],
+    ) -> Result<()> {
         // The broker refuses a whole batch when one of its records is too large: those of a
         // refused batch are sent again each alone, in a new transaction, so that only the
         // guilty ones are reported.
@@ -189,17 +240,17 @@ impl Transactions for KafkaTransactions {
         let mut tries = 0;
         loop {
             tries += 1;
-            self.producer
+            producer
                 .begin_transaction()
                 .map_err(|e| port_error("beginning a transaction", e))?;
-            match self.send(output, &alone).await {
+            match self.send(producer, output, &alone).await {
                 Ok(()) => break,
                 Err(e)
                     if e.refused.iter().any(|r| !alone.contains(&r.index))
                         && e.refused.len() > 1 =>
                 {
                     alone.extend(e.refused.iter().map(|r| r.index));
-                    let e = self.abort(e).await;
+                    let e = self.abort(producer, e).await;
                     if !e.refused.is_empty() {
                         continue;
                     }
@@ -209,22 +260,42 @@ impl Transactions for KafkaTransactions {
                 // transaction: the transaction is made again.
                 Err(e) if e.retryable && tries < SEND_TRIES => {
                     tracing::warn!(error = %e, "sending in a transaction failed; making it again");
-                    let e = self.abort(e).await;
+                    let e = self.abort(producer, e).await;
                     if !e.retryable {
                         return Err(e);
                     }
                 }
-                Err(e) => return Err(self.abort(e).await),
+                Err(e) => return Err(self.abort(producer, e).await),
             }
         }
-        match self.commit_progress(progress).await {
+        match self.commit_progress(producer, progress).await {
             Ok(()) => Ok(()),
             Err(Failed::Abort(e) | Failed::Retry(e)) => {
                 let e = PortError::aborted(ENGINE, e.message);
-                Err(self.abort(e).await)
+                Err(self.abort(producer, e).await)
             }
             Err(Failed::Fatal(e)) => Err(e),
         }
+    }
+}
+
+#[async_trait]
+impl Transactions for KafkaTransactions {
+    async fn commit(&self, output: &[(&str, &[Record])], progress: &[Progress]) -> Result<()> {
+        let producer = self.producer();
+        let result = self.attempt(&producer, output, progress).await;
+        let Some((_, broken)) = producer.client().fatal_error() else {
+            return result;
+        };
+        // Fenced (its epoch bumped while a coordinator moved) or broken for good: nothing of
+        // its open transaction becomes visible; a new producer goes on from the committed
+        // offsets.
+        tracing::warn!(error = %broken, "the transactional producer cannot go on; making a new one");
+        self.renew().await?;
+        Err(PortError::aborted(
+            ENGINE,
+            format!("the transactional producer was made anew after: {broken}"),
+        ))
     }
 
     async fn sent_through(&self, partitions: &[(String, i32)]) -> Result<Vec<i64>> {
