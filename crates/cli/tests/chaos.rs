@@ -105,6 +105,38 @@ async fn restart_mariadb() {
     }
 }
 
+/// The tests of this file restart the shared MariaDB: one at a time.
+static MARIADB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// After a MariaDB restart the binlog goes on in a new file, into which the server moves a
+/// reader with a rotate it makes up (the old file ends with none): the capture follows it, so
+/// that a capture killed afterwards resumes in the new file, not at the new file's offsets in
+/// the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Kafka cluster, Redis and MariaDB: run scripts/test"]
+async fn capture_follows_the_binlog_into_the_file_a_restart_opens() {
+    let _alone = MARIADB.lock().await;
+    let d = Deployment::with_cdc("rotate", (0, 1));
+    d.set_up();
+    let orders = |seed: &str| {
+        d.run(&[
+            "simulate", "--orders", "40", "--rate", "1000", "--seed", seed,
+        ]);
+    };
+    let mut cdc = d.start("cdc", &["cdc"]);
+    orders("1");
+    restart_mariadb().await;
+    orders("2");
+    // Captured past the restart, into the new file; then killed and started again from there.
+    every_row_captured(&d).await;
+    cdc.kill();
+    orders("3");
+    cdc = d.start("cdc", &["cdc"]);
+    let captured = every_row_captured(&d).await;
+    assert_eq!(captured, 120, "{}", tail_of(&d.log("cdc")));
+    assert!(terminate(&mut cdc).success(), "{}", d.log("cdc"));
+}
+
 /// Starts `process` again if it ended.
 fn alive(d: &Deployment, process: &mut Process, name: &str, args: &[&str]) -> bool {
     if process.0.try_wait().unwrap().is_some() {
@@ -117,6 +149,7 @@ fn alive(d: &Deployment, process: &mut Process, name: &str, args: &[&str]) -> bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Kafka cluster, Redis and MariaDB: run scripts/test"]
 async fn chaos_loses_nothing() {
+    let _alone = MARIADB.lock().await;
     let seconds = setting("TEST_BREWLINE_CHAOS_SECONDS", 60);
     let seed = setting("TEST_BREWLINE_CHAOS_SEED", 15);
     let mut random = Seeded(seed.max(1));

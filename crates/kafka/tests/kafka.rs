@@ -25,6 +25,19 @@ pub fn config() -> KafkaConfig {
     }
 }
 
+/// `n` incompressible bytes: a topic's size limit applies to the compressed batch.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 7;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
 /// A topic name no other test run used.
 fn unique(name: &str) -> String {
     format!("{name}-{}", brewline_ports::now_us())
@@ -170,17 +183,7 @@ async fn output_and_offsets_are_committed_as_one() {
 
     // Refused: nothing of the transaction is visible, nothing is committed.
     let fine = Record::keyed("fine", Some(b"ok".to_vec()));
-    // Incompressible: the topic's limit applies to the compressed batch.
-    let mut x: u64 = 7;
-    let noise: Vec<u8> = (0..20_000)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 56) as u8
-        })
-        .collect();
-    let huge = Record::keyed("huge", Some(noise));
+    let huge = Record::keyed("huge", Some(noise(20_000)));
     let progress = [Progress {
         topic: input.clone(),
         partition: 0,
@@ -240,4 +243,48 @@ async fn output_and_offsets_are_committed_as_one() {
         }
     };
     assert_eq!(first.offset, 4);
+}
+
+/// The broker refuses a whole batch when one record is too large for the topic: the records
+/// of the batch are sent again each alone, and only the guilty one is refused.
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
+async fn a_record_too_large_for_the_topic_is_refused_alone() {
+    use brewline_ports::{Consumer, EventLog, Record, Subscription};
+    let log = KafkaLog::new(config());
+    let topic = unique("small");
+    log.create_topic_with(&topic, 1, &[("max.message.bytes", "10000".to_string())])
+        .await
+        .unwrap();
+    let records = vec![
+        Record::keyed("a", Some(b"1".to_vec())),
+        Record::keyed("b", Some(noise(20_000))),
+        Record::keyed("c", Some(b"2".to_vec())),
+    ];
+    let err = log
+        .producer()
+        .unwrap()
+        .send(&topic, records)
+        .await
+        .unwrap_err();
+    assert_eq!(err.refused.len(), 1, "{err}");
+    assert_eq!(err.refused[0].index, 1, "{err}");
+    let mut reader = log
+        .consumer(Subscription {
+            topics: vec![topic.clone()],
+            group: None,
+            from: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while keys.len() < 2 && std::time::Instant::now() < deadline {
+        let got = reader
+            .poll(10, std::time::Duration::from_millis(500))
+            .await
+            .unwrap();
+        keys.extend(got.into_iter().filter_map(|r| r.record.key));
+    }
+    assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
 }

@@ -45,38 +45,31 @@ pub struct Refused {
 }
 
 impl PortError {
-    pub fn fatal(engine: &'static str, message: impl std::fmt::Display) -> PortError {
+    fn new(engine: &'static str, message: impl std::fmt::Display, retryable: bool) -> PortError {
         PortError {
             engine,
             message: message.to_string(),
-            retryable: false,
+            retryable,
             refused: Vec::new(),
             state_lost: false,
             aborted: false,
         }
     }
 
+    pub fn fatal(engine: &'static str, message: impl std::fmt::Display) -> PortError {
+        PortError::new(engine, message, false)
+    }
+
     pub fn retryable(engine: &'static str, message: impl std::fmt::Display) -> PortError {
-        PortError {
-            engine,
-            message: message.to_string(),
-            retryable: true,
-            refused: Vec::new(),
-            state_lost: false,
-            aborted: false,
-        }
+        PortError::new(engine, message, true)
     }
 
     /// The order store no longer holds the state this worker wrote: nothing of the batch was
     /// applied, and the state is to be rebuilt from the log.
     pub fn state_lost(engine: &'static str, message: impl std::fmt::Display) -> PortError {
         PortError {
-            engine,
-            message: message.to_string(),
-            retryable: false,
-            refused: Vec::new(),
             state_lost: true,
-            aborted: false,
+            ..PortError::fatal(engine, message)
         }
     }
 
@@ -84,28 +77,21 @@ impl PortError {
     /// again from the committed offsets.
     pub fn aborted(engine: &'static str, message: impl std::fmt::Display) -> PortError {
         PortError {
-            engine,
-            message: message.to_string(),
-            retryable: false,
-            refused: Vec::new(),
-            state_lost: false,
             aborted: true,
+            ..PortError::fatal(engine, message)
         }
     }
 
     /// A send whose other records were all acknowledged, but not these.
     pub fn refused(engine: &'static str, topic: &str, refused: Vec<Refused>) -> PortError {
         let first = refused.first().map_or("", |r| r.reason.as_str());
+        let message = format!(
+            "{topic} refused {} record(s) for what they are (the first: {first})",
+            refused.len()
+        );
         PortError {
-            engine,
-            message: format!(
-                "{topic} refused {} record(s) for what they are (the first: {first})",
-                refused.len()
-            ),
-            retryable: false,
             refused,
-            state_lost: false,
-            aborted: false,
+            ..PortError::fatal(engine, message)
         }
     }
 }

@@ -143,6 +143,35 @@ struct Tally {
     latencies: Vec<i64>,
 }
 
+/// The records of `output` (per topic) but those `refused` (numbered through all topics), and
+/// the dead letters of the refused ones.
+fn without_refused<const N: usize>(
+    output: [(&str, Vec<Record>); N],
+    refused: &[brewline_ports::Refused],
+) -> ([Vec<Record>; N], Vec<Record>) {
+    let mut letters = Vec::new();
+    let mut first = 0;
+    let kept = output.map(|(topic, records)| {
+        let n = records.len();
+        let kept = records
+            .into_iter()
+            .enumerate()
+            .filter(|(i, record)| match refused.iter().find(|r| r.index == first + i) {
+                None => true,
+                Some(r) => {
+                    tracing::warn!(topic, reason = %r.reason, bytes = record.size(), "the log refused a record; dead-lettered");
+                    letters.push(refused_letter(topic, record, &r.reason, Vec::new()));
+                    false
+                }
+            })
+            .map(|(_, record)| record)
+            .collect();
+        first += n;
+        kept
+    });
+    (kept, letters)
+}
+
 /// A record that is a change of an order, with its source commit time (µs), or nothing to do.
 type OrderEvent = Option<(Changes, i64)>;
 
@@ -379,37 +408,15 @@ impl Recommender {
                 },
             };
             // The refused records leave the transaction, and their letters join it.
-            let mut gone = std::collections::BTreeSet::new();
-            let mut letters = Vec::new();
-            for r in &err.refused {
-                let (topic, record) = if r.index < dead.len() {
-                    (c.dead_letter_topic.as_str(), &dead[r.index])
-                } else {
-                    match suggestions.get(r.index - dead.len()) {
-                        Some(s) => (c.suggestions_topic.as_str(), s),
-                        None => continue,
-                    }
-                };
-                tracing::warn!(topic, reason = %r.reason, bytes = record.size(), "the log refused a record; dead-lettered");
-                letters.push(refused_letter(topic, record, &r.reason, Vec::new()));
-                gone.insert(r.index);
-            }
+            let output = [
+                (c.dead_letter_topic.as_str(), dead),
+                (c.suggestions_topic.as_str(), suggestions),
+            ];
+            let (kept, letters) = without_refused(output, &err.refused);
             refused += letters.len() as u64;
-            let n_dead = dead.len();
-            let keep = |i: usize| !gone.contains(&i);
-            dead = std::mem::take(&mut dead)
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| keep(*i))
-                .map(|(_, r)| r)
-                .chain(letters)
-                .collect();
-            suggestions = std::mem::take(&mut suggestions)
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| keep(n_dead + i))
-                .map(|(_, r)| r)
-                .collect();
+            let [d, s] = kept;
+            dead = d.into_iter().chain(letters).collect();
+            suggestions = s;
         }
     }
 

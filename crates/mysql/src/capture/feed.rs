@@ -50,6 +50,9 @@ pub(crate) struct MysqlFeed {
     ready: Vec<RowChange>,
     /// When the server last sent anything (an event or a heartbeat).
     last_heard: Instant,
+    /// Whether the stream has sent nothing yet since it was requested: its first event is a
+    /// rotate that repeats the file asked for.
+    fresh: bool,
 }
 
 impl MysqlFeed {
@@ -84,6 +87,7 @@ impl MysqlFeed {
             mariadb,
             ready: Vec::new(),
             last_heard: Instant::now(),
+            fresh: true,
         })
     }
 
@@ -104,6 +108,7 @@ impl MysqlFeed {
                 .map_err(|e| port_error("declaring the replica's capabilities", e))?;
         }
         self.last_heard = Instant::now();
+        self.fresh = true;
         let request = BinlogStreamRequest::new(self.capture.config.server_id)
             .with_filename(self.position.file.as_bytes())
             .with_pos(self.position.pos);
@@ -185,11 +190,16 @@ impl MysqlFeed {
                 PortError::fatal(ENGINE, format!("unreadable binlog event at {at}: {e}"))
             })?;
             let end = u64::from(header.log_pos());
+            let first = std::mem::replace(&mut self.fresh, false);
             match data {
                 Some(EventData::RotateEvent(r)) => {
                     // The rotate the server sends first repeats the requested file (and its
-                    // name may be garbled by MariaDB); a real rotate moves to the next file.
-                    if header.timestamp() != 0 || self.position.file.is_empty() {
+                    // name may be garbled by MariaDB: it comes before the format description
+                    // that says how long checksums are). Any later one moves to the next file:
+                    // one written in the binlog (FLUSH LOGS, a full file) or one the server
+                    // makes up as it goes on to the next file (after a restart, the old file
+                    // ends with no rotate in it).
+                    if !first || self.position.file.is_empty() {
                         self.position = Position {
                             file: r.name().into_owned(),
                             pos: r.position(),
