@@ -125,6 +125,8 @@ async fn capture_follows_the_binlog_into_the_file_a_restart_opens() {
     };
     let mut cdc = d.start("cdc", &["cdc"]);
     orders("1");
+    // Streaming the binlog when the server restarts.
+    every_row_captured(&d).await;
     restart_mariadb().await;
     orders("2");
     // Captured past the restart, into the new file; then killed and started again from there.
