@@ -250,7 +250,7 @@ async fn output_and_offsets_are_committed_as_one() {
 #[tokio::test]
 #[ignore = "needs a Kafka broker: run scripts/test"]
 async fn a_record_too_large_for_the_topic_is_refused_alone() {
-    use brewline_ports::{Consumer, EventLog, Record, Subscription};
+    use brewline_ports::{EventLog, Record, Subscription};
     let log = KafkaLog::new(config());
     let topic = unique("small");
     log.create_topic_with(&topic, 1, &[("max.message.bytes", "10000".to_string())])
