@@ -342,6 +342,7 @@ impl Config {
             self.serve.reload_secs >= 1 && self.serve.refresh_ms >= 100,
             "serve.reload_secs must be at least 1 and serve.refresh_ms at least 100"
         );
+        self.kafka.check_durability().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }
@@ -357,6 +358,29 @@ mod tests {
         std::fs::write(&path, "[capture]\ndatabase = \"shop\"\n").unwrap();
         let e = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(e.contains("mysql.database"), "{e}");
+    }
+
+    #[test]
+    fn weaker_durability_in_the_config_is_refused_with_the_way_to_allow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "[kafka.producer]\nacks = \"1\"\n").unwrap();
+        let e = format!(
+            "{:#}",
+            Config::load(Some(&path))
+                .and_then(|c| c.validate())
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("acks") && e.contains("kafka.allow_weaker_durability"),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            "[kafka]\nallow_weaker_durability = true\n[kafka.producer]\nacks = \"1\"\n",
+        )
+        .unwrap();
+        Config::load(Some(&path)).unwrap().validate().unwrap();
     }
 
     #[test]

@@ -31,6 +31,11 @@ pub struct KafkaConfig {
     /// readers back until the cluster aborts it, after `transaction.timeout.ms` (brewline's
     /// default 10 000; settable in `producer`).
     pub transactions: TransactionsMode,
+    /// Lets `producer` weaken durability: `acks` below `all` (a record acknowledged by the
+    /// leader alone is lost when the leader dies before a replica has it) or
+    /// `enable.idempotence = false` (retries may repeat or reorder records). Refused unless
+    /// this is `true` [default: false].
+    pub allow_weaker_durability: bool,
     /// Extra or overriding producer properties, e.g. `"linger.ms" = "10"`.
     pub producer: BTreeMap<String, String>,
     /// Extra or overriding consumer properties, e.g. `"session.timeout.ms" = "10000"`.
@@ -60,6 +65,7 @@ impl Default for KafkaConfig {
             replication_factor: None,
             min_insync_replicas: None,
             transactions: TransactionsMode::Auto,
+            allow_weaker_durability: false,
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
         }
@@ -126,6 +132,29 @@ impl KafkaConfig {
         p
     }
 
+    /// An error naming the setting when `producer` weakens durability (`acks` below `all`,
+    /// idempotence off) and [`KafkaConfig::allow_weaker_durability`] does not allow it.
+    pub fn check_durability(&self) -> Result<(), String> {
+        if self.allow_weaker_durability {
+            return Ok(());
+        }
+        let weaker = |key: &str, strong: &[&str]| {
+            self.producer
+                .get(key)
+                .filter(|v| !strong.contains(&v.trim().to_ascii_lowercase().as_str()))
+                .map(|v| format!("kafka.producer sets {key} = {v:?}"))
+        };
+        match weaker("acks", &["all", "-1"])
+            .or_else(|| weaker("request.required.acks", &["all", "-1"]))
+            .or_else(|| weaker("enable.idempotence", &["true"]))
+        {
+            None => Ok(()),
+            Some(what) => Err(format!(
+                "{what}: brewline writes with acks = all and idempotence on so that no acknowledged record is lost or repeated; remove the setting, or set kafka.allow_weaker_durability = true to accept the risk"
+            )),
+        }
+    }
+
     /// What every client sets: where the cluster is and who connects, and no Nagle delay on
     /// its sockets (as Kafka's Java clients): a small request goes out at once instead of
     /// waiting for the last one's TCP acknowledgement.
@@ -141,6 +170,35 @@ impl KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weaker_durability_is_refused_unless_allowed() {
+        let mut c = KafkaConfig::default();
+        assert_eq!(c.check_durability(), Ok(()));
+        for (k, v) in [
+            ("acks", "all"),
+            ("acks", "-1"),
+            ("enable.idempotence", "true"),
+        ] {
+            c.producer = BTreeMap::from([(k.to_string(), v.to_string())]);
+            assert_eq!(c.check_durability(), Ok(()), "{k} = {v}");
+        }
+        for (k, v) in [
+            ("acks", "1"),
+            ("acks", "0"),
+            ("request.required.acks", "1"),
+            ("enable.idempotence", "false"),
+        ] {
+            c.producer = BTreeMap::from([(k.to_string(), v.to_string())]);
+            let e = c.check_durability().unwrap_err();
+            assert!(
+                e.contains(k) && e.contains("kafka.allow_weaker_durability"),
+                "{e}"
+            );
+        }
+        c.allow_weaker_durability = true;
+        assert_eq!(c.check_durability(), Ok(()));
+    }
 
     #[test]
     fn topics_are_replicated_three_times_two_in_sync_as_far_as_the_cluster_allows() {
