@@ -133,22 +133,13 @@ async fn send_only(
     records: &[Record],
     only: &std::collections::BTreeSet<usize>,
 ) -> Result<Vec<Refused>> {
+    let none = std::collections::BTreeSet::new();
     let mut refused = Vec::new();
     for &i in only {
-        let Some(record) = records.get(i) else {
-            continue;
-        };
-        let mut pending = InFlight::new();
-        enqueue(
-            producer,
-            topic,
-            std::slice::from_ref(record),
-            i,
-            &mut pending,
-            &mut refused,
-        )
-        .await?;
-        drain(pending, topic, &mut refused).await?;
+        if let Some(record) = records.get(i) {
+            let one = std::slice::from_ref(record);
+            refused.extend(send_batched(producer, topic, one, i, &none).await?);
+        }
     }
     Ok(refused)
 }

@@ -38,6 +38,31 @@ fn noise(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The keys of `topic` as a reader without a group reads them (at least `least` of them, or
+/// what 30 s give), and its lag once they are read.
+async fn keys_to_the_end(log: &KafkaLog, topic: &str, least: usize) -> (Vec<Vec<u8>>, u64) {
+    use brewline_ports::{EventLog, Subscription};
+    use std::time::{Duration, Instant};
+    let mut reader = log
+        .consumer(Subscription {
+            topics: vec![topic.to_string()],
+            group: None,
+            from: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let got = reader.poll(100, Duration::from_millis(500)).await.unwrap();
+        keys.extend(got.into_iter().filter_map(|r| r.record.key));
+        if keys.len() >= least && reader.lag().await.unwrap() == 0 {
+            break;
+        }
+    }
+    (keys, reader.lag().await.unwrap())
+}
+
 /// A topic name no other test run used.
 fn unique(name: &str) -> String {
     format!("{name}-{}", brewline_ports::now_us())
@@ -205,33 +230,13 @@ async fn output_and_offsets_are_committed_as_one() {
         .await
         .unwrap();
     assert_eq!(txn.sent_through(&partition).await.unwrap(), vec![10]);
-    let mut reader = log
-        .consumer(Subscription {
-            topics: vec![output.clone()],
-            group: None,
-            from: Vec::new(),
-        })
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        seen.extend(reader.poll(100, Duration::from_millis(500)).await.unwrap());
-        if !seen.is_empty() && reader.lag().await.unwrap() == 0 {
-            break;
-        }
-    }
-    let keys: Vec<Vec<u8>> = seen.iter().filter_map(|r| r.record.key.clone()).collect();
+    let (keys, lag) = keys_to_the_end(&log, &output, 1).await;
     assert_eq!(
         keys,
         vec![b"fine".to_vec()],
         "only the committed transaction's record"
     );
-    assert_eq!(
-        reader.lag().await.unwrap(),
-        0,
-        "read to the end, past the transactions' markers"
-    );
+    assert_eq!(lag, 0, "read to the end, past the transactions' markers");
 
     // A member of the group after it starts from the committed offset.
     drop(member);
@@ -250,7 +255,7 @@ async fn output_and_offsets_are_committed_as_one() {
 #[tokio::test]
 #[ignore = "needs a Kafka broker: run scripts/test"]
 async fn a_record_too_large_for_the_topic_is_refused_alone() {
-    use brewline_ports::{EventLog, Record, Subscription};
+    use brewline_ports::{EventLog, Record};
     let log = KafkaLog::new(config());
     let topic = unique("small");
     log.create_topic_with(&topic, 1, &[("max.message.bytes", "10000".to_string())])
@@ -269,22 +274,6 @@ async fn a_record_too_large_for_the_topic_is_refused_alone() {
         .unwrap_err();
     assert_eq!(err.refused.len(), 1, "{err}");
     assert_eq!(err.refused[0].index, 1, "{err}");
-    let mut reader = log
-        .consumer(Subscription {
-            topics: vec![topic.clone()],
-            group: None,
-            from: Vec::new(),
-        })
-        .await
-        .unwrap();
-    let mut keys = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while keys.len() < 2 && std::time::Instant::now() < deadline {
-        let got = reader
-            .poll(10, std::time::Duration::from_millis(500))
-            .await
-            .unwrap();
-        keys.extend(got.into_iter().filter_map(|r| r.record.key));
-    }
+    let (keys, _) = keys_to_the_end(&log, &topic, 2).await;
     assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
 }
