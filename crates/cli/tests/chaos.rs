@@ -150,6 +150,23 @@ fn alive(d: &Deployment, process: &mut Process, name: &str, args: &[&str]) -> bo
     true
 }
 
+/// Where the change events of `orders` are: topic, partition and offset of each.
+async fn where_in_the_log(d: &Deployment, orders: &[&String]) -> String {
+    let mut out = String::new();
+    if orders.is_empty() {
+        return out;
+    }
+    for table in ["orders", "order_details"] {
+        for r in read_all(d, &d.topic(table), Duration::from_secs(3)).await {
+            let key = r.record.key.as_deref().map(String::from_utf8_lossy);
+            if let Some(key) = key.filter(|k| orders.iter().any(|o| o.as_str() == k)) {
+                out += &format!("  {key}: {}/{} at {}\n", r.topic, r.partition, r.offset);
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Kafka cluster, Redis and MariaDB: run scripts/test"]
 async fn chaos_loses_nothing() {
@@ -285,11 +302,19 @@ async fn chaos_loses_nothing() {
     let eligible = eligible_by_sql(&d).await;
     assert!(eligible.len() > 50, "{} eligible orders", eligible.len());
     let found = suggestions_for(&d, &eligible, Duration::from_secs(180)).await;
+    let missing: Vec<&String> = eligible
+        .iter()
+        .filter(|o| !found.contains_key(*o))
+        .take(3)
+        .collect();
+    let whereabouts = where_in_the_log(&d, &missing).await;
     assert_one_suggestion_each(&found, &eligible, || {
         format!(
-            "faults: {faults:?}\nrecommend-0:\n{}\nrecommend-1:\n{}",
+            "faults: {faults:?}\nthe events of orders missing:\n{whereabouts}recommend-0:\n{}\nrecommend-1:\n{}\ncdc:\n{}\nevery log: {}",
             tail_of(&d.log("recommend-0")),
-            tail_of(&d.log("recommend-1"))
+            tail_of(&d.log("recommend-1")),
+            tail_of(&d.log("cdc")),
+            d.keep_logs().display()
         )
     });
 

@@ -277,3 +277,74 @@ async fn a_record_too_large_for_the_topic_is_refused_alone() {
     let (keys, _) = keys_to_the_end(&log, &topic, 2).await;
     assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
 }
+
+/// When a member joins, the partitions move: each member sees it in
+/// [`brewline_ports::Consumer::assignments`], and reads its partitions again from the
+/// committed offsets, not from where it was. The recommender relies on both to forget what it
+/// knew of its partitions and not to repeat another member's work.
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
+async fn members_see_their_partitions_move_and_read_them_again_from_the_committed_offsets() {
+    use brewline_kafka::KafkaConsumer;
+    use brewline_ports::{Consumed, Consumer, EventLog, Record, Subscription};
+    use std::time::{Duration, Instant};
+    let log = KafkaLog::new(config());
+    let (topic, group) = (unique("moves"), unique("moves-g"));
+    log.create_topic(&topic, 2).await.unwrap();
+    let records: Vec<Record> = (0..40)
+        .map(|i| Record::keyed(format!("k{i}"), Some(b"v".to_vec())))
+        .collect();
+    log.producer().unwrap().send(&topic, records).await.unwrap();
+    let subscription = Subscription {
+        topics: vec![topic.clone()],
+        group: Some(group),
+        from: Vec::new(),
+    };
+    let mut a = KafkaConsumer::new(&config(), subscription.clone())
+        .await
+        .unwrap();
+    let mut read = 0;
+    while read < 40 {
+        read += a.poll(100, Duration::from_secs(10)).await.unwrap().len();
+    }
+    let alone = a.assignments();
+    assert!(alone >= 1, "the partitions were handed to the first member");
+    a.commit(&[(topic.clone(), 0, 2), (topic.clone(), 1, 2)])
+        .await
+        .unwrap();
+
+    // A second member joins: both poll until the partitions are shared, keeping what each
+    // read after its last move.
+    let mut b = KafkaConsumer::new(&config(), subscription).await.unwrap();
+    let (mut after_a, mut after_b): (Vec<Consumed>, Vec<Consumed>) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wait = Duration::from_millis(200);
+    while Instant::now() < deadline && (after_a.len() < 2 || after_b.len() < 2) {
+        let (got_a, got_b) = tokio::join!(a.poll(100, wait), b.poll(100, wait));
+        if a.assignments() >= alone + 2 {
+            after_a.extend(got_a.unwrap());
+        }
+        if b.assignments() >= 1 {
+            after_b.extend(got_b.unwrap());
+        }
+    }
+    assert!(
+        a.assignments() >= alone + 2,
+        "the first member's partitions were taken and handed back: {} → {}",
+        alone,
+        a.assignments()
+    );
+    for (member, after) in [("first", &after_a), ("second", &after_b)] {
+        let partitions: std::collections::BTreeSet<i32> =
+            after.iter().map(|r| r.partition).collect();
+        assert_eq!(
+            partitions.len(),
+            1,
+            "the {member} member reads one partition"
+        );
+        assert_eq!(
+            after[0].offset, 2,
+            "the {member} member reads from the committed offset"
+        );
+    }
+}

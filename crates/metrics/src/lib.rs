@@ -161,6 +161,10 @@ pub const TRANSACTIONS_ABORTED: Metric = counter(
     "brewline_transactions_aborted_total",
     "Kafka transactions the recommender aborted (its partitions moved to another member, the cluster failed the transaction) and made again from the committed offsets; nothing of an aborted one is visible.",
 );
+pub const REBALANCES: Metric = counter(
+    "brewline_rebalances_total",
+    "Times the recommender's partitions moved between the members of its group: it dropped the batch in hand, forgot what it knew of its partitions and read them again from the committed offsets.",
+);
 pub const LOOKUPS_VERSION: Metric = gauge(
     "brewline_lookups_version",
     "Version of the lookups the recommender decides with (0: none yet).",
@@ -259,6 +263,7 @@ pub const ALL: &[Metric] = &[
     OPEN_ORDERS,
     STATE_REBUILDS,
     TRANSACTIONS_ABORTED,
+    REBALANCES,
     ENGINE_ERRORS,
     ENGINE_RETRIES,
 ];

@@ -224,6 +224,16 @@ pub trait Consumer: Send {
     fn transactions(&self) -> Option<&dyn Transactions> {
         None
     }
+
+    /// How many times this member's partitions were taken from it or given to it (a
+    /// rebalance of its group). When it changes, the member reads every partition it now has
+    /// again from the committed offsets, and what it knew of them may be another member's
+    /// work since: a batch read before the change is not to be committed, and what the worker
+    /// remembers of the partitions is to be forgotten. A poll never returns records read on
+    /// both sides of a change. Stays 0 for a member whose partitions never move.
+    fn assignments(&self) -> u64 {
+        0
+    }
 }
 
 /// A partition's progress, committed as one with the output that made it.

@@ -75,6 +75,7 @@ impl Collector for StatsCollector {
             &m::TRANSACTIONS_ABORTED,
             Stats::get(&stats.transactions_aborted),
         )?;
+        f.counter_value(&m::REBALANCES, Stats::get(&stats.rebalances))?;
         f.gauge_value(
             &m::LOOKUPS_VERSION,
             Stats::get(&stats.lookups_version) as f64,

@@ -90,6 +90,9 @@ pub struct Recommender {
     /// Per partition, the next offset whose output is not known to be sent (records before it
     /// were handled, sent and counted: read again, they only rebuild state).
     sent_through: HashMap<(Arc<str>, i32), i64>,
+    /// The consumer's count of rebalances ([`Consumer::assignments`]) that `open` and
+    /// `sent_through` are true for.
+    assignments: u64,
     stats: Arc<Stats>,
     last_expire: Instant,
     last_lookup_check: Instant,
@@ -259,6 +262,7 @@ impl Recommender {
             refused_version: None,
             open: OpenOrders::default(),
             sent_through: HashMap::new(),
+            assignments: 0,
             stats,
             last_expire: Instant::now(),
             last_lookup_check: Instant::now(),
@@ -521,14 +525,38 @@ impl Recommender {
             tracing::warn!(error = %why, open = self.open.len(), "order state lost; reading the log again from the committed offsets to rebuild it");
             Stats::add(&self.stats.state_rebuilds, 1);
         }
-        self.open.clear();
-        self.sent_through.clear();
+        self.forget();
         let mut backoff = Backoff::new("rewinding to the committed offsets");
         loop {
             if let Some(done) = backoff.retry(e.consumer.rewind().await).await {
                 return done;
             }
         }
+    }
+
+    /// Forgets which orders are open and how far output is sent: the log is read again from
+    /// the committed offsets, and those are learnt again from what it holds.
+    fn forget(&mut self) {
+        self.open.clear();
+        self.sent_through.clear();
+    }
+
+    /// Whether the consumer's partitions moved since the last call (a rebalance): then every
+    /// partition is read again from its committed offset, maybe after another member's work
+    /// on it, and what this worker knew of them is forgotten.
+    fn moved(&mut self, e: &Engines<'_>) -> bool {
+        let now = e.consumer.assignments();
+        if now == self.assignments {
+            return false;
+        }
+        self.assignments = now;
+        tracing::info!(
+            open = self.open.len(),
+            "partitions moved; reading them again from the committed offsets"
+        );
+        Stats::add(&self.stats.rebalances, 1);
+        self.forget();
+        true
     }
 
     /// Applies the batch's changes to the order store, which decides completions and records
@@ -739,13 +767,15 @@ impl Recommender {
                     StageNanos::add(&self.stats.stage_nanos.decide, t);
                     Some(batch)
                 }
-                None => match backoff
-                    .retry(self.next_batch(e, self.config.poll_wait).await)
-                    .await
-                {
-                    Some(result) => result?,
-                    None => continue,
-                },
+                None => {
+                    let polled = self.next_batch(e, self.config.poll_wait).await;
+                    // A batch is read on one side of a rebalance: after this one, if any.
+                    self.moved(e);
+                    match backoff.retry(polled).await {
+                        Some(result) => result?,
+                        None => continue,
+                    }
+                }
             };
             let Some(batch) = batch else {
                 self.housekeeping(e).await?;
@@ -769,6 +799,11 @@ impl Recommender {
                 Err(err) => return Err(err),
             }
             StageNanos::add(&self.stats.stage_nanos.poll, t);
+            if self.moved(e) {
+                // Read before the partitions moved: maybe another member's now, and read again
+                // from the committed offsets where still this one's. Not handled.
+                continue;
+            }
             match self.finish(batch, e).await {
                 Ok(_) => {}
                 Err(lost) if lost.state_lost || lost.aborted => {

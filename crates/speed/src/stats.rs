@@ -46,6 +46,8 @@ pub struct Stats {
     /// Transactions a recommender aborted (its partitions moved, the cluster failed it) and
     /// made again from the committed offsets.
     pub transactions_aborted: AtomicU64,
+    /// Times a recommender's partitions moved (a rebalance of its group).
+    pub rebalances: AtomicU64,
     /// Why the process is degraded (it decides with lookups the store no longer has, or
     /// waits for lookups), if it is.
     degraded: Mutex<Option<String>>,
@@ -149,6 +151,7 @@ impl Default for Stats {
             open_orders: AtomicU64::new(0),
             state_rebuilds: AtomicU64::new(0),
             transactions_aborted: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
             degraded: Mutex::new(None),
             events_in: ByTopic::default(),
             events_out: ByTopic::default(),

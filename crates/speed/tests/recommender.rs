@@ -17,8 +17,8 @@ use brewline_core::suggestion::{Lookups, RandomStrategy, Suggester};
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
 use brewline_ports::{
-    Capturable, Counted, Counters, EventLog, LookupStore, PortError, Producer, Record, SourceDb,
-    Subscription,
+    Capturable, Consumed, Consumer, Counted, Counters, EventLog, LookupStore, PortError, Producer,
+    Record, SourceDb, Subscription,
 };
 use brewline_speed::capture::{Capture, CaptureSettings};
 use brewline_speed::recommender::{Engines, Recommender, RecommenderSettings};
@@ -160,25 +160,38 @@ async fn recommend_with(
     lookups: &dyn LookupStore,
     counters: &dyn Counters,
 ) -> (Result<(), PortError>, Arc<Stats>) {
-    let stats = Arc::new(Stats::default());
-    let suggester = Suggester::new(seed, Box::new(RandomStrategy));
-    let mut r = Recommender::new(config(batch), suggester, stats.clone());
-    let mut consumer = dir
-        .log
-        .consumer(Subscription {
-            topics: vec![ORDERS.into(), LINES.into()],
-            group: Some("realtime-recs".into()),
-            from: Vec::new(),
-        })
-        .await
-        .unwrap();
-    let mut engines = Engines {
+    let mut consumer = member(dir).await;
+    let engines = Engines {
         consumer: consumer.as_mut(),
         producer,
         orders,
         lookups,
         counters,
     };
+    recommend_on(engines, batch, seed).await
+}
+
+/// A member of the recommenders' group.
+async fn member(dir: &DataDir) -> Box<dyn Consumer> {
+    dir.log
+        .consumer(Subscription {
+            topics: vec![ORDERS.into(), LINES.into()],
+            group: Some("realtime-recs".into()),
+            from: Vec::new(),
+        })
+        .await
+        .unwrap()
+}
+
+/// Runs one recommender worker on `engines` until the topics are drained.
+async fn recommend_on(
+    mut engines: Engines<'_>,
+    batch: usize,
+    seed: u64,
+) -> (Result<(), PortError>, Arc<Stats>) {
+    let stats = Arc::new(Stats::default());
+    let suggester = Suggester::new(seed, Box::new(RandomStrategy));
+    let mut r = Recommender::new(config(batch), suggester, stats.clone());
     (r.run(&mut engines, drained()).await, stats)
 }
 
@@ -826,4 +839,134 @@ async fn order_state_lost_mid_run_is_rebuilt_from_the_log_and_no_suggestion_is_l
     }
     let counters = dir.state.get().await.unwrap();
     assert_eq!(counters["orders_completed"], 600, "each order counted once");
+}
+
+/// A group member whose partitions move to another member at its `at`-th poll, and come
+/// back after that member handled a few batches (as when the member's session timed out):
+/// then it reads them again from the committed offsets, as Kafka's rebalance makes it.
+struct MovesAway<'a> {
+    inner: Box<dyn Consumer>,
+    dir: &'a DataDir,
+    polls: usize,
+    at: usize,
+    assignments: u64,
+}
+
+#[async_trait]
+impl Consumer for MovesAway<'_> {
+    async fn poll(&mut self, max: usize, wait: Duration) -> brewline_ports::Result<Vec<Consumed>> {
+        self.polls += 1;
+        if self.polls == self.at {
+            let mut other = Leaves {
+                inner: member(self.dir).await,
+                polls_left: 25,
+            };
+            let producer = self.dir.log.producer().unwrap();
+            let engines = Engines {
+                consumer: &mut other,
+                producer: producer.as_ref(),
+                orders: &self.dir.state,
+                lookups: &self.dir.state,
+                counters: &self.dir.state,
+            };
+            let (left, stats) = recommend_on(engines, 16, 11).await;
+            assert!(left.is_err(), "the other member left after its batches");
+            assert!(Stats::get(&stats.suggestions) > 0, "it suggested meanwhile");
+            self.inner.rewind().await?;
+            self.assignments += 2;
+        }
+        self.inner.poll(max, wait).await
+    }
+
+    async fn commit(&mut self, next_offsets: &[(String, i32, i64)]) -> brewline_ports::Result<()> {
+        self.inner.commit(next_offsets).await
+    }
+
+    async fn lag(&mut self) -> brewline_ports::Result<u64> {
+        self.inner.lag().await
+    }
+
+    async fn rewind(&mut self) -> brewline_ports::Result<()> {
+        self.inner.rewind().await
+    }
+
+    fn assignments(&self) -> u64 {
+        self.assignments
+    }
+}
+
+/// A member that leaves its group after a number of polls.
+struct Leaves {
+    inner: Box<dyn Consumer>,
+    polls_left: usize,
+}
+
+#[async_trait]
+impl Consumer for Leaves {
+    async fn poll(&mut self, max: usize, wait: Duration) -> brewline_ports::Result<Vec<Consumed>> {
+        if self.polls_left == 0 {
+            return Err(PortError::fatal("test", "left the group"));
+        }
+        self.polls_left -= 1;
+        self.inner.poll(max, wait).await
+    }
+
+    async fn commit(&mut self, next_offsets: &[(String, i32, i64)]) -> brewline_ports::Result<()> {
+        self.inner.commit(next_offsets).await
+    }
+
+    async fn lag(&mut self) -> brewline_ports::Result<u64> {
+        self.inner.lag().await
+    }
+
+    async fn rewind(&mut self) -> brewline_ports::Result<()> {
+        self.inner.rewind().await
+    }
+}
+
+#[tokio::test]
+async fn partitions_that_move_away_and_back_are_read_again_without_repeating_the_other_members_work(
+) {
+    // The embedded log hands out the orders topic before the lines: the moves come once
+    // orders complete, at two points of the read-ahead.
+    for at in [30, 41] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = prepared(root.path()).await;
+        let os = orders(300);
+        write_and_capture(&dir, &os, false).await;
+        let producer = dir.log.producer().unwrap();
+        let mut moving = MovesAway {
+            inner: member(&dir).await,
+            dir: &dir,
+            polls: 0,
+            at,
+            assignments: 0,
+        };
+        let engines = Engines {
+            consumer: &mut moving,
+            producer: producer.as_ref(),
+            orders: &dir.state,
+            lookups: &dir.state,
+            counters: &dir.state,
+        };
+        let (result, stats) = recommend_on(engines, 16, 11).await;
+        result.unwrap();
+        assert!(moving.polls > at, "the move came mid-run");
+        assert_eq!(Stats::get(&stats.rebalances), 1, "at {at}");
+        let got = suggestions(&dir).await;
+        assert_eq!(
+            got.keys().cloned().collect::<BTreeSet<_>>(),
+            eligible_ids(&os),
+            "at {at}: none lost"
+        );
+        let repeated: Vec<_> = got.iter().filter(|(_, c)| c.len() > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "at {at}: {} orders suggested again after the move, e.g. {:?}",
+            repeated.len(),
+            repeated.first()
+        );
+        let counters = dir.state.get().await.unwrap();
+        assert_eq!(counters["orders_completed"], 300, "each order counted once");
+    }
 }

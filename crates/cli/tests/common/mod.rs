@@ -190,6 +190,23 @@ dynamic_url = "{dynamic_url}"
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// Copies every log of the deployment to a folder that outlives the test, for a failure
+    /// to be read whole; returns the folder.
+    pub fn keep_logs(&self) -> PathBuf {
+        let kept = std::env::temp_dir().join(format!(
+            "brewline-{}-logs-{}",
+            self.prefix,
+            brewline_ports::now_us()
+        ));
+        std::fs::create_dir_all(&kept).unwrap();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "log") {
+                std::fs::copy(entry.path(), kept.join(entry.file_name())).unwrap();
+            }
+        }
+        kept
+    }
+
     pub fn kafka(&self) -> KafkaConfig {
         KafkaConfig {
             brokers: self.brokers.clone(),
@@ -377,7 +394,8 @@ pub fn assert_one_suggestion_each(
     assert_eq!(
         &found_ids,
         eligible,
-        "suggestions vs SQL: missing {:?}, extra {:?}\n{}",
+        "suggestions vs SQL: {} missing {:?}, extra {:?}\n{}",
+        eligible.difference(&found_ids).count(),
         eligible.difference(&found_ids).take(5).collect::<Vec<_>>(),
         found_ids.difference(eligible).take(5).collect::<Vec<_>>(),
         context()
