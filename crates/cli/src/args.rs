@@ -93,8 +93,17 @@ pub enum Command {
     },
     /// Measure each stage of the embedded pipeline on its own (tills, capture, recommender).
     Bench(BenchArgs),
-    /// Print the effective configuration (defaults, file and environment merged) as TOML.
-    Config,
+    /// Print the effective configuration (defaults, file and environment merged) as TOML,
+    /// every secret (passwords, in URLs too, keys, tokens) shown as `<redacted>`.
+    Config(ConfigArgs),
+}
+
+/// `brewline config`.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Show the secrets as they are, to copy the whole configuration elsewhere.
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 /// Where the embedded engines keep their data.

@@ -152,7 +152,10 @@ async fn publish(mut config: Config, args: PublishAffinityArgs) -> anyhow::Resul
 /// The engines a batch run reads.
 enum Engines {
     Embedded(Box<EmbeddedPipeline>),
-    Servers { log: KafkaLog, source: MysqlSource },
+    Servers {
+        log: Box<KafkaLog>,
+        source: MysqlSource,
+    },
 }
 
 /// `batch run` opened once: its engines, lake and layers; [`Runner::once`] runs it.
@@ -178,7 +181,7 @@ impl Runner {
         let history = history(&config, &data_dir).await?;
         let engines = if servers {
             Engines::Servers {
-                log: KafkaLog::new(config.kafka.clone()),
+                log: Box::new(KafkaLog::new(config.kafka.clone())),
                 source: MysqlSource::new(&config.mysql)?,
             }
         } else {
@@ -203,7 +206,7 @@ impl Runner {
                 run_embedded_layers(pipeline, &self.lake, &self.layers).await?
             }
             Engines::Servers { log, source } => {
-                run_once(&self.config, log, source, &self.lake, &self.layers).await?
+                run_once(&self.config, log.as_ref(), source, &self.lake, &self.layers).await?
             }
         };
         if report.passed() && self.to_redis && report.layers.contains(&Layer::Gold) {

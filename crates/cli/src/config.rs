@@ -58,6 +58,17 @@ pub struct ServeConfig {
     pub max_speed_orders: usize,
     /// The most dashboards connected to the live stream (`/api/live`) at once; more get 503.
     pub max_live_clients: usize,
+    /// A token every route but `/healthz` asks for: `Authorization: Bearer <token>` from
+    /// scripts and Prometheus, or the session cookie the login page (`/login`) sets for the
+    /// dashboard. Set it from the environment (`BREWLINE_SERVE__TOKEN`), never in a file you
+    /// commit. Unset: everything is open, for a dashboard on loopback only.
+    pub token: Option<String>,
+    /// The longest a request may take before it gets 503, in milliseconds (the live stream
+    /// aside).
+    pub request_timeout_ms: u64,
+    /// Mark the session cookie `Secure` (sent over HTTPS only): set it when a TLS proxy
+    /// serves the dashboard.
+    pub secure_cookie: bool,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +80,9 @@ impl Default for ServeConfig {
             refresh_ms: 1000,
             max_speed_orders: 1_000_000,
             max_live_clients: brewline_serve::live::DEFAULT_LIVE_CLIENTS,
+            token: None,
+            request_timeout_ms: 10_000,
+            secure_cookie: false,
         }
     }
 }
@@ -342,7 +356,7 @@ impl Config {
             self.serve.reload_secs >= 1 && self.serve.refresh_ms >= 100,
             "serve.reload_secs must be at least 1 and serve.refresh_ms at least 100"
         );
-        self.kafka.check_durability().map_err(anyhow::Error::msg)?;
+        self.kafka.check().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

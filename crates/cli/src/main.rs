@@ -77,8 +77,13 @@ fn main() -> ExitCode {
                     action: TopicsAction::Create(a),
                 } => topics::create(config, a).await,
                 Command::Dlq { action } => dlq::run(config, action).await,
-                Command::Config => {
-                    print!("{}", config_doc::documented(&config)?);
+                Command::Config(a) => {
+                    let secrets = if a.show_secrets {
+                        config_doc::Secrets::Shown
+                    } else {
+                        config_doc::Secrets::Redacted
+                    };
+                    print!("{}", config_doc::documented(&config, secrets)?);
                     Ok(ExitCode::SUCCESS)
                 }
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use brewline_kafka::KafkaLog;
 use brewline_mysql::MysqlSource;
+use brewline_serve::access::Access;
 use brewline_serve::live::{self, Live};
 use brewline_serve::{AppState, ServingCollector};
 use brewline_speed::stats::Stats;
@@ -75,7 +76,15 @@ pub async fn serve_until(
         live: live.clone(),
         refresh: Duration::from_millis(config.serve.refresh_ms),
         metrics: Arc::new(registry),
+        access: Access::new(
+            config.serve.token.as_deref(),
+            Some(Duration::from_millis(config.serve.request_timeout_ms)),
+            config.serve.secure_cookie,
+        ),
     };
+    if !state.access.closed() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving without a token on an address other hosts reach: set serve.token (BREWLINE_SERVE__TOKEN)");
+    }
     let server = tokio::spawn(brewline_serve::serve(listener, state, shutdown.clone()));
     println!("serving the dashboard at http://{addr}/ (API under /api, metrics at /metrics)");
     let tailed = live::run(sources, config.tail_settings(), live, shutdown).await;

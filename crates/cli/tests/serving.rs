@@ -336,3 +336,121 @@ fn the_speed_view_and_the_live_stream_stay_within_their_bounds() {
     }
     serve.kill();
 }
+
+/// One HTTP/1.0 exchange of `request` (without the final blank line's `Host`): the status,
+/// the head and the body of the answer.
+fn exchange(addr: &str, request: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.replace("\n", "\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let out = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+#[test]
+fn with_a_token_only_the_health_check_and_the_login_page_answer_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    run(&["demo", "--orders", "100", "--seed", "3", "--data-dir", d]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = tmp.path().join("serve.log");
+    let token = "test-serve-token-7f3a";
+    let mut serve = Process(
+        brewline(&["serve", "--data-dir", d, "--addr", &addr])
+            .env("BREWLINE_SERVE__TOKEN", token)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&addr, &mut serve, &log);
+    let get = |path: &str, extra: &str| {
+        exchange(
+            &addr,
+            &format!("GET {path} HTTP/1.0\nHost: {addr}\n{extra}\n"),
+        )
+    };
+
+    // Without the token: 401 saying how, and the dashboard sends a browser to log in.
+    for path in ["/api/sales/today", "/metrics", "/api/live"] {
+        let (status, head, body) = get(path, "");
+        assert_eq!(status, 401, "{path}: {head}");
+        assert!(head.contains("www-authenticate: Bearer"), "{head}");
+        assert!(body.contains("Authorization: Bearer"), "{body}");
+    }
+    let (status, head, _) = get("/", "");
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /login"), "{head}");
+    let (status, _, page) = get("/login", "");
+    assert_eq!(status, 200);
+    assert!(page.contains("type=\"password\""), "{page}");
+    assert_eq!(get("/healthz", "").0, 200, "health checks need no token");
+    let wrong = get("/api/sales/today", "Authorization: Bearer nope\n");
+    assert_eq!(wrong.0, 401);
+
+    // With it, as a bearer token.
+    let bearer = format!("Authorization: Bearer {token}\n");
+    let (status, _, body) = get("/api/sales/today", &bearer);
+    assert_eq!(status, 200, "{body}");
+    let (status, _, metrics) = get("/metrics", &bearer);
+    assert_eq!(status, 200);
+    assert!(metrics.contains("brewline_serve_requests"), "{metrics}");
+
+    // Logging in: a wrong token is refused, the right one sets an HttpOnly session cookie
+    // that opens the dashboard and the API.
+    let post = |form: &str| {
+        exchange(
+            &addr,
+            &format!(
+                "POST /login HTTP/1.0\nHost: {addr}\nContent-Type: application/x-www-form-urlencoded\nContent-Length: {}\n\n{form}",
+                form.len()
+            ),
+        )
+    };
+    let (status, _, page) = post("token=wrong");
+    assert_eq!(status, 401);
+    assert!(page.contains("Wrong token"), "{page}");
+    let (status, head, _) = post(&format!("token={token}"));
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no cookie: {head}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(token),
+        "the cookie is not the token: {cookie}"
+    );
+    let session = cookie.split(';').next().unwrap();
+    let (status, _, page) = get("/", &format!("Cookie: {session}\n"));
+    assert_eq!(status, 200);
+    assert!(page.contains("<html"), "the dashboard");
+    assert_eq!(
+        get("/api/dashboard", &format!("Cookie: {session}\n")).0,
+        200
+    );
+
+    // A body larger than any form is refused before it is read.
+    let big = format!("token={}", "x".repeat(64 * 1024));
+    assert_eq!(post(&big).0, 413);
+
+    terminate(&mut serve);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains(token),
+        "the token is never logged:\n{logged}"
+    );
+}

@@ -14,6 +14,7 @@ pub mod partition;
 pub mod query;
 pub mod reference;
 pub mod sales;
+pub mod secrets;
 pub mod suggestion;
 
 pub use assembly::{EventRef, OrderChange, OrderState, Step};

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::security::KafkaSecurity;
+
 /// The cluster and the client settings. Every librdkafka property can be set or overridden
 /// in `producer` and `consumer` (see librdkafka's CONFIGURATION.md); brewline's own defaults
 /// are listed with [`KafkaConfig::producer_properties`] and
@@ -36,6 +38,8 @@ pub struct KafkaConfig {
     /// `enable.idempotence = false` (retries may repeat or reorder records). Refused unless
     /// this is `true` [default: false].
     pub allow_weaker_durability: bool,
+    /// Encryption and authentication: TLS, SASL (SCRAM, PLAIN), mutual TLS.
+    pub security: KafkaSecurity,
     /// Extra or overriding producer properties, e.g. `"linger.ms" = "10"`.
     pub producer: BTreeMap<String, String>,
     /// Extra or overriding consumer properties, e.g. `"session.timeout.ms" = "10000"`.
@@ -66,6 +70,7 @@ impl Default for KafkaConfig {
             min_insync_replicas: None,
             transactions: TransactionsMode::Auto,
             allow_weaker_durability: false,
+            security: KafkaSecurity::default(),
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
         }
@@ -155,15 +160,26 @@ impl KafkaConfig {
         }
     }
 
-    /// What every client sets: where the cluster is and who connects, and no Nagle delay on
-    /// its sockets (as Kafka's Java clients): a small request goes out at once instead of
-    /// waiting for the last one's TCP acknowledgement.
+    /// An error saying what to fix in these settings: durability weakened
+    /// ([`KafkaConfig::check_durability`]), security settings that do not go together
+    /// ([`KafkaSecurity::check`]).
+    pub fn check(&self) -> Result<(), String> {
+        self.check_durability()?;
+        self.security.check()
+    }
+
+    /// What every client sets: where the cluster is, who connects and how
+    /// ([`KafkaSecurity`]), and no Nagle delay on its sockets (as Kafka's Java clients): a
+    /// small request goes out at once instead of waiting for the last one's TCP
+    /// acknowledgement.
     pub fn common_properties(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut p = BTreeMap::from([
             ("bootstrap.servers".into(), self.brokers.clone()),
             ("client.id".into(), self.client_id.clone()),
             ("socket.nagle.disable".into(), "true".into()),
-        ])
+        ]);
+        p.extend(self.security.properties());
+        p
     }
 }
 

@@ -2,7 +2,7 @@
 //! reader of every partition from the beginning.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,11 +21,14 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use crate::transactions::KafkaTransactions;
 use crate::{client_config, port_error, KafkaConfig, ENGINE};
 
-/// Logs rebalances and keeps the consumer lag librdkafka reports in its statistics.
+/// Logs and counts rebalances, and keeps the consumer lag librdkafka reports in its
+/// statistics.
 #[derive(Default)]
 pub struct Context {
     /// Records not yet committed in the assigned partitions; -1 until the first statistics.
     lag: AtomicI64,
+    /// Partitions taken away or handed over so far ([`Consumer::assignments`]).
+    assignments: AtomicU64,
     /// The low and high watermarks of each partition, as of the last statistics.
     watermarks: Mutex<HashMap<(String, i32), (i64, i64)>>,
 }
@@ -55,6 +58,9 @@ impl ClientContext for Context {
 
 impl ConsumerContext for Context {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if !matches!(rebalance, Rebalance::Error(_)) {
+            self.assignments.fetch_add(1, Ordering::SeqCst);
+        }
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned")
@@ -84,6 +90,7 @@ impl KafkaConsumer {
     /// Joins `subscription.group` and subscribes to its topics; without a group, reads every
     /// partition of the topics from the beginning (or `subscription.from`) and commits nothing.
     pub async fn new(config: &KafkaConfig, subscription: Subscription) -> Result<KafkaConsumer> {
+        crate::preflight(config).await?;
         let mut properties = config.consumer_properties();
         // A reader without a group learns where the log ends from the statistics: often.
         let interval = if subscription.group.is_some() {
@@ -105,7 +112,7 @@ impl KafkaConsumer {
         let consumer: StreamConsumer<Context> = client_config(&properties)
             .create_with_context(Context {
                 lag: AtomicI64::new(-1),
-                watermarks: Mutex::new(HashMap::new()),
+                ..Context::default()
             })
             .map_err(|e| port_error("creating the consumer", e))?;
         let consumer = Arc::new(consumer);
@@ -185,6 +192,13 @@ impl KafkaConsumer {
         let t = KafkaTransactions::new(config, self.consumer.clone(), transactional_id).await?;
         self.transactions = Some(t);
         Ok(())
+    }
+
+    /// The topics read, for messages.
+    fn topic_list(&self) -> String {
+        let mut t: Vec<&str> = self.topics.keys().map(String::as_str).collect();
+        t.sort_unstable();
+        t.join(", ")
     }
 
     fn consumed(&mut self, m: &BorrowedMessage<'_>) -> Consumed {
@@ -327,21 +341,6 @@ pub async fn records_in(config: &KafkaConfig, topics: &[String]) -> Result<i64> 
     .map_err(|e| PortError::fatal(ENGINE, format!("reading watermarks: {e}")))?
 }
 
-/// How many brokers the cluster has, from its metadata.
-pub(crate) async fn brokers(config: &KafkaConfig) -> Result<usize> {
-    let client: rdkafka::consumer::BaseConsumer = client_config(&config.common_properties())
-        .create()
-        .map_err(|e| port_error("creating a metadata client", e))?;
-    tokio::task::spawn_blocking(move || {
-        client
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map(|m| m.brokers().len())
-            .map_err(|e| port_error("reading the cluster's metadata", e))
-    })
-    .await
-    .map_err(|e| PortError::fatal(ENGINE, format!("reading metadata: {e}")))?
-}
-
 /// Commit failures that mean the partitions moved to another member: the records will be
 /// delivered to it, which is at-least-once, not an error of this worker.
 fn lost_partitions(e: &KafkaError) -> bool {
@@ -378,7 +377,7 @@ impl Consumer for KafkaConsumer {
                 None => return Ok(out),
                 Some(Ok(m)) => out.push(self.consumed(&m)),
                 Some(Err(e)) => {
-                    let e = port_error("reading", e);
+                    let e = port_error(&format!("reading {}", self.topic_list()), e);
                     if !e.retryable {
                         return Err(e);
                     }
@@ -389,8 +388,16 @@ impl Consumer for KafkaConsumer {
                 }
             }
         }
+        // Rebalances happen inside `recv`: records read before one are dropped (the member
+        // reads its partitions again from the committed offsets after it).
+        let mut since = self.assignments();
         while out.len() < max {
-            match consumer.recv().now_or_never() {
+            let next = consumer.recv().now_or_never();
+            if self.assignments() != since {
+                since = self.assignments();
+                out.clear();
+            }
+            match next {
                 Some(Ok(m)) => out.push(self.consumed(&m)),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "reading failed; handing over what was read");
@@ -460,6 +467,10 @@ impl Consumer for KafkaConsumer {
 
     fn transactions(&self) -> Option<&dyn Transactions> {
         self.transactions.as_ref().map(|t| t as &dyn Transactions)
+    }
+
+    fn assignments(&self) -> u64 {
+        self.consumer.context().assignments.load(Ordering::SeqCst)
     }
 
     async fn lag(&mut self) -> Result<u64> {

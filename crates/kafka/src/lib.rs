@@ -7,12 +7,16 @@
 mod config;
 pub mod connect;
 mod consumer;
+mod preflight;
 mod producer;
+mod security;
 mod transactions;
 
 pub use config::{KafkaConfig, TransactionsMode};
 pub use consumer::{records_in, KafkaConsumer};
+pub use preflight::preflight;
 pub use producer::KafkaProducer;
+pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};
 pub use transactions::{KafkaTransactions, TRANSACTION_TIMEOUT_MS};
 
 use std::time::Duration;
@@ -37,23 +41,44 @@ pub(crate) fn client_config(
     c
 }
 
-/// A Kafka error as a port error: retryable unless it cannot mend by itself.
+/// What the principal lacks when the cluster refuses it with `code`, if it is a refusal.
+fn refused_for(code: RDKafkaErrorCode) -> Option<&'static str> {
+    Some(match code {
+        RDKafkaErrorCode::TopicAuthorizationFailed => "an ACL on the topic for this operation (READ to read it, WRITE to write it, DESCRIBE to see it)",
+        RDKafkaErrorCode::GroupAuthorizationFailed => "an ACL allowing READ on the consumer group",
+        RDKafkaErrorCode::TransactionalIdAuthorizationFailed => "an ACL allowing WRITE and DESCRIBE on its transactional id",
+        RDKafkaErrorCode::ClusterAuthorizationFailed => "an ACL on the cluster for this operation",
+        RDKafkaErrorCode::SaslAuthenticationFailed => "the right user name and password (kafka.security.username, BREWLINE_KAFKA__SECURITY__PASSWORD) and mechanism (kafka.security.sasl_mechanism)",
+        _ => return None,
+    })
+}
+
+/// A Kafka error as a port error: retryable unless it cannot mend by itself. A refusal by
+/// the cluster's authorizer or authentication says what the principal lacks.
 pub(crate) fn port_error(context: &str, e: KafkaError) -> PortError {
-    let fatal = matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::UnknownTopicOrPartition
-                | RDKafkaErrorCode::UnknownTopic
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::InvalidConfig
-                | RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::Fatal
+    let code = e.rdkafka_error_code();
+    let refused = code.and_then(refused_for);
+    let fatal = refused.is_some()
+        || matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::InvalidConfig
+                    | RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::Fatal
+            )
         )
-    ) || matches!(
-        e,
-        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(..)
-    );
-    let message = format!("{context}: {e}");
+        || matches!(
+            e,
+            KafkaError::ClientConfig(..) | KafkaError::ClientCreation(..)
+        );
+    let message = match refused {
+        Some(lacks) => {
+            format!("{context}: {e}: the cluster refused the principal; it needs {lacks}")
+        }
+        None => format!("{context}: {e}"),
+    };
     if fatal {
         PortError::fatal(ENGINE, message)
     } else {
@@ -115,7 +140,7 @@ impl KafkaLog {
             client_config(&self.config.common_properties())
                 .create()
                 .map_err(|e| port_error("creating an admin client", e))?;
-        let brokers = consumer::brokers(&self.config).await?;
+        let brokers = preflight(&self.config).await?;
         let (factor, min_insync) = self.config.replication(brokers);
         if factor as usize > brokers {
             return Err(PortError::fatal(

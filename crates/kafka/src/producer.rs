@@ -19,9 +19,7 @@ pub struct KafkaProducer {
 
 impl KafkaProducer {
     pub fn new(config: &KafkaConfig) -> Result<KafkaProducer> {
-        config
-            .check_durability()
-            .map_err(|e| PortError::fatal(ENGINE, e))?;
+        config.check().map_err(|e| PortError::fatal(ENGINE, e))?;
         let producer = client_config(&config.producer_properties())
             .create()
             .map_err(|e| port_error("creating the producer", e))?;

@@ -74,9 +74,7 @@ impl KafkaTransactions {
         consumer: Arc<StreamConsumer<Context>>,
         transactional_id: &str,
     ) -> Result<KafkaTransactions> {
-        config
-            .check_durability()
-            .map_err(|e| PortError::fatal(ENGINE, e))?;
+        config.check().map_err(|e| PortError::fatal(ENGINE, e))?;
         let mut properties = config.producer_properties();
         properties.insert("transactional.id".into(), transactional_id.into());
         properties

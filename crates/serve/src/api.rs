@@ -43,12 +43,21 @@ pub struct AppState {
     /// The process's metrics: the speed layer's, when it runs in this process, and the
     /// serving layer's ([`crate::ServingCollector`]).
     pub metrics: Arc<brewline_metrics::Registry>,
+    /// Who may read, and how long a request may take ([`crate::access`]).
+    pub access: crate::access::Access,
 }
 
+/// The largest request body taken (the login form is the only one read).
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
 /// The routes of the serving layer, each with its handler.
-fn routes() -> [(&'static str, MethodRouter<AppState>); 13] {
+fn routes() -> [(&'static str, MethodRouter<AppState>); 14] {
     [
         ("/", get(dashboard)),
+        (
+            crate::access::LOGIN,
+            get(crate::access::login_page).post(crate::access::log_in),
+        ),
         ("/api/sales/today", get(sales_today)),
         ("/api/sales/daily", get(sales_daily)),
         ("/api/sales/hourly", get(sales_hourly)),
@@ -77,6 +86,11 @@ pub fn router(state: AppState) -> Router {
     let message: Arc<str> = format!("no such route: see {}", listed.join(", ")).into();
     router
         .fallback(move || not_found(message.clone()))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_requests,

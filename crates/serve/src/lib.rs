@@ -6,6 +6,7 @@
 //! - [`api`]: the routes;
 //! - [`ServingCollector`]: the serving layer's metrics.
 
+pub mod access;
 pub mod api;
 pub mod live;
 mod metrics;
