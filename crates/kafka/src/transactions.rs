@@ -21,8 +21,15 @@ use crate::{client_config, port_error, KafkaConfig, ENGINE};
 /// killed in the middle of one holds back readers of what is committed.
 pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
 
-/// How long one transactional call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one transactional call may take: the transaction timeout, after which the
+/// cluster aborts the transaction anyway.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a transactional call is waited for before the producer is given up as stuck:
+/// librdkafka does not always keep the timeout it is given (`send_offsets_to_transaction`
+/// waits for ever while the group's coordinator is down: confluentinc/librdkafka#5456, seen
+/// in the chaos test when a Kafka node was killed).
+const STUCK_AFTER: Duration = Duration::from_secs(12);
 
 /// How often a transaction whose sending failed in a way a retry may mend is made again
 /// before the error is returned.
@@ -33,8 +40,12 @@ const SENT_THROUGH: &str = "brewline.sent_through=";
 
 /// A member's transactional producer, beside its consumer.
 pub struct KafkaTransactions {
-    /// Made anew when it breaks (fenced after a coordinator moved, or failed for good).
+    /// Made anew when it breaks (fenced after a coordinator moved, failed for good, or stuck
+    /// in a call).
     producer: std::sync::Mutex<FutureProducer>,
+    /// A call of the producer in use never returned: it is replaced before the next
+    /// transaction.
+    stuck: std::sync::atomic::AtomicBool,
     consumer: Arc<StreamConsumer<Context>>,
     properties: std::collections::BTreeMap<String, String>,
 }
@@ -83,6 +94,7 @@ impl KafkaTransactions {
         let producer = initialised(&properties).await?;
         Ok(KafkaTransactions {
             producer: std::sync::Mutex::new(producer),
+            stuck: std::sync::atomic::AtomicBool::new(false),
             consumer,
             properties,
         })
@@ -154,7 +166,7 @@ impl KafkaTransactions {
             let (p, o, g) = (producer.clone(), offsets.clone(), group.clone());
             let sent = blocking(move || p.send_offsets_to_transaction(&o, &g, CALL_TIMEOUT))
                 .await
-                .map_err(Failed::Fatal)?;
+                .map_err(|e| self.gave_up(e))?;
             match sent.map_err(|e| failed("adding the offsets to the transaction", e)) {
                 Ok(()) => break,
                 Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
@@ -165,12 +177,24 @@ impl KafkaTransactions {
             let p = producer.clone();
             let committed = blocking(move || p.commit_transaction(CALL_TIMEOUT))
                 .await
-                .map_err(Failed::Fatal)?;
+                .map_err(|e| self.gave_up(e))?;
             match committed.map_err(|e| failed("committing the transaction", e)) {
                 Ok(()) => return Ok(()),
                 Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
                 Err(other) => return Err(other),
             }
+        }
+    }
+
+    /// A call that failed to run or never returned: the producer is to be replaced (a stuck
+    /// one has its transaction aborted by the cluster, or fenced by its successor).
+    fn gave_up(&self, e: PortError) -> Failed {
+        if e.aborted {
+            tracing::warn!(error = %e, "a transactional call is stuck; replacing the producer");
+            self.stuck.store(true, std::sync::atomic::Ordering::SeqCst);
+            Failed::Abort(e)
+        } else {
+            Failed::Fatal(e)
         }
     }
 
@@ -180,7 +204,10 @@ impl KafkaTransactions {
             let p = producer.clone();
             let aborted = match blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
                 Ok(aborted) => aborted,
-                Err(e) => return e,
+                Err(e) => {
+                    let _ = self.gave_up(e);
+                    return why;
+                }
             };
             match aborted.map_err(|e| failed("aborting the transaction", e)) {
                 Ok(()) => {
@@ -219,11 +246,25 @@ async fn initialised(
     Ok(producer)
 }
 
-/// Runs a blocking librdkafka call off the async threads.
+/// Runs a blocking librdkafka call on a thread of its own, waiting at most [`STUCK_AFTER`]:
+/// past that the call is left to itself (its thread detached, so that it holds up neither
+/// the worker nor the process's exit) and [`PortError::aborted`] returned.
 async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .map_err(|e| PortError::fatal(ENGINE, format!("a transactional call failed: {e}")))
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("rdk:txn-call".into())
+        .spawn(move || {
+            let _ = done.send(call());
+        })
+        .map_err(|e| PortError::fatal(ENGINE, format!("starting a transactional call: {e}")))?;
+    match tokio::time::timeout(STUCK_AFTER, result).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(PortError::fatal(ENGINE, "a transactional call failed")),
+        Err(_) => Err(PortError::aborted(
+            ENGINE,
+            format!("a transactional call did not return within {STUCK_AFTER:?} (librdkafka#5456); the producer is replaced"),
+        )),
+    }
 }
 
 impl KafkaTransactions {
@@ -273,6 +314,10 @@ impl KafkaTransactions {
             Ok(()) => Ok(()),
             Err(Failed::Abort(e) | Failed::Retry(e)) => {
                 let e = PortError::aborted(ENGINE, e.message);
+                if self.stuck.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Another call would wait as long: its successor aborts the transaction.
+                    return Err(e);
+                }
                 Err(self.abort(producer, e).await)
             }
             Err(Failed::Fatal(e)) => Err(e),
@@ -283,6 +328,11 @@ impl KafkaTransactions {
 #[async_trait]
 impl Transactions for KafkaTransactions {
     async fn commit(&self, output: &[(&str, &[Record])], progress: &[Progress]) -> Result<()> {
+        if self.stuck.load(std::sync::atomic::Ordering::SeqCst) {
+            // Its successor, with the same id, fences it and aborts its open transaction.
+            self.renew().await?;
+            self.stuck.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
         let producer = self.producer();
         let result = self.attempt(&producer, output, progress).await;
         let Some((_, broken)) = producer.client().fatal_error() else {

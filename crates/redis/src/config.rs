@@ -7,11 +7,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// The static database: the lookup cache (`redis://host:port/db`; a password goes in the
-    /// URL, `redis://:password@host:port/db`, set from the environment).
+    /// The static database: the lookup cache (`redis://host:port/db`; over TLS
+    /// `rediss://host:port/db`; an ACL user and password go in the URL,
+    /// `rediss://user:password@host:port/db`: set the URL from the environment,
+    /// `BREWLINE_REDIS__STATIC_URL`).
     pub static_url: String,
-    /// The dynamic database: per-order state and counters.
+    /// The dynamic database: per-order state and counters (`BREWLINE_REDIS__DYNAMIC_URL`).
     pub dynamic_url: String,
+    /// For `rediss://` URLs: a PEM file of the authorities the server's certificate must chain
+    /// to [default: the system's].
+    pub ca: Option<std::path::PathBuf>,
     /// Set of customer ids of tier diamond.
     pub diamond_customers_key: String,
     /// Set of the ids of every payment method of the eligible bank.
@@ -42,6 +47,7 @@ impl Default for RedisConfig {
         RedisConfig {
             static_url: "redis://127.0.0.1:6379/0".into(),
             dynamic_url: "redis://127.0.0.1:6379/1".into(),
+            ca: None,
             diamond_customers_key: names::DIAMOND_CUSTOMERS_KEY.into(),
             acb_payment_key: names::ACB_PAYMENT_KEY.into(),
             product_key_prefix: names::PRODUCT_KEY_PREFIX.into(),

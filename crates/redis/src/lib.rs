@@ -37,11 +37,54 @@ pub(crate) fn port_error(context: &str, e: redis::RedisError) -> PortError {
             e.kind(),
             redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain
         );
-    let message = format!("{context}: {e}");
+    let hint = match e.kind() {
+        redis::ErrorKind::AuthenticationFailed => ": check the user and password in the Redis URL",
+        _ if e.code() == Some("NOPERM") => {
+            ": the URL's ACL user may not do this; grant it, or use the user of this role"
+        }
+        _ => "",
+    };
+    let message = format!("{context}: {e}{hint}");
     if retryable {
         PortError::retryable(ENGINE, message)
     } else {
         PortError::fatal(ENGINE, message)
+    }
+}
+
+/// A client of `url`: over TLS for `rediss://`, trusting the authorities of `config.ca` (else
+/// the system's).
+fn client(url: &str, config: &RedisConfig) -> Result<redis::Client> {
+    let not_a_url = |e: redis::RedisError| {
+        PortError::fatal(
+            ENGINE,
+            format!("not a Redis URL ({e}); write it as redis://host:port/db, or rediss://user:password@host:port/db over TLS"),
+        )
+    };
+    let tls = url.starts_with("rediss://");
+    if tls {
+        // rustls needs one process-wide choice of cryptography; ring, as the rest of brewline.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match (&config.ca, tls) {
+        (Some(ca), true) => {
+            let root_cert = std::fs::read(ca).map_err(|e| {
+                PortError::fatal(
+                    ENGINE,
+                    format!("redis.ca: cannot read {}: {e}", ca.display()),
+                )
+            })?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(url, certificates).map_err(not_a_url)
+        }
+        (Some(_), false) => Err(PortError::fatal(
+            ENGINE,
+            "redis.ca is set but the URL is not rediss://: connect over TLS, or unset redis.ca",
+        )),
+        (None, _) => redis::Client::open(url).map_err(not_a_url),
     }
 }
 
@@ -60,12 +103,7 @@ pub(crate) struct Connection {
 impl Connection {
     /// Connects to `url` with the timeouts of `config`.
     pub(crate) async fn open(url: &str, config: &RedisConfig) -> Result<Connection> {
-        let client = redis::Client::open(url).map_err(|e| {
-            PortError::fatal(
-                ENGINE,
-                format!("not a Redis URL ({e}); write it as redis://host:port/db"),
-            )
-        })?;
+        let client = client(url, config)?;
         let connection = Connection {
             address: client.get_connection_info().addr.to_string(),
             client,
@@ -88,9 +126,29 @@ impl Connection {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| port_error(&format!("connecting to {}", self.address), e))?;
+            .map_err(|e| {
+                let mut e = port_error(&format!("connecting to {}", self.address), e);
+                e.message.push_str(self.connect_hint(&e.message));
+                e
+            })?;
         *current = Some(c.clone());
         Ok(c)
+    }
+
+    /// What may be wrong when a connection failed with `message`: TLS on one side only, or
+    /// a server certificate not trusted.
+    fn connect_hint(&self, message: &str) -> &'static str {
+        let tls = matches!(
+            self.client.get_connection_info().addr,
+            redis::ConnectionAddr::TcpTls { .. }
+        );
+        if tls && (message.contains("certificate") || message.contains("UnknownIssuer")) {
+            "; the server's certificate is not trusted: set redis.ca to the PEM file of the authority that signed it"
+        } else if !tls && !message.contains("refused") {
+            "; a server that speaks TLS only needs a rediss:// URL"
+        } else {
+            ""
+        }
     }
 
     /// Runs `call` on the connection, within the timeout.
