@@ -14,33 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use brewline_core::ReferenceData;
+use brewline_kafka::testing::{grant, scram_user};
 use common::*;
-
-/// `user:password` of the SCRAM user `name` that `scripts/services` made.
-fn scram_user(name: &str) -> (String, String) {
-    env("TEST_BREWLINE_KAFKA_SCRAM_USERS")
-        .split_whitespace()
-        .filter_map(|u| u.split_once(':'))
-        .find(|(u, _)| *u == name)
-        .map(|(u, p)| (u.to_string(), p.to_string()))
-        .unwrap_or_else(|| panic!("no SCRAM user {name}"))
-}
-
-/// Grants with Kafka's AclCommand, as the cluster's administrator: `--add` then `args`.
-fn grant(args: &[&str]) {
-    let out = std::process::Command::new(env("TEST_BREWLINE_KAFKA_TOOL"))
-        .args(["org.apache.kafka.tools.AclCommand", "--bootstrap-server"])
-        .arg(env("TEST_BREWLINE_BROKERS"))
-        .arg("--add")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "AclCommand {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The environment that makes a brewline process use the TLS Redis as `user:password` (a
 /// variable of `scripts/services`), databases 2 and 3.

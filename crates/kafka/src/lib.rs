@@ -10,6 +10,8 @@ mod consumer;
 mod preflight;
 mod producer;
 mod security;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transactions;
 
 pub use config::{KafkaConfig, TransactionsMode};

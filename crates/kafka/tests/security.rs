@@ -7,19 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use brewline_kafka::testing::{env, grant, scram_user};
 use brewline_kafka::{
     preflight, KafkaConfig, KafkaConsumer, KafkaLog, KafkaProducer, KafkaSecurity, SaslMechanism,
     SecurityProtocol,
 };
 use brewline_ports::{Consumer, EventLog, Producer, Record, Subscription};
-
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run these tests through scripts/test"))
-}
 
 /// The cluster as its anonymous super user, over PLAINTEXT: makes topics and grants.
 fn admin() -> KafkaLog {
@@ -27,16 +22,6 @@ fn admin() -> KafkaLog {
         brokers: env("TEST_BREWLINE_BROKERS"),
         ..KafkaConfig::default()
     })
-}
-
-/// `user:password` of the SCRAM user named `name` in `scripts/services`.
-fn scram_user(name: &str) -> (String, String) {
-    env("TEST_BREWLINE_KAFKA_SCRAM_USERS")
-        .split_whitespace()
-        .filter_map(|u| u.split_once(':'))
-        .find(|(u, _)| *u == name)
-        .map(|(u, p)| (u.to_string(), p.to_string()))
-        .unwrap_or_else(|| panic!("no SCRAM user {name}"))
 }
 
 fn tls(file: &str) -> PathBuf {
@@ -57,23 +42,6 @@ fn sasl(user: &str, password: &str, mechanism: SaslMechanism) -> KafkaConfig {
         },
         ..KafkaConfig::default()
     }
-}
-
-/// Grants ACLs with Kafka's AclCommand: `--add` then `args`.
-fn grant(args: &[&str]) {
-    let out = Command::new(env("TEST_BREWLINE_KAFKA_TOOL"))
-        .args(["org.apache.kafka.tools.AclCommand", "--bootstrap-server"])
-        .arg(env("TEST_BREWLINE_BROKERS"))
-        .arg("--add")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "AclCommand {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn unique(name: &str) -> String {

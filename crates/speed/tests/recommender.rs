@@ -841,39 +841,62 @@ async fn order_state_lost_mid_run_is_rebuilt_from_the_log_and_no_suggestion_is_l
     assert_eq!(counters["orders_completed"], 600, "each order counted once");
 }
 
-/// A group member whose partitions move to another member at its `at`-th poll, and come
-/// back after that member handled a few batches (as when the member's session timed out):
-/// then it reads them again from the committed offsets, as Kafka's rebalance makes it.
-struct MovesAway<'a> {
+/// A group member whose polls are scripted: with `moves_at`, its partitions move to another
+/// member at that poll and come back after that member handled a few batches (as when the
+/// member's session timed out), and it reads them again from the committed offsets, as
+/// Kafka's rebalance makes it; with `leaves_after`, it leaves its group after that many polls.
+struct Member<'a> {
     inner: Box<dyn Consumer>,
-    dir: &'a DataDir,
     polls: usize,
-    at: usize,
+    moves_at: Option<(usize, &'a DataDir)>,
+    leaves_after: Option<usize>,
     assignments: u64,
 }
 
+impl<'a> Member<'a> {
+    async fn new(dir: &'a DataDir) -> Member<'a> {
+        Member {
+            inner: member(dir).await,
+            polls: 0,
+            moves_at: None,
+            leaves_after: None,
+            assignments: 0,
+        }
+    }
+
+    /// Another member takes the partitions, handles a few batches and leaves.
+    async fn other_member_meanwhile(dir: &DataDir) {
+        let mut other = Member {
+            leaves_after: Some(25),
+            ..Member::new(dir).await
+        };
+        let producer = dir.log.producer().unwrap();
+        let engines = Engines {
+            consumer: &mut other,
+            producer: producer.as_ref(),
+            orders: &dir.state,
+            lookups: &dir.state,
+            counters: &dir.state,
+        };
+        let (left, stats) = recommend_on(engines, 16, 11).await;
+        assert!(left.is_err(), "the other member left after its batches");
+        assert!(Stats::get(&stats.suggestions) > 0, "it suggested meanwhile");
+    }
+}
+
 #[async_trait]
-impl Consumer for MovesAway<'_> {
+impl Consumer for Member<'_> {
     async fn poll(&mut self, max: usize, wait: Duration) -> brewline_ports::Result<Vec<Consumed>> {
         self.polls += 1;
-        if self.polls == self.at {
-            let mut other = Leaves {
-                inner: member(self.dir).await,
-                polls_left: 25,
-            };
-            let producer = self.dir.log.producer().unwrap();
-            let engines = Engines {
-                consumer: &mut other,
-                producer: producer.as_ref(),
-                orders: &self.dir.state,
-                lookups: &self.dir.state,
-                counters: &self.dir.state,
-            };
-            let (left, stats) = recommend_on(engines, 16, 11).await;
-            assert!(left.is_err(), "the other member left after its batches");
-            assert!(Stats::get(&stats.suggestions) > 0, "it suggested meanwhile");
-            self.inner.rewind().await?;
-            self.assignments += 2;
+        if self.leaves_after.is_some_and(|n| self.polls > n) {
+            return Err(PortError::fatal("test", "left the group"));
+        }
+        if let Some((at, dir)) = self.moves_at {
+            if self.polls == at {
+                Member::other_member_meanwhile(dir).await;
+                self.inner.rewind().await?;
+                self.assignments += 2;
+            }
         }
         self.inner.poll(max, wait).await
     }
@@ -895,35 +918,6 @@ impl Consumer for MovesAway<'_> {
     }
 }
 
-/// A member that leaves its group after a number of polls.
-struct Leaves {
-    inner: Box<dyn Consumer>,
-    polls_left: usize,
-}
-
-#[async_trait]
-impl Consumer for Leaves {
-    async fn poll(&mut self, max: usize, wait: Duration) -> brewline_ports::Result<Vec<Consumed>> {
-        if self.polls_left == 0 {
-            return Err(PortError::fatal("test", "left the group"));
-        }
-        self.polls_left -= 1;
-        self.inner.poll(max, wait).await
-    }
-
-    async fn commit(&mut self, next_offsets: &[(String, i32, i64)]) -> brewline_ports::Result<()> {
-        self.inner.commit(next_offsets).await
-    }
-
-    async fn lag(&mut self) -> brewline_ports::Result<u64> {
-        self.inner.lag().await
-    }
-
-    async fn rewind(&mut self) -> brewline_ports::Result<()> {
-        self.inner.rewind().await
-    }
-}
-
 #[tokio::test]
 async fn partitions_that_move_away_and_back_are_read_again_without_repeating_the_other_members_work(
 ) {
@@ -935,12 +929,9 @@ async fn partitions_that_move_away_and_back_are_read_again_without_repeating_the
         let os = orders(300);
         write_and_capture(&dir, &os, false).await;
         let producer = dir.log.producer().unwrap();
-        let mut moving = MovesAway {
-            inner: member(&dir).await,
-            dir: &dir,
-            polls: 0,
-            at,
-            assignments: 0,
+        let mut moving = Member {
+            moves_at: Some((at, &dir)),
+            ..Member::new(&dir).await
         };
         let engines = Engines {
             consumer: &mut moving,
