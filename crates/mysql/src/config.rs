@@ -17,6 +17,28 @@ pub struct MysqlConfig {
     pub database: String,
     /// Connections kept open at most.
     pub max_connections: usize,
+    /// TLS to the server, as MySQL's `--ssl-mode` names it: `"disabled"`, `"required"`
+    /// (encrypted, the server's certificate not checked), `"verify_ca"` (its certificate must
+    /// chain to `ca`, else to the system's authorities) or `"verify_identity"` (and name the
+    /// host) [default: "disabled"]. A server with `require_secure_transport`, or a user made
+    /// `REQUIRE SSL`, refuses a plaintext login.
+    pub ssl_mode: SslMode,
+    /// A PEM file of the authorities the server's certificate must chain to (`verify_ca`,
+    /// `verify_identity`) [default: the system's].
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// How the connection to the server is encrypted ([`MysqlConfig::ssl_mode`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SslMode {
+    #[default]
+    Disabled,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
 }
 
 impl Default for MysqlConfig {
@@ -25,6 +47,8 @@ impl Default for MysqlConfig {
             url: "mysql://root@127.0.0.1:3306".into(),
             database: brewline_core::names::SOURCE_DATABASE.into(),
             max_connections: 8,
+            ssl_mode: SslMode::Disabled,
+            ca: None,
         }
     }
 }
@@ -59,7 +83,39 @@ impl MysqlConfig {
         }
         Ok(mysql_async::OptsBuilder::from_opts(opts)
             .db_name(None::<String>)
+            .ssl_opts(self.ssl_opts()?)
             .into())
+    }
+
+    /// The TLS settings of `ssl_mode` and `ca`; `None` for a plain connection.
+    fn ssl_opts(&self) -> Result<Option<mysql_async::SslOpts>> {
+        let verifies = matches!(self.ssl_mode, SslMode::VerifyCa | SslMode::VerifyIdentity);
+        if let Some(ca) = &self.ca {
+            if !verifies {
+                return Err(PortError::fatal(
+                    ENGINE,
+                    "mysql.ca is used to verify the server's certificate: set mysql.ssl_mode = \"verify_ca\" or \"verify_identity\"",
+                ));
+            }
+            if !ca.is_file() {
+                return Err(PortError::fatal(
+                    ENGINE,
+                    format!("mysql.ca: no file at {}", ca.display()),
+                ));
+            }
+        }
+        if self.ssl_mode == SslMode::Disabled {
+            return Ok(None);
+        }
+        // rustls needs one process-wide choice of cryptography; ring, as the rest of brewline.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let roots = self.ca.iter().map(|ca| ca.clone().into()).collect();
+        Ok(Some(
+            mysql_async::SslOpts::default()
+                .with_root_certs(roots)
+                .with_danger_accept_invalid_certs(self.ssl_mode == SslMode::Required)
+                .with_danger_skip_domain_validation(self.ssl_mode != SslMode::VerifyIdentity),
+        ))
     }
 
     /// The server's host, port, user and password.

@@ -1,6 +1,8 @@
 // The live dashboard in Debian's headless Chromium, driven by playwright-core: while orders
 // flow its figures change by themselves (server-sent events, no reload); once the tills stop
-// they settle on exactly the API's figures; a screenshot is saved.
+// they settle on exactly the API's figures; a screenshot is saved. With BREWLINE_SERVE__TOKEN
+// set (the server's serve.token), the API is refused without it, the browser is sent to the
+// login page, logs in with the token, and the API is read with it as a bearer token.
 //
 //   node dashboard.cjs http://127.0.0.1:PORT SCREENSHOT.png   (scripts/test runs it, with
 //   NODE_PATH pointing at the playwright-core it installed)
@@ -16,6 +18,8 @@ if (!base || !screenshot) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const token = process.env.BREWLINE_SERVE__TOKEN || "";
+const bearer = token ? { Authorization: `Bearer ${token}` } : {};
 
 async function eventually(what, seconds, check) {
   const deadline = Date.now() + seconds * 1000;
@@ -28,7 +32,7 @@ async function eventually(what, seconds, check) {
 }
 
 async function api(path) {
-  const res = await fetch(base + path);
+  const res = await fetch(base + path, { headers: bearer });
   assert.equal(res.status, 200, `${path}: ${res.status}`);
   return res.json();
 }
@@ -74,7 +78,24 @@ async function shown(page) {
     await eventually("the server listening", 300, () =>
       fetch(base + "/healthz").then(() => true, () => false),
     );
-    await page.goto(base + "/");
+    if (token) {
+      const refused = await fetch(base + "/api/sales/today");
+      assert.equal(refused.status, 401, "the API without the token");
+      await page.goto(base + "/");
+      assert.ok(page.url().endsWith("/login"), `sent to the login page, not ${page.url()}`);
+      await page.fill("#token", "not the token");
+      await Promise.all([page.waitForNavigation(), page.click("#log-in")]);
+      assert.ok(page.url().endsWith("/login"), "a wrong token stays on the login page");
+      await page.fill("#token", token);
+      await Promise.all([page.waitForNavigation(), page.click("#log-in")]);
+      assert.ok(!page.url().endsWith("/login"), `logged in: ${page.url()}`);
+      const cookies = await page.context().cookies();
+      const session = cookies.find((c) => c.name === "brewline_session");
+      assert.ok(session && session.httpOnly && session.value !== token, "an HttpOnly session cookie, not the token");
+      console.log("dashboard: logged in with the token");
+    } else {
+      await page.goto(base + "/");
+    }
     const first = await eventually("the first figures", 60, async () => {
       const s = await shown(page);
       return s.revenue !== "" && s.products.length > 0 ? s : null;
