@@ -226,7 +226,7 @@ impl Runner {
 pub async fn history(config: &Config, data_dir: &Path) -> anyhow::Result<Box<dyn RunHistory>> {
     Ok(match &config.batch.history {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Box::new(PostgresHistory::connect(url).await?)
+            Box::new(PostgresHistory::connect(url, config.batch.history_ca.as_deref()).await?)
         }
         Some(path) => Box::new(SqliteHistory::open(Path::new(path))?),
         None => Box::new(SqliteHistory::open(&data_dir.join("batch_history.sqlite"))?),

@@ -110,9 +110,13 @@ pub struct BatchConfig {
     /// How to reach an s3:// lake (endpoint, region, keys; e.g.
     /// `BREWLINE_BATCH__S3__SECRET_ACCESS_KEY`).
     pub s3: brewline_batch::S3Settings,
-    /// Where run history goes: a postgres:// URL, or a SQLite file
+    /// Where run history goes: a postgres:// URL (TLS with `?sslmode=require`; set it from
+    /// the environment, `BREWLINE_BATCH__HISTORY`, when it holds a password), or a SQLite file
     /// [default: batch_history.sqlite in the data dir].
     pub history: Option<String>,
+    /// For a PostgreSQL history over TLS: a PEM file of the authorities its certificate must
+    /// chain to [default: the system's].
+    pub history_ca: Option<std::path::PathBuf>,
     /// With --servers: publish the product affinity to redis.static_url after each run that
     /// passes.
     pub publish_affinity: bool,
@@ -133,6 +137,7 @@ impl Default for BatchConfig {
             lake: None,
             s3: brewline_batch::S3Settings::default(),
             history: None,
+            history_ca: None,
             publish_affinity: false,
             affinity_top: rule.top,
             affinity_min_together: rule.min_together,
