@@ -164,6 +164,16 @@ impl KafkaLog {
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                // A principal without CREATE (a least-privilege one) is refused even a topic
+                // that exists: that one is there to use.
+                Err((name, RDKafkaErrorCode::TopicAuthorizationFailed))
+                    if consumer::partitions(&self.config, &name).await.is_ok() => {}
+                Err((name, RDKafkaErrorCode::TopicAuthorizationFailed)) => {
+                    return Err(PortError::fatal(
+                        ENGINE,
+                        format!("creating topic {name}: the principal may not create topics: create it as an administrator (`brewline topics create`), or grant CREATE on it"),
+                    ))
+                }
                 Err((name, code)) => {
                     return Err(PortError::fatal(
                         ENGINE,

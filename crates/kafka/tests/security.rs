@@ -127,6 +127,15 @@ async fn a_scram_user_over_tls_does_what_its_acls_allow_and_is_refused_the_rest_
         }
     }
     let config = sasl(&user, &password, SaslMechanism::ScramSha512);
+    // A topic it may write but not create is there to use; one that is not, it may not make.
+    let as_recs = KafkaLog::new(config.clone());
+    as_recs.create_topic(&output, 1).await.unwrap();
+    let missing = unique("acl-missing");
+    let e = as_recs.create_topic(&missing, 1).await.unwrap_err();
+    assert!(
+        e.to_string().contains(&missing) && e.to_string().contains("grant CREATE"),
+        "{e}"
+    );
     // What they do not: writing the input, reading the output.
     let e = KafkaProducer::new(&config)
         .unwrap()
