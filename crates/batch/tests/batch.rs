@@ -15,7 +15,7 @@ use brewline_core::order::NewOrder;
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
 use brewline_ports::{Capturable, EventLog, Record, SourceDb};
-use brewline_speed::capture::{Capture, CaptureSettings};
+use brewline_speed::capture::{Capture, CaptureSettings, Output};
 use brewline_speed::stats::Stats;
 use brewline_speed::StopWhen;
 use deltalake::arrow::array::{Array, Int64Array, StringArray};
@@ -70,7 +70,7 @@ async fn write_and_capture(dir: &DataDir, orders: &[NewOrder]) {
     capture
         .run(
             feed.as_mut(),
-            producer.as_ref(),
+            Output::Sent(producer.as_ref()),
             &dir.log,
             StopWhen { drained, shutdown },
         )

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use brewline_kafka::{KafkaLog, KafkaProducer};
+use brewline_kafka::{KafkaLog, KafkaPositions, KafkaProducer, TransactionsMode};
 use brewline_mysql::{MysqlCapture, MysqlCheckpoints, OnLostPosition};
 use brewline_ports::{Capturable, CheckpointStore, PortError};
-use brewline_speed::capture::{Capture, CaptureSettings};
+use brewline_speed::capture::{Capture, CaptureSettings, Output};
 use brewline_speed::stats::Stats;
 use brewline_speed::{with_retries, Backoff, StopWhen};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -97,13 +97,30 @@ pub async fn capture(
     }
     crate::topics::create_one(&log, config, &config.topics.dead_letters, 1).await?;
     let producer = KafkaProducer::new(&config.kafka)?;
-    let checkpoints = with_retries("opening the capture's position table", || {
+    let table = with_retries("opening the capture's position table", || {
         MysqlCheckpoints::connect(&config.mysql, &config.cdc.offsets_database)
     });
-    let Some(checkpoints) = unless_stopped(&stop, checkpoints).await else {
+    let Some(table) = unless_stopped(&stop, table).await else {
         return Ok(None);
     };
-    let checkpoints = checkpoints.context("opening the capture's position table")?;
+    let table = table.context("opening the capture's position table")?;
+    let Some(committed) =
+        unless_stopped(&stop, committed_positions(config, &log, &checkpoint)).await
+    else {
+        return Ok(None);
+    };
+    let committed = committed?;
+    let checkpoints = Positions {
+        committed: committed.as_ref(),
+        table: &table,
+    };
+    let output = || match &committed {
+        Some(p) => Output::Committed {
+            transactions: p.transactions(),
+            positions: p.topic().to_string(),
+        },
+        None => Output::Sent(&producer),
+    };
     let mut start = Start {
         source: &source,
         on_lost: config.cdc.on_lost_position,
@@ -119,7 +136,7 @@ pub async fn capture(
             let position = start.position(stored).await?;
             let mut feed = source.follow(position).await?;
             capture
-                .run(feed.as_mut(), &producer, &checkpoints, stop.clone())
+                .run(feed.as_mut(), output(), &checkpoints, stop.clone())
                 .await
         }
         .await;
@@ -133,6 +150,62 @@ pub async fn capture(
         }
     }
     Ok(checkpoints.load(&checkpoint).await?)
+}
+
+/// The capture's positions committed with its events in Kafka transactions, as
+/// `kafka.transactions` says: on, off, or where the cluster allows them.
+async fn committed_positions(
+    config: &Config,
+    log: &KafkaLog,
+    checkpoint: &str,
+) -> anyhow::Result<Option<KafkaPositions>> {
+    if config.kafka.transactions == TransactionsMode::Off {
+        return Ok(None);
+    }
+    let topic = &config.topics.capture_positions;
+    let id = format!("brewline-{checkpoint}");
+    let opened = with_retries("opening the capture's positions", || async {
+        crate::topics::create_one(log, config, topic, 1)
+            .await
+            .map_err(|e| PortError::fatal("kafka", format!("{e:#}")))?;
+        KafkaPositions::open(&config.kafka, topic, &id).await
+    })
+    .await;
+    match (opened, config.kafka.transactions) {
+        (Ok(positions), _) => {
+            tracing::info!(transactional_id = %id, positions = %topic, "events and the capture's position written in Kafka transactions");
+            Ok(Some(positions))
+        }
+        (Err(e), TransactionsMode::On) => Err(e).context("kafka.transactions is \"on\""),
+        (Err(e), _) => {
+            tracing::warn!(error = %e, "no Kafka transactions: captured events are sent at least once (a kill may repeat some, identically); set kafka.transactions = \"on\" to require them, \"off\" to not try");
+            Ok(None)
+        }
+    }
+}
+
+/// Where the capture's position is read and kept: the one committed with the events (Kafka
+/// transactions) where there is one, else the table's; saved in the table (with
+/// transactions, a copy, for people to read and for a later run without them).
+struct Positions<'a> {
+    committed: Option<&'a KafkaPositions>,
+    table: &'a MysqlCheckpoints,
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for Positions<'_> {
+    async fn load(&self, name: &str) -> Result<Option<String>, PortError> {
+        if let Some(committed) = self.committed {
+            if let Some(position) = committed.load(name).await? {
+                return Ok(Some(position));
+            }
+        }
+        self.table.load(name).await
+    }
+
+    async fn save(&self, name: &str, value: &str) -> Result<(), PortError> {
+        self.table.save(name, value).await
+    }
 }
 
 /// `work`, unless told to stop before it is done (`None`).

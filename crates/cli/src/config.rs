@@ -67,8 +67,13 @@ pub struct ServeConfig {
     /// aside).
     pub request_timeout_ms: u64,
     /// Mark the session cookie `Secure` (sent over HTTPS only): set it when a TLS proxy
-    /// serves the dashboard.
+    /// serves the dashboard (with `tls_certificate` it always is).
     pub secure_cookie: bool,
+    /// Serve over HTTPS with this certificate chain (PEM, the server's certificate first);
+    /// with `tls_key`. Unset: plain HTTP, for loopback or behind a TLS proxy.
+    pub tls_certificate: Option<std::path::PathBuf>,
+    /// The private key of `tls_certificate` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -83,6 +88,8 @@ impl Default for ServeConfig {
             token: None,
             request_timeout_ms: 10_000,
             secure_cookie: false,
+            tls_certificate: None,
+            tls_key: None,
         }
     }
 }
@@ -188,6 +195,13 @@ pub struct TopicsConfig {
     /// Days the dead-letter topic keeps a record (its `retention.ms` when brewline creates it
     /// on Kafka; the embedded log keeps every record).
     pub dead_letter_retention_days: u32,
+    /// Days the CDC and suggestion topics keep a record (their `retention.ms` when brewline
+    /// creates them on Kafka). The batch layer must land events before they go: a gap fails
+    /// its bronze gate.
+    pub retention_days: u32,
+    /// The capture's positions, each committed with the events before it when
+    /// `kafka.transactions` allows (one partition, compacted), keyed by the capture's name.
+    pub capture_positions: String,
 }
 
 impl Default for TopicsConfig {
@@ -199,6 +213,8 @@ impl Default for TopicsConfig {
             dead_letters: names::DEAD_LETTER_TOPIC.into(),
             partitions: names::CDC_PARTITIONS,
             dead_letter_retention_days: 14,
+            retention_days: 7,
+            capture_positions: names::CAPTURE_POSITIONS_TOPIC.into(),
         }
     }
 }

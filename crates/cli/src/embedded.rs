@@ -11,7 +11,7 @@ use brewline_core::suggestion::{AffinityStrategy, Suggester};
 use brewline_core::ReferenceData;
 use brewline_embedded::DataDir;
 use brewline_ports::{Capturable, CheckpointStore, Counters, EventLog, SourceDb, Subscription};
-use brewline_speed::capture::{Capture, CaptureSettings};
+use brewline_speed::capture::{Capture, CaptureSettings, Output};
 use brewline_speed::recommender::{Engines, Recommender};
 use brewline_speed::stats::Stats;
 use brewline_speed::{lookup_cache, StopWhen};
@@ -126,7 +126,7 @@ impl EmbeddedPipeline {
         }
         let mut feed = self.dir.source.follow(position).await?;
         capture
-            .run(feed.as_mut(), producer, &self.dir.log, stop)
+            .run(feed.as_mut(), Output::Sent(producer), &self.dir.log, stop)
             .await
             .context("capture failed")
     }

@@ -68,6 +68,7 @@ pub async fn serve_until(
     stats: Arc<Stats>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let tls = tls_config(config)?;
     let listener = brewline_serve::bind(addr).await?;
     let live = Arc::new(Live::new(config.serve.max_live_clients));
     let mut registry = brewline_speed::metrics::registry(stats);
@@ -79,17 +80,37 @@ pub async fn serve_until(
         access: Access::new(
             config.serve.token.as_deref(),
             Some(Duration::from_millis(config.serve.request_timeout_ms)),
-            config.serve.secure_cookie,
+            config.serve.secure_cookie || tls.is_some(),
         ),
     };
     if !state.access.closed() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "serving without a token on an address other hosts reach: set serve.token (BREWLINE_SERVE__TOKEN)");
     }
-    let server = tokio::spawn(brewline_serve::serve(listener, state, shutdown.clone()));
-    println!("serving the dashboard at http://{addr}/ (API under /api, metrics at /metrics)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = tokio::spawn(brewline_serve::serve(
+        listener,
+        tls,
+        state,
+        shutdown.clone(),
+    ));
+    println!("serving the dashboard at {scheme}://{addr}/ (API under /api, metrics at /metrics)");
     let tailed = live::run(sources, config.tail_settings(), live, shutdown).await;
     let served = server.await;
     tailed?;
     served??;
     Ok(())
+}
+
+/// The HTTPS settings, when `serve.tls_certificate` and `serve.tls_key` are set (both or
+/// neither).
+fn tls_config(config: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    match (&config.serve.tls_certificate, &config.serve.tls_key) {
+        (None, None) => Ok(None),
+        (Some(certificate), Some(key)) => {
+            Ok(Some(brewline_serve::tls::server_config(certificate, key)?))
+        }
+        _ => anyhow::bail!(
+            "serve.tls_certificate and serve.tls_key go together: set both to serve over HTTPS, or neither"
+        ),
+    }
 }

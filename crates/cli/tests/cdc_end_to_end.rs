@@ -1,5 +1,6 @@
 //! The whole speed layer from the database on: `simulate` writes orders into MariaDB,
-//! `brewline cdc` captures its row binlog into Kafka (SIGKILLed and restarted mid-stream),
+//! `brewline cdc` captures its row binlog into Kafka (SIGKILLed and restarted mid-stream:
+//! no change event twice),
 //! `brewline recommend` suggests, `brewline accept` writes accepted suggestions back, which
 //! come through the binlog again and trigger nothing. Checked against SQL on the database.
 //! Needs the servers `scripts/test` starts (`TEST_BREWLINE_*`).
@@ -61,8 +62,18 @@ async fn cdc_feeds_the_recommender_through_kills_deletes_write_backs_and_a_schem
             "0.25",
         ],
     );
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+    for started in 1..=3 {
+        // Each kill once the capture is streaming again, in the middle of the tills' orders.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while d.log("cdc").matches("reading the binlog").count() < started {
+            assert!(
+                Instant::now() < deadline,
+                "cdc never streamed:\n{}",
+                d.log("cdc")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
         cdc.kill();
         cdc = d.start("cdc", &cdc_args);
     }
@@ -136,6 +147,20 @@ async fn cdc_feeds_the_recommender_through_kills_deletes_write_backs_and_a_schem
         in_db.difference(&captured).count()
     );
     let orders = captured_rows(&d, "orders").await;
+    // Three SIGKILLs, and no change event twice: events and position go in one transaction.
+    for events in [&lines, &orders] {
+        let mut seen = BTreeSet::new();
+        for (op, p) in events.iter().filter(|(op, _)| op != "r") {
+            let s = &p["source"];
+            let at = (
+                op.clone(),
+                s["file"].to_string(),
+                s["pos"].to_string(),
+                s["row"].to_string(),
+            );
+            assert!(seen.insert(at.clone()), "{at:?} captured twice");
+        }
+    }
     let mut ops_by_order: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (op, p) in &orders {
         let row = if op == "d" { &p["before"] } else { &p["after"] };

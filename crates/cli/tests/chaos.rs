@@ -3,8 +3,8 @@
 //! run` — at a steady rate of orders, while a seeded loop injects faults at random: a
 //! recommender killed (SIGKILL), `cdc` killed, a Kafka node killed, Redis killed (its
 //! append-only file flushed every second, so the last writes may be lost) or flushed whole
-//! once, MariaDB restarted. Then: every committed row captured, per key in commit order and
-//! repeated only identically; every eligible order exactly one suggestion content; every
+//! once, MariaDB restarted. Then: every committed row captured once (the capture commits its
+//! events with its position in Kafka transactions), per key in commit order; every eligible order exactly one suggestion content; every
 //! accepted suggestion written back once; the gold layer's revenue per day equal to MariaDB's
 //! to the unit. Alone in its test binary: it kills Kafka nodes and restarts the test MariaDB,
 //! which no other test may share meanwhile. `TEST_BREWLINE_CHAOS_SECONDS` (60) and
@@ -330,7 +330,7 @@ async fn chaos_loses_nothing() {
         "written back once"
     );
 
-    // Every committed row captured, repeated only identically, per key in commit order.
+    // Every committed row captured once, per key in commit order.
     let order_count = every_row_captured(&d).await;
     let mut db = database(&d).await;
 
@@ -371,7 +371,7 @@ async fn chaos_loses_nothing() {
     }
     assert!(terminate(&mut accept).success(), "{}", d.log("accept"));
     println!(
-        "chaos: seed {seed}, {seconds} s, {} faults injected ({faults:?}), {batch_runs} batch runs during them ({batch_hung} killed after never returning); {order_count} orders, {} eligible: every one suggested once (duplicate suggestions 0: Kafka transactions), written back once, captured, and reconciled in gold; losses 0",
+        "chaos: seed {seed}, {seconds} s, {} faults injected ({faults:?}), {batch_runs} batch runs during them ({batch_hung} killed after never returning); {order_count} orders, {} eligible: every one suggested once (duplicate suggestions 0: Kafka transactions), written back once, captured once (duplicate change events 0), and reconciled in gold; losses 0",
         faults.len(),
         eligible.len()
     );

@@ -454,3 +454,124 @@ fn with_a_token_only_the_health_check_and_the_login_page_answer_without_it() {
         "the token is never logged:\n{logged}"
     );
 }
+
+/// `curl` trusting the test authority (`-sS`, 5 s at most): whether it succeeded, and what it
+/// printed (`-i`: the head too).
+fn curl(ca: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .output()
+        .expect("curl is needed by this test");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Over HTTPS with the certificate and key from config (the test authority's): a client that
+/// trusts the authority gets answers, behind the token as over HTTP, and a `Secure` session
+/// cookie; plain HTTP and a client that does not trust the certificate get none; a
+/// certificate without its key is refused at start, saying what to set.
+#[test]
+#[ignore = "needs the test certificate authority of scripts/services: run scripts/test"]
+fn over_https_with_the_certificate_from_config() {
+    let tls = std::path::PathBuf::from(brewline_kafka::testing::env("TEST_BREWLINE_TLS"));
+    let ca = tls.join("ca.pem");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    run(&["demo", "--orders", "100", "--seed", "3", "--data-dir", d]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = tmp.path().join("serve.log");
+    let token = "test-tls-token-51c2";
+    let mut serve = Process(
+        brewline(&["serve", "--data-dir", d, "--addr", &addr])
+            .env("BREWLINE_SERVE__TOKEN", token)
+            .env("BREWLINE_SERVE__TLS_CERTIFICATE", tls.join("server.pem"))
+            .env("BREWLINE_SERVE__TLS_KEY", tls.join("server.key"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("https://localhost:{port}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ready = || {
+        let (ok, body) = curl(&ca, &[&format!("{base}/healthz")]);
+        let health: Value = serde_json::from_str(&body).unwrap_or_default();
+        let speed = &health["watermark"]["speed"];
+        ok && speed["unresolved"] == 0 && speed["lag"] == 0
+    };
+    while !ready() {
+        assert!(
+            serve.0.try_wait().unwrap().is_none(),
+            "the server ended: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "no HTTPS answer in 120 s");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = |args: &[&str]| {
+        let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        all.extend(args);
+        curl(&ca, &all).1
+    };
+    let today = format!("{base}/api/sales/today");
+    assert_eq!(
+        status(&[&today]),
+        "401",
+        "the token is asked over HTTPS too"
+    );
+    let bearer = format!("Authorization: Bearer {token}");
+    assert_eq!(status(&["-H", &bearer, &today]), "200");
+    let (ok, head) = curl(
+        &ca,
+        &[
+            "-i",
+            "-d",
+            &format!("token={token}"),
+            &format!("{base}/login"),
+        ],
+    );
+    assert!(ok, "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no session cookie: {head}"));
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+
+    // Plain HTTP to the HTTPS port, and a client that does not trust the certificate.
+    let (plain, said) = curl(&ca, &[&format!("http://{addr}/healthz")]);
+    assert!(!plain, "plain HTTP answered: {said}");
+    let untrusting = Command::new("curl")
+        .args(["-sS", "--max-time", "5", &format!("{base}/healthz")])
+        .output()
+        .unwrap();
+    assert!(
+        !untrusting.status.success(),
+        "an untrusted certificate was taken"
+    );
+    assert!(terminate(&mut serve).success());
+    let served = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !served.contains(token),
+        "the token is in the log:\n{served}"
+    );
+
+    // A certificate without its key.
+    let out = brewline(&["serve", "--data-dir", d, "--addr", &addr])
+        .env("BREWLINE_SERVE__TLS_CERTIFICATE", tls.join("server.pem"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("serve.tls_certificate and serve.tls_key go together"),
+        "{said}"
+    );
+}

@@ -10,6 +10,8 @@ pub const ORDER_DETAILS_TOPIC: &str = "mysql.coffee_shop.order_details";
 pub const SUGGESTIONS_TOPIC: &str = "order_suggestions";
 /// Dead-letter topic: events that could not be handled, with their reason.
 pub const DEAD_LETTER_TOPIC: &str = "brewline.dlq";
+/// Topic of the capture's positions, each committed with the events before it (compacted).
+pub const CAPTURE_POSITIONS_TOPIC: &str = "brewline.cdc.positions";
 /// Consumer group of the real-time recommender.
 pub const RECOMMENDER_GROUP: &str = "realtime-recs";
 /// Partitions of the change-event topics in the embedded log.

@@ -189,7 +189,8 @@ impl KafkaConsumer {
                 "transactions commit a group's offsets, and this reader has no group",
             ));
         }
-        let t = KafkaTransactions::new(config, self.consumer.clone(), transactional_id).await?;
+        let t =
+            KafkaTransactions::new(config, Some(self.consumer.clone()), transactional_id).await?;
         self.transactions = Some(t);
         Ok(())
     }

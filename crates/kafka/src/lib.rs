@@ -7,6 +7,7 @@
 mod config;
 pub mod connect;
 mod consumer;
+mod positions;
 mod preflight;
 mod producer;
 mod security;
@@ -16,6 +17,7 @@ mod transactions;
 
 pub use config::{KafkaConfig, TransactionsMode};
 pub use consumer::{records_in, KafkaConsumer};
+pub use positions::KafkaPositions;
 pub use preflight::preflight;
 pub use producer::KafkaProducer;
 pub use security::{KafkaSecurity, SaslMechanism, SecurityProtocol};

@@ -1,6 +1,7 @@
 //! Kafka transactions: a group member's output and its offsets committed as one (KIP-98), the
 //! offsets fenced by the group's generation (KIP-447), so that a member that lost its
-//! partitions cannot commit over the one that took them.
+//! partitions cannot commit over the one that took them; or, for a writer that reads no topic
+//! (a capture), its output alone, its position among that output ([`crate::KafkaPositions`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -46,7 +47,8 @@ pub struct KafkaTransactions {
     /// A call of the producer in use never returned: it is replaced before the next
     /// transaction.
     stuck: std::sync::atomic::AtomicBool,
-    consumer: Arc<StreamConsumer<Context>>,
+    /// The member whose offsets are committed; `None` for a writer that reads no topic.
+    consumer: Option<Arc<StreamConsumer<Context>>>,
     properties: std::collections::BTreeMap<String, String>,
 }
 
@@ -82,7 +84,7 @@ impl KafkaTransactions {
     /// transactions initialised (which aborts any a predecessor with this id left open).
     pub(crate) async fn new(
         config: &KafkaConfig,
-        consumer: Arc<StreamConsumer<Context>>,
+        consumer: Option<Arc<StreamConsumer<Context>>>,
         transactional_id: &str,
     ) -> Result<KafkaTransactions> {
         config.check().map_err(|e| PortError::fatal(ENGINE, e))?;
@@ -106,6 +108,16 @@ impl KafkaTransactions {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Transactions of a writer that reads no topic: its output alone, committed as one
+    /// (`progress` must be empty). Initialising them as `transactional_id` aborts whatever a
+    /// predecessor with that id left open.
+    pub async fn standalone(
+        config: &KafkaConfig,
+        transactional_id: &str,
+    ) -> Result<KafkaTransactions> {
+        KafkaTransactions::new(config, None, transactional_id).await
     }
 
     /// Replaces a producer that cannot go on by a new one with the same id, which aborts what
@@ -132,6 +144,12 @@ impl KafkaTransactions {
         for (topic, records) in output {
             refused.extend(send_batched(producer, topic, records, first, alone).await?);
             first += records.len();
+            if !refused.is_empty() {
+                // The transaction can only be aborted now: what follows would fail with an
+                // erroneous state and hide the refusal. Refusals in the topics after it are
+                // found when it is made again without these.
+                break;
+            }
         }
         if refused.is_empty() {
             return Ok(());
@@ -147,6 +165,28 @@ impl KafkaTransactions {
         producer: &FutureProducer,
         progress: &[Progress],
     ) -> std::result::Result<(), Failed> {
+        if !progress.is_empty() {
+            self.send_offsets(producer, progress).await?;
+        }
+        loop {
+            let p = producer.clone();
+            let committed = blocking(move || p.commit_transaction(CALL_TIMEOUT))
+                .await
+                .map_err(|e| self.gave_up(e))?;
+            match committed.map_err(|e| failed("committing the transaction", e)) {
+                Ok(()) => return Ok(()),
+                Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Adds the member's progress to the open transaction.
+    async fn send_offsets(
+        &self,
+        producer: &FutureProducer,
+        progress: &[Progress],
+    ) -> std::result::Result<(), Failed> {
         let mut offsets = TopicPartitionList::new();
         for p in progress {
             let mut e = offsets.add_partition(&p.topic, p.partition);
@@ -154,12 +194,16 @@ impl KafkaTransactions {
                 .map_err(|e| failed("committing offsets", e))?;
             e.set_metadata(format!("{SENT_THROUGH}{}", p.sent_through));
         }
-        let group = self.consumer.group_metadata().ok_or_else(|| {
-            Failed::Fatal(PortError::fatal(
+        let group = self
+            .consumer
+            .as_ref()
+            .and_then(|c| c.group_metadata())
+            .ok_or_else(|| {
+                Failed::Fatal(PortError::fatal(
                 ENGINE,
                 "a transaction commits offsets for a consumer group, and this consumer has none",
             ))
-        })?;
+            })?;
         let group = Arc::new(group);
         let offsets = Arc::new(offsets);
         loop {
@@ -168,17 +212,6 @@ impl KafkaTransactions {
                 .await
                 .map_err(|e| self.gave_up(e))?;
             match sent.map_err(|e| failed("adding the offsets to the transaction", e)) {
-                Ok(()) => break,
-                Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
-                Err(other) => return Err(other),
-            }
-        }
-        loop {
-            let p = producer.clone();
-            let committed = blocking(move || p.commit_transaction(CALL_TIMEOUT))
-                .await
-                .map_err(|e| self.gave_up(e))?;
-            match committed.map_err(|e| failed("committing the transaction", e)) {
                 Ok(()) => return Ok(()),
                 Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
                 Err(other) => return Err(other),
@@ -354,7 +387,12 @@ impl Transactions for KafkaTransactions {
         for (topic, partition) in partitions {
             asked.add_partition(topic, *partition);
         }
-        let consumer = self.consumer.clone();
+        let Some(consumer) = self.consumer.clone() else {
+            return Err(PortError::fatal(
+                ENGINE,
+                "a writer without a consumer group commits no offsets",
+            ));
+        };
         let committed = blocking(move || consumer.committed_offsets(asked, CALL_TIMEOUT))
             .await?
             .map_err(|e| port_error("reading the committed offsets", e))?;

@@ -250,6 +250,83 @@ async fn output_and_offsets_are_committed_as_one() {
     assert_eq!(first.offset, 4);
 }
 
+/// A capture's position committed with its events: read back by a successor with the same
+/// transactional id (which aborts what its predecessor left open), never moved by a
+/// transaction that failed, and the last per name kept apart from other captures'.
+#[tokio::test]
+#[ignore = "needs a Kafka broker: run scripts/test"]
+async fn a_capture_position_is_committed_with_its_events() {
+    use brewline_kafka::KafkaPositions;
+    use brewline_ports::{position_record, CheckpointStore, Record};
+    let log = KafkaLog::new(config());
+    let (events, positions, id) = (unique("cap-ev"), unique("cap-pos"), unique("cap-id"));
+    log.create_topic_with(&events, 1, &[("max.message.bytes", "10000".to_string())])
+        .await
+        .unwrap();
+    log.create_topic_with(&positions, 1, &[("cleanup.policy", "compact".to_string())])
+        .await
+        .unwrap();
+    let first = KafkaPositions::open(&config(), &positions, &id)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.load("cap").await.unwrap(),
+        None,
+        "nothing committed yet"
+    );
+    let batch = |keys: &[&str]| -> Vec<Record> {
+        keys.iter()
+            .map(|k| Record::keyed(k.as_bytes(), Some(b"event".to_vec())))
+            .collect()
+    };
+    async fn commit(
+        p: &KafkaPositions,
+        events: &str,
+        keys: Vec<Record>,
+        at: &str,
+    ) -> brewline_ports::Result<()> {
+        let mark = [position_record("cap", at)];
+        p.transactions()
+            .commit(&[(events, &keys), (p.topic(), &mark)], &[])
+            .await
+    }
+    commit(&first, &events, batch(&["a", "b"]), "binlog.000001:100")
+        .await
+        .unwrap();
+    first.save("other", "binlog.000009:9").await.unwrap();
+    // A record the topic refuses fails the transaction whole: neither the events nor the
+    // position are seen.
+    let mut refused = batch(&["c"]);
+    refused.push(Record::keyed("huge", Some(noise(20_000))));
+    let err = commit(&first, &events, refused, "binlog.000001:200")
+        .await
+        .unwrap_err();
+    assert_eq!(err.refused.len(), 1, "{err}");
+    assert_eq!(
+        first.load("cap").await.unwrap().as_deref(),
+        Some("binlog.000001:100")
+    );
+    commit(&first, &events, batch(&["c"]), "binlog.000001:300")
+        .await
+        .unwrap();
+    drop(first);
+
+    let successor = KafkaPositions::open(&config(), &positions, &id)
+        .await
+        .unwrap();
+    assert_eq!(
+        successor.load("cap").await.unwrap().as_deref(),
+        Some("binlog.000001:300")
+    );
+    assert_eq!(
+        successor.load("other").await.unwrap().as_deref(),
+        Some("binlog.000009:9")
+    );
+    let (keys, lag) = keys_to_the_end(&log, &events, 3).await;
+    assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(lag, 0);
+}
+
 /// The broker refuses a whole batch when one record is too large for the topic: the records
 /// of the batch are sent again each alone, and only the guilty one is refused.
 #[tokio::test]

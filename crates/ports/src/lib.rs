@@ -385,6 +385,13 @@ pub trait CheckpointStore: Send + Sync {
     async fn save(&self, name: &str, value: &str) -> Result<()>;
 }
 
+/// A bookmark as a record of a topic of positions (kept compacted): keyed by its name, the
+/// position as text. A capture that writes its events in transactions writes this record in
+/// the same one, so the position a restart resumes from is exactly after the events committed.
+pub fn position_record(name: &str, position: &str) -> Record {
+    Record::keyed(name.as_bytes(), Some(position.as_bytes().to_vec()))
+}
+
 /// One committed change of one row, as a change feed (a binlog, the embedded changelog)
 /// reports it.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,6 +10,7 @@ pub mod access;
 pub mod api;
 pub mod live;
 mod metrics;
+pub mod tls;
 
 use std::net::SocketAddr;
 
@@ -24,6 +25,8 @@ pub enum ServeError {
     Batch(String),
     #[error("cannot listen on {addr}: {message} (is the port taken?)")]
     Listen { addr: SocketAddr, message: String },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error(transparent)]
     Port(#[from] brewline_ports::PortError),
 }
@@ -46,23 +49,40 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         })
 }
 
-/// Serves the routes on `listener` until `shutdown`.
+/// Serves the routes on `listener` until `shutdown`: over HTTPS with `tls`
+/// ([`tls::server_config`]), else plain HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     state: AppState,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    tracing::info!(%addr, "serving the API and the dashboard");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "serving the API and the dashboard");
+    match tls {
+        Some(config) => serve_on(tls::TlsListener::new(listener, config), state, shutdown).await,
+        None => serve_on(listener, state, shutdown).await,
+    }
+    .map_err(|e| ServeError::Listen {
+        addr,
+        message: e.to_string(),
+    })
+}
+
+async fn serve_on<L>(
+    listener: L,
+    state: AppState,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })
         .await
-        .map_err(|e| ServeError::Listen {
-            addr,
-            message: e.to_string(),
-        })
 }

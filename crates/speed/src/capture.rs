@@ -3,7 +3,9 @@
 //!
 //! The position is saved only after every event before it is acknowledged by the log, and only
 //! at the end of a transaction, so a restart resumes where it left off: nothing is lost, and
-//! what is sent twice after a crash is sent identically.
+//! what is sent twice after a crash is sent identically. Where the log has transactions the
+//! events and the position after them are committed as one ([`Output::Committed`]), and
+//! nothing is sent twice.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -11,14 +13,55 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use brewline_core::debezium::{encode, ChangeEvent, Op, TableSchema};
-use brewline_ports::{ChangeFeed, CheckpointStore, Producer, Record, Result, RowChange};
+use brewline_ports::{
+    position_record, ChangeFeed, CheckpointStore, PortError, Producer, Record, Result, RowChange,
+    Transactions,
+};
 
-use crate::dead_letter::{send_or_dead_letter, SOURCE_HEADER};
+use crate::dead_letter::{refused_letter, retain_accepted, send_or_dead_letter, SOURCE_HEADER};
 use crate::stats::Stats;
-use crate::{with_retries, StopWhen};
+use crate::{with_retries, Backoff, StopWhen};
 
 /// How often, at most, the position is saved while changes keep coming.
 pub const SAVE_EVERY: Duration = Duration::from_millis(250);
+
+/// Where captured events go.
+pub enum Output<'a> {
+    /// Sent, and the position saved once they are acknowledged: a crash repeats, identically,
+    /// what was sent after the last save.
+    Sent(&'a dyn Producer),
+    /// Committed in transactions, each with the position after its events (a record keyed by
+    /// the capture's name, [`position_record`]) in the topic `positions`, where a restart
+    /// reads where to resume: readers of committed records see every change once.
+    Committed {
+        transactions: &'a dyn Transactions,
+        positions: String,
+    },
+}
+
+/// What a delivery did.
+struct Delivered {
+    /// The position after the changes delivered, when they end a transaction of the source.
+    position: Option<String>,
+    /// The changes it held back, to deliver with the next.
+    held: Vec<RowChange>,
+}
+
+/// Whether a transaction may end after `change`: the source's transaction ends there, or it is
+/// a row of a snapshot (whose rows a snapshot taken again repeats anyway).
+fn ends_a_commit(change: &RowChange) -> bool {
+    change.resume_after.is_some() || change.source.snapshot.is_some()
+}
+
+/// Record headers.
+type Headers = Vec<(String, Vec<u8>)>;
+
+/// Where a captured change was read, in the headers of the dead letter of its event.
+fn origin(change: &RowChange) -> Headers {
+    let s = &change.source;
+    let at = format!("{}:{} row {}", s.file, s.pos, s.row);
+    vec![(SOURCE_HEADER.to_string(), at.into_bytes())]
+}
 
 /// How capture names and shapes its events.
 #[derive(Debug, Clone)]
@@ -179,14 +222,11 @@ impl Capture {
         Ok(changes)
     }
 
-    /// Sends the events of `changes` (every topic at once); once all are acknowledged,
-    /// returns the position after the last complete transaction among them, to be saved.
-    async fn deliver(
+    /// The events of `changes`, per topic, each with the change it came from.
+    fn outgoing<'c>(
         &self,
-        changes: &[RowChange],
-        producer: &dyn Producer,
-    ) -> Result<Option<String>> {
-        // Per topic: the records, and the change each came from.
+        changes: &'c [RowChange],
+    ) -> Vec<(String, Vec<Record>, Vec<&'c RowChange>)> {
         let mut per_topic: Vec<(String, Vec<Record>, Vec<&RowChange>)> = Vec::new();
         for change in changes {
             if let Some((topic, records)) = self.events(change) {
@@ -200,19 +240,51 @@ impl Capture {
                 }
             }
         }
+        per_topic
+    }
+
+    /// Sends `changes` and hands back what is to be saved (a crash repeats, identically, what
+    /// was sent after the last save); or, in transactions, commits those up to the last that
+    /// may end one with the position after them, and hands back the rest, a transaction of
+    /// the source not read whole yet, to go with the next.
+    async fn deliver(&self, mut changes: Vec<RowChange>, output: &Output<'_>) -> Result<Delivered> {
+        match output {
+            Output::Sent(producer) => {
+                self.send(&changes, *producer).await?;
+                self.count(&changes);
+                Ok(Delivered {
+                    position: changes.iter().rev().find_map(|c| c.resume_after.clone()),
+                    held: Vec::new(),
+                })
+            }
+            Output::Committed {
+                transactions,
+                positions,
+            } => {
+                let cut = changes.iter().rposition(ends_a_commit).map_or(0, |i| i + 1);
+                let held = changes.split_off(cut);
+                let position = changes.last().and_then(|c| c.resume_after.clone());
+                if !changes.is_empty() {
+                    let at = position.as_deref().map(|p| (positions.as_str(), p));
+                    self.commit(&changes, at, *transactions).await?;
+                    self.count(&changes);
+                }
+                Ok(Delivered { position, held })
+            }
+        }
+    }
+
+    /// Sends the events of `changes` (every topic at once) and returns once all are
+    /// acknowledged; those the log refuses are dead-lettered.
+    async fn send(&self, changes: &[RowChange], producer: &dyn Producer) -> Result<()> {
+        let per_topic = self.outgoing(changes);
         let dead_letters = &self.config.dead_letter_topic;
         let sends = per_topic
             .iter()
             .map(|(topic, records, origins)| async move {
-                let position = |i: usize| {
-                    let s = origins.get(i).map(|c| &c.source);
-                    let at = s.map_or_else(String::new, |s| {
-                        format!("{}:{} row {}", s.file, s.pos, s.row)
-                    });
-                    vec![(SOURCE_HEADER.to_string(), at.into_bytes())]
-                };
+                let origin = |i: usize| origins.get(i).map(|c| origin(c)).unwrap_or_default();
                 let dead =
-                    send_or_dead_letter(producer, topic, records, dead_letters, position).await?;
+                    send_or_dead_letter(producer, topic, records, dead_letters, origin).await?;
                 self.stats
                     .events_out
                     .add(topic, records.len() as u64 - dead);
@@ -221,6 +293,78 @@ impl Capture {
                 Ok::<_, brewline_ports::PortError>(())
             });
         futures_util::future::try_join_all(sends).await?;
+        Ok(())
+    }
+
+    /// Commits the events of `changes` and, `position` = (topic, position), the position after
+    /// them, in one transaction; records the log refuses leave it and their dead letters join
+    /// it. A transaction that failed (nothing of it visible) is made again while a retry may
+    /// mend it; one the cluster aborted ends the capture's run, which resumes from the
+    /// committed position (a stuck commit may have gone through after all).
+    async fn commit(
+        &self,
+        changes: &[RowChange],
+        position: Option<(&str, &str)>,
+        transactions: &dyn Transactions,
+    ) -> Result<()> {
+        let mut groups: Vec<(String, Vec<(Record, Headers)>)> = self
+            .outgoing(changes)
+            .into_iter()
+            .map(|(topic, records, origins)| {
+                let from = origins.into_iter().map(origin);
+                (topic, records.into_iter().zip(from).collect())
+            })
+            .collect();
+        let dead_letters = self.config.dead_letter_topic.clone();
+        let mark = position.map(|(_, p)| [position_record(&self.config.checkpoint, p)]);
+        let mut letters = Vec::new();
+        let mut backoff = Backoff::new("committing captured changes");
+        loop {
+            let records: Vec<Vec<Record>> = groups
+                .iter()
+                .map(|(_, rs)| rs.iter().map(|(r, _)| r.clone()).collect())
+                .collect();
+            let mut output: Vec<(&str, &[Record])> = groups
+                .iter()
+                .zip(&records)
+                .map(|((topic, _), rs)| (topic.as_str(), rs.as_slice()))
+                .collect();
+            output.push((dead_letters.as_str(), letters.as_slice()));
+            if let (Some((topic, _)), Some(mark)) = (position, &mark) {
+                output.push((topic, mark.as_slice()));
+            }
+            let err = match transactions.commit(&output, &[]).await {
+                Err(err) if !err.refused.is_empty() => err,
+                Err(err) if err.aborted => {
+                    return Err(PortError::retryable(
+                        err.engine,
+                        format!("{err}; the capture resumes from its committed position"),
+                    ))
+                }
+                other => match backoff.retry(other).await {
+                    Some(done) => break done?,
+                    None => continue,
+                },
+            };
+            // Numbered through every topic of the output, the letters' after the events'.
+            letters.extend(retain_accepted(
+                &mut groups,
+                &err.refused,
+                |topic, (record, at), why| refused_letter(topic, &record, why, at),
+            ));
+        }
+        for (topic, records) in &groups {
+            self.stats.events_out.add(topic, records.len() as u64);
+        }
+        self.stats
+            .events_out
+            .add(&dead_letters, letters.len() as u64);
+        Stats::add(&self.stats.dead_letters, letters.len() as u64);
+        Ok(())
+    }
+
+    /// Counts `changes` as captured, per table and operation.
+    fn count(&self, changes: &[RowChange]) {
         Stats::add(&self.stats.captured, changes.len() as u64);
         // Counted per table and op first: one lock per pair, not per change.
         let mut counts: Vec<(&str, &'static str, u64)> = Vec::new();
@@ -234,7 +378,6 @@ impl Capture {
         for (table, op, n) in counts {
             self.stats.captured_rows.add(table, op, n);
         }
-        Ok(changes.iter().rev().find_map(|c| c.resume_after.clone()))
     }
 
     async fn save(&self, checkpoints: &dyn CheckpointStore, position: &str) -> Result<()> {
@@ -244,34 +387,20 @@ impl Capture {
         .await
     }
 
-    /// Reads one batch from the feed, sends it, then saves the position. Returns the number of
-    /// row changes handled.
-    pub async fn step(
-        &self,
-        feed: &mut dyn ChangeFeed,
-        producer: &dyn Producer,
-        checkpoints: &dyn CheckpointStore,
-        wait: Duration,
-    ) -> Result<usize> {
-        let changes = self.read(feed, wait).await?;
-        if let Some(position) = self.deliver(&changes, producer).await? {
-            self.save(checkpoints, &position).await?;
-        }
-        Ok(changes.len())
-    }
-
     /// Captures until told to stop; with `stop.drained`, stops once the feed is read to its
     /// end.
     ///
     /// While one batch is in flight the next is read; batches are still sent one after the
     /// other (a batch only once the one before is acknowledged), so per key the order of
-    /// changes is kept. The position of acknowledged changes is saved at most every
-    /// [`SAVE_EVERY`] while changes keep coming, and at once when they pause or the capture
-    /// stops: a crash repeats at most that much, identically.
+    /// changes is kept. The position of acknowledged changes is saved in `checkpoints` at
+    /// most every [`SAVE_EVERY`] while changes keep coming, and at once when they pause or
+    /// the capture stops: a crash repeats at most that much, identically. With
+    /// [`Output::Committed`] a crash repeats nothing, and `checkpoints` keeps a copy of the
+    /// committed position (for a later run without transactions, and for people to read).
     pub async fn run(
         &self,
         feed: &mut dyn ChangeFeed,
-        producer: &dyn Producer,
+        output: Output<'_>,
         checkpoints: &dyn CheckpointStore,
         stop: StopWhen,
     ) -> Result<()> {
@@ -300,12 +429,14 @@ impl Capture {
                 changes = self.read(feed, wait).await?;
                 continue;
             }
-            let (sent, next) =
-                tokio::join!(self.deliver(&changes, producer), self.read(feed, wait));
-            if let Some(position) = sent? {
-                unsaved = Some(position);
+            let (delivered, next) =
+                tokio::join!(self.deliver(changes, &output), self.read(feed, wait));
+            let Delivered { position, held } = delivered?;
+            if position.is_some() {
+                unsaved = position;
             }
-            changes = next?;
+            changes = held;
+            changes.extend(next?);
         }
     }
 }

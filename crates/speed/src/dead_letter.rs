@@ -110,6 +110,33 @@ pub async fn send_or_dead_letter(
     Ok(letters.len() as u64)
 }
 
+/// Takes the records `refused` (numbered through all the groups, in order) out of `groups`
+/// (per topic) and returns their dead letters, `letter(topic, record, reason)`.
+pub fn retain_accepted<T>(
+    groups: &mut [(String, Vec<T>)],
+    refused: &[brewline_ports::Refused],
+    mut letter: impl FnMut(&str, T, &str) -> Record,
+) -> Vec<Record> {
+    let mut letters = Vec::new();
+    let mut first = 0;
+    for (topic, records) in groups.iter_mut() {
+        let n = records.len();
+        let mut kept = Vec::with_capacity(n);
+        for (i, record) in std::mem::take(records).into_iter().enumerate() {
+            match refused.iter().find(|r| r.index == first + i) {
+                None => kept.push(record),
+                Some(r) => {
+                    tracing::warn!(topic = %topic, reason = %r.reason, "the log refused a record; dead-lettered");
+                    letters.push(letter(topic, record, &r.reason));
+                }
+            }
+        }
+        *records = kept;
+        first += n;
+    }
+    letters
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ use brewline_ports::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::dead_letter::{dead_letter, refused_letter, send_or_dead_letter};
+use crate::dead_letter::{dead_letter, refused_letter, retain_accepted, send_or_dead_letter};
 use crate::lookup_guard;
 use crate::open_orders::OpenOrders;
 use crate::stats::{StageNanos, Stats};
@@ -144,35 +144,6 @@ struct Tally {
     counted: Vec<Counted>,
     /// Source commit time (µs) of each first suggestion's completing change.
     latencies: Vec<i64>,
-}
-
-/// The records of `output` (per topic) but those `refused` (numbered through all topics), and
-/// the dead letters of the refused ones.
-fn without_refused<const N: usize>(
-    output: [(&str, Vec<Record>); N],
-    refused: &[brewline_ports::Refused],
-) -> ([Vec<Record>; N], Vec<Record>) {
-    let mut letters = Vec::new();
-    let mut first = 0;
-    let kept = output.map(|(topic, records)| {
-        let n = records.len();
-        let kept = records
-            .into_iter()
-            .enumerate()
-            .filter(|(i, record)| match refused.iter().find(|r| r.index == first + i) {
-                None => true,
-                Some(r) => {
-                    tracing::warn!(topic, reason = %r.reason, bytes = record.size(), "the log refused a record; dead-lettered");
-                    letters.push(refused_letter(topic, record, &r.reason, Vec::new()));
-                    false
-                }
-            })
-            .map(|(_, record)| record)
-            .collect();
-        first += n;
-        kept
-    });
-    (kept, letters)
 }
 
 /// A record that is a change of an order, with its source commit time (µs), or nothing to do.
@@ -412,13 +383,15 @@ impl Recommender {
                 },
             };
             // The refused records leave the transaction, and their letters join it.
-            let output = [
-                (c.dead_letter_topic.as_str(), dead),
-                (c.suggestions_topic.as_str(), suggestions),
+            let mut groups = [
+                (c.dead_letter_topic.clone(), dead),
+                (c.suggestions_topic.clone(), suggestions),
             ];
-            let (kept, letters) = without_refused(output, &err.refused);
+            let letters = retain_accepted(&mut groups, &err.refused, |topic, record, why| {
+                refused_letter(topic, &record, why, Vec::new())
+            });
             refused += letters.len() as u64;
-            let [d, s] = kept;
+            let [(_, d), (_, s)] = groups;
             dead = d.into_iter().chain(letters).collect();
             suggestions = s;
         }

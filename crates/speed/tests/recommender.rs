@@ -20,7 +20,7 @@ use brewline_ports::{
     Capturable, Consumed, Consumer, Counted, Counters, EventLog, LookupStore, PortError, Producer,
     Record, SourceDb, Subscription,
 };
-use brewline_speed::capture::{Capture, CaptureSettings};
+use brewline_speed::capture::{Capture, CaptureSettings, Output};
 use brewline_speed::recommender::{Engines, Recommender, RecommenderSettings};
 use brewline_speed::stats::Stats;
 use brewline_speed::{lookup_cache, StopWhen};
@@ -110,7 +110,12 @@ async fn write_and_capture(dir: &DataDir, orders: &[NewOrder], schemas: bool) {
     let mut feed = dir.source.follow(position).await.unwrap();
     let producer = dir.log.producer().unwrap();
     capture
-        .run(feed.as_mut(), producer.as_ref(), &dir.log, drained())
+        .run(
+            feed.as_mut(),
+            Output::Sent(producer.as_ref()),
+            &dir.log,
+            drained(),
+        )
         .await
         .unwrap();
 }

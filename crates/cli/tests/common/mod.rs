@@ -21,7 +21,7 @@ use brewline_kafka::connect::{connector_properties, DebeziumSource};
 use brewline_kafka::{KafkaConfig, KafkaConsumer, KafkaProducer};
 use brewline_mysql::{MysqlConfig, MysqlSource};
 use brewline_ports::{Capturable, Consumed, Consumer, SourceDb, Subscription};
-use brewline_speed::capture::{Capture, CaptureSettings};
+use brewline_speed::capture::{Capture, CaptureSettings, Output};
 use brewline_speed::stats::Stats;
 use brewline_speed::StopWhen;
 use deltalake::arrow::array::{Array, RecordBatch};
@@ -326,7 +326,7 @@ pub async fn produce_events(d: &Deployment, work: &Path, orders: &[NewOrder], sc
     capture
         .run(
             feed.as_mut(),
-            &producer,
+            Output::Sent(&producer),
             &checkpoints,
             StopWhen { drained, shutdown },
         )
