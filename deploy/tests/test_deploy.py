@@ -1,6 +1,8 @@
 """Checks of deploy/ that need no Docker engine: the compose stacks (every service with its
 image, resources, health check and ordered dependencies; data on named volumes; no committed
-credential; every brewline command and flag they run exists), the Prometheus configuration
+credential; every brewline command and flag they run exists; one internal network with only
+the dashboard and Grafana published; a MySQL user per role with `brewline db grants`'
+statements; the lake written with its own keys), the Prometheus configuration
 and rules (promtool), and the Grafana dashboard (every query names a metric brewline exports).
 
 Run: python deploy/tests/test_deploy.py BREWLINE_BIN (scripts/test does).
@@ -90,6 +92,64 @@ def check_compose(brewline):
     return checked
 
 
+# What each stack publishes on the host: the dashboard (behind its token) and Grafana, nothing
+# else (docker-compose-dev.yaml publishes the rest, on 127.0.0.1, for development).
+PUBLISHED = {
+    "docker-compose.yaml": {"serve": ["8080:8080"], "grafana": ["3000:3000"]},
+    "docker-compose-batch.yaml": {},
+}
+# The MySQL user each brewline process logs in as: its role's (`brewline db grants`); only
+# init, which makes the tables, is the administrator.
+MYSQL_USER = {
+    "init": "${MYSQL_USER",
+    "cdc": "brewline_capture",
+    "cache": "brewline_cache",
+    "serve": "brewline_cache",
+    "batch": "brewline_batch",
+    "airflow": "brewline_batch",
+}
+
+
+def networks_of(service):
+    n = service.get("networks", [])
+    return set(n) if isinstance(n, (list, dict)) else set()
+
+
+def check_isolation(brewline):
+    """One internal network, only the dashboard and Grafana published, a database user per
+    role with exactly `brewline db grants`' statements, the lake written with its own keys."""
+    for name, published in PUBLISHED.items():
+        stack = load(name)
+        assert stack["networks"]["internal"].get("internal") is True, f"{name}: internal network"
+        for sname, s in stack["services"].items():
+            where = f"{name}: {sname}"
+            nets = networks_of(s)
+            assert "internal" in nets, f"{where}: not on the internal network"
+            ports = published.get(sname, [])
+            assert s.get("ports", []) == ports, f"{where}: publishes {s.get('ports')}"
+            assert ("edge" in nets) == bool(ports), f"{where}: on the edge network {nets}"
+            env = s.get("environment", {})
+            env = env if isinstance(env, dict) else {}
+            url = env.get("BREWLINE_MYSQL__URL")
+            if brewline_args(s) is not None or sname == "airflow":
+                if url is not None:
+                    user = url.split("//", 1)[1].split(":", 1)[0]
+                    assert user == MYSQL_USER.get(sname), f"{where}: logs in to MySQL as {user}"
+                for key, value in env.items():
+                    assert "MINIO_ROOT" not in str(value), f"{where}: {key} uses MinIO's root keys"
+    dev = load("docker-compose-dev.yaml")
+    for sname, s in dev["services"].items():
+        assert set(s) <= {"networks", "ports"}, f"dev: {sname} changes more than ports"
+        for port in s["ports"]:
+            assert port.startswith("127.0.0.1:"), f"dev: {sname} publishes {port} beyond loopback"
+    with open(os.path.join(DEPLOY, "mysql", "grants.sh")) as f:
+        script = [l.replace("\\`", "`") for l in f.read().splitlines() if l.startswith("GRANT ") and "brewline_" in l]
+    out = subprocess.run([brewline, "db", "grants", "--flavor", "mysql"], capture_output=True, text=True, check=True)
+    printed = [l for l in out.stdout.splitlines() if l.startswith("GRANT ")]
+    assert script == printed, f"mysql/grants.sh differs from `brewline db grants --flavor mysql`:\n{script}\n{printed}"
+    return len(printed)
+
+
 def exported_metrics():
     with open(os.path.join(ROOT, "crates", "metrics", "src", "lib.rs")) as f:
         names = set(re.findall(r'"(brewline_[a-z_]+)"', f.read()))
@@ -127,9 +187,10 @@ def check_prometheus():
 
 def main(brewline):
     services = check_compose(brewline)
+    grants = check_isolation(brewline)
     queries = check_grafana()
     check_prometheus()
-    print(f"deploy: {services} compose services, {queries} Grafana queries, Prometheus config and rules checked")
+    print(f"deploy: {services} compose services, isolation and {grants} role grants, {queries} Grafana queries, Prometheus config and rules checked")
 
 
 if __name__ == "__main__":

@@ -463,6 +463,45 @@ pub enum DbAction {
     /// Load the reference data (stores, payment methods, categories, products, customers);
     /// running it again changes only what differs.
     Seed(MysqlArg),
+    /// Print the GRANT statements that give each role's user the least it needs (capture:
+    /// `cdc`; tills: `simulate`; accept; batch: `batch run`; cache: `cache load`), for the
+    /// configured database, captured tables and offsets database. Connects to nothing: run
+    /// the statements as an administrator, after creating the users (with a password from your
+    /// secret store, and `REQUIRE SSL`).
+    Grants(GrantsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrantsArgs {
+    /// Only these roles [default: every one].
+    #[arg(long = "role", value_enum, value_name = "ROLE")]
+    pub roles: Vec<GrantRole>,
+    /// Each role's user is named this prefix and the role's name (`brewline_capture`, ...).
+    #[arg(long, default_value = "brewline_")]
+    pub user_prefix: String,
+    /// The host part of each user (`'brewline_capture'@'HOST'`).
+    #[arg(long, default_value = "%")]
+    pub host: String,
+    /// The server: MariaDB (10.5.2 or later) or MySQL (8), whose capture privileges differ.
+    #[arg(long, value_enum, default_value = "mariadb")]
+    pub flavor: GrantFlavor,
+}
+
+/// A role of `db grants`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GrantRole {
+    Capture,
+    Tills,
+    Accept,
+    Batch,
+    Cache,
+}
+
+/// The server kind of `db grants`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GrantFlavor {
+    Mariadb,
+    Mysql,
 }
 
 #[derive(Debug, Args)]

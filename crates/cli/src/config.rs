@@ -74,6 +74,10 @@ pub struct ServeConfig {
     pub tls_certificate: Option<std::path::PathBuf>,
     /// The private key of `tls_certificate` (PEM: PKCS#8, PKCS#1 or SEC1).
     pub tls_key: Option<std::path::PathBuf>,
+    /// Also answer `/metrics` (and `/healthz`) on this address, without the token and without
+    /// TLS: for Prometheus on an internal network no one else reaches. Unset: `/metrics` only
+    /// on `addr`, behind the token.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServeConfig {
@@ -90,6 +94,7 @@ impl Default for ServeConfig {
             secure_cookie: false,
             tls_certificate: None,
             tls_key: None,
+            metrics_addr: None,
         }
     }
 }

@@ -68,6 +68,9 @@ fn main() -> ExitCode {
                 Command::Db {
                     action: DbAction::Seed(a),
                 } => source_cmds::seed(config, a).await,
+                Command::Db {
+                    action: DbAction::Grants(a),
+                } => Ok(source_cmds::grants(&config, &a)),
                 Command::Simulate(a) => source_cmds::simulate(config, a).await,
                 Command::Cache {
                     action: CacheAction::Load(a),

@@ -87,10 +87,24 @@ pub async fn serve_until(
         tracing::warn!(%addr, "serving without a token on an address other hosts reach: set serve.token (BREWLINE_SERVE__TOKEN)");
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let metrics = match config.serve.metrics_addr {
+        Some(metrics_addr) => {
+            let listener = brewline_serve::bind(metrics_addr).await?;
+            println!("serving /metrics without the token at http://{metrics_addr}/metrics");
+            let routes = brewline_serve::metrics_router(state.clone());
+            Some(tokio::spawn(brewline_serve::serve(
+                listener,
+                None,
+                routes,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let server = tokio::spawn(brewline_serve::serve(
         listener,
         tls,
-        state,
+        brewline_serve::router(state),
         shutdown.clone(),
     ));
     println!("serving the dashboard at {scheme}://{addr}/ (API under /api, metrics at /metrics)");
@@ -98,6 +112,9 @@ pub async fn serve_until(
     let served = server.await;
     tailed?;
     served??;
+    if let Some(metrics) = metrics {
+        metrics.await??;
+    }
     Ok(())
 }
 

@@ -13,7 +13,9 @@ use brewline_redis::RedisLookups;
 use brewline_speed::stats::Stats;
 use brewline_speed::{accept, lookup_cache, with_retries};
 
-use crate::args::{AcceptArgs, CacheLoadArgs, MysqlArg, SimulateArgs};
+use crate::args::{
+    AcceptArgs, CacheLoadArgs, GrantFlavor, GrantRole, GrantsArgs, MysqlArg, SimulateArgs,
+};
 use crate::config::Config;
 use crate::{metrics_server, shutdown, tills};
 
@@ -29,6 +31,44 @@ pub async fn init(mut config: Config, args: MysqlArg) -> anyhow::Result<ExitCode
     println!("database {} is ready", config.mysql.database);
     s.close().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `db grants`: the GRANT statements of every role asked, each block headed by the role and
+/// the command that logs in as it.
+pub fn grants(config: &Config, args: &GrantsArgs) -> ExitCode {
+    use brewline_mysql::grants::{account, grants, Flavor, Names, Role};
+    let flavor = match args.flavor {
+        GrantFlavor::Mariadb => Flavor::Mariadb,
+        GrantFlavor::Mysql => Flavor::Mysql,
+    };
+    let names = Names {
+        database: &config.mysql.database,
+        captured: &config.cdc.tables,
+        offsets_database: &config.cdc.offsets_database,
+    };
+    let asked: Vec<Role> = args
+        .roles
+        .iter()
+        .map(|r| match r {
+            GrantRole::Capture => Role::Capture,
+            GrantRole::Tills => Role::Tills,
+            GrantRole::Accept => Role::Accept,
+            GrantRole::Batch => Role::Batch,
+            GrantRole::Cache => Role::Cache,
+        })
+        .collect();
+    for role in Role::ALL {
+        if !asked.is_empty() && !asked.contains(&role) {
+            continue;
+        }
+        let user = account(&format!("{}{}", args.user_prefix, role.name()), &args.host);
+        println!("-- {}: {}, as {user}", role.name(), role.command());
+        for statement in grants(role, flavor, names, &user) {
+            println!("{statement}");
+        }
+        println!();
+    }
+    ExitCode::SUCCESS
 }
 
 /// `db seed`: the reference data (idempotent; changed rows get a new `updated_at`).

@@ -162,3 +162,157 @@ async fn the_recommender_over_sasl_ssl_needs_only_its_acls_and_never_shows_its_p
         assert!(!log.contains(secret.as_str()), "a password is never logged");
     }
 }
+
+/// Every command that uses the database, each as a user holding exactly the grants
+/// `brewline db grants` prints for its role, made `REQUIRE SSL` and connecting over TLS with
+/// the server's certificate checked: the tills write orders, the cache loads, the capture
+/// snapshots the tables and follows the binlog (over TLS), accept writes suggestions back and
+/// a batch run reads the dimensions. A role running another's command is refused, naming
+/// the grant it lacks; in plaintext, naming `mysql.ssl_mode`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
+async fn every_command_runs_with_only_its_roles_grants_over_tls() {
+    use mysql_async::prelude::Queryable;
+    const PASSWORD: &str = "grants-test-secret";
+    let d = Deployment::with_cdc("grants", (6, 7));
+    d.set_up();
+    let users = format!("g{}_", brewline_ports::now_us() % 1_000_000_000);
+    let statements = d.run(&["db", "grants", "--user-prefix", &users]);
+    let mut root = database(&d).await;
+    for role in ["capture", "tills", "accept", "batch", "cache"] {
+        root.query_drop(format!(
+            "CREATE USER '{users}{role}'@'%' IDENTIFIED BY '{PASSWORD}' REQUIRE SSL"
+        ))
+        .await
+        .unwrap();
+    }
+    let grants: Vec<&str> = statements
+        .lines()
+        .filter(|l| l.starts_with("GRANT "))
+        .collect();
+    assert!(grants.len() >= 10, "{statements}");
+    for statement in &grants {
+        root.query_drop(*statement).await.unwrap();
+    }
+    root.disconnect().await.unwrap();
+
+    let ca = PathBuf::from(env("TEST_BREWLINE_TLS")).join("ca.pem");
+    let url = |role: &str| {
+        env("TEST_BREWLINE_MYSQL_URL").replacen("root@", &format!("{users}{role}:{PASSWORD}@"), 1)
+    };
+    let as_role = |role: &str| {
+        vec![
+            ("BREWLINE_MYSQL__URL", url(role)),
+            ("BREWLINE_MYSQL__SSL_MODE", "verify_identity".to_string()),
+            ("BREWLINE_MYSQL__CA", ca.display().to_string()),
+        ]
+    };
+    let run_as = |role: &str, args: &[&str]| {
+        let out = d.command(args).envs(as_role(role)).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !said.contains(PASSWORD),
+            "the password is in the output: {said}"
+        );
+        (out.status.success(), said)
+    };
+    let start_as = |name: &str, role: &str, args: &[&str]| {
+        let env = as_role(role);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        d.start_with(name, args, &env)
+    };
+    let tills = |seed: &str| {
+        let args = [
+            "simulate",
+            "--orders",
+            "150",
+            "--seed",
+            seed,
+            "--eligible-share",
+            "0.3",
+        ];
+        let (ok, said) = run_as("tills", &args);
+        assert!(ok, "the tills as their role: {said}");
+    };
+
+    tills("61");
+    let (ok, said) = run_as("cache", &["cache", "load"]);
+    assert!(ok, "cache load as its role: {said}");
+    // The capture snapshots the orders already there, then follows the binlog.
+    let mut cdc = start_as("cdc", "capture", &["cdc"]);
+    let mut recommend = d.start("recommend", &["recommend"]);
+    let mut accept = start_as("accept", "accept", &["accept", "--share", "1.0"]);
+    tills("62");
+    let eligible = eligible_by_sql(&d).await;
+    assert!(eligible.len() > 30, "{} eligible", eligible.len());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while (suggested_lines(&d).await as usize) < eligible.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} suggestions written back\ncdc:\n{}\naccept:\n{}",
+            suggested_lines(&d).await,
+            eligible.len(),
+            tail_of(&d.log("cdc")),
+            tail_of(&d.log("accept"))
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let lake = d.dir.path().join("lake");
+    let history = d.dir.path().join("history.sqlite");
+    let mut batch = d.command(&[
+        "batch",
+        "run",
+        "--servers",
+        "--layer",
+        "bronze",
+        "--lake",
+        lake.to_str().unwrap(),
+    ]);
+    let out = batch
+        .envs(as_role("batch"))
+        .env("BREWLINE_BATCH__HISTORY", &history)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "batch run as its role: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, process) in [
+        ("cdc", &mut cdc),
+        ("recommend", &mut recommend),
+        ("accept", &mut accept),
+    ] {
+        assert!(terminate(process).success(), "{name}:\n{}", d.log(name));
+    }
+    for name in ["cdc", "accept"] {
+        assert!(
+            !d.log(name).contains(PASSWORD),
+            "the password is in {name}'s log"
+        );
+    }
+
+    // Another role's command: refused, naming what the server refused.
+    let (ok, said) = run_as("accept", &["simulate", "--orders", "1"]);
+    assert!(!ok);
+    assert!(
+        said.contains("command denied") && said.contains("lacks the grant"),
+        "{said}"
+    );
+    // The capture's user without TLS.
+    let plain = d
+        .command(&["cdc", "--until-caught-up"])
+        .env("BREWLINE_MYSQL__URL", url("capture"))
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(said.contains("mysql.ssl_mode"), "{said}");
+    let mut root = database(&d).await;
+    for role in ["capture", "tills", "accept", "batch", "cache"] {
+        root.query_drop(format!("DROP USER '{users}{role}'@'%'"))
+            .await
+            .unwrap();
+    }
+    root.disconnect().await.unwrap();
+}

@@ -365,9 +365,11 @@ fn with_a_token_only_the_health_check_and_the_login_page_answer_without_it() {
     let addr = format!("127.0.0.1:{}", free_port());
     let log = tmp.path().join("serve.log");
     let token = "test-serve-token-7f3a";
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let mut serve = Process(
         brewline(&["serve", "--data-dir", d, "--addr", &addr])
             .env("BREWLINE_SERVE__TOKEN", token)
+            .env("BREWLINE_SERVE__METRICS_ADDR", &metrics_addr)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -405,6 +407,11 @@ fn with_a_token_only_the_health_check_and_the_login_page_answer_without_it() {
     let (status, _, metrics) = get("/metrics", &bearer);
     assert_eq!(status, 200);
     assert!(metrics.contains("brewline_serve_requests"), "{metrics}");
+    // serve.metrics_addr: /metrics (and /healthz) alone, open, for Prometheus.
+    let (status, scraped) = http_get(&metrics_addr, "/metrics");
+    assert_eq!(status, 200, "{scraped}");
+    assert!(scraped.contains("brewline_serve_requests"), "{scraped}");
+    assert_eq!(http_get(&metrics_addr, "/api/sales/today").0, 404);
 
     // Logging in: a wrong token is refused, the right one sets an HttpOnly session cookie
     // that opens the dashboard and the API.

@@ -1,11 +1,13 @@
 //! brewline's source database on MySQL 8 or MariaDB 10.11, through mysql_async: the
 //! `coffee_shop` schema, its reference data, the tills' orders (one transaction each) and the
 //! suggestions customers accept; and change capture from its row binlog ([`MysqlCapture`]),
-//! with the capture's position kept on the same server ([`MysqlCheckpoints`]).
+//! with the capture's position kept on the same server ([`MysqlCheckpoints`]); the least each
+//! role needs of the server ([`grants`]).
 
 pub mod capture;
 mod checkpoints;
 mod config;
+pub mod grants;
 mod source;
 
 pub use capture::{CdcConfig, MysqlCapture, OnLostPosition};

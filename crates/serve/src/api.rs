@@ -73,6 +73,15 @@ fn routes() -> [(&'static str, MethodRouter<AppState>); 14] {
     ]
 }
 
+/// `/metrics` and `/healthz` alone, open: for a listener of its own that only Prometheus
+/// reaches (`serve.metrics_addr`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
 /// The serving layer: its routes, and a 404 that lists them for any other path.
 pub fn router(state: AppState) -> Router {
     let mut listed = Vec::new();

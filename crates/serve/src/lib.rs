@@ -14,7 +14,7 @@ pub mod tls;
 
 use std::net::SocketAddr;
 
-pub use api::{router, AppState};
+pub use api::{metrics_router, router, AppState};
 pub use live::{Live, TailSettings};
 pub use metrics::ServingCollector;
 
@@ -49,22 +49,22 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         })
 }
 
-/// Serves the routes on `listener` until `shutdown`: over HTTPS with `tls`
-/// ([`tls::server_config`]), else plain HTTP.
+/// Serves `routes` ([`router`], [`metrics_router`]) on `listener` until `shutdown`: over
+/// HTTPS with `tls` ([`tls::server_config`]), else plain HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    state: AppState,
+    routes: axum::Router,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, scheme, "serving the API and the dashboard");
+    tracing::info!(%addr, scheme, "serving");
     match tls {
-        Some(config) => serve_on(tls::TlsListener::new(listener, config), state, shutdown).await,
-        None => serve_on(listener, state, shutdown).await,
+        Some(config) => serve_on(tls::TlsListener::new(listener, config), routes, shutdown).await,
+        None => serve_on(listener, routes, shutdown).await,
     }
     .map_err(|e| ServeError::Listen {
         addr,
@@ -74,13 +74,13 @@ pub async fn serve(
 
 async fn serve_on<L>(
     listener: L,
-    state: AppState,
+    routes: axum::Router,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
-    axum::serve(listener, router(state))
+    axum::serve(listener, routes)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

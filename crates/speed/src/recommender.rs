@@ -398,19 +398,34 @@ impl Recommender {
     }
 
     /// What to commit with the batch's output: per partition, the offset held back below the
-    /// oldest open order, and how far the output is sent.
+    /// oldest open order, and how far the output is sent: the batch's end, or the mark already
+    /// committed where that is further (a batch read again after a rewind, a rebalance or a
+    /// rebuild ends below it, and must not lower it: the next reader would send again what
+    /// lies between).
     fn progress(&self, next: &[(String, i32, i64)]) -> Vec<Progress> {
         self.open
             .hold(next)
             .into_iter()
             .zip(next)
-            .map(|((topic, partition, held), (_, _, sent))| Progress {
-                topic,
-                partition,
-                next: held,
-                sent_through: *sent,
+            .map(|((topic, partition, held), (_, _, sent))| {
+                let sent_through = (*sent).max(self.mark(&topic, partition));
+                Progress {
+                    topic,
+                    partition,
+                    next: held,
+                    sent_through,
+                }
             })
             .collect()
+    }
+
+    /// The next offset of `topic`/`partition` whose output is not known to be sent (0 when
+    /// nothing is known).
+    fn mark(&self, topic: &str, partition: i32) -> i64 {
+        self.sent_through
+            .iter()
+            .find(|((t, p), _)| *p == partition && &**t == topic)
+            .map_or(0, |(_, next)| *next)
     }
 
     /// Notes which orders each change left open, and which it closed. Returns, for each
@@ -481,10 +496,7 @@ impl Recommender {
     /// Whether the record at `at` was handled and its output sent before (it is read again
     /// after a restart, a rebalance or a rewind).
     fn handled_before(&self, at: &EventRef) -> bool {
-        self.sent_through
-            .iter()
-            .find(|((t, p), _)| *p == at.partition && **t == *at.topic)
-            .is_some_and(|(_, next)| at.offset < *next)
+        at.offset < self.mark(&at.topic, at.partition)
     }
 
     /// After the store lost the state, or a transaction was aborted: back to the committed
@@ -787,5 +799,52 @@ impl Recommender {
                 Err(err) => return Err(err),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brewline_core::suggestion::RandomStrategy;
+
+    fn recommender() -> Recommender {
+        let config = RecommenderSettings {
+            orders_topic: "orders".into(),
+            order_details_topic: "lines".into(),
+            suggestions_topic: "suggestions".into(),
+            dead_letter_topic: "dlq".into(),
+            group: "g".into(),
+            batch: 10,
+            poll_wait: Duration::from_millis(10),
+            expire_every: Duration::from_secs(60),
+            order_ttl: Duration::from_secs(90),
+            lookups_every: Duration::from_millis(0),
+        };
+        let suggester = Suggester::new(1, Box::new(RandomStrategy));
+        Recommender::new(config, suggester, Arc::new(Stats::default()))
+    }
+
+    /// Found by the chaos run (seed 2: Redis killed and flushed, then a rebalance): a batch
+    /// read again below the committed mark committed its own end as the mark, lowering it, and
+    /// the member that took the partition next sent 17 suggestions again.
+    #[test]
+    fn a_batch_read_again_below_the_sent_mark_does_not_lower_it() {
+        let mut r = recommender();
+        r.sent_through.insert((Arc::from("lines"), 0), 120);
+        let progress = r.progress(&[("lines".into(), 0, 80), ("lines".into(), 1, 30)]);
+        assert_eq!(progress[0].sent_through, 120, "kept: read again below it");
+        assert_eq!(
+            progress[1].sent_through, 30,
+            "nothing known: the batch's end"
+        );
+        r.sent(&[("lines".into(), 0, 150)]);
+        assert_eq!(r.progress(&[("lines".into(), 0, 150)])[0].sent_through, 150);
+        let at = |offset| EventRef {
+            topic: Arc::from("lines"),
+            partition: 0,
+            offset,
+        };
+        assert!(r.handled_before(&at(149)));
+        assert!(!r.handled_before(&at(150)));
     }
 }
