@@ -4,7 +4,6 @@
 # shop's database for `brewline db init` and `db seed`, and each brewline process a user of its
 # own with the least it needs. The GRANT statements are `brewline db grants --flavor mysql`'s,
 # word for word (deploy/tests/test_deploy.py checks it); the passwords come from .env.
-set -eu
 mysql -uroot -p"$MYSQL_ROOT_PASSWORD" <<SQL
 GRANT ALL ON coffee_shop.* TO '$MYSQL_USER'@'%';
 CREATE USER IF NOT EXISTS 'brewline_capture'@'%' IDENTIFIED BY '$MYSQL_CAPTURE_PASSWORD';

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brewline_kafka::{KafkaLog, KafkaPositions, KafkaProducer, TransactionsMode};
+use brewline_mysql::capture::compare_positions;
 use brewline_mysql::{MysqlCapture, MysqlCheckpoints, OnLostPosition};
 use brewline_ports::{Capturable, CheckpointStore, PortError};
 use brewline_speed::capture::{Capture, CaptureSettings, Output};
@@ -194,13 +195,23 @@ struct Positions<'a> {
 
 #[async_trait::async_trait]
 impl CheckpointStore for Positions<'_> {
+    /// The committed position, unless the table's is further on (a run without transactions
+    /// went on from there since).
     async fn load(&self, name: &str) -> Result<Option<String>, PortError> {
-        if let Some(committed) = self.committed {
-            if let Some(position) = committed.load(name).await? {
-                return Ok(Some(position));
+        let table = self.table.load(name).await?;
+        let Some(committed) = self.committed else {
+            return Ok(table);
+        };
+        let Some(position) = committed.load(name).await? else {
+            return Ok(table);
+        };
+        match &table {
+            Some(t) if compare_positions(t, &position) == Some(std::cmp::Ordering::Greater) => {
+                tracing::info!(committed = %position, table = %t, "the position table is further on than the committed position (a run without transactions went on): going on from the table's");
+                Ok(table)
             }
+            _ => Ok(Some(position)),
         }
-        self.table.load(name).await
     }
 
     async fn save(&self, name: &str, value: &str) -> Result<(), PortError> {

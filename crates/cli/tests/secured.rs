@@ -1,10 +1,12 @@
-//! The recommender as a deployment on secured servers runs it: over the test cluster's
-//! SASL_SSL listener as a SCRAM user that holds exactly the ACLs README lists (READ on the CDC
-//! topics and its group, WRITE on the suggestions and dead letters, WRITE and DESCRIBE on its
-//! transactional ids), and on the TLS Redis as the ACL user of its role, the lookups loaded
-//! there by the administrator's user; every password from the environment. Every eligible
-//! order gets one suggestion; a Kafka user without ACLs ends at once with the ACL it lacks;
-//! `brewline config` and the logs never show a password. Needs `scripts/test`'s servers.
+//! brewline on secured servers. The recommender over the test cluster's SASL_SSL listener as a
+//! SCRAM user that holds exactly the ACLs README lists (READ on the CDC topics and its group,
+//! WRITE on the suggestions and dead letters, WRITE and DESCRIBE on its transactional ids),
+//! and on the TLS Redis as the ACL user of its role, the lookups loaded there by the
+//! administrator's user; every password from the environment: every eligible order gets one
+//! suggestion; a Kafka user without ACLs ends at once with the ACL it lacks; `brewline config`
+//! and the logs never show a password. Then the whole pipeline (tills, cache, cdc, recommend,
+//! accept, a batch run), every connection encrypted and authenticated, each process as its
+//! role's least-privileged database user and Kafka principal. Needs `scripts/test`'s servers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -18,18 +20,18 @@ use brewline_kafka::testing::{grant, scram_user};
 use common::*;
 
 /// The environment that makes a brewline process use the TLS Redis as `user:password` (a
-/// variable of `scripts/services`), databases 2 and 3.
-fn redis_as(variable: &str) -> Vec<(&'static str, String)> {
+/// variable of `scripts/services`), databases `dbs` (static, dynamic).
+fn redis_as(variable: &str, dbs: (u8, u8)) -> Vec<(&'static str, String)> {
     let (user, host) = (env(variable), env("TEST_BREWLINE_REDIS_TLS"));
     let ca = PathBuf::from(env("TEST_BREWLINE_TLS")).join("ca.pem");
     vec![
         (
             "BREWLINE_REDIS__STATIC_URL",
-            format!("rediss://{user}@{host}/2"),
+            format!("rediss://{user}@{host}/{}", dbs.0),
         ),
         (
             "BREWLINE_REDIS__DYNAMIC_URL",
-            format!("rediss://{user}@{host}/3"),
+            format!("rediss://{user}@{host}/{}", dbs.1),
         ),
         ("BREWLINE_REDIS__CA", ca.display().to_string()),
     ]
@@ -55,7 +57,10 @@ fn as_user(user: &str, password: &str) -> Vec<(&'static str, String)> {
 async fn the_recommender_over_sasl_ssl_needs_only_its_acls_and_never_shows_its_password() {
     let d = Deployment::new("secured", None, (2, 3));
     d.set_up();
-    let all = orders(&ReferenceData::bundled().unwrap(), 17, 600);
+    // Orders of their own: the TLS Redis keeps the order state of an earlier run of this test
+    // (the same seed, the same order ids) for the state's TTL.
+    let seed = brewline_ports::now_us() as u64 % 1_000_000;
+    let all = orders(&ReferenceData::bundled().unwrap(), seed, 600);
     let eligible = eligible(&all);
     let work = tempfile::tempdir().unwrap();
     produce_events(&d, work.path(), &all, false).await;
@@ -105,14 +110,14 @@ async fn the_recommender_over_sasl_ssl_needs_only_its_acls_and_never_shows_its_p
     ]);
 
     d.command(&["cache", "load"])
-        .envs(redis_as("TEST_BREWLINE_REDIS_ADMIN"))
+        .envs(redis_as("TEST_BREWLINE_REDIS_ADMIN", (2, 3)))
         .status()
         .unwrap()
         .success()
         .then_some(())
         .expect("the administrator loads the lookups into the TLS Redis");
     let mut environment = as_user(&user, &password);
-    environment.extend(redis_as("TEST_BREWLINE_REDIS_RECS"));
+    environment.extend(redis_as("TEST_BREWLINE_REDIS_RECS", (2, 3)));
     let redis_password = env("TEST_BREWLINE_REDIS_RECS")
         .split_once(':')
         .map(|(_, p)| p.to_string())
@@ -163,19 +168,36 @@ async fn the_recommender_over_sasl_ssl_needs_only_its_acls_and_never_shows_its_p
     }
 }
 
-/// Every command that uses the database, each as a user holding exactly the grants
-/// `brewline db grants` prints for its role, made `REQUIRE SSL` and connecting over TLS with
-/// the server's certificate checked: the tills write orders, the cache loads, the capture
-/// snapshots the tables and follows the binlog (over TLS), accept writes suggestions back and
-/// a batch run reads the dimensions. A role running another's command is refused, naming
-/// the grant it lacks; in plaintext, naming `mysql.ssl_mode`.
+/// Grants `operations` on `resources` (AclCommand's `--topic T`, `--group G`, ...) to `user`.
+fn allow(user: &str, operations: &[&str], resources: &[&str]) {
+    let principal = format!("User:{user}");
+    let mut args = vec!["--allow-principal", principal.as_str()];
+    for o in operations {
+        args.extend(["--operation", o]);
+    }
+    args.extend(resources);
+    grant(&args);
+}
+
+/// The whole pipeline with every connection encrypted and authenticated, each process as its
+/// role's least-privileged user: MariaDB over TLS (`verify_identity`) as users made
+/// `REQUIRE SSL` holding exactly the grants `brewline db grants` prints for their role; Kafka
+/// over SASL_SSL as SCRAM users holding exactly the ACLs README lists for theirs; Redis over
+/// TLS as ACL users. The tills write orders, `cache load` loads the lookups, `cdc` snapshots
+/// the tables and follows the binlog (in Kafka transactions), the recommender suggests,
+/// `accept` writes the suggestions back and a batch run lands the events and reads the
+/// dimensions. Every eligible order gets its suggestion written back once; a role running
+/// another's command is refused, naming the grant; a plaintext login, naming
+/// `mysql.ssl_mode`; no password reaches a log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka, Redis and MariaDB: run scripts/test"]
-async fn every_command_runs_with_only_its_roles_grants_over_tls() {
+async fn every_role_runs_encrypted_and_authenticated_with_only_its_grants_and_acls() {
     use mysql_async::prelude::Queryable;
     const PASSWORD: &str = "grants-test-secret";
     let d = Deployment::with_cdc("grants", (6, 7));
     d.set_up();
+
+    // MariaDB: a user per role, REQUIRE SSL, with the printed grants.
     let users = format!("g{}_", brewline_ports::now_us() % 1_000_000_000);
     let statements = d.run(&["db", "grants", "--user-prefix", &users]);
     let mut root = database(&d).await;
@@ -196,30 +218,102 @@ async fn every_command_runs_with_only_its_roles_grants_over_tls() {
     }
     root.disconnect().await.unwrap();
 
+    // Kafka: a SCRAM user per role, with the ACLs README lists.
+    let (orders, lines) = (d.topic("orders"), d.topic("order_details"));
+    let (suggestions, dlq) = (
+        format!("{}.suggestions", d.prefix),
+        format!("{}.dlq", d.prefix),
+    );
+    let group = format!("{}-recs", d.prefix);
+    let accept_group = format!("{}-accept", d.prefix);
+    let positions = brewline_core::names::CAPTURE_POSITIONS_TOPIC;
+    let capture_id = format!("brewline-cdc.mysql.{}", d.prefix);
+    let prefixed = ["--resource-pattern-type", "prefixed"];
+    let (cdc_user, cdc_password) = scram_user("brewline-cdc");
+    allow(
+        &cdc_user,
+        &["Write"],
+        &["--topic", &orders, "--topic", &lines, "--topic", &dlq],
+    );
+    allow(&cdc_user, &["Read", "Write"], &["--topic", positions]);
+    allow(
+        &cdc_user,
+        &["Write", "Describe"],
+        &["--transactional-id", &capture_id],
+    );
+    let (recs_user, recs_password) = scram_user("brewline-recs");
+    allow(
+        &recs_user,
+        &["Read"],
+        &["--topic", &orders, "--topic", &lines, "--group", &group],
+    );
+    allow(
+        &recs_user,
+        &["Write"],
+        &["--topic", &suggestions, "--topic", &dlq],
+    );
+    let ids = format!("{group}-");
+    let recs_ids = [&["--transactional-id", ids.as_str()][..], &prefixed[..]].concat();
+    allow(&recs_user, &["Write", "Describe"], &recs_ids);
+    let (accept_user, accept_password) = scram_user("brewline-accept");
+    allow(
+        &accept_user,
+        &["Read"],
+        &["--topic", &suggestions, "--group", &accept_group],
+    );
+    // Its producer (dead letters) is idempotent: WRITE on a topic gets it a producer id.
+    allow(&accept_user, &["Write"], &["--topic", &dlq]);
+    let (batch_user, batch_password) = scram_user("brewline-batch");
+    allow(
+        &batch_user,
+        &["Read"],
+        &[
+            "--topic",
+            &orders,
+            "--topic",
+            &lines,
+            "--topic",
+            &suggestions,
+        ],
+    );
+    // A reader without a group still names one of its own (`brewline-reader-…`).
+    let readers = [&["--group", "brewline-reader-"][..], &prefixed[..]].concat();
+    for user in [&cdc_user, &batch_user] {
+        allow(user, &["Read"], &readers);
+    }
+
     let ca = PathBuf::from(env("TEST_BREWLINE_TLS")).join("ca.pem");
     let url = |role: &str| {
         env("TEST_BREWLINE_MYSQL_URL").replacen("root@", &format!("{users}{role}:{PASSWORD}@"), 1)
     };
-    let as_role = |role: &str| {
+    let mysql_as = |role: &str| {
         vec![
             ("BREWLINE_MYSQL__URL", url(role)),
             ("BREWLINE_MYSQL__SSL_MODE", "verify_identity".to_string()),
             ("BREWLINE_MYSQL__CA", ca.display().to_string()),
         ]
     };
-    let run_as = |role: &str, args: &[&str]| {
-        let out = d.command(args).envs(as_role(role)).output().unwrap();
+    let secrets = [
+        PASSWORD,
+        &cdc_password,
+        &recs_password,
+        &accept_password,
+        &batch_password,
+    ];
+    let run_as = |environment: Vec<(&'static str, String)>, args: &[&str]| {
+        let out = d.command(args).envs(environment).output().unwrap();
         let said = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(
-            !said.contains(PASSWORD),
-            "the password is in the output: {said}"
-        );
+        for secret in secrets {
+            assert!(
+                !said.contains(secret),
+                "a password is in the output: {said}"
+            );
+        }
         (out.status.success(), said)
     };
-    let start_as = |name: &str, role: &str, args: &[&str]| {
-        let env = as_role(role);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        d.start_with(name, args, &env)
+    let start_as = |name: &str, environment: Vec<(&'static str, String)>, args: &[&str]| {
+        let pairs: Vec<(&str, &str)> = environment.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        d.start_with(name, args, &pairs)
     };
     let tills = |seed: &str| {
         let args = [
@@ -231,82 +325,112 @@ async fn every_command_runs_with_only_its_roles_grants_over_tls() {
             "--eligible-share",
             "0.3",
         ];
-        let (ok, said) = run_as("tills", &args);
+        let (ok, said) = run_as(mysql_as("tills"), &args);
         assert!(ok, "the tills as their role: {said}");
     };
+    let (redis_static, redis_dynamic) = (4, 5);
+    let with = |mut a: Vec<(&'static str, String)>, b: Vec<(&'static str, String)>| {
+        a.extend(b);
+        a
+    };
 
-    tills("61");
-    let (ok, said) = run_as("cache", &["cache", "load"]);
+    // Orders of their own: the TLS Redis keeps the order state of an earlier run of this test
+    // (the same seed, the same order ids) for the state's TTL.
+    let seed = brewline_ports::now_us() % 1_000_000;
+    tills(&seed.to_string());
+    // The lookups into the TLS Redis as its administrator (the recommender's user only reads
+    // them), from MariaDB as the cache's role.
+    let cache = with(
+        mysql_as("cache"),
+        redis_as("TEST_BREWLINE_REDIS_ADMIN", (redis_static, redis_dynamic)),
+    );
+    let (ok, said) = run_as(cache, &["cache", "load"]);
     assert!(ok, "cache load as its role: {said}");
-    // The capture snapshots the orders already there, then follows the binlog.
-    let mut cdc = start_as("cdc", "capture", &["cdc"]);
-    let mut recommend = d.start("recommend", &["recommend"]);
-    let mut accept = start_as("accept", "accept", &["accept", "--share", "1.0"]);
-    tills("62");
+    let mut cdc = start_as(
+        "cdc",
+        with(mysql_as("capture"), as_user(&cdc_user, &cdc_password)),
+        &["cdc"],
+    );
+    let mut recommend = start_as(
+        "recommend",
+        with(
+            as_user(&recs_user, &recs_password),
+            redis_as("TEST_BREWLINE_REDIS_RECS", (redis_static, redis_dynamic)),
+        ),
+        &["recommend"],
+    );
+    let mut accept = start_as(
+        "accept",
+        with(mysql_as("accept"), as_user(&accept_user, &accept_password)),
+        &["accept", "--share", "1.0", "--group", &accept_group],
+    );
+    tills(&(seed + 1).to_string());
     let eligible = eligible_by_sql(&d).await;
     assert!(eligible.len() > 30, "{} eligible", eligible.len());
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while (suggested_lines(&d).await as usize) < eligible.len() {
         assert!(
             std::time::Instant::now() < deadline,
-            "{} of {} suggestions written back\ncdc:\n{}\naccept:\n{}",
+            "{} of {} suggestions written back\ncdc:\n{}\nrecommend:\n{}\naccept:\n{}",
             suggested_lines(&d).await,
             eligible.len(),
             tail_of(&d.log("cdc")),
+            tail_of(&d.log("recommend")),
             tail_of(&d.log("accept"))
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert_eq!(
+        suggested_lines(&d).await as usize,
+        eligible.len(),
+        "written back once"
+    );
     let lake = d.dir.path().join("lake");
     let history = d.dir.path().join("history.sqlite");
-    let mut batch = d.command(&[
-        "batch",
-        "run",
-        "--servers",
-        "--layer",
-        "bronze",
-        "--lake",
-        lake.to_str().unwrap(),
-    ]);
-    let out = batch
-        .envs(as_role("batch"))
-        .env("BREWLINE_BATCH__HISTORY", &history)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "batch run as its role: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let mut batch = with(mysql_as("batch"), as_user(&batch_user, &batch_password));
+    batch.push(("BREWLINE_BATCH__HISTORY", history.display().to_string()));
+    let (ok, said) = run_as(
+        batch,
+        &[
+            "batch",
+            "run",
+            "--servers",
+            "--layer",
+            "bronze",
+            "--lake",
+            lake.to_str().unwrap(),
+        ],
     );
+    assert!(ok, "batch run as its role: {}", tail_of(&said));
     for (name, process) in [
         ("cdc", &mut cdc),
         ("recommend", &mut recommend),
         ("accept", &mut accept),
     ] {
         assert!(terminate(process).success(), "{name}:\n{}", d.log(name));
-    }
-    for name in ["cdc", "accept"] {
+        let log = d.log(name);
         assert!(
-            !d.log(name).contains(PASSWORD),
-            "the password is in {name}'s log"
+            log.contains("written in Kafka transactions") || name == "accept",
+            "{name}:\n{log}"
         );
+        for secret in secrets {
+            assert!(!log.contains(secret), "a password is in {name}'s log");
+        }
     }
 
     // Another role's command: refused, naming what the server refused.
-    let (ok, said) = run_as("accept", &["simulate", "--orders", "1"]);
+    let (ok, said) = run_as(mysql_as("accept"), &["simulate", "--orders", "1"]);
     assert!(!ok);
     assert!(
         said.contains("command denied") && said.contains("lacks the grant"),
         "{said}"
     );
     // The capture's user without TLS.
-    let plain = d
-        .command(&["cdc", "--until-caught-up"])
-        .env("BREWLINE_MYSQL__URL", url("capture"))
-        .output()
-        .unwrap();
-    assert!(!plain.status.success());
-    let said = String::from_utf8_lossy(&plain.stderr);
+    let (ok, said) = run_as(
+        vec![("BREWLINE_MYSQL__URL", url("capture"))],
+        &["cdc", "--until-caught-up"],
+    );
+    assert!(!ok);
     assert!(said.contains("mysql.ssl_mode"), "{said}");
     let mut root = database(&d).await;
     for role in ["capture", "tills", "accept", "batch", "cache"] {

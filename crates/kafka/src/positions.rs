@@ -55,8 +55,14 @@ impl KafkaPositions {
 impl CheckpointStore for KafkaPositions {
     /// The last committed position under `name`: the topic read to its end.
     async fn load(&self, name: &str) -> Result<Option<String>> {
+        // Only what was committed, whatever `kafka.consumer` says: a position of an aborted
+        // transaction is after events no reader sees.
+        let mut config = self.config.clone();
+        config
+            .consumer
+            .insert("isolation.level".into(), "read_committed".into());
         let mut reader = KafkaConsumer::new(
-            &self.config,
+            &config,
             Subscription {
                 topics: vec![self.topic.clone()],
                 ..Subscription::default()

@@ -251,8 +251,8 @@ async fn output_and_offsets_are_committed_as_one() {
 }
 
 /// A capture's position committed with its events: read back by a successor with the same
-/// transactional id (which aborts what its predecessor left open), never moved by a
-/// transaction that failed, and the last per name kept apart from other captures'.
+/// transactional id, never moved by a transaction that failed (the topic read past an
+/// aborted position), and the last per name kept apart from other captures'.
 #[tokio::test]
 #[ignore = "needs a Kafka broker: run scripts/test"]
 async fn a_capture_position_is_committed_with_its_events() {
@@ -305,6 +305,20 @@ async fn a_capture_position_is_committed_with_its_events() {
     assert_eq!(
         first.load("cap").await.unwrap().as_deref(),
         Some("binlog.000001:100")
+    );
+    // The positions topic ending in an aborted transaction's record: read past it.
+    let mark = [position_record("cap", "binlog.000001:250")];
+    let huge = [Record::keyed("huge", Some(noise(20_000)))];
+    let err = first
+        .transactions()
+        .commit(&[(first.topic(), &mark), (events.as_str(), &huge)], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.refused.len(), 1, "{err}");
+    assert_eq!(
+        first.load("cap").await.unwrap().as_deref(),
+        Some("binlog.000001:100"),
+        "the aborted transaction's position is not read"
     );
     commit(&first, &events, batch(&["c"]), "binlog.000001:300")
         .await

@@ -415,8 +415,9 @@ pub struct RowChange {
 /// Committed row changes of a source database, in commit order.
 #[async_trait]
 pub trait ChangeFeed: Send {
-    /// Up to about `max` changes (a transaction is never cut), waiting at most `wait` for the
-    /// first. Empty when nothing came.
+    /// Up to about `max` changes, waiting at most `wait` for the first. Empty when nothing
+    /// came. A transaction larger than `max` may come in pieces: only its last change carries
+    /// [`RowChange::resume_after`].
     async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<RowChange>>;
 
     /// How many committed changes (or, for a binlog, bytes) are not yet read.

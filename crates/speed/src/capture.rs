@@ -48,9 +48,11 @@ struct Delivered {
 }
 
 /// Whether a transaction may end after `change`: the source's transaction ends there, or it is
-/// a row of a snapshot (whose rows a snapshot taken again repeats anyway).
+/// a row of a snapshot (whose rows a snapshot taken again repeats anyway; a change of the
+/// binlog says `snapshot: "false"`).
 fn ends_a_commit(change: &RowChange) -> bool {
-    change.resume_after.is_some() || change.source.snapshot.is_some()
+    change.resume_after.is_some()
+        || matches!(change.source.snapshot.as_deref(), Some(s) if s != "false")
 }
 
 /// Record headers.
@@ -347,6 +349,13 @@ impl Capture {
                 },
             };
             // Numbered through every topic of the output, the letters' after the events'.
+            let events: usize = groups.iter().map(|(_, rs)| rs.len()).sum();
+            if let Some(r) = err.refused.iter().find(|r| r.index >= events) {
+                return Err(PortError::fatal(
+                    err.engine,
+                    format!("{dead_letters} (or {}) refused a record too: {}; raise the topic's max.message.bytes", position.map_or("", |(t, _)| t), r.reason),
+                ));
+            }
             letters.extend(retain_accepted(
                 &mut groups,
                 &err.refused,
@@ -438,5 +447,164 @@ impl Capture {
             changes = held;
             changes.extend(next?);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    use async_trait::async_trait;
+    use brewline_ports::{Progress, RowChange};
+
+    /// A feed handing out the batches it was given, then nothing.
+    struct Batches(VecDeque<Vec<RowChange>>);
+
+    #[async_trait]
+    impl ChangeFeed for Batches {
+        async fn next(&mut self, _max: usize, _wait: Duration) -> Result<Vec<RowChange>> {
+            Ok(self.0.pop_front().unwrap_or_default())
+        }
+        async fn behind(&mut self) -> Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+    }
+
+    /// What one commit held: (topic, keys) per topic.
+    type Commit = Vec<(String, Vec<String>)>;
+
+    /// Transactions that record what each commit held.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<Commit>>);
+
+    #[async_trait]
+    impl Transactions for Recorded {
+        async fn commit(&self, output: &[(&str, &[Record])], progress: &[Progress]) -> Result<()> {
+            assert!(progress.is_empty(), "a capture commits no offsets");
+            let text =
+                |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).to_string();
+            // Events by key; positions as key=value.
+            let keys = |t: &str, rs: &[Record]| {
+                rs.iter()
+                    .map(|r| match t {
+                        "positions" => {
+                            format!("{}={}", text(r.key.as_deref()), text(r.value.as_deref()))
+                        }
+                        _ => text(r.key.as_deref()),
+                    })
+                    .collect()
+            };
+            let commit = output
+                .iter()
+                .filter(|(_, rs)| !rs.is_empty())
+                .map(|(t, rs)| (t.to_string(), keys(t, rs)))
+                .collect();
+            self.0.lock().unwrap().push(commit);
+            Ok(())
+        }
+        async fn sent_through(&self, _: &[(String, i32)]) -> Result<Vec<i64>> {
+            unreachable!("a capture reads no topic")
+        }
+    }
+
+    #[derive(Default)]
+    struct Saved(Mutex<HashMap<String, String>>);
+
+    #[async_trait]
+    impl CheckpointStore for Saved {
+        async fn load(&self, name: &str) -> Result<Option<String>> {
+            Ok(self.0.lock().unwrap().get(name).cloned())
+        }
+        async fn save(&self, name: &str, value: &str) -> Result<()> {
+            self.0.lock().unwrap().insert(name.into(), value.into());
+            Ok(())
+        }
+    }
+
+    /// An insert of order `id` read from the binlog; `end`: the position after its
+    /// transaction, when it is the transaction's last change.
+    fn insert(id: &str, end: Option<&str>) -> RowChange {
+        let mut after = serde_json::Map::new();
+        after.insert("id".into(), id.into());
+        RowChange {
+            table: "orders".into(),
+            op: Op::Create,
+            before: None,
+            after: Some(after),
+            source: brewline_core::debezium::Source {
+                snapshot: Some("false".into()),
+                file: "binlog.000001".into(),
+                ..Default::default()
+            },
+            resume_after: end.map(str::to_string),
+            schema: None,
+        }
+    }
+
+    /// A source transaction handed out in pieces (larger than the feed's batch) is committed
+    /// whole, in one Kafka transaction with the position after it; none commits without the
+    /// position it brings the capture to.
+    #[tokio::test]
+    async fn a_source_transaction_in_pieces_is_committed_whole_with_its_position() {
+        let settings = CaptureSettings {
+            topic_prefix: "mysql".into(),
+            with_schema: false,
+            connector: "mysql".into(),
+            checkpoint: "cdc.mysql.shop".into(),
+            batch: 3,
+            tables: vec![(TableSchema::orders("mysql", "shop"), "id".into())],
+            dead_letter_topic: "dlq".into(),
+        };
+        let capture = Capture::new(settings, Arc::new(Stats::default()));
+        let mut feed = Batches(VecDeque::from([
+            // a1..a3 one transaction; b1, b2 the start of the next.
+            vec![
+                insert("a1", None),
+                insert("a2", None),
+                insert("a3", Some("binlog.000001:100")),
+                insert("b1", None),
+                insert("b2", None),
+            ],
+            vec![insert("b3", None), insert("b4", None)],
+            vec![insert("b5", Some("binlog.000001:200"))],
+            vec![insert("c1", Some("binlog.000001:300"))],
+        ]));
+        let recorded = Recorded::default();
+        let saved = Saved::default();
+        let (_done, drained) = tokio::sync::watch::channel(true);
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let output = Output::Committed {
+            transactions: &recorded,
+            positions: "positions".into(),
+        };
+        capture
+            .run(&mut feed, output, &saved, StopWhen { drained, shutdown })
+            .await
+            .unwrap();
+        let commits = recorded.0.lock().unwrap().clone();
+        let topic = "mysql.shop.orders".to_string();
+        let whole = |keys: &[&str], at: &str| {
+            vec![
+                (topic.clone(), keys.iter().map(|k| k.to_string()).collect()),
+                (
+                    "positions".to_string(),
+                    vec![format!("cdc.mysql.shop=binlog.000001:{at}")],
+                ),
+            ]
+        };
+        assert_eq!(
+            commits,
+            vec![
+                whole(&["a1", "a2", "a3"], "100"),
+                whole(&["b1", "b2", "b3", "b4", "b5"], "200"),
+                whole(&["c1"], "300"),
+            ]
+        );
+        assert_eq!(
+            saved.load("cdc.mysql.shop").await.unwrap().as_deref(),
+            Some("binlog.000001:300"),
+            "the copy of the position"
+        );
     }
 }

@@ -245,7 +245,11 @@ impl MysqlFeed {
                     .at_ms(i64::from(header.timestamp()) * 1000);
                     self.rows(&rows, &tme, source).await?;
                     if self.pending.len() >= max {
+                        // Handed out before the transaction ends, all but the last: that one
+                        // carries the position after it when it does ([`Self::commit`]).
+                        let last = self.pending.pop();
                         self.ready.append(&mut self.pending);
+                        self.pending.extend(last);
                     }
                 }
                 _ => {}

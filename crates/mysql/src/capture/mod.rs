@@ -347,6 +347,19 @@ impl std::fmt::Display for Position {
     }
 }
 
+/// How two stored positions compare in the binlog (the file's number, then the offset);
+/// `None` when either is not a `file:position` or their files are of two binlogs (another
+/// base name).
+pub fn compare_positions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    let at = |text: &str| {
+        let p = Position::parse(text).ok()?;
+        let (base, number) = p.file.rsplit_once('.')?;
+        Some((base.to_string(), number.parse::<u64>().ok()?, p.pos))
+    };
+    let (a, b) = (at(a)?, at(b)?);
+    (a.0 == b.0).then(|| (a.1, a.2).cmp(&(b.1, b.2)))
+}
+
 /// Why `position` cannot be followed on a server whose binlogs are `files`, if it cannot.
 fn lost_reason(position: &Position, files: &[String]) -> Option<String> {
     if files.contains(&position.file) {
@@ -390,6 +403,32 @@ pub(crate) async fn binlog_end(conn: &mut Conn) -> Result<Position> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_compare_by_file_number_then_offset_within_one_binlog() {
+        use std::cmp::Ordering::*;
+        assert_eq!(
+            compare_positions("binlog.000002:4", "binlog.000001:900"),
+            Some(Greater)
+        );
+        assert_eq!(
+            compare_positions("binlog.000001:90", "binlog.000001:900"),
+            Some(Less)
+        );
+        assert_eq!(
+            compare_positions("binlog.000010:4", "binlog.000009:4"),
+            Some(Greater)
+        );
+        assert_eq!(
+            compare_positions("binlog.000001:4", "binlog.000001:4"),
+            Some(Equal)
+        );
+        assert_eq!(
+            compare_positions("mysql-bin.000009:4", "binlog.000001:4"),
+            None
+        );
+        assert_eq!(compare_positions("nonsense", "binlog.000001:4"), None);
+    }
 
     #[test]
     fn a_position_whose_file_was_purged_is_lost_and_says_which_files_remain() {
