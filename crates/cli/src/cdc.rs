@@ -119,6 +119,7 @@ pub async fn capture(
         Some(p) => Output::Committed {
             transactions: p.transactions(),
             positions: p.topic().to_string(),
+            max_held: config.capture.max_transaction_changes,
         },
         None => Output::Sent(&producer),
     };

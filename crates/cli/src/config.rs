@@ -240,6 +240,12 @@ pub struct CaptureConfig {
     /// MiB instead of 67 (BENCHMARKS.md). A live capture's batches are as small as what
     /// arrives, whatever this says.
     pub batch: usize,
+    /// In Kafka transactions, the most row changes of one source transaction the capture holds
+    /// to commit whole (about 1 KiB of memory each). A larger one stops the capture, saying
+    /// so: raise this (and the producer's `transaction.timeout.ms`, which its sending must
+    /// fit in), or capture without transactions (`kafka.transactions = "off"`, which sends it
+    /// in pieces, and a kill repeats them).
+    pub max_transaction_changes: usize,
 }
 
 impl Default for CaptureConfig {
@@ -248,6 +254,7 @@ impl Default for CaptureConfig {
             topic_prefix: names::CDC_TOPIC_PREFIX.into(),
             schemas: false,
             batch: 16_384,
+            max_transaction_changes: 100_000,
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum Output<'a> {
     Committed {
         transactions: &'a dyn Transactions,
         positions: String,
+        /// The most changes of one source transaction held to be committed whole; past it the
+        /// capture stops with an error that says what to do.
+        max_held: usize,
     },
 }
 
@@ -262,9 +265,19 @@ impl Capture {
             Output::Committed {
                 transactions,
                 positions,
+                max_held,
             } => {
                 let cut = changes.iter().rposition(ends_a_commit).map_or(0, |i| i + 1);
                 let held = changes.split_off(cut);
+                if held.len() > *max_held {
+                    let at = held.first().map_or_else(String::new, |c| {
+                        format!(" (from binlog {}:{})", c.source.file, c.source.pos)
+                    });
+                    return Err(PortError::fatal(
+                        "capture",
+                        format!("a source transaction of more than {max_held} row changes{at} is too large to commit as one Kafka transaction: raise capture.max_transaction_changes (about 1 KiB of memory each) and the producer's transaction.timeout.ms, or set kafka.transactions = \"off\" (it is then sent in pieces, and a kill repeats them)"),
+                    ));
+                }
                 let position = changes.last().and_then(|c| c.resume_after.clone());
                 if !changes.is_empty() {
                     let at = position.as_deref().map(|p| (positions.as_str(), p));
@@ -577,6 +590,7 @@ mod tests {
         let output = Output::Committed {
             transactions: &recorded,
             positions: "positions".into(),
+            max_held: 4,
         };
         capture
             .run(&mut feed, output, &saved, StopWhen { drained, shutdown })
@@ -606,5 +620,60 @@ mod tests {
             Some("binlog.000001:300"),
             "the copy of the position"
         );
+    }
+
+    /// A source transaction larger than the capture may hold stops it with what to change,
+    /// having committed none of it.
+    #[tokio::test]
+    async fn a_source_transaction_too_large_to_hold_stops_the_capture_saying_what_to_do() {
+        let settings = CaptureSettings {
+            topic_prefix: "mysql".into(),
+            with_schema: false,
+            connector: "mysql".into(),
+            checkpoint: "cdc.mysql.shop".into(),
+            batch: 3,
+            tables: vec![(TableSchema::orders("mysql", "shop"), "id".into())],
+            dead_letter_topic: "dlq".into(),
+        };
+        let capture = Capture::new(settings, Arc::new(Stats::default()));
+        let mut feed = Batches(VecDeque::from([
+            vec![
+                insert("a1", Some("binlog.000001:100")),
+                insert("b1", None),
+                insert("b2", None),
+            ],
+            vec![insert("b3", None), insert("b4", None)],
+            vec![insert("b5", Some("binlog.000001:200"))],
+        ]));
+        let recorded = Recorded::default();
+        let (_done, drained) = tokio::sync::watch::channel(true);
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let output = Output::Committed {
+            transactions: &recorded,
+            positions: "positions".into(),
+            max_held: 3,
+        };
+        let err = capture
+            .run(
+                &mut feed,
+                output,
+                &Saved::default(),
+                StopWhen { drained, shutdown },
+            )
+            .await
+            .unwrap_err();
+        assert!(!err.retryable, "{err}");
+        assert!(
+            err.message.contains("capture.max_transaction_changes")
+                && err.message.contains("kafka.transactions"),
+            "{err}"
+        );
+        let commits = recorded.0.lock().unwrap().clone();
+        assert_eq!(
+            commits.len(),
+            1,
+            "only the transaction before it: {commits:?}"
+        );
+        assert!(!format!("{commits:?}").contains("b1"), "{commits:?}");
     }
 }
