@@ -168,12 +168,26 @@ impl KafkaTransactions {
         if !progress.is_empty() {
             self.send_offsets(producer, progress).await?;
         }
-        loop {
+        self.until_done("committing the transaction", || {
             let p = producer.clone();
-            let committed = blocking(move || p.commit_transaction(CALL_TIMEOUT))
-                .await
-                .map_err(|e| self.gave_up(e))?;
-            match committed.map_err(|e| failed("committing the transaction", e)) {
+            move || p.commit_transaction(CALL_TIMEOUT)
+        })
+        .await
+    }
+
+    /// Makes the transactional call `call()` gives (each on a thread of its own, [`blocking`])
+    /// until it succeeds or fails in a way calling again would not mend.
+    async fn until_done<F>(
+        &self,
+        context: &str,
+        call: impl Fn() -> F,
+    ) -> std::result::Result<(), Failed>
+    where
+        F: FnOnce() -> rdkafka::error::KafkaResult<()> + Send + 'static,
+    {
+        loop {
+            let done = blocking(call()).await.map_err(|e| self.gave_up(e))?;
+            match done.map_err(|e| failed(context, e)) {
                 Ok(()) => return Ok(()),
                 Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
                 Err(other) => return Err(other),
@@ -206,17 +220,11 @@ impl KafkaTransactions {
             })?;
         let group = Arc::new(group);
         let offsets = Arc::new(offsets);
-        loop {
+        self.until_done("adding the offsets to the transaction", || {
             let (p, o, g) = (producer.clone(), offsets.clone(), group.clone());
-            let sent = blocking(move || p.send_offsets_to_transaction(&o, &g, CALL_TIMEOUT))
-                .await
-                .map_err(|e| self.gave_up(e))?;
-            match sent.map_err(|e| failed("adding the offsets to the transaction", e)) {
-                Ok(()) => return Ok(()),
-                Err(Failed::Retry(e)) => tracing::warn!(error = %e, "trying again"),
-                Err(other) => return Err(other),
-            }
-        }
+            move || p.send_offsets_to_transaction(&o, &g, CALL_TIMEOUT)
+        })
+        .await
     }
 
     /// A call that failed to run or never returned: the producer is to be replaced (a stuck

@@ -555,11 +555,12 @@ mod tests {
         }
     }
 
-    /// A source transaction handed out in pieces (larger than the feed's batch) is committed
-    /// whole, in one Kafka transaction with the position after it; none commits without the
-    /// position it brings the capture to.
-    #[tokio::test]
-    async fn a_source_transaction_in_pieces_is_committed_whole_with_its_position() {
+    /// Captures `batches` in recording transactions, holding at most `max_held` changes:
+    /// how the run ended, what each commit held, and the copy of the position.
+    async fn committed(
+        batches: Vec<Vec<RowChange>>,
+        max_held: usize,
+    ) -> (Result<()>, Vec<Commit>, Option<String>) {
         let settings = CaptureSettings {
             topic_prefix: "mysql".into(),
             with_schema: false,
@@ -570,19 +571,7 @@ mod tests {
             dead_letter_topic: "dlq".into(),
         };
         let capture = Capture::new(settings, Arc::new(Stats::default()));
-        let mut feed = Batches(VecDeque::from([
-            // a1..a3 one transaction; b1, b2 the start of the next.
-            vec![
-                insert("a1", None),
-                insert("a2", None),
-                insert("a3", Some("binlog.000001:100")),
-                insert("b1", None),
-                insert("b2", None),
-            ],
-            vec![insert("b3", None), insert("b4", None)],
-            vec![insert("b5", Some("binlog.000001:200"))],
-            vec![insert("c1", Some("binlog.000001:300"))],
-        ]));
+        let mut feed = Batches(VecDeque::from(batches));
         let recorded = Recorded::default();
         let saved = Saved::default();
         let (_done, drained) = tokio::sync::watch::channel(true);
@@ -590,13 +579,39 @@ mod tests {
         let output = Output::Committed {
             transactions: &recorded,
             positions: "positions".into(),
-            max_held: 4,
+            max_held,
         };
-        capture
+        let ended = capture
             .run(&mut feed, output, &saved, StopWhen { drained, shutdown })
-            .await
-            .unwrap();
+            .await;
         let commits = recorded.0.lock().unwrap().clone();
+        let copy = saved.load("cdc.mysql.shop").await.unwrap();
+        (ended, commits, copy)
+    }
+
+    /// A source transaction handed out in pieces (larger than the feed's batch) is committed
+    /// whole, in one Kafka transaction with the position after it; none commits without the
+    /// position it brings the capture to.
+    #[tokio::test]
+    async fn a_source_transaction_in_pieces_is_committed_whole_with_its_position() {
+        let (ended, commits, copy) = committed(
+            vec![
+                // a1..a3 one transaction; b1, b2 the start of the next.
+                vec![
+                    insert("a1", None),
+                    insert("a2", None),
+                    insert("a3", Some("binlog.000001:100")),
+                    insert("b1", None),
+                    insert("b2", None),
+                ],
+                vec![insert("b3", None), insert("b4", None)],
+                vec![insert("b5", Some("binlog.000001:200"))],
+                vec![insert("c1", Some("binlog.000001:300"))],
+            ],
+            4,
+        )
+        .await;
+        ended.unwrap();
         let topic = "mysql.shop.orders".to_string();
         let whole = |keys: &[&str], at: &str| {
             vec![
@@ -616,7 +631,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            saved.load("cdc.mysql.shop").await.unwrap().as_deref(),
+            copy.as_deref(),
             Some("binlog.000001:300"),
             "the copy of the position"
         );
@@ -626,49 +641,26 @@ mod tests {
     /// having committed none of it.
     #[tokio::test]
     async fn a_source_transaction_too_large_to_hold_stops_the_capture_saying_what_to_do() {
-        let settings = CaptureSettings {
-            topic_prefix: "mysql".into(),
-            with_schema: false,
-            connector: "mysql".into(),
-            checkpoint: "cdc.mysql.shop".into(),
-            batch: 3,
-            tables: vec![(TableSchema::orders("mysql", "shop"), "id".into())],
-            dead_letter_topic: "dlq".into(),
-        };
-        let capture = Capture::new(settings, Arc::new(Stats::default()));
-        let mut feed = Batches(VecDeque::from([
+        let (ended, commits, _) = committed(
             vec![
-                insert("a1", Some("binlog.000001:100")),
-                insert("b1", None),
-                insert("b2", None),
+                vec![
+                    insert("a1", Some("binlog.000001:100")),
+                    insert("b1", None),
+                    insert("b2", None),
+                ],
+                vec![insert("b3", None), insert("b4", None)],
+                vec![insert("b5", Some("binlog.000001:200"))],
             ],
-            vec![insert("b3", None), insert("b4", None)],
-            vec![insert("b5", Some("binlog.000001:200"))],
-        ]));
-        let recorded = Recorded::default();
-        let (_done, drained) = tokio::sync::watch::channel(true);
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let output = Output::Committed {
-            transactions: &recorded,
-            positions: "positions".into(),
-            max_held: 3,
-        };
-        let err = capture
-            .run(
-                &mut feed,
-                output,
-                &Saved::default(),
-                StopWhen { drained, shutdown },
-            )
-            .await
-            .unwrap_err();
+            3,
+        )
+        .await;
+        let err = ended.unwrap_err();
         assert!(!err.retryable, "{err}");
         assert!(
             err.message.contains("capture.max_transaction_changes")
                 && err.message.contains("kafka.transactions"),
             "{err}"
         );
-        let commits = recorded.0.lock().unwrap().clone();
         assert_eq!(
             commits.len(),
             1,
