@@ -2,7 +2,9 @@
 image, resources, health check and ordered dependencies; data on named volumes; no committed
 credential; every brewline command and flag they run exists; one internal network with only
 the dashboard and Grafana published; a MySQL user per role with `brewline db grants`'
-statements; the lake written with its own keys), the Prometheus configuration
+statements; the lake written with its own keys; every Kafka listener and every Kafka client
+of the services on SASL, as users the nodes make, no password written in the files), the
+Prometheus configuration
 and rules (promtool), and the Grafana dashboard (every query names a metric brewline exports).
 
 Run: python deploy/tests/test_deploy.py BREWLINE_BIN (scripts/test does).
@@ -150,6 +152,178 @@ def check_isolation(brewline):
     return len(printed)
 
 
+# apache/kafka's image makes server.properties of the KAFKA_* variables but these
+# (kafka.docker.KafkaDockerWrapper; deploy/kafka/start.sh makes the same to format).
+KAFKA_IMAGE_NOT_PROPERTIES = {
+    "KAFKA_VERSION", "KAFKA_HEAP_OPTS", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
+    "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL",
+    "KAFKA_LOG4J_LOGGERS", "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_JMX_HOSTNAME",
+}
+# A compose variable: ${NAME}, ${NAME:?message}, ...
+VARIABLE = re.compile(r"\$\{(\w+)[^}]*\}")
+
+
+def kafka_server_properties(env):
+    """A Kafka node's server.properties as the image makes it of the node's environment:
+    KAFKA_ dropped, lower case, "_" -> ".", "___" -> "-", "__" -> "_"."""
+    props = {}
+    for key, value in env.items():
+        if key.startswith("KAFKA_") and key not in KAFKA_IMAGE_NOT_PROPERTIES:
+            name = key[len("KAFKA_"):].lower().replace("_", ".").replace("...", "-").replace("..", "_")
+            props[name] = str(value)
+    return props
+
+
+def jaas_login(jaas):
+    """(user name, password) of a JAAS login module's settings."""
+    user = re.search(r'\busername="([^"]*)"', jaas)
+    password = re.search(r'\bpassword="([^"]*)"', jaas)
+    return (user and user.group(1), password and password.group(1))
+
+
+def variable(value):
+    """The compose variable a value is made of alone (${NAME...}), else None."""
+    m = VARIABLE.fullmatch(str(value).strip())
+    return m and m.group(1)
+
+
+def check_kafka_auth():
+    """Every Kafka connection between the services logs in with SASL: every listener of every
+    node is SASL_*, each with a JAAS login for each of its mechanisms; the brokers log in to
+    each other with SCRAM as a user the nodes write when they format their storage
+    (kafka/start.sh), the controllers with a mechanism they can check before the metadata log
+    is read (not SCRAM); every service that names the brokers (brewline, Kafka Connect's
+    worker, producers and consumers, its connector's schema history, Kafka UI) logs in as one
+    of those users with the password of that user's variable; no password, nor PLAIN user's,
+    is written in the files: ${VARIABLE}s from .env (listed empty in .env.example) or, for the
+    connector, ${file:...} from its secrets folder."""
+    stack = load("docker-compose.yaml")
+    users = {}  # SCRAM user -> the .env variable of its password
+    scram_mechanisms = set()
+    nodes = {n: s for n, s in stack["services"].items() if s["image"].startswith("apache/kafka:")}
+    assert len(nodes) == 3, f"Kafka nodes: {sorted(nodes)}"
+    for name, s in nodes.items():
+        where = f"docker-compose.yaml: {name}"
+        env = s["environment"]
+        props = kafka_server_properties(env)
+        protocols = dict(p.split(":") for p in props["listener.security.protocol.map"].split(","))
+
+        def mechanisms(listener):
+            value = props.get(f"listener.name.{listener.lower()}.sasl.enabled.mechanisms",
+                              props.get("sasl.enabled.mechanisms", "GSSAPI"))
+            return [m.strip() for m in value.split(",")]
+
+        listeners = [l.split("://")[0] for l in props["listeners"].split(",")]
+        for listener in listeners:
+            protocol = protocols.get(listener, listener)
+            assert protocol.startswith("SASL_"), f"{where}: listener {listener} is {protocol}, not SASL"
+            for mechanism in mechanisms(listener):
+                key = f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
+                assert key in props, f"{where}: listener {listener} has no {key}"
+        inter = props["inter.broker.listener.name"]
+        mechanism = props.get("sasl.mechanism.inter.broker.protocol", "GSSAPI")
+        assert mechanism.startswith("SCRAM-") and mechanism in mechanisms(inter), \
+            f"{where}: brokers log in to each other with {mechanism} on {inter} ({mechanisms(inter)})"
+        scram_mechanisms.update(m for m in mechanisms(inter) if m.startswith("SCRAM-"))
+        jaas = props[f"listener.name.{inter.lower()}.{mechanism.lower()}.sasl.jaas.config"]
+        broker, broker_password = jaas_login(jaas)
+        controller = props["controller.listener.names"]
+        mechanism = props.get("sasl.mechanism.controller.protocol", "GSSAPI")
+        assert mechanism in mechanisms(controller), f"{where}: {mechanism} not enabled on {controller}"
+        # SCRAM users are in the metadata log, which a controller reads once there is a leader.
+        assert not mechanism.startswith("SCRAM-"), f"{where}: controllers cannot log in with {mechanism}"
+        if mechanism == "PLAIN":
+            jaas = props[f"listener.name.{controller.lower()}.plain.sasl.jaas.config"]
+            user, password = jaas_login(jaas)
+            assert user and variable(password), f"{where}: the controllers' PLAIN login"
+            assert re.search(rf'\buser_{re.escape(user)}="([^"]*)"', jaas), f"{where}: no PLAIN user {user}"
+        assert s.get("entrypoint") == ["/bin/bash", "/opt/brewline/kafka/start.sh"], f"{where}: entrypoint"
+        assert "./kafka:/opt/brewline/kafka:ro" in s.get("volumes", []), f"{where}: kafka/ not mounted"
+        # The users start.sh writes at format time, name:${VARIABLE} each.
+        scram_users = str(env.get("SCRAM_USERS", ""))
+        entry = r"([a-z][a-z0-9-]*):(\$\{[^}]*\})"
+        assert re.fullmatch(rf"\s*{entry}(\s+{entry})*\s*", scram_users), \
+            f"{where}: SCRAM_USERS is not name:${{VARIABLE}} ...: {scram_users}"
+        node_users = {user: variable(password) for user, password in re.findall(entry, scram_users)}
+        assert users in ({}, node_users), f"{where}: SCRAM_USERS differ between the nodes"
+        users = node_users
+        assert broker in users and variable(broker_password) == users[broker], \
+            f"{where}: the brokers log in as {broker}, not a SCRAM user of SCRAM_USERS with its password"
+        health = " ".join(s["healthcheck"]["test"])
+        assert "--command-config" in health, f"{where}: the health check does not log in"
+
+    def check_login(where, protocol, mechanism, user, password):
+        assert str(protocol).upper().startswith("SASL_"), f"{where}: Kafka over {protocol}, not SASL"
+        assert mechanism in scram_mechanisms, f"{where}: the brokers take {scram_mechanisms}, not {mechanism}"
+        assert user in users, f"{where}: Kafka user {user} is not one the nodes make ({sorted(users)})"
+        assert variable(password) == users[user], f"{where}: {user}'s password is not ${{{users[user]}}}"
+
+    clients = 0
+    for file in ("docker-compose.yaml", "docker-compose-batch.yaml"):
+        for name, s in load(file)["services"].items():
+            if name in nodes:
+                continue
+            where = f"{file}: {name}"
+            env = s.get("environment", {})
+            env = {k: str(v) for k, v in (env.items() if isinstance(env, dict) else [])}
+            naming = {k for k, v in env.items() if re.search(r"\bkafka-\d+:\d+", v)}
+            for key in naming:
+                if key == "BREWLINE_KAFKA__BROKERS":
+                    p = "BREWLINE_KAFKA__SECURITY__"
+                    mechanism = env.get(p + "SASL_MECHANISM", "SCRAM-SHA-512")  # brewline's default
+                    check_login(where, env.get(p + "PROTOCOL"), mechanism,
+                                env.get(p + "USERNAME"), env.get(p + "PASSWORD"))
+                elif key == "BOOTSTRAP_SERVERS" and s["image"].startswith("quay.io/debezium/connect:"):
+                    # The worker (and the admin client it makes), its connectors' producers, consumers.
+                    for p in ("CONNECT_", "CONNECT_PRODUCER_", "CONNECT_CONSUMER_"):
+                        check_login(f"{where}: {p}*", env.get(p + "SECURITY_PROTOCOL"),
+                                    env.get(p + "SASL_MECHANISM"), *jaas_login(env.get(p + "SASL_JAAS_CONFIG", "")))
+                    assert "./connect/secrets:/kafka/secrets:ro" in s.get("volumes", []), f"{where}: secrets"
+                elif re.fullmatch(r"KAFKA_CLUSTERS_\d+_BOOTSTRAPSERVERS", key):
+                    p = key.replace("BOOTSTRAPSERVERS", "PROPERTIES_")
+                    check_login(where, env.get(p + "SECURITY_PROTOCOL"), env.get(p + "SASL_MECHANISM"),
+                                *jaas_login(env.get(p + "SASL_JAAS_CONFIG", "")))
+                else:
+                    raise AssertionError(f"{where}: {key} names the brokers: give it SASL settings (and this check)")
+                clients += 1
+    # The connector's schema history has its own producer and consumer; its password comes from
+    # the secrets folder, through the worker's FileConfigProvider.
+    connect_dir = os.path.join(DEPLOY, "connect")
+    for file in sorted(f for f in os.listdir(connect_dir) if f.endswith(".json")):
+        with open(os.path.join(connect_dir, file)) as f:
+            connector = json.load(f)
+        if "schema.history.internal.kafka.bootstrap.servers" not in connector:
+            continue
+        for side in ("producer", "consumer"):
+            p = f"schema.history.internal.{side}."
+            user, password = jaas_login(connector.get(p + "sasl.jaas.config", ""))
+            where = f"connect/{file}: {p}*"
+            assert connector.get(p + "security.protocol", "").startswith("SASL_"), f"{where}: not SASL"
+            assert connector.get(p + "sasl.mechanism") in scram_mechanisms, f"{where}: mechanism"
+            assert user in users, f"{where}: Kafka user {user} is not one the nodes make"
+            assert re.fullmatch(r"\$\{file:/kafka/secrets/[\w.-]+:\w+\}", password or ""), \
+                f"{where}: the password is not ${{file:/kafka/secrets/...}}"
+            clients += 1
+    # No password written in the files: every JAAS password= and PLAIN user_NAME= is a reference.
+    texts = {}
+    for name in ("docker-compose.yaml", "docker-compose-batch.yaml", "docker-compose-dev.yaml") + tuple(
+        f"connect/{n}" for n in sorted(os.listdir(connect_dir)) if n.endswith(".json")
+    ):
+        with open(os.path.join(DEPLOY, name)) as f:
+            texts[name] = f.read()
+    for name, text in texts.items():
+        for m in re.finditer(r'\b(password|user_[\w-]+)=\\?"(?!\$\{)', text):
+            raise AssertionError(f"{name}: a password written in the file: {text[m.start():m.start() + 20]}...")
+    # Every variable the stacks need is in .env.example; passwords there are empty.
+    with open(os.path.join(ROOT, ".env.example")) as f:
+        example = dict(l.split("=", 1) for l in f.read().splitlines() if l and not l.startswith("#"))
+    for name in ("docker-compose.yaml", "docker-compose-batch.yaml"):
+        for var in set(VARIABLE.findall(texts[name])):
+            assert var in example, f".env.example has no {var} ({name} needs it)"
+            assert not (re.search("PASSWORD|SECRET", var) and example[var]), f".env.example: {var} is set"
+    return clients
+
+
 def exported_metrics():
     with open(os.path.join(ROOT, "crates", "metrics", "src", "lib.rs")) as f:
         names = set(re.findall(r'"(brewline_[a-z_]+)"', f.read()))
@@ -188,9 +362,10 @@ def check_prometheus():
 def main(brewline):
     services = check_compose(brewline)
     grants = check_isolation(brewline)
+    kafka_clients = check_kafka_auth()
     queries = check_grafana()
     check_prometheus()
-    print(f"deploy: {services} compose services, isolation and {grants} role grants, {queries} Grafana queries, Prometheus config and rules checked")
+    print(f"deploy: {services} compose services, isolation and {grants} role grants, Kafka SASL on every listener and {kafka_clients} clients, {queries} Grafana queries, Prometheus config and rules checked")
 
 
 if __name__ == "__main__":

@@ -309,10 +309,11 @@ pub struct BenchArgs {
     /// With --mysql: order lines of the bulk insert.
     #[arg(long, default_value_t = 1_000_000)]
     pub lines: u64,
-    /// With --mysql: orders a second of the latency run.
-    #[arg(long, default_value_t = 500.0, value_parser = parse_rate)]
-    pub rate: f64,
-    /// With --mysql: seconds of the latency run.
+    /// With --mysql: orders a second of the latency run; several, comma-separated (e.g.
+    /// `100,500,2000,5000`), run one after the other: the latency curve.
+    #[arg(long, default_value = "500", value_delimiter = ',', value_parser = parse_rate)]
+    pub rate: Vec<f64>,
+    /// With --mysql: seconds of the latency run (of each rate).
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
     /// With --mysql: also run Debezium on the same backlog, with this script that starts a

@@ -5,8 +5,9 @@
 //! administrator's user; every password from the environment: every eligible order gets one
 //! suggestion; a Kafka user without ACLs ends at once with the ACL it lacks; `brewline config`
 //! and the logs never show a password. Then the whole pipeline (tills, cache, cdc, recommend,
-//! accept, a batch run), every connection encrypted and authenticated, each process as its
-//! role's least-privileged database user and Kafka principal. Needs `scripts/test`'s servers.
+//! accept, a batch run into S3 with its history in PostgreSQL), every connection
+//! authenticated and all but the loopback S3 server's encrypted, each process as its role's
+//! least-privileged database user and Kafka principal. Needs `scripts/test`'s servers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -186,7 +187,8 @@ fn allow(user: &str, operations: &[&str], resources: &[&str]) {
 /// TLS as ACL users. The tills write orders, `cache load` loads the lookups, `cdc` snapshots
 /// the tables and follows the binlog (in Kafka transactions), the recommender suggests,
 /// `accept` writes the suggestions back and a batch run lands the events and reads the
-/// dimensions. Every eligible order gets its suggestion written back once; a role running
+/// dimensions, its history in PostgreSQL over TLS as a password role owning only its schema,
+/// its lake on S3 (a wrong password or key ends the run before it writes anything). Every eligible order gets its suggestion written back once; a role running
 /// another's command is refused, naming the grant; a plaintext login, naming
 /// `mysql.ssl_mode`; no password reaches a log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,23 +387,88 @@ async fn every_role_runs_encrypted_and_authenticated_with_only_its_grants_and_ac
         eligible.len(),
         "written back once"
     );
-    let lake = d.dir.path().join("lake");
-    let history = d.dir.path().join("history.sqlite");
-    let mut batch = with(mysql_as("batch"), as_user(&batch_user, &batch_password));
-    batch.push(("BREWLINE_BATCH__HISTORY", history.display().to_string()));
-    let (ok, said) = run_as(
-        batch,
-        &[
+    // The batch run: its history in PostgreSQL over TLS as a password role that owns only
+    // its own schema, its lake on S3 with the keys of the test server.
+    let history_role = format!("{users}history");
+    let postgres = postgres_superuser().await;
+    postgres
+        .batch_execute(&format!(
+            "CREATE ROLE {history_role} LOGIN PASSWORD '{PASSWORD}' IN ROLE {SECURED_POSTGRES_ROLES};
+             CREATE SCHEMA {history_role} AUTHORIZATION {history_role}"
+        ))
+        .await
+        .unwrap();
+    let history_as = |password: &str| {
+        let url = env("TEST_BREWLINE_POSTGRES_URL").replacen(
+            "brewline@",
+            &format!("{history_role}:{password}@"),
+            1,
+        );
+        vec![
+            ("BREWLINE_BATCH__HISTORY", format!("{url}?sslmode=require")),
+            ("BREWLINE_BATCH__HISTORY_CA", ca.display().to_string()),
+        ]
+    };
+    let lake_as = |secret: String| {
+        vec![
+            ("BREWLINE_BATCH__S3__ENDPOINT", env("TEST_BREWLINE_S3")),
+            (
+                "BREWLINE_BATCH__S3__ACCESS_KEY_ID",
+                env("TEST_BREWLINE_S3_KEY"),
+            ),
+            ("BREWLINE_BATCH__S3__SECRET_ACCESS_KEY", secret),
+            ("BREWLINE_BATCH__S3__ALLOW_HTTP", "true".into()),
+        ]
+    };
+    let batch_as = |history: Vec<(&'static str, String)>, secret: String, lake: &str| {
+        let batch = with(mysql_as("batch"), as_user(&batch_user, &batch_password));
+        let lake = format!("s3://lake/{}/{lake}", d.prefix);
+        let args = [
             "batch",
             "run",
             "--servers",
             "--layer",
             "bronze",
             "--lake",
-            lake.to_str().unwrap(),
-        ],
+            &lake,
+        ];
+        run_as(with(with(batch, history), lake_as(secret)), &args)
+    };
+    let lake_files = |lake: &str| {
+        let dir = PathBuf::from(env("TEST_BREWLINE_S3_DIR"))
+            .join("lake")
+            .join(&d.prefix)
+            .join(lake);
+        walk(&dir).len()
+    };
+    // A wrong password for the history, and a wrong key for the lake: each ends before
+    // anything is written, saying what was refused.
+    let (ok, said) = batch_as(
+        history_as("not-the-password"),
+        env("TEST_BREWLINE_S3_SECRET"),
+        "refused",
     );
+    assert!(!ok);
+    assert!(said.contains("password authentication failed"), "{said}");
+    let (ok, said) = batch_as(history_as(PASSWORD), "not-the-secret".into(), "refused");
+    assert!(!ok);
+    assert!(
+        said.contains("SignatureDoesNotMatch") || said.contains("403"),
+        "{said}"
+    );
+    assert_eq!(lake_files("refused"), 0, "a refused run wrote nothing");
+    let (ok, said) = batch_as(history_as(PASSWORD), env("TEST_BREWLINE_S3_SECRET"), "lake");
     assert!(ok, "batch run as its role: {}", tail_of(&said));
+    assert!(lake_files("lake") > 0, "the run wrote its lake to S3");
+    let runs: i64 = postgres
+        .query_one(
+            &format!("SELECT count(*) FROM {history_role}.batch_runs"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1, "the run is in its history, once");
     for (name, process) in [
         ("cdc", &mut cdc),
         ("recommend", &mut recommend),
@@ -439,4 +506,49 @@ async fn every_role_runs_encrypted_and_authenticated_with_only_its_grants_and_ac
             .unwrap();
     }
     root.disconnect().await.unwrap();
+    postgres
+        .batch_execute(&format!(
+            "DROP SCHEMA {history_role} CASCADE; DROP ROLE {history_role}"
+        ))
+        .await
+        .unwrap();
+}
+
+/// The group role whose members `scripts/services`' PostgreSQL takes over TLS only, with a
+/// password (SCRAM).
+const SECURED_POSTGRES_ROLES: &str = "brewline_secured";
+
+/// The test PostgreSQL as its superuser (trusted on loopback), with the group role of
+/// password users over TLS made.
+async fn postgres_superuser() -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(&env("TEST_BREWLINE_POSTGRES_URL"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {SECURED_POSTGRES_ROLES} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ))
+        .await
+        .unwrap();
+    client
+}
+
+/// The files under `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
 }

@@ -15,7 +15,8 @@
 //! (orphans, whose events straddled the watermark). Until its state is known it is *unresolved* and
 //! counts nothing, neither before nor after.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -127,31 +128,46 @@ fn add_all<K: Ord + Clone>(into: &mut BTreeMap<K, Sales>, from: &BTreeMap<K, Sal
 impl SalesBook {
     /// Adds (`sign` 1) or takes away (`sign` −1) what `order` contributes.
     pub fn add_order(&mut self, order: &OrderRows, cities: &StoreCities, sign: i64) {
-        let Some(header) = &order.header else {
+        let lines = order.lines.iter().map(|(p, l)| (p.as_str(), l));
+        self.add_rows(order.header.as_ref(), lines, order.suggested, cities, sign);
+    }
+
+    /// What an order of `header`, `lines` (by product) and `suggested` contributes, times
+    /// `sign`.
+    fn add_rows<'a>(
+        &mut self,
+        header: Option<&Header>,
+        lines: impl Iterator<Item = (&'a str, &'a Line)> + Clone,
+        suggested: Option<i64>,
+        cities: &StoreCities,
+        sign: i64,
+    ) {
+        let Some(header) = header else {
             return;
         };
         let day = header.day();
-        let mut lines = Sales::default();
-        for line in order.lines.values() {
-            lines.lines += 1;
-            lines.quantity += line.quantity;
-            lines.revenue += line.subtotal;
+        let mut sums = Sales::default();
+        for (_, line) in lines.clone() {
+            sums.lines += 1;
+            sums.quantity += line.quantity;
+            sums.revenue += line.subtotal;
             if line.is_suggestion {
-                lines.accepted += 1;
-                lines.accepted_revenue += line.subtotal;
+                sums.accepted += 1;
+                sums.accepted_revenue += line.subtotal;
             }
         }
+        let has_lines = sums.lines > 0;
         let with_lines = Sales {
-            orders: i64::from(!order.lines.is_empty()),
-            ..lines
+            orders: i64::from(has_lines),
+            ..sums
         };
         let mut daily = with_lines;
-        if let Some(offered) = order.suggested {
+        if let Some(offered) = suggested {
             daily.suggestions = 1;
             daily.offered_revenue = offered;
         }
         add_to(&mut self.daily, day.clone(), &daily, sign);
-        if !order.lines.is_empty() {
+        if has_lines {
             add_to(
                 &mut self.hourly,
                 (day.clone(), header.hour()),
@@ -166,7 +182,7 @@ impl SalesBook {
             );
         }
         if let Some(city) = cities.get(&header.store_id) {
-            let every_order = Sales { orders: 1, ..lines };
+            let every_order = Sales { orders: 1, ..sums };
             add_to(
                 &mut self.cities,
                 (day.clone(), city.clone()),
@@ -174,7 +190,7 @@ impl SalesBook {
                 sign,
             );
         }
-        for (product, line) in &order.lines {
+        for (product, line) in lines {
             let sold = Sales {
                 lines: 1,
                 quantity: line.quantity,
@@ -183,7 +199,7 @@ impl SalesBook {
             };
             add_to(
                 &mut self.products,
-                (day.clone(), product.clone()),
+                (day.clone(), product.to_string()),
                 &sold,
                 sign,
             );
@@ -274,58 +290,96 @@ impl SalesChange {
     }
 }
 
-/// The rows of an order changed after the watermark, over its state at the watermark.
+/// A product's id, shared by every line of it the speed view keeps.
+type Product = Arc<str>;
+
+/// One change of an order's rows, without the order's id.
+#[derive(Debug, Clone)]
+enum RowChange {
+    /// The `orders` row after it (`None`: deleted).
+    Header(Option<Header>),
+    /// An `order_details` row after it (`None`: deleted).
+    Line(Product, Option<Line>),
+    /// The subtotal of a suggestion made for the order.
+    Suggested(i64),
+}
+
+/// An order's rows as the speed view keeps them. Compact: a view keeps every order changed
+/// since the watermark, so as many as come between two batch runs.
 #[derive(Debug, Clone, Default)]
-struct Changed {
-    /// `Some(row or deleted)` once a header event was read.
-    header: Option<Option<Header>>,
-    lines: BTreeMap<String, Option<Line>>,
+struct Kept {
+    header: Option<Header>,
+    /// Its lines, sorted by product.
+    lines: Vec<(Product, Line)>,
     suggested: Option<i64>,
 }
 
-impl Changed {
-    fn over(&self, base: &OrderRows) -> OrderRows {
-        let mut rows = base.clone();
-        if let Some(header) = &self.header {
-            rows.header = header.clone();
+impl Kept {
+    /// `rows` (with its products' ids from `products`).
+    fn of(rows: &OrderRows, products: &mut Products) -> Kept {
+        Kept {
+            header: rows.header.clone(),
+            lines: rows
+                .lines
+                .iter()
+                .map(|(product, line)| (products.get(product), *line))
+                .collect(),
+            suggested: rows.suggested,
         }
-        for (product, line) in &self.lines {
-            match line {
-                Some(line) => {
-                    rows.lines.insert(product.clone(), *line);
-                }
-                None => {
-                    rows.lines.remove(product);
-                }
-            }
-        }
-        if self.suggested.is_some() {
-            rows.suggested = self.suggested;
-        }
-        rows
     }
 
-    fn apply(&mut self, change: SalesChange) {
+    fn apply(&mut self, change: RowChange) {
         match change {
-            SalesChange::Header { after, .. } => self.header = Some(after),
-            SalesChange::Line {
-                product_id, after, ..
-            } => {
-                self.lines.insert(product_id, after);
+            RowChange::Header(after) => self.header = after,
+            RowChange::Line(product, after) => {
+                let at = self.lines.binary_search_by(|(p, _)| p.cmp(&product));
+                match (at, after) {
+                    (Ok(i), Some(line)) => self.lines[i].1 = line,
+                    (Err(i), Some(line)) => self.lines.insert(i, (product, line)),
+                    (Ok(i), None) => {
+                        self.lines.remove(i);
+                    }
+                    (Err(_), None) => {}
+                }
             }
-            SalesChange::Suggested { subtotal, .. } => self.suggested = Some(subtotal),
+            RowChange::Suggested(subtotal) => self.suggested = Some(subtotal),
         }
+    }
+
+    /// Adds (`sign` 1) or takes away (`sign` −1) what the order contributes to `book`.
+    fn add_to(&self, book: &mut SalesBook, cities: &StoreCities, sign: i64) {
+        let lines = self.lines.iter().map(|(p, l)| (&**p, l));
+        book.add_rows(self.header.as_ref(), lines, self.suggested, cities, sign);
     }
 }
 
+/// The ids of the products the view's lines name, each kept once.
+#[derive(Debug, Clone, Default)]
+struct Products(HashSet<Product>);
+
+impl Products {
+    fn get(&mut self, id: &str) -> Product {
+        if let Some(p) = self.0.get(id) {
+            return p.clone();
+        }
+        let p: Product = Arc::from(id);
+        self.0.insert(p.clone());
+        p
+    }
+}
+
+/// An order changed after the watermark.
 #[derive(Debug, Clone)]
-struct Touched {
-    /// The order at the watermark, once known.
-    base: Option<OrderRows>,
-    changed: Changed,
-    /// When the order was first read (to look its base up only after its insert had a chance
+enum Touched {
+    /// Its state at the watermark is not known yet: its changes since, in the order read,
+    /// and when it was first read (its state is looked up only after its insert had a chance
     /// to arrive).
-    first_read_ms: i64,
+    Waiting {
+        changes: Vec<RowChange>,
+        first_read_ms: i64,
+    },
+    /// Its rows now: its state at the watermark with every change since.
+    Known(Kept),
 }
 
 /// The speed layer's increments since the watermark.
@@ -337,7 +391,8 @@ pub struct SpeedSales {
     orphans: HashMap<String, OrderRows>,
     /// The orders whose header the batch view holds.
     held: HeldOrders,
-    orders: HashMap<String, Touched>,
+    orders: HashMap<Box<str>, Touched>,
+    products: Products,
     book: SalesBook,
     unresolved: usize,
     /// The most orders kept (`None`: no bound); changes of orders beyond it are not counted.
@@ -383,39 +438,53 @@ impl SpeedSales {
 
     /// Reads one change (`now_ms`: when it was read).
     pub fn apply(&mut self, change: SalesChange, now_ms: i64) {
-        let order_id = change.order_id().to_string();
-        if self.is_full() && !self.orders.contains_key(&order_id) {
-            self.dropped += 1;
-            return;
-        }
-        let touched = match self.orders.get_mut(&order_id) {
-            Some(t) => t,
-            None => {
-                self.unresolved += 1;
-                self.orders.entry(order_id.clone()).or_insert(Touched {
-                    base: None,
-                    changed: Changed::default(),
-                    first_read_ms: now_ms,
-                })
+        let inserted = matches!(change, SalesChange::Header { inserted: true, .. });
+        let (order_id, change) = match change {
+            SalesChange::Header {
+                order_id, after, ..
+            } => (order_id, RowChange::Header(after)),
+            SalesChange::Line {
+                order_id,
+                product_id,
+                after,
+            } => (
+                order_id,
+                RowChange::Line(self.products.get(&product_id), after),
+            ),
+            SalesChange::Suggested { order_id, subtotal } => {
+                (order_id, RowChange::Suggested(subtotal))
             }
         };
-        // The first header event is the insert, and the batch certainly holds no header of the
-        // order (else the insert is one delivered again): at the watermark the order had no
-        // header, and no rows but those the batch holds as orphans.
-        let proves_new = matches!(change, SalesChange::Header { inserted: true, .. })
-            && touched.changed.header.is_none()
-            && touched.base.is_none()
-            && !self.held.may_hold(&order_id);
-        match &touched.base {
-            Some(base) => {
-                let before = touched.changed.over(base);
-                touched.changed.apply(change);
-                let after = touched.changed.over(base);
-                self.book.add_order(&before, &self.cities, -1);
-                self.book.add_order(&after, &self.cities, 1);
+        if !self.orders.contains_key(order_id.as_str()) {
+            if self.is_full() {
+                self.dropped += 1;
+                return;
             }
-            None => {
-                touched.changed.apply(change);
+            self.unresolved += 1;
+            let waiting = Touched::Waiting {
+                changes: Vec::new(),
+                first_read_ms: now_ms,
+            };
+            self.orders.insert(order_id.as_str().into(), waiting);
+        }
+        let Some(touched) = self.orders.get_mut(order_id.as_str()) else {
+            return;
+        };
+        match touched {
+            Touched::Known(kept) => {
+                kept.add_to(&mut self.book, &self.cities, -1);
+                kept.apply(change);
+                kept.add_to(&mut self.book, &self.cities, 1);
+            }
+            Touched::Waiting { changes, .. } => {
+                // The first header event is the insert, and the batch certainly holds no
+                // header of the order (else the insert is one delivered again): at the
+                // watermark the order had no header, and no rows but those the batch holds
+                // as orphans.
+                let proves_new = inserted
+                    && !changes.iter().any(|c| matches!(c, RowChange::Header(_)))
+                    && !self.held.may_hold(&order_id);
+                changes.push(change);
                 if proves_new {
                     let base = self.orphans.remove(&order_id).unwrap_or_default();
                     self.settle(&order_id, base);
@@ -428,8 +497,10 @@ impl SpeedSales {
     pub fn unresolved(&self, read_before_ms: i64) -> Vec<String> {
         self.orders
             .iter()
-            .filter(|(_, t)| t.base.is_none() && t.first_read_ms < read_before_ms)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, t)| {
+                matches!(t, Touched::Waiting { first_read_ms, .. } if *first_read_ms < read_before_ms)
+            })
+            .map(|(id, _)| id.to_string())
             .collect()
     }
 
@@ -441,19 +512,24 @@ impl SpeedSales {
     /// Sets the order's state at the watermark (the batch's; empty when the batch has none),
     /// so its changes count.
     pub fn resolve(&mut self, order_id: &str, base: OrderRows) {
-        if self.orders.get(order_id).is_some_and(|t| t.base.is_none()) {
-            self.settle(order_id, base);
-        }
+        self.settle(order_id, base);
     }
 
+    /// Counts a waiting order from its state at the watermark, `base`, and its changes since.
     fn settle(&mut self, order_id: &str, base: OrderRows) {
         let Some(touched) = self.orders.get_mut(order_id) else {
             return;
         };
-        let now = touched.changed.over(&base);
+        let Touched::Waiting { changes, .. } = touched else {
+            return;
+        };
+        let mut kept = Kept::of(&base, &mut self.products);
+        for change in std::mem::take(changes) {
+            kept.apply(change);
+        }
         self.book.add_order(&base, &self.cities, -1);
-        self.book.add_order(&now, &self.cities, 1);
-        touched.base = Some(base);
+        kept.add_to(&mut self.book, &self.cities, 1);
+        *touched = Touched::Known(kept);
         self.unresolved -= 1;
     }
 

@@ -26,6 +26,12 @@ pub struct DebeziumSource {
     pub extra: BTreeMap<String, String>,
 }
 
+/// The prefixes of the schema history's Kafka client settings.
+const SCHEMA_HISTORY_CLIENTS: [&str; 2] = [
+    "schema.history.internal.producer.",
+    "schema.history.internal.consumer.",
+];
+
 /// A regex matching `text` literally.
 fn literal(text: &str) -> String {
     text.chars()
@@ -47,6 +53,11 @@ pub fn connector_properties(deployed: &str, source: &DebeziumSource) -> Result<S
         let v = v
             .as_str()
             .ok_or_else(|| format!("the deployed connector's {k} is not a string"))?;
+        // How the deployment's schema history logs in to the deployment's cluster: pointed at
+        // `source.brokers`, the connector logs in as `source.extra` says, if at all.
+        if SCHEMA_HISTORY_CLIENTS.iter().any(|c| k.starts_with(c)) {
+            continue;
+        }
         p.insert(k, v.to_string());
     }
     let (db, prefix) = (&source.database, &source.topic_prefix);
@@ -138,6 +149,12 @@ mod tests {
         // Kept from the deployed connector.
         assert_eq!(props["decimal.handling.mode"], "string");
         assert!(props["transforms"].contains("orderKey"));
+        // Not how the deployment's schema history logs in to the deployment's cluster.
+        assert!(deployed.contains("schema.history.internal.producer.sasl.jaas.config"));
+        assert!(!props
+            .keys()
+            .any(|k| k.starts_with("schema.history.internal.producer.")
+                || k.starts_with("schema.history.internal.consumer.")));
         assert!(connector_properties(
             "[1]",
             &DebeziumSource {
