@@ -89,6 +89,11 @@ async fn without_transactions(c: &Config, start: &str) -> anyhow::Result<Config>
         .await?
         .save(&names::capture_checkpoint("plain", db), start)
         .await?;
+    // Made before it starts, so that its records are counted from none.
+    let log = KafkaLog::new(plain.kafka.clone());
+    for topic in [&plain.topics.orders, &plain.topics.order_details] {
+        crate::topics::create_one(&log, &plain, topic, plain.topics.partitions).await?;
+    }
     Ok(plain)
 }
 

@@ -52,7 +52,8 @@ pub struct ServeConfig {
     /// How often the dashboard's stream sends the figures, in milliseconds.
     pub refresh_ms: u64,
     /// The most orders changed since the batch watermark the speed view keeps: its memory
-    /// bound (about 1 KiB an order) while batch runs fail and the watermark stays. Past it,
+    /// bound (about 1.5 KiB of the process' heap an order, `scripts/bench-serve`) while batch
+    /// runs fail and the watermark stays. Past it,
     /// changes of further orders are dropped, said in the log, `/healthz` (degraded) and
     /// `brewline_serve_speed_dropped`.
     pub max_speed_orders: usize,
