@@ -1,6 +1,6 @@
 //! The whole speed layer from the database on: `simulate` writes orders into MariaDB,
-//! `brewline cdc` captures its row binlog into Kafka (SIGKILLed and restarted mid-stream:
-//! no change event twice),
+//! `brewline cdc` captures its row binlog into Kafka (SIGKILLed and restarted in its snapshot
+//! and mid-stream: no row read twice, no change event twice),
 //! `brewline recommend` suggests, `brewline accept` writes accepted suggestions back, which
 //! come through the binlog again and trigger nothing. Checked against SQL on the database.
 //! Needs the servers `scripts/test` starts (`TEST_BREWLINE_*`).
@@ -33,12 +33,34 @@ async fn cdc_feeds_the_recommender_through_kills_deletes_write_backs_and_a_schem
 
     let metrics = format!("127.0.0.1:{}", free_port());
     let cdc_args = ["cdc", "--metrics-addr", metrics.as_str()];
-    let mut cdc = d.start("cdc", &cdc_args);
+    // Capture killed in the middle of its snapshot (read two rows a transaction here, so that
+    // it takes a while): it goes on after the last row it committed, in a snapshot of the
+    // rest, and no row comes twice.
+    let slowly = [
+        ("BREWLINE_CAPTURE__BATCH", "2"),
+        ("BREWLINE_CDC__SNAPSHOT_BATCH", "2"),
+    ];
+    let mut cdc = d.start_with("cdc", &cdc_args, &slowly);
     let mut recommend = d.start("recommend", &["recommend", "--instance-id", "r"]);
-    // Kills come once the snapshot is done and its position stored: a snapshot cut short is
-    // taken again from scratch (as Debezium does), at a later position.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while stored_position(&d).await.is_none() {
+    while !stored_position(&d)
+        .await
+        .is_some_and(|p| p.starts_with('{'))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot progress stored:\n{}",
+            d.log("cdc")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cdc.kill();
+    cdc = d.start("cdc", &cdc_args);
+    // Then kills once the snapshot is done and its end stored (the binlog is followed from
+    // the first part's position, passing over the changes the second part's reads hold).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read_whole = |p: &str| !p.starts_with('{') || p.contains("\"done\":true");
+    while !stored_position(&d).await.is_some_and(|p| read_whole(&p)) {
         assert!(
             Instant::now() < deadline,
             "no position stored:\n{}",
@@ -147,7 +169,19 @@ async fn cdc_feeds_the_recommender_through_kills_deletes_write_backs_and_a_schem
         in_db.difference(&captured).count()
     );
     let orders = captured_rows(&d, "orders").await;
-    // Three SIGKILLs, and no change event twice: events and position go in one transaction.
+    // Four SIGKILLs, one in the snapshot, and no row read twice, no change event twice:
+    // events and position go in one transaction.
+    for (events, key) in [
+        (&lines, ["order_id", "product_id"]),
+        (&orders, ["id", "id"]),
+    ] {
+        let mut read = BTreeSet::new();
+        for (_, p) in events.iter().filter(|(op, _)| op == "r") {
+            let row = (p["after"][key[0]].clone(), p["after"][key[1]].clone());
+            assert!(read.insert(format!("{row:?}")), "{row:?} read twice");
+        }
+        assert!(!read.is_empty());
+    }
     for events in [&lines, &orders] {
         let mut seen = BTreeSet::new();
         for (op, p) in events.iter().filter(|(op, _)| op != "r") {
@@ -239,7 +273,12 @@ async fn cdc_feeds_the_recommender_through_kills_deletes_write_backs_and_a_schem
     assert_eq!(
         log.matches("snapshot started").count(),
         1,
-        "one snapshot; every restart went on from the stored binlog position:\n{log}"
+        "one snapshot; every restart went on from the stored position:\n{log}"
+    );
+    assert_eq!(
+        log.matches("snapshot cut short goes on").count(),
+        1,
+        "{log}"
     );
     assert!(log.matches("reading the binlog").count() >= 4, "{log}");
     let body = reqwest_free_get(&metrics, "/metrics");

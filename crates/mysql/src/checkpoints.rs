@@ -40,14 +40,16 @@ impl MysqlCheckpoints {
             .get_conn()
             .await
             .map_err(|e| port_error("connecting for the capture's position", e))?;
+        // TEXT: a snapshot's progress (`capture::resume`) grows with each time it was cut short.
         "CREATE TABLE IF NOT EXISTS brewline_offsets (
              name VARCHAR(255) PRIMARY KEY,
-             position VARCHAR(1024) NOT NULL,
+             position TEXT NOT NULL,
              updated_at DATETIME(3) NOT NULL
          )"
         .ignore(&mut conn)
         .await
         .map_err(|e| port_error("creating the offsets table", e))?;
+        widen_position(&mut conn).await;
         Ok(MysqlCheckpoints { pool })
     }
 
@@ -56,6 +58,26 @@ impl MysqlCheckpoints {
             .get_conn()
             .await
             .map_err(|e| port_error("connecting for the capture's position", e))
+    }
+}
+
+/// Makes the position column of a table made by an earlier version (`VARCHAR(1024)`) as wide
+/// as a snapshot's progress may need, or says how when the user may not alter it.
+async fn widen_position(conn: &mut Conn) {
+    let kind: Option<String> = "SELECT DATA_TYPE FROM information_schema.COLUMNS
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'brewline_offsets'
+           AND COLUMN_NAME = 'position'"
+        .first(&mut *conn)
+        .await
+        .unwrap_or(None);
+    if !kind.is_some_and(|k| k.eq_ignore_ascii_case("varchar")) {
+        return;
+    }
+    if let Err(e) = "ALTER TABLE brewline_offsets MODIFY position TEXT NOT NULL"
+        .ignore(&mut *conn)
+        .await
+    {
+        tracing::warn!(error = %e, "the offsets table's position column holds 1 024 bytes, which a snapshot cut short several times may outgrow: run `ALTER TABLE brewline_offsets MODIFY position TEXT NOT NULL` as a user allowed to");
     }
 }
 

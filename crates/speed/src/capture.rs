@@ -25,6 +25,11 @@ use crate::{with_retries, Backoff, StopWhen};
 /// How often, at most, the position is saved while changes keep coming.
 pub const SAVE_EVERY: Duration = Duration::from_millis(250);
 
+/// How many times in a row the cluster may abort the transaction of the same changes before
+/// the capture stops, saying why (their sending takes longer than the transaction timeout,
+/// and would be aborted for ever).
+pub const ABORTS_IN_A_ROW: u32 = 3;
+
 /// Where captured events go.
 pub enum Output<'a> {
     /// Sent, and the position saved once they are acknowledged: a crash repeats, identically,
@@ -120,6 +125,9 @@ pub struct Capture {
     config: CaptureSettings,
     tables: HashMap<String, Table>,
     stats: Arc<Stats>,
+    /// Where the changes of the last transaction the cluster aborted begin, and how many times
+    /// in a row it was aborted.
+    aborted: Mutex<Option<(String, u32)>>,
 }
 
 impl Capture {
@@ -145,6 +153,7 @@ impl Capture {
             config,
             tables,
             stats,
+            aborted: Mutex::new(None),
         }
     }
 
@@ -350,12 +359,7 @@ impl Capture {
             }
             let err = match transactions.commit(&output, &[]).await {
                 Err(err) if !err.refused.is_empty() => err,
-                Err(err) if err.aborted => {
-                    return Err(PortError::retryable(
-                        err.engine,
-                        format!("{err}; the capture resumes from its committed position"),
-                    ))
-                }
+                Err(err) if err.aborted => return Err(self.after_abort(changes, err)),
                 other => match backoff.retry(other).await {
                     Some(done) => break done?,
                     None => continue,
@@ -375,6 +379,9 @@ impl Capture {
                 |topic, (record, at), why| refused_letter(topic, &record, why, at),
             ));
         }
+        if let Ok(mut aborted) = self.aborted.lock() {
+            *aborted = None;
+        }
         for (topic, records) in &groups {
             self.stats.events_out.add(topic, records.len() as u64);
         }
@@ -383,6 +390,36 @@ impl Capture {
             .add(&dead_letters, letters.len() as u64);
         Stats::add(&self.stats.dead_letters, letters.len() as u64);
         Ok(())
+    }
+
+    /// The error a transaction of `changes` the cluster aborted ends the run with: retryable
+    /// (the capture resumes from its committed position), unless the same changes were
+    /// aborted [`ABORTS_IN_A_ROW`] times, which a retry will not mend.
+    fn after_abort(&self, changes: &[RowChange], err: PortError) -> PortError {
+        let from = changes.first().map_or_else(String::new, |c| {
+            format!("{}:{} row {}", c.source.file, c.source.pos, c.source.row)
+        });
+        let times = match self.aborted.lock() {
+            Ok(mut aborted) => {
+                let times = match aborted.as_ref() {
+                    Some((at, n)) if *at == from => n + 1,
+                    _ => 1,
+                };
+                *aborted = Some((from.clone(), times));
+                times
+            }
+            Err(_) => 1,
+        };
+        if times >= ABORTS_IN_A_ROW {
+            return PortError::fatal(
+                err.engine,
+                format!("{err}; the cluster aborted the transaction of the {} changes from binlog {from} {times} times in a row: their sending takes longer than the producer's transaction.timeout.ms. Raise it (kafka.producer, up to the brokers' transaction.max.timeout.ms), lower capture.batch, or set kafka.transactions = \"off\"", changes.len()),
+            );
+        }
+        PortError::retryable(
+            err.engine,
+            format!("{err}; the capture resumes from its committed position"),
+        )
     }
 
     /// Counts `changes` as captured, per table and operation.
@@ -555,13 +592,9 @@ mod tests {
         }
     }
 
-    /// Captures `batches` in recording transactions, holding at most `max_held` changes:
-    /// how the run ended, what each commit held, and the copy of the position.
-    async fn committed(
-        batches: Vec<Vec<RowChange>>,
-        max_held: usize,
-    ) -> (Result<()>, Vec<Commit>, Option<String>) {
-        let settings = CaptureSettings {
+    /// A capture of the orders table, three changes a batch.
+    fn settings() -> CaptureSettings {
+        CaptureSettings {
             topic_prefix: "mysql".into(),
             with_schema: false,
             connector: "mysql".into(),
@@ -569,8 +602,16 @@ mod tests {
             batch: 3,
             tables: vec![(TableSchema::orders("mysql", "shop"), "id".into())],
             dead_letter_topic: "dlq".into(),
-        };
-        let capture = Capture::new(settings, Arc::new(Stats::default()));
+        }
+    }
+
+    /// Captures `batches` in recording transactions, holding at most `max_held` changes:
+    /// how the run ended, what each commit held, and the copy of the position.
+    async fn committed(
+        batches: Vec<Vec<RowChange>>,
+        max_held: usize,
+    ) -> (Result<()>, Vec<Commit>, Option<String>) {
+        let capture = Capture::new(settings(), Arc::new(Stats::default()));
         let mut feed = Batches(VecDeque::from(batches));
         let recorded = Recorded::default();
         let saved = Saved::default();
@@ -667,5 +708,57 @@ mod tests {
             "only the transaction before it: {commits:?}"
         );
         assert!(!format!("{commits:?}").contains("b1"), "{commits:?}");
+    }
+
+    /// Transactions the cluster aborts every time.
+    struct Aborting;
+
+    #[async_trait]
+    impl Transactions for Aborting {
+        async fn commit(&self, _: &[(&str, &[Record])], _: &[Progress]) -> Result<()> {
+            Err(PortError::aborted("kafka", "transaction timed out"))
+        }
+        async fn sent_through(&self, _: &[(String, i32)]) -> Result<Vec<i64>> {
+            unreachable!("a capture reads no topic")
+        }
+    }
+
+    /// A transaction the cluster aborts ends the run so that it resumes from the committed
+    /// position; the same changes aborted three times in a row stop the capture, saying what
+    /// to raise, instead of being tried for ever.
+    #[tokio::test]
+    async fn the_same_changes_aborted_three_times_stop_the_capture_saying_why() {
+        let capture = Capture::new(settings(), Arc::new(Stats::default()));
+        let saved = Saved::default();
+        let mut errors = Vec::new();
+        for _ in 0..ABORTS_IN_A_ROW {
+            let mut feed = Batches(VecDeque::from(vec![vec![insert(
+                "a1",
+                Some("binlog.000001:100"),
+            )]]));
+            let (_done, drained) = tokio::sync::watch::channel(true);
+            let (_stop, shutdown) = tokio::sync::watch::channel(false);
+            let output = Output::Committed {
+                transactions: &Aborting,
+                positions: "positions".into(),
+                max_held: 10,
+            };
+            let stop = StopWhen { drained, shutdown };
+            errors.push(
+                capture
+                    .run(&mut feed, output, &saved, stop)
+                    .await
+                    .unwrap_err(),
+            );
+        }
+        assert!(errors[..2].iter().all(|e| e.retryable), "{errors:?}");
+        let last = &errors[2];
+        assert!(!last.retryable, "{last}");
+        assert!(
+            last.message.contains("3 times in a row")
+                && last.message.contains("transaction.timeout.ms"),
+            "{last}"
+        );
+        assert_eq!(saved.load("cdc.mysql.shop").await.unwrap(), None);
     }
 }

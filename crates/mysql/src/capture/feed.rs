@@ -16,6 +16,7 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use serde_json::{Map, Value as Json};
 use tokio::time::Instant;
 
+use super::resume::{CatchUp, Resume};
 use super::snapshot::Snapshot;
 use super::{binlog_end, columns, Described, MysqlCapture, Position};
 use crate::{port_error, ENGINE};
@@ -34,6 +35,9 @@ pub(crate) struct MysqlFeed {
     meta: Conn,
     described: HashMap<String, Described>,
     snapshot: Option<Snapshot>,
+    /// After a snapshot read in parts (it was cut short), until the binlog passes the last
+    /// part's position: which changes the parts' reads already hold.
+    catch_up: Option<CatchUp>,
     /// Rows of the last snapshot, for its progress once it is done.
     snapshot_progress: Option<(u64, u64)>,
     stream: Option<BinlogStream>,
@@ -58,12 +62,23 @@ pub(crate) struct MysqlFeed {
 impl MysqlFeed {
     pub async fn open(capture: MysqlCapture, position: Option<String>) -> Result<MysqlFeed> {
         let mut meta = capture.connect().await?;
-        let (snapshot, position) = match position {
-            Some(p) => (None, Position::parse(&p)?),
+        let resume = position.as_deref().map(Resume::parse).transpose()?;
+        let (snapshot, position, catch_up) = match resume {
+            Some(Resume::Binlog(p)) => (None, p, None),
+            Some(Resume::Parts(progress)) if progress.done => {
+                let tables = &capture.config.tables;
+                let catch_up = CatchUp::after(&progress.parts, tables, &capture.database)?;
+                (None, Position::parse(&progress.from)?, catch_up)
+            }
+            Some(Resume::Parts(progress)) => {
+                let s = Snapshot::begin(&capture, Some(progress)).await?;
+                let p = s.follow_from()?;
+                (Some(s), p, None)
+            }
             None => {
-                let s = Snapshot::begin(&capture).await?;
-                let p = s.position.clone();
-                (Some(s), p)
+                let s = Snapshot::begin(&capture, None).await?;
+                let p = s.follow_from()?;
+                (Some(s), p, None)
             }
         };
         let mut described = HashMap::new();
@@ -78,6 +93,7 @@ impl MysqlFeed {
             described,
             snapshot_progress: snapshot.as_ref().map(|s| (s.read, s.total)),
             snapshot,
+            catch_up,
             stream: None,
             committed: position.clone(),
             position,
@@ -264,14 +280,15 @@ impl MysqlFeed {
     /// The end of a transaction at binlog offset `end`: its changes are ready, the last one
     /// carrying the position after it.
     fn commit(&mut self, end: u64) {
+        let end_at = Position {
+            file: self.position.file.clone(),
+            pos: end,
+        };
         if let Some(last) = self.pending.last_mut() {
-            last.resume_after = Some(
-                Position {
-                    file: self.position.file.clone(),
-                    pos: end,
-                }
-                .to_string(),
-            );
+            last.resume_after = Some(match &self.catch_up {
+                Some(catch_up) => catch_up.position_after(&end_at),
+                None => end_at.to_string(),
+            });
         }
         self.ready.append(&mut self.pending);
         self.thread = None;
@@ -302,7 +319,7 @@ impl MysqlFeed {
             _ => Op::Update,
         };
         for (index, pair) in event.rows(tme).enumerate() {
-            let (before, after) = pair.map_err(|e| {
+            let (before_row, after) = pair.map_err(|e| {
                 PortError::fatal(
                     ENGINE,
                     format!(
@@ -311,7 +328,10 @@ impl MysqlFeed {
                     ),
                 )
             })?;
-            let before = match before {
+            if !self.keeps(&table, &source, [&before_row, &after]).await? {
+                continue;
+            }
+            let before = match before_row {
                 Some(row) => Some(self.image(&table, row).await?),
                 None => None,
             };
@@ -336,6 +356,48 @@ impl MysqlFeed {
             });
         }
         Ok(())
+    }
+
+    /// Whether a change of a row of `table` at `source`'s position is handed out: always, but
+    /// while catching up after a snapshot read in parts, where it is handed out only when it is
+    /// later than the read of its row's part.
+    async fn keeps(
+        &mut self,
+        table: &str,
+        source: &Source,
+        rows: [&Option<BinlogRow>; 2],
+    ) -> Result<bool> {
+        let at = Position {
+            file: source.file.clone(),
+            pos: u64::try_from(source.pos).unwrap_or_default(),
+        };
+        let Some(catch_up) = self.catch_up.as_mut() else {
+            return Ok(true);
+        };
+        if catch_up.passed(&at) {
+            tracing::info!(position = %at, "the binlog is past the snapshot's last part: every change is handed out");
+            self.catch_up = None;
+            return Ok(true);
+        }
+        if !self.described.contains_key(table) {
+            let d = self.capture.describe(&mut self.meta, table).await?;
+            self.described.insert(table.to_string(), d);
+        }
+        let primary_key = self
+            .described
+            .get(table)
+            .map(|d| d.primary_key.clone())
+            .unwrap_or_default();
+        let keys: Vec<Vec<mysql_async::Value>> = rows
+            .into_iter()
+            .flatten()
+            .map(|row| raw_key(row, &primary_key))
+            .collect();
+        let keys: Vec<&[mysql_async::Value]> = keys.iter().map(Vec::as_slice).collect();
+        let Some(catch_up) = self.catch_up.as_mut() else {
+            return Ok(true);
+        };
+        catch_up.keeps(&mut self.meta, table, &at, &keys).await
     }
 
     /// A binlog row as Debezium's JSON row, by the column names the binlog gives.
@@ -399,6 +461,21 @@ impl MysqlFeed {
     }
 }
 
+/// The values of a binlog row's primary key columns, as the binlog gives them.
+fn raw_key(row: &BinlogRow, primary_key: &[String]) -> Vec<mysql_async::Value> {
+    let columns = row.columns_ref();
+    primary_key
+        .iter()
+        .filter_map(|name| {
+            let i = columns.iter().position(|c| c.name_str() == name.as_str())?;
+            match row.as_ref(i)? {
+                BinlogValue::Value(v) => Some(v.clone()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// A MariaDB GTID event's `domain-server-sequence`: its data begins with the sequence number
 /// (8 bytes) and the domain (4 bytes), little-endian.
 fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<String> {
@@ -429,6 +506,8 @@ impl ChangeFeed for MysqlFeed {
             self.snapshot_progress = Some((snapshot.read, snapshot.total));
             if rows.is_empty() || snapshot.done() {
                 tracing::info!(rows = snapshot.read, "snapshot done; streaming the binlog");
+                let tables = &self.capture.config.tables;
+                self.catch_up = CatchUp::after(snapshot.parts(), tables, &self.capture.database)?;
                 self.snapshot = None;
             }
             if !rows.is_empty() {

@@ -5,7 +5,8 @@
 //! - **Positions** are `file:pos` of the event after a transaction's commit (MariaDB has no
 //!   MySQL-style GTID streaming, and a file and position work on both servers). A
 //!   [`RowChange`] carries one only on the last change of its transaction, so a capture never
-//!   stores a position inside a transaction.
+//!   stores a position inside a transaction. While a snapshot is read, and while the binlog
+//!   catches up after a snapshot read in parts, the position is its progress ([`resume`]).
 //! - **Columns** are named by the binlog itself (`binlog_row_metadata=FULL`), so a row is read
 //!   with the columns it was written with, also after `ALTER TABLE`; their Debezium types come
 //!   from `information_schema` (which alone knows `TINYINT(1)` from `TINYINT`), read again
@@ -15,6 +16,7 @@
 pub mod columns;
 mod feed;
 mod raw;
+mod resume;
 mod snapshot;
 
 pub use raw::RawRead;
@@ -193,7 +195,7 @@ impl MysqlCapture {
     /// `binlog_expire_logs_seconds`/`expire_logs_days` or `PURGE BINARY LOGS`, or a server
     /// rebuilt), so the changes since it are lost to the binlog.
     pub async fn lost(&self, position: &str) -> Result<Option<String>> {
-        let position = Position::parse(position)?;
+        let position = resume::Resume::parse(position)?.binlog()?;
         let mut conn = self.connect().await?;
         let rows: Vec<mysql_async::Row> = "SHOW BINARY LOGS"
             .fetch(&mut conn)
@@ -347,12 +349,12 @@ impl std::fmt::Display for Position {
     }
 }
 
-/// How two stored positions compare in the binlog (the file's number, then the offset);
-/// `None` when either is not a `file:position` or their files are of two binlogs (another
-/// base name).
+/// How two stored positions compare in the binlog (the file's number, then the offset; a
+/// snapshot under way by where its binlog is followed from); `None` when either is not a
+/// position or their files are of two binlogs (another base name).
 pub fn compare_positions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
     let at = |text: &str| {
-        let p = Position::parse(text).ok()?;
+        let p = resume::Resume::parse(text).ok()?.binlog().ok()?;
         let (base, number) = p.file.rsplit_once('.')?;
         Some((base.to_string(), number.parse::<u64>().ok()?, p.pos))
     };
