@@ -10,7 +10,8 @@ pub struct RedisConfig {
     /// The static database: the lookup cache (`redis://host:port/db`; over TLS
     /// `rediss://host:port/db`; an ACL user and password go in the URL,
     /// `rediss://user:password@host:port/db`: set the URL from the environment,
-    /// `BREWLINE_REDIS__STATIC_URL`).
+    /// `BREWLINE_REDIS__STATIC_URL`). A Redis Cluster: `redis+cluster://host:port,host:port`
+    /// (any of its nodes; `rediss+cluster://` over TLS), with no database number.
     pub static_url: String,
     /// The dynamic database: per-order state and counters (`BREWLINE_REDIS__DYNAMIC_URL`).
     pub dynamic_url: String,
@@ -40,6 +41,12 @@ pub struct RedisConfig {
     pub order_state_epoch_key: String,
     /// Milliseconds a command may take before it fails (and is retried).
     pub response_timeout_ms: u64,
+    /// On a Redis Cluster (`redis+cluster://` URLs): into how many groups the orders are
+    /// spread, each in one slot with its own open-orders set and epoch (keys
+    /// `{o7}order_state:…`, `{o7}open_orders`, `{o7}order_state_epoch`), so that each group's
+    /// compare-and-set is one script on one node. More groups spread the load over more
+    /// masters; each is one more call per batch. Unused on one Redis.
+    pub order_state_buckets: u16,
 }
 
 impl Default for RedisConfig {
@@ -58,6 +65,7 @@ impl Default for RedisConfig {
             counters_key: "brewline_counters".into(),
             order_state_epoch_key: "order_state_epoch".into(),
             response_timeout_ms: 5_000,
+            order_state_buckets: 64,
         }
     }
 }

@@ -5,6 +5,10 @@
 //! `MULTI`/`EXEC` with the version raised: a reader sees the old lookups or the new ones, never
 //! a set half-filled. Recommenders check the version and reload their in-process copy when it
 //! changed. Products are found with `SCAN`, never `KEYS`.
+//!
+//! On a Redis Cluster every lookup key carries the hash tag `{lookups}` (`{lookups}diamond_customers`,
+//! `{lookups}product:CF01`…), so that the swap stays one `MULTI` in one slot; they are read
+//! from replicas too.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,14 +33,30 @@ const CHUNK: usize = 1000;
 #[derive(Clone)]
 pub struct RedisLookups {
     connection: Connection,
+    /// The key names, each with the cluster's hash tag before it on a cluster.
     config: RedisConfig,
+    /// `{lookups}` on a cluster, else nothing.
+    tag: String,
 }
 
 impl RedisLookups {
     pub async fn connect(config: &RedisConfig) -> Result<RedisLookups> {
+        let connection = Connection::open(&config.static_url, config, true).await?;
+        let tag = connection.tag("lookups");
+        let mut config = config.clone();
+        for key in [
+            &mut config.diamond_customers_key,
+            &mut config.acb_payment_key,
+            &mut config.product_key_prefix,
+            &mut config.affinity_key,
+            &mut config.lookups_version_key,
+        ] {
+            key.insert_str(0, &tag);
+        }
         Ok(RedisLookups {
-            connection: Connection::open(&config.static_url, config).await?,
-            config: config.clone(),
+            connection,
+            config,
+            tag,
         })
     }
 
@@ -52,9 +72,10 @@ impl RedisLookups {
                 .arg("COUNT")
                 .arg(1000)
                 .clone();
+            let tag = &self.tag;
             let (next, batch): (u64, Vec<String>) = self
                 .connection
-                .call("listing product keys", async |c| scan.query_async(c).await)
+                .call("listing product keys", async |c| c.at_tag(tag, &scan).await)
                 .await?;
             keys.extend(batch);
             if next == 0 {

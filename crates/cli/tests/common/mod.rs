@@ -46,24 +46,37 @@ pub struct Deployment {
     pub cdc: bool,
 }
 
+/// Where a deployment keeps its Redis data.
+enum RedisPlace<'a> {
+    /// Two databases (static, dynamic) of a Redis: the test Redis when `None`.
+    Databases(Option<&'a str>, (u8, u8)),
+    /// The test Redis Cluster.
+    Cluster,
+}
+
 impl Deployment {
     /// A deployment on the test servers, its Redis data in databases `redis_dbs` of `redis`
     /// (the test Redis when `None`).
     pub fn new(name: &str, redis: Option<&str>, redis_dbs: (u8, u8)) -> Deployment {
-        Deployment::create(name, redis, redis_dbs, false)
+        Deployment::create(name, RedisPlace::Databases(redis, redis_dbs), false)
     }
 
     /// A deployment fed by `brewline cdc` from its database (a replica id of its own).
     pub fn with_cdc(name: &str, redis_dbs: (u8, u8)) -> Deployment {
-        Deployment::create(name, None, redis_dbs, true)
+        Deployment::create(name, RedisPlace::Databases(None, redis_dbs), true)
     }
 
     /// [`Deployment::with_cdc`] with its Redis data in `redis`.
     pub fn with_cdc_on(name: &str, redis: &str, redis_dbs: (u8, u8)) -> Deployment {
-        Deployment::create(name, Some(redis), redis_dbs, true)
+        Deployment::create(name, RedisPlace::Databases(Some(redis), redis_dbs), true)
     }
 
-    fn create(name: &str, redis: Option<&str>, redis_dbs: (u8, u8), cdc: bool) -> Deployment {
+    /// A deployment whose Redis data is on the test Redis Cluster, under key names of its own.
+    pub fn on_redis_cluster(name: &str) -> Deployment {
+        Deployment::create(name, RedisPlace::Cluster, false)
+    }
+
+    fn create(name: &str, place: RedisPlace, cdc: bool) -> Deployment {
         let mut dir = tempfile::tempdir().unwrap();
         // TEST_BREWLINE_KEEP=1 keeps every deployment's folder (its config and logs).
         if std::env::var_os("TEST_BREWLINE_KEEP").is_some() {
@@ -71,22 +84,46 @@ impl Deployment {
             eprintln!("{name}: {}", dir.path().display());
         }
         let prefix = format!("{name}{}", brewline_ports::now_us());
-        let redis = redis.map_or_else(|| env("TEST_BREWLINE_REDIS_URL"), str::to_string);
-        // The deployment's Redis databases are its own: empty, whatever an earlier run of the
-        // same test (the same seeded order ids) left there.
-        for db in [redis_dbs.0, redis_dbs.1] {
-            let mut c = redis::Client::open(format!("{redis}/{db}"))
-                .unwrap()
-                .get_connection()
-                .unwrap();
-            redis::cmd("FLUSHDB").query::<()>(&mut c).unwrap();
-        }
+        let (redis_static, redis_dynamic, redis_keys) = match place {
+            RedisPlace::Databases(redis, redis_dbs) => {
+                let redis = redis.map_or_else(|| env("TEST_BREWLINE_REDIS_URL"), str::to_string);
+                // The deployment's Redis databases are its own: empty, whatever an earlier run
+                // of the same test (the same seeded order ids) left there.
+                for db in [redis_dbs.0, redis_dbs.1] {
+                    let mut c = redis::Client::open(format!("{redis}/{db}"))
+                        .unwrap()
+                        .get_connection()
+                        .unwrap();
+                    redis::cmd("FLUSHDB").query::<()>(&mut c).unwrap();
+                }
+                let url = |db: u8| format!("{redis}/{db}");
+                (url(redis_dbs.0), url(redis_dbs.1), String::new())
+            }
+            RedisPlace::Cluster => {
+                let url = env("TEST_BREWLINE_REDIS_CLUSTER");
+                let keys = brewline_redis::RedisConfig::default();
+                let key = |name: &str, value: &str| format!("{name} = \"{prefix}:{value}\"\n");
+                let keys = [
+                    key("diamond_customers_key", &keys.diamond_customers_key),
+                    key("acb_payment_key", &keys.acb_payment_key),
+                    key("product_key_prefix", &keys.product_key_prefix),
+                    key("affinity_key", &keys.affinity_key),
+                    key("lookups_version_key", &keys.lookups_version_key),
+                    key("order_state_prefix", &keys.order_state_prefix),
+                    key("open_orders_key", &keys.open_orders_key),
+                    key("counters_key", &keys.counters_key),
+                    key("order_state_epoch_key", &keys.order_state_epoch_key),
+                ]
+                .concat();
+                (url.clone(), url, keys)
+            }
+        };
         let d = Deployment {
             config: dir.path().join("brewline.toml"),
             prefix: prefix.clone(),
             brokers: env("TEST_BREWLINE_BROKERS"),
-            redis_static: format!("{redis}/{}", redis_dbs.0),
-            redis_dynamic: format!("{redis}/{}", redis_dbs.1),
+            redis_static,
+            redis_dynamic,
             dir,
             cdc,
         };
@@ -131,7 +168,7 @@ brokers = "{brokers}"
 [redis]
 static_url = "{static_url}"
 dynamic_url = "{dynamic_url}"
-"#,
+{redis_keys}"#,
                 mysql = env("TEST_BREWLINE_MYSQL_URL"),
                 brokers = d.brokers,
                 static_url = d.redis_static,
