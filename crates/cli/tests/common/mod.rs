@@ -180,7 +180,21 @@ dynamic_url = "{dynamic_url}"
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_brewline"));
+        self.command_via(&[], args)
+    }
+
+    /// brewline `args`, run by `via` when it names a program (with its arguments before
+    /// brewline's path: `scripts/netns-hosts run NAME 1` runs it on a host of its own).
+    fn command_via(&self, via: &[&str], args: &[&str]) -> Command {
+        let brewline = env!("CARGO_BIN_EXE_brewline");
+        let mut cmd = match via.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(brewline);
+                cmd
+            }
+            None => Command::new(brewline),
+        };
         cmd.arg("--config").arg(&self.config).args(args);
         cmd.env(
             "BREWLINE_LOG",
@@ -208,19 +222,23 @@ dynamic_url = "{dynamic_url}"
 
     /// [`Deployment::start`] with more environment variables.
     pub fn start_with(&self, name: &str, args: &[&str], environment: &[(&str, &str)]) -> Process {
+        let mut cmd = self.command(args);
+        cmd.envs(environment.iter().copied());
+        self.spawn(name, cmd)
+    }
+
+    /// [`Deployment::start`], run by `via` ([`Deployment::command_via`]).
+    pub fn start_via(&self, name: &str, via: &[&str], args: &[&str]) -> Process {
+        self.spawn(name, self.command_via(via, args))
+    }
+
+    fn spawn(&self, name: &str, mut cmd: Command) -> Process {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{name}.log")))
             .unwrap();
-        Process(
-            self.command(args)
-                .envs(environment.iter().copied())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
+        Process(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap())
     }
 
     pub fn log(&self, name: &str) -> String {
