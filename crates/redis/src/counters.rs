@@ -18,7 +18,7 @@ pub struct RedisCounters {
 impl RedisCounters {
     pub async fn connect(config: &RedisConfig) -> Result<RedisCounters> {
         Ok(RedisCounters {
-            connection: Connection::open(&config.dynamic_url, config, false).await?,
+            connection: Connection::open(&config.dynamic_url, config).await?,
             key: config.counters_key.clone(),
             add_counted: redis::Script::new(ADD_COUNTED),
         })

@@ -5,8 +5,7 @@
 //! Each store holds a [`Connection`]: multiplexed, pipelined, every call bounded by a timeout,
 //! reconnecting after Redis restarts. A URL `redis+cluster://host:port,host:port` (or
 //! `rediss+cluster://` over TLS) is a Redis Cluster: keys that change together carry one hash
-//! tag, so that they live in one slot ([`Connection::tag`]); the static lookups are read from
-//! replicas too. (redis-rs' `ConnectionManager` was tried first: after
+//! tag, so that they live in one slot ([`Connection::tag`]). (redis-rs' `ConnectionManager` was tried first: after
 //! Redis went away it answered no call again, even once Redis was back.) A failed command is a
 //! retryable [`PortError`] when trying again may help (the connection dropped, Redis is
 //! loading), so callers retry the same batch.
@@ -99,9 +98,9 @@ const CLUSTER_SCHEMES: [(&str, &str); 2] = [
 ];
 
 /// A client of `url`: over TLS for `rediss://` (and `rediss+cluster://`), trusting the
-/// authorities of `config.ca` (else the system's). `replicas`: a cluster's reads may go to its
-/// replicas. Also says where it connects (host:port, or the cluster's nodes), for messages.
-fn client(url: &str, config: &RedisConfig, replicas: bool) -> Result<(Client, String)> {
+/// authorities of `config.ca` (else the system's). Also says where it connects (host:port, or
+/// the cluster's nodes), for messages.
+fn client(url: &str, config: &RedisConfig) -> Result<(Client, String)> {
     let not_a_url = |e: redis::RedisError| {
         PortError::fatal(
             ENGINE,
@@ -146,9 +145,6 @@ fn client(url: &str, config: &RedisConfig, replicas: bool) -> Result<(Client, St
         }
         if let Some(certificates) = authorities(config, node_scheme.starts_with("rediss"))? {
             builder = builder.certs(certificates);
-        }
-        if replicas {
-            builder = builder.read_from_replicas();
         }
         let timeout = Duration::from_millis(config.response_timeout_ms);
         let client = builder
@@ -267,14 +263,9 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to `url` with the timeouts of `config`; `replicas`: a cluster's reads may go to
-    /// its replicas.
-    pub(crate) async fn open(
-        url: &str,
-        config: &RedisConfig,
-        replicas: bool,
-    ) -> Result<Connection> {
-        let (client, address) = client(url, config, replicas)?;
+    /// Connects to `url` with the timeouts of `config`.
+    pub(crate) async fn open(url: &str, config: &RedisConfig) -> Result<Connection> {
+        let (client, address) = client(url, config)?;
         let connection = Connection {
             address,
             client,
@@ -393,24 +384,20 @@ mod tests {
     #[test]
     fn cluster_urls_name_their_nodes_and_refuse_a_database() {
         let config = RedisConfig::default();
-        let (made, address) = client(
-            "redis+cluster://u:p@127.0.0.1:7000,127.0.0.1:7001",
-            &config,
-            true,
-        )
-        .unwrap();
+        let (made, address) =
+            client("redis+cluster://u:p@127.0.0.1:7000,127.0.0.1:7001", &config).unwrap();
         assert!(matches!(made, Client::Cluster(_)));
         assert_eq!(
             address, "127.0.0.1:7000,127.0.0.1:7001",
             "no password in messages"
         );
-        let err = client("redis+cluster://127.0.0.1:7000/1", &config, false)
+        let err = client("redis+cluster://127.0.0.1:7000/1", &config)
             .err()
             .unwrap();
         assert!(err.message.contains("without /db"), "{err}");
-        let err = client("redis+cluster://", &config, false).err().unwrap();
+        let err = client("redis+cluster://", &config).err().unwrap();
         assert!(err.message.contains("names no node"), "{err}");
-        let (made, _) = client("redis://127.0.0.1:6379/1", &config, false).unwrap();
+        let (made, _) = client("redis://127.0.0.1:6379/1", &config).unwrap();
         assert!(matches!(made, Client::One(_)));
     }
 }

@@ -132,7 +132,7 @@ struct Group<'a> {
 impl RedisOrders {
     /// Connects to the dynamic database; order state lives for `ttl` after its last change.
     pub async fn connect(config: &RedisConfig, ttl: Duration) -> Result<RedisOrders> {
-        let connection = Connection::open(&config.dynamic_url, config, false).await?;
+        let connection = Connection::open(&config.dynamic_url, config).await?;
         let groups = if connection.cluster() {
             usize::from(config.order_state_buckets.max(1))
         } else {
