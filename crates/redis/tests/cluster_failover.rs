@@ -26,11 +26,13 @@ fn nodes(dir: &str) -> Vec<(usize, u16)> {
         .collect()
 }
 
-async fn info(port: u16, section: &str) -> Option<String> {
+/// What node `port` answers to a command (`INFO replication`, `CLUSTER INFO`); none when it
+/// does not answer.
+async fn ask(port: u16, command: &[&str]) -> Option<String> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
     let mut c = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("INFO")
-        .arg(section)
+    redis::cmd(command.first()?)
+        .arg(&command[1..])
         .query_async(&mut c)
         .await
         .ok()
@@ -39,20 +41,13 @@ async fn info(port: u16, section: &str) -> Option<String> {
 /// Whether every node says the cluster is ok and every replica is in sync.
 async fn cluster_ok(dir: &str) -> bool {
     for (_, port) in nodes(dir) {
-        let cluster: Option<String> = async {
-            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-            let mut c = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async(&mut c)
-                .await
-                .ok()
-        }
-        .await;
+        let cluster = ask(port, &["CLUSTER", "INFO"]).await;
         if !cluster.is_some_and(|i| i.contains("cluster_state:ok")) {
             return false;
         }
-        let replication = info(port, "replication").await.unwrap_or_default();
+        let replication = ask(port, &["INFO", "replication"])
+            .await
+            .unwrap_or_default();
         if replication.contains("role:slave") && !replication.contains("master_link_status:up") {
             return false;
         }
@@ -104,7 +99,7 @@ async fn a_master_killed_mid_run_loses_no_order_and_completes_each_once() {
     let master = {
         let mut found = None;
         for (node, port) in nodes(&dir) {
-            if info(port, "replication")
+            if ask(port, &["INFO", "replication"])
                 .await
                 .is_some_and(|i| i.contains("role:master"))
             {
@@ -186,6 +181,6 @@ async fn a_master_killed_mid_run_loses_no_order_and_completes_each_once() {
         assert!(Instant::now() < deadline, "the cluster did not heal");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let role = info(master.1, "replication").await.unwrap();
+    let role = ask(master.1, &["INFO", "replication"]).await.unwrap();
     assert!(role.contains("role:slave"), "{role}");
 }

@@ -116,34 +116,47 @@ impl Progress {
 /// only when it is later than the part its row is in.
 pub(crate) struct CatchUp {
     parts: Vec<Part>,
-    /// The last part's position, past which every change is handed out.
-    until: Position,
+    /// Each part's position; the last one's is where every change is handed out again.
+    read_at: Vec<Position>,
     /// The captured tables, in the order the snapshot reads them.
     tables: Vec<String>,
+    order: KeyOrder,
+}
+
+/// How the server orders the primary keys of the captured tables.
+struct KeyOrder {
     database: String,
-    /// How each table's primary key columns are compared, as the server does.
-    key_sql: HashMap<String, Vec<String>>,
+    /// Per table, the SQL of each key column's parameter, compared as the column is.
+    sql: HashMap<String, Vec<String>>,
 }
 
 impl CatchUp {
     /// The catch-up after `parts`; none when the snapshot was read in one part.
     pub fn after(parts: &[Part], tables: &[String], database: &str) -> Result<Option<CatchUp>> {
-        let Some(last) = parts.last().filter(|_| parts.len() > 1) else {
+        if parts.len() < 2 {
             return Ok(None);
-        };
+        }
+        let read_at = parts
+            .iter()
+            .map(|p| Position::parse(&p.at))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Some(CatchUp {
-            until: Position::parse(&last.at)?,
             parts: parts.to_vec(),
+            read_at,
             tables: tables.to_vec(),
-            database: database.to_string(),
-            key_sql: HashMap::new(),
+            order: KeyOrder {
+                database: database.to_string(),
+                sql: HashMap::new(),
+            },
         }))
     }
 
     /// Whether a change at binlog position `at` is past the last part: from there on every
     /// change is handed out, and the catch-up is over.
     pub fn passed(&self, at: &Position) -> bool {
-        compare(at, &self.until) != Ordering::Less
+        self.read_at
+            .last()
+            .is_none_or(|until| compare(at, until) != Ordering::Less)
     }
 
     /// The position stored after a transaction that ends at `end` while catching up.
@@ -167,8 +180,11 @@ impl CatchUp {
     ) -> Result<bool> {
         for key in keys {
             let part = self.part_of(conn, table, key).await?;
-            let read_at = Position::parse(&part.at)?;
-            if compare(at, &read_at) != Ordering::Less {
+            if self
+                .read_at
+                .get(part)
+                .is_none_or(|read_at| compare(at, read_at) != Ordering::Less)
+            {
                 return Ok(true);
             }
         }
@@ -176,28 +192,27 @@ impl CatchUp {
     }
 
     /// The part a row is in: the first whose last row is not before it.
-    async fn part_of(&mut self, conn: &mut Conn, table: &str, key: &[Value]) -> Result<Part> {
-        let tables = self.tables.clone();
+    async fn part_of(&mut self, conn: &mut Conn, table: &str, key: &[Value]) -> Result<usize> {
+        let tables = &self.tables;
         let index = |t: &str| tables.iter().position(|x| x == t);
-        for part in self.parts.clone() {
+        for (i, part) in self.parts.iter().enumerate() {
             let Some(through) = &part.through else {
-                return Ok(part);
+                return Ok(i);
             };
             match index(table).cmp(&index(&through.table)) {
-                Ordering::Less => return Ok(part),
+                Ordering::Less => return Ok(i),
                 Ordering::Greater => continue,
-                Ordering::Equal if self.not_after(conn, table, key, &through.key).await? => {
-                    return Ok(part)
+                Ordering::Equal if self.order.not_after(conn, table, key, &through.key).await? => {
+                    return Ok(i)
                 }
                 Ordering::Equal => continue,
             }
         }
-        self.parts
-            .last()
-            .cloned()
-            .ok_or_else(|| PortError::fatal(ENGINE, "snapshot progress with no part"))
+        Ok(self.parts.len().saturating_sub(1))
     }
+}
 
+impl KeyOrder {
     /// Whether primary key `key` of `table` comes at or before `through` in the server's order
     /// (each string column by its collation, as the snapshot's `ORDER BY` read them).
     async fn not_after(
@@ -210,11 +225,11 @@ impl CatchUp {
         if key.len() != through.len() {
             return Ok(false);
         }
-        if !self.key_sql.contains_key(table) {
+        if !self.sql.contains_key(table) {
             let sql = key_sql(conn, &self.database, table).await?;
-            self.key_sql.insert(table.to_string(), sql);
+            self.sql.insert(table.to_string(), sql);
         }
-        let columns = self.key_sql.get(table).cloned().unwrap_or_default();
+        let columns = self.sql.get(table).map(Vec::as_slice).unwrap_or_default();
         if columns.len() != key.len() {
             return Ok(false);
         }
