@@ -35,6 +35,21 @@ struct Run {
     seconds: f64,
 }
 
+/// The recommender's seconds per stage of its batches, from Prometheus text, as one line.
+fn stages(metrics: &str) -> String {
+    let prefix = "brewline_recommender_stage_seconds_total{stage=\"";
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| {
+            let (stage, rest) = l.split_once('"')?;
+            let seconds: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+            Some(format!("{stage} {seconds:.2} s"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Run {
     fn lines_per_second(&self) -> f64 {
         self.lines as f64 / self.seconds.max(1e-9)
@@ -124,12 +139,13 @@ async fn recommend(
         .context("starting `brewline recommend`")?;
     // Killed if this run fails before stopping it.
     let mut child = KillOnDrop(child);
-    let (mut first, mut seen) = (None, 0);
+    let (mut first, mut seen, mut last) = (None, 0, String::new());
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if let Ok(body) = get(&metrics_addr, "/metrics").await {
             seen = events_in(&body, topics);
+            last = body;
             if seen > 0 {
                 first.get_or_insert_with(Instant::now);
             }
@@ -141,6 +157,7 @@ async fn recommend(
         seconds: first.map_or(0.0, |f| f.elapsed().as_secs_f64()),
     };
     let rss = peak_rss_mib(child.0.id());
+    println!("  recommender ({name}) stages: {}", stages(&last));
     let _ = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status();

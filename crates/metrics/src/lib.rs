@@ -165,6 +165,10 @@ pub const REBALANCES: Metric = counter(
     "brewline_rebalances_total",
     "Times the recommender's partitions moved between the members of its group: it dropped the batch in hand, forgot what it knew of its partitions and read them again from the committed offsets.",
 );
+pub const RECOMMENDER_STAGE_SECONDS: Metric = counter(
+    "brewline_recommender_stage_seconds_total",
+    "Seconds the recommender spent in each stage of its batches: poll (reading records), decide (decoding, choosing suggestions), apply (the order store), send (output sent and, with transactions, committed with the offsets; it runs beside the next batch's apply), commit (offsets and counters after the send).",
+);
 pub const LOOKUPS_VERSION: Metric = gauge(
     "brewline_lookups_version",
     "Version of the lookups the recommender decides with (0: none yet).",
@@ -264,6 +268,7 @@ pub const ALL: &[Metric] = &[
     STATE_REBUILDS,
     TRANSACTIONS_ABORTED,
     REBALANCES,
+    RECOMMENDER_STAGE_SECONDS,
     ENGINE_ERRORS,
     ENGINE_RETRIES,
 ];
@@ -289,6 +294,11 @@ impl<'a> Families<'a> {
     /// A counter of one sample without labels.
     pub fn counter_value(&mut self, m: &Metric, value: u64) -> fmt::Result {
         self.counter(m, &[(&[], value)])
+    }
+
+    /// A counter of fractional values (seconds), one sample per label set.
+    pub fn counter_f64(&mut self, m: &Metric, samples: &[(Labels<'_>, f64)]) -> fmt::Result {
+        self.family(m, MetricType::Counter, samples, |v| ConstCounter::new(*v))
     }
 
     /// A gauge, one sample per label set.

@@ -76,6 +76,14 @@ impl Collector for StatsCollector {
             Stats::get(&stats.transactions_aborted),
         )?;
         f.counter_value(&m::REBALANCES, Stats::get(&stats.rebalances))?;
+        let stages = stats.stage_nanos.seconds();
+        let stages: Vec<([(&str, &str); 1], f64)> = stages
+            .iter()
+            .map(|(stage, seconds)| ([("stage", *stage)], *seconds))
+            .collect();
+        let stages: Vec<(&[(&str, &str)], f64)> =
+            stages.iter().map(|(l, v)| (l.as_slice(), *v)).collect();
+        f.counter_f64(&m::RECOMMENDER_STAGE_SECONDS, &stages)?;
         f.gauge_value(
             &m::LOOKUPS_VERSION,
             Stats::get(&stats.lookups_version) as f64,

@@ -4,10 +4,13 @@
 //! One batch is: poll → decode (bad records to the dead-letter topic) → apply to the order
 //! store (completion decided there, atomically, and the suggestion made and recorded with it)
 //! → send dead letters and suggestions and wait for their acknowledgement → commit the
-//! offsets. Offsets are committed only after the work they cover is done, so a crash redelivers
-//! the batch; the store recognises the redelivered completing event and hands back the
-//! suggestion recorded for the order, which is sent again identically (even if the seed or the
-//! lookups changed meanwhile). A failed engine call is retried on the same batch, never skipped.
+//! offsets. With Kafka transactions the send and the commit are one transaction, which runs
+//! while the next batch is applied to the store (its round trips to the cluster cost as much
+//! as the store's work). Offsets are committed only after the work they cover is done, so a
+//! crash redelivers the batch; the store recognises the redelivered completing event and hands
+//! back the suggestion recorded for the order, which is sent again identically (even if the
+//! seed or the lookups changed meanwhile). A failed engine call is retried on the same batch,
+//! never skipped.
 //! Decisions are made only with whole lookups: the worker waits for them at start and keeps
 //! the last good ones when the store loses them ([`lookup_guard`]).
 
@@ -25,7 +28,7 @@ use brewline_core::order::CompletedOrder;
 use brewline_core::suggestion::{Lookups, Suggester};
 use brewline_ports::{
     Applied, Consumed, Consumer, Counted, Counters, LookupStore, OrderStore, PortError, Producer,
-    Progress, Record, Result,
+    Progress, Record, Result, Transactions,
 };
 use serde::de::DeserializeOwned;
 
@@ -73,6 +76,26 @@ pub struct Engines<'a> {
     pub orders: &'a dyn OrderStore,
     pub lookups: &'a dyn LookupStore,
     pub counters: &'a dyn Counters,
+}
+
+impl<'a> Engines<'a> {
+    /// What handling a batch uses of the engines: shared with a publish running beside it.
+    fn stores(&self) -> Stores<'_> {
+        Stores {
+            orders: self.orders,
+            counters: self.counters,
+            txn: self.consumer.transactions(),
+        }
+    }
+}
+
+/// The engines a batch is handled with ([`Recommender::prepare`]).
+#[derive(Clone, Copy)]
+struct Stores<'a> {
+    orders: &'a dyn OrderStore,
+    counters: &'a dyn Counters,
+    /// The consumer's transactions, where the log has them.
+    txn: Option<&'a dyn Transactions>,
 }
 
 /// One recommender worker.
@@ -146,6 +169,24 @@ struct Tally {
     latencies: Vec<i64>,
 }
 
+/// A batch applied to the order store and tallied: what is left is to send its output and
+/// commit its offsets ([`Recommender::publish`]), then to record it ([`Recommender::after`]).
+struct Handled {
+    batch: Batch,
+    tally: Tally,
+    /// What to commit with the output, where the log has transactions (computed when the
+    /// batch is handled, before the next batch changes which orders are open).
+    progress: Vec<Progress>,
+}
+
+/// The topics a batch's output goes to, owned so that a publish runs beside the next batch's
+/// work.
+#[derive(Debug, Clone)]
+struct Outputs {
+    dead_letters: String,
+    suggestions: String,
+}
+
 /// A record that is a change of an order, with its source commit time (µs), or nothing to do.
 type OrderEvent = Option<(Changes, i64)>;
 
@@ -163,6 +204,15 @@ fn decode_as<T: DeserializeOwned>(
 }
 
 impl Batch {
+    /// The batch without its changes, once they are applied and tallied.
+    fn applied(self) -> Batch {
+        Batch {
+            changes: Vec::new(),
+            committed_at: Vec::new(),
+            ..self
+        }
+    }
+
     /// Decodes records: what each means for its order, or why it is a dead letter.
     fn decode(topics: &Topics, records: Vec<Consumed>) -> Batch {
         let mut batch = Batch {
@@ -293,10 +343,10 @@ impl Recommender {
         Ok(Some(batch))
     }
 
-    /// Handles a decoded batch, in stages: apply its changes to the order store, tally what
-    /// completed, send its suggestions and dead letters and commit its offsets (as one where
-    /// the log has transactions), record its figures.
-    async fn finish(&mut self, batch: Batch, e: &mut Engines<'_>) -> Result<usize> {
+    /// Handles a decoded batch as far as its output: applies its changes to the order store,
+    /// tallies what completed and, where the log has transactions, counts it and works out
+    /// what to commit with its output.
+    async fn prepare(&mut self, batch: Batch, e: Stores<'_>) -> Result<Handled> {
         tracing::debug!(records = batch.records, until = ?batch.offsets, "handling a batch");
         let t = Instant::now();
         let steps = self.apply(&batch, e).await?;
@@ -306,14 +356,40 @@ impl Recommender {
         let t = Instant::now();
         let tally = self.tally(steps, &batch, &unsent)?;
         StageNanos::add(&self.stats.stage_nanos.decide, t);
+        // A batch waiting to be published keeps only its output: not its changes.
+        let batch = batch.applied();
+        let mut progress = Vec::new();
+        if e.txn.is_some() {
+            // Counted before the transaction, each record once: a transaction made again is
+            // not counted twice.
+            self.count(&batch, &tally, e).await?;
+            progress = self.progress(&batch.offsets);
+        }
+        Ok(Handled {
+            batch,
+            tally,
+            progress,
+        })
+    }
+
+    /// Handles a decoded batch whole, one stage after the other: [`Self::prepare`], send its
+    /// output and commit its offsets, [`Self::after`].
+    async fn finish(&mut self, batch: Batch, e: &mut Engines<'_>) -> Result<()> {
+        let handled = self.prepare(batch, e.stores()).await?;
+        if e.consumer.transactions().is_some() {
+            return self.publish_now(handled, e).await;
+        }
         let t = Instant::now();
-        let refused = if e.consumer.transactions().is_some() {
-            self.send_and_commit_as_one(&batch, &tally, e).await?
-        } else {
-            self.send_then_commit(&batch, &tally, e).await?
-        };
+        let refused = self.send_then_commit(&handled, e).await?;
         StageNanos::add(&self.stats.stage_nanos.send, t);
+        self.after(handled, refused, e).await
+    }
+
+    /// After a batch's output is sent and its offsets committed: notes how far output is
+    /// sent, records its figures and counters, and does what is due of the housekeeping.
+    async fn after(&mut self, handled: Handled, refused: u64, e: &mut Engines<'_>) -> Result<()> {
         let t = Instant::now();
+        let Handled { batch, tally, .. } = handled;
         self.sent(&batch.offsets);
         self.record_latencies(&tally.latencies);
         let deltas = [
@@ -323,58 +399,46 @@ impl Recommender {
         with_retries("updating counters", || e.counters.add(&deltas)).await?;
         self.record(&batch, &tally, refused);
         StageNanos::add(&self.stats.stage_nanos.commit, t);
-        self.housekeeping(e).await?;
-        Ok(batch.records)
+        self.housekeeping(e).await
+    }
+
+    fn outputs(&self) -> Outputs {
+        Outputs {
+            dead_letters: self.config.dead_letter_topic.clone(),
+            suggestions: self.config.suggestions_topic.clone(),
+        }
     }
 
     /// Without transactions: sends the output and waits for its acknowledgement, counts it,
     /// then commits the offsets. A crash between the send and the count sends the same
     /// suggestions again; never fewer. Returns how many records the log refused.
-    async fn send_then_commit(
-        &self,
-        batch: &Batch,
-        tally: &Tally,
-        e: &mut Engines<'_>,
-    ) -> Result<u64> {
+    async fn send_then_commit(&self, handled: &Handled, e: &mut Engines<'_>) -> Result<u64> {
+        let (batch, tally) = (&handled.batch, &handled.tally);
         let refused = self.send(batch, tally, e).await?;
         // Counted before the commit, each record once: a crash between them counts nothing
         // twice, and nothing is left uncounted.
-        self.count(batch, tally, e).await?;
+        self.count(batch, tally, e.stores()).await?;
         // Committed only below the oldest open order: the log rebuilds what the store loses.
         commit_with_retries(e.consumer, &self.open.hold(&batch.offsets)).await?;
         Ok(refused)
     }
 
-    /// With transactions: counts the batch (each record once, so a transaction redone is not
-    /// counted twice), then sends its output and commits its offsets, with how far the output
-    /// is sent, in one transaction. A record the log refuses is dead-lettered in a new
-    /// transaction; a transaction that fails in a way a retry may mend is made again. Returns
-    /// how many records the log refused.
-    async fn send_and_commit_as_one(
-        &self,
-        batch: &Batch,
-        tally: &Tally,
-        e: &mut Engines<'_>,
-    ) -> Result<u64> {
-        self.count(batch, tally, e).await?;
-        let Some(txn) = e.consumer.transactions() else {
-            return Err(PortError::fatal(
-                "recommender",
-                "the consumer has no transactions",
-            ));
-        };
-        let progress = self.progress(&batch.offsets);
-        let c = &self.config;
-        let mut dead = batch.dead.clone();
-        let mut suggestions = tally.suggestions.clone();
+    /// With transactions: sends a handled batch's output and commits its offsets, with how far
+    /// the output is sent, in one transaction. A record the log refuses is dead-lettered in a
+    /// new transaction; a transaction that fails in a way a retry may mend is made again.
+    /// Returns how many records the log refused. Borrows nothing of the worker: it runs beside
+    /// the next batch's [`Self::prepare`].
+    async fn publish(txn: &dyn Transactions, to: Outputs, handled: &Handled) -> Result<u64> {
+        let mut dead = handled.batch.dead.clone();
+        let mut suggestions = handled.tally.suggestions.clone();
         let mut refused = 0;
         let mut backoff = Backoff::new("committing a transaction");
         loop {
             let output = [
-                (c.dead_letter_topic.as_str(), dead.as_slice()),
-                (c.suggestions_topic.as_str(), suggestions.as_slice()),
+                (to.dead_letters.as_str(), dead.as_slice()),
+                (to.suggestions.as_str(), suggestions.as_slice()),
             ];
-            let attempt = txn.commit(&output, &progress).await;
+            let attempt = txn.commit(&output, &handled.progress).await;
             let err = match attempt {
                 Err(err) if !err.refused.is_empty() => err,
                 other => match backoff.retry(other).await {
@@ -384,8 +448,8 @@ impl Recommender {
             };
             // The refused records leave the transaction, and their letters join it.
             let mut groups = [
-                (c.dead_letter_topic.clone(), dead),
-                (c.suggestions_topic.clone(), suggestions),
+                (to.dead_letters.clone(), dead),
+                (to.suggestions.clone(), suggestions),
             ];
             let letters = retain_accepted(&mut groups, &err.refused, |topic, record, why| {
                 refused_letter(topic, &record, why, Vec::new())
@@ -450,7 +514,7 @@ impl Recommender {
 
     /// Reads where handling got to (the offsets counted) for the batch's partitions this
     /// worker has not seen yet: records before it were handled and their output sent.
-    async fn learn_sent_through(&mut self, batch: &Batch, e: &mut Engines<'_>) -> Result<()> {
+    async fn learn_sent_through(&mut self, batch: &Batch, e: Stores<'_>) -> Result<()> {
         let unknown: Vec<(String, i32)> = batch
             .offsets
             .iter()
@@ -462,7 +526,7 @@ impl Recommender {
         }
         let group = &self.config.group;
         // With transactions, how far output is sent is committed with it; else it is counted.
-        let got = match e.consumer.transactions() {
+        let got = match e.txn {
             Some(txn) => {
                 with_retries("reading where handling got to", || {
                     txn.sent_through(&unknown)
@@ -550,7 +614,7 @@ impl Recommender {
     /// A store that was out of reach meanwhile may have come back without its last writes (a
     /// Redis restarted from an append-only file flushed every second): then the batch is not
     /// sent, and the state is rebuilt from the log as after a loss ([`PortError::state_lost`]).
-    async fn apply(&self, batch: &Batch, e: &mut Engines<'_>) -> Result<Vec<Step>> {
+    async fn apply(&self, batch: &Batch, e: Stores<'_>) -> Result<Vec<Step>> {
         if batch.changes.is_empty() {
             return Ok(Vec::new());
         }
@@ -653,7 +717,7 @@ impl Recommender {
 
     /// The batch's durable counters of its records, each counted once: completions, eligible
     /// orders, suggestions, dead letters.
-    async fn count(&self, batch: &Batch, tally: &Tally, e: &mut Engines<'_>) -> Result<()> {
+    async fn count(&self, batch: &Batch, tally: &Tally, e: Stores<'_>) -> Result<()> {
         let mut counted = tally.counted.clone();
         counted.extend(batch.dead_at.iter().map(|at| Counted {
             at: at.clone(),
@@ -727,20 +791,88 @@ impl Recommender {
         Ok(())
     }
 
+    /// Handles `batch`. With transactions, its Redis work runs while the batch handled before
+    /// it (`pending`) is published, and it is left pending in turn when `more` is read ahead
+    /// (else it is published now: nothing would overlap it, and its suggestions would wait).
+    async fn step(
+        &mut self,
+        batch: Batch,
+        pending: &mut Option<Handled>,
+        more: bool,
+        e: &mut Engines<'_>,
+    ) -> Result<()> {
+        if e.consumer.transactions().is_none() {
+            return self.finish(batch, e).await;
+        }
+        let handled = match pending.take() {
+            None => self.prepare(batch, e.stores()).await,
+            Some(before) => {
+                let (published, handled) = {
+                    let stores = e.stores();
+                    let txn = stores.txn.ok_or_else(no_transactions)?;
+                    let publish = self.timed_publish(txn, &before);
+                    tokio::join!(publish, self.prepare(batch, stores))
+                };
+                // The batch before is done even when this one failed: then this one is read
+                // again after the rebuild, the one before is not.
+                self.after(before, published?, e).await?;
+                handled
+            }
+        };
+        let handled = handled?;
+        if more {
+            *pending = Some(handled);
+            return Ok(());
+        }
+        self.publish_now(handled, e).await
+    }
+
+    /// Publishes a handled batch and records it.
+    async fn publish_now(&mut self, handled: Handled, e: &mut Engines<'_>) -> Result<()> {
+        let txn = e.consumer.transactions().ok_or_else(no_transactions)?;
+        let refused = self.timed_publish(txn, &handled).await?;
+        self.after(handled, refused, e).await
+    }
+
+    /// [`Self::publish`], its time added to the send stage; borrows nothing of the worker.
+    fn timed_publish<'a>(
+        &self,
+        txn: &'a dyn Transactions,
+        handled: &'a Handled,
+    ) -> impl std::future::Future<Output = Result<u64>> + 'a {
+        let (to, stats) = (self.outputs(), self.stats.clone());
+        async move {
+            let t = Instant::now();
+            let refused = Self::publish(txn, to, handled).await;
+            StageNanos::add(&stats.stage_nanos.send, t);
+            refused
+        }
+    }
+
     /// Recommends until told to stop; with `stop.drained`, stops once every record is read.
     ///
-    /// While a batch is applied, the records ready after it are decoded on another thread. A
-    /// batch read ahead is never committed before it is handled: when the worker stops, it is
-    /// simply read again next time.
+    /// While a batch is applied, the records ready after it are decoded on another thread;
+    /// with transactions, a batch is published while the next one is applied. A batch read
+    /// ahead is never committed before it is handled, nor a batch handled before the partitions
+    /// moved: they are simply read again.
     pub async fn run(&mut self, e: &mut Engines<'_>, stop: StopWhen) -> Result<()> {
         if self.lookups_version == 0 && !self.wait_for_lookups(e, &stop).await? {
             return Ok(());
         }
         let mut ahead: Option<tokio::task::JoinHandle<Batch>> = None;
+        // Handled, not yet published: only while a batch is read ahead.
+        let mut pending: Option<Handled> = None;
         let mut backoff = Backoff::new("reading the CDC topics");
         loop {
             if stop.shutting_down() {
-                return Ok(());
+                return match pending.take() {
+                    Some(handled) => match self.publish_now(handled, e).await {
+                        // Not committed: read again next time.
+                        Err(lost) if lost.state_lost || lost.aborted => Ok(()),
+                        done => done,
+                    },
+                    None => Ok(()),
+                };
             }
             let upstream_done = stop.upstream_done();
             let batch = match ahead.take() {
@@ -755,7 +887,9 @@ impl Recommender {
                 None => {
                     let polled = self.next_batch(e, self.config.poll_wait).await;
                     // A batch is read on one side of a rebalance: after this one, if any.
-                    self.moved(e);
+                    if self.moved(e) {
+                        pending = None;
+                    }
                     match backoff.retry(polled).await {
                         Some(result) => result?,
                         None => continue,
@@ -786,20 +920,29 @@ impl Recommender {
             StageNanos::add(&self.stats.stage_nanos.poll, t);
             if self.moved(e) {
                 // Read before the partitions moved: maybe another member's now, and read again
-                // from the committed offsets where still this one's. Not handled.
+                // from the committed offsets where still this one's. Not handled, and the
+                // batch handled before it not published (it would commit offsets of
+                // partitions this member may no longer hold).
+                pending = None;
                 continue;
             }
-            match self.finish(batch, e).await {
-                Ok(_) => {}
+            match self.step(batch, &mut pending, ahead.is_some(), e).await {
+                Ok(()) => {}
                 Err(lost) if lost.state_lost || lost.aborted => {
-                    // What was read ahead is read again after the rewind.
+                    // What was read ahead or handled and not published is read again after
+                    // the rewind.
                     ahead = None;
+                    pending = None;
                     self.rebuild(e, &lost).await?;
                 }
                 Err(err) => return Err(err),
             }
         }
     }
+}
+
+fn no_transactions() -> PortError {
+    PortError::fatal("recommender", "the consumer has no transactions")
 }
 
 #[cfg(test)]
