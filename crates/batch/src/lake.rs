@@ -212,6 +212,46 @@ impl Lake {
         Ok(())
     }
 
+    /// Compacts the table's small files into larger ones in one commit (the files replaced
+    /// stay for readers of earlier versions until a vacuum): (files removed, files added), or
+    /// `None` when the table was never written.
+    pub async fn optimize(&self, table: &str) -> Result<Option<(u64, u64)>> {
+        let t = self.open(table).await?;
+        if t.version().is_none() {
+            return Ok(None);
+        }
+        let (_, metrics) = t.optimize().await.map_err(|e| BatchError::lake(table, e))?;
+        Ok(Some((metrics.num_files_removed, metrics.num_files_added)))
+    }
+
+    /// Deletes the files that commits older than `retain` removed from the table, except those
+    /// `keep` (versions still read) need: the files deleted, or `None` when the table was never
+    /// written. Files no commit ever named (a run killed before committing) are not touched.
+    pub async fn vacuum(
+        &self,
+        table: &str,
+        retain: std::time::Duration,
+        keep: &[i64],
+    ) -> Result<Option<usize>> {
+        let t = self.open(table).await?;
+        if t.version().is_none() {
+            return Ok(None);
+        }
+        let retain = chrono::Duration::from_std(retain).map_err(|e| BatchError::lake(table, e))?;
+        let keep: Vec<deltalake::kernel::Version> =
+            keep.iter().filter_map(|v| (*v).try_into().ok()).collect();
+        let (_, metrics) = t
+            .vacuum()
+            .with_retention_period(retain)
+            // The retention is the caller's: shorter than the table's default of 7 days is
+            // allowed (the kept versions are protected by `keep`).
+            .with_enforce_retention_duration(false)
+            .with_keep_versions(&keep)
+            .await
+            .map_err(|e| BatchError::lake(table, e))?;
+        Ok(Some(metrics.files_deleted.len()))
+    }
+
     /// The table's current version (`None`: never written).
     pub async fn version(&self, table: &str) -> Result<Option<i64>> {
         Ok(self.open(table).await?.version().map(|v| v as i64))

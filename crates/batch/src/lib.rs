@@ -15,6 +15,7 @@ pub mod charts;
 pub mod export;
 pub mod gates;
 pub mod history;
+pub mod housekeeping;
 pub mod job;
 pub mod lake;
 pub mod lock;

@@ -227,17 +227,22 @@ fn add_rows<K: Ord>(
     Ok(())
 }
 
+/// The watermark of the last published run, from its manifest (`None`: no run published).
+pub async fn watermark(lake: &Lake) -> Result<Option<Watermark>> {
+    match lake.get_file(MANIFEST).await? {
+        Some(bytes) => Ok(Some(
+            serde_json::from_slice::<Watermark>(&bytes)
+                .map_err(|e| BatchError::lake(MANIFEST, format!("unreadable: {e}")))?,
+        )),
+        None => Ok(None),
+    }
+}
+
 impl BatchView {
     /// The view of the last published run (an empty one when there is none).
     pub async fn load(lake: &Lake) -> Result<BatchView> {
         let ctx = SessionContext::new();
-        let watermark = match lake.get_file(MANIFEST).await? {
-            Some(bytes) => Some(
-                serde_json::from_slice::<Watermark>(&bytes)
-                    .map_err(|e| BatchError::lake(MANIFEST, format!("unreadable: {e}")))?,
-            ),
-            None => None,
-        };
+        let watermark = watermark(lake).await?;
         let mut view = BatchView {
             watermark,
             book: SalesBook::default(),

@@ -656,3 +656,82 @@ async fn a_run_killed_while_publishing_leaves_manifest_readers_on_the_last_whole
     let next = BatchView::load(&lake).await.unwrap();
     assert_eq!(next.book.daily.values().map(|d| d.orders).sum::<i64>(), 80);
 }
+
+/// The number of rows of `table` as of `version`, or the error reading it gives.
+async fn rows_at(lake: &Lake, table: &str, version: i64) -> Result<usize, String> {
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    lake.register_at(&ctx, table, "t", Some(version))
+        .await
+        .map_err(|e| e.to_string())?;
+    let df = ctx
+        .sql("SELECT * FROM t")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(rows(&df.collect().await.map_err(|e| e.to_string())?))
+}
+
+/// Three runs leave bronze in small files and old versions of silver and gold behind: optimize
+/// compacts them without changing a row; a vacuum with no retention deletes the files only old
+/// versions read (an old mart version is unreadable after it) but keeps those of the versions
+/// the serving manifest names, even where optimize replaced them (the batch view loads as
+/// before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_and_vacuum_keep_every_row_and_the_served_versions() {
+    use brewline_batch::{housekeeping, serving};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = prepared(tmp.path()).await;
+    let lake = Lake::at(tmp.path().join("lake").to_str().unwrap());
+    let tills = Tills::new(&reference(), 9).unwrap();
+    let mart = "mart/revenue_daily";
+    let mut first_mart = None;
+    for run in 0..3 {
+        let orders: Vec<NewOrder> = tills.orders(run * 100, 100).collect();
+        write_and_capture(&dir, &orders).await;
+        run_with(&dir, &lake).await;
+        first_mart.get_or_insert(lake.version(mart).await.unwrap().unwrap());
+    }
+    let revenue = daily_revenue(&lake).await;
+    let served = serving::watermark(&lake).await.unwrap().unwrap().versions;
+    let bronze_at = served[bronze::ORDERS];
+    let bronze_rows = rows_at(&lake, bronze::ORDERS, bronze_at).await.unwrap();
+    let orders_in_view = |view: BatchView| view.book.daily.values().map(|d| d.orders).sum::<i64>();
+    assert_eq!(orders_in_view(BatchView::load(&lake).await.unwrap()), 300);
+
+    let compacted = housekeeping::optimize(&lake).await.unwrap();
+    let orders = compacted
+        .iter()
+        .find(|t| t.table == bronze::ORDERS)
+        .unwrap();
+    assert!(
+        orders.files_removed >= 3 && orders.files_added >= 1,
+        "{compacted:?}"
+    );
+    let now = lake.version(bronze::ORDERS).await.unwrap().unwrap();
+    assert!(now > bronze_at, "optimize commits a new version");
+    assert_eq!(
+        rows_at(&lake, bronze::ORDERS, now).await.unwrap(),
+        bronze_rows
+    );
+    assert_eq!(daily_revenue(&lake).await, revenue);
+
+    let vacuumed = housekeeping::vacuum(&lake, Duration::ZERO).await.unwrap();
+    assert!(
+        vacuumed
+            .iter()
+            .any(|t| t.table == mart && t.files_removed > 0),
+        "{vacuumed:?}"
+    );
+    let old = first_mart.unwrap();
+    assert!(old < served[mart]);
+    assert!(
+        rows_at(&lake, mart, old).await.is_err(),
+        "the files of an old version are gone"
+    );
+    assert_eq!(
+        rows_at(&lake, bronze::ORDERS, bronze_at).await.unwrap(),
+        bronze_rows,
+        "the served version of bronze keeps the files optimize replaced"
+    );
+    assert_eq!(orders_in_view(BatchView::load(&lake).await.unwrap()), 300);
+    assert_eq!(daily_revenue(&lake).await, revenue);
+}

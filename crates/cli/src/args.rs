@@ -598,6 +598,28 @@ pub enum BatchAction {
     /// Benchmark: land about --lines generated order lines in a fresh lake's bronze (as
     /// capture would send them), then time bronze → silver → gold and its peak memory.
     Bench(BatchBenchArgs),
+    /// Compact the small files of every table of the lake into larger ones (one commit per
+    /// table that has any); readers of earlier versions keep their files until a vacuum.
+    Optimize(BatchOptimizeArgs),
+    /// Delete from every table the files that commits older than --retain removed, except
+    /// those of the versions the serving manifest names (`brewline serve` reads them).
+    Vacuum(BatchVacuumArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchOptimizeArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchVacuumArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// How long removed files stay for readers of earlier versions (time travel): a number and
+    /// a unit, ms, s, m, h or d.
+    #[arg(long, default_value = "7d", value_parser = parse_duration, value_name = "DURATION")]
+    pub retain: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

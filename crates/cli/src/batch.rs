@@ -15,7 +15,8 @@ use brewline_redis::RedisLookups;
 
 use crate::args::{
     BatchAction, BatchBenchArgs, BatchCheckArgs, BatchExportArgs, BatchHistoryArgs,
-    BatchReportArgs, BatchRunArgs, BatchScheduleArgs, LakeArgs, PublishAffinityArgs,
+    BatchOptimizeArgs, BatchReportArgs, BatchRunArgs, BatchScheduleArgs, BatchVacuumArgs, LakeArgs,
+    PublishAffinityArgs,
 };
 use crate::config::Config;
 use crate::embedded::EmbeddedPipeline;
@@ -32,6 +33,8 @@ pub async fn run_action(config: Config, action: BatchAction) -> anyhow::Result<E
         BatchAction::History(a) => show_history(config, a).await,
         BatchAction::Export(a) => export(config, a).await,
         BatchAction::Bench(a) => bench(config, a).await,
+        BatchAction::Optimize(a) => optimize(config, a).await,
+        BatchAction::Vacuum(a) => vacuum(config, a).await,
     }
 }
 
@@ -326,6 +329,31 @@ async fn export(mut config: Config, args: BatchExportArgs) -> anyhow::Result<Exi
         .await
         .with_context(|| format!("exporting the lake to {}", args.to.display()))?;
     println!("{n} tables and steps.json written to {}", args.to.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn optimize(mut config: Config, args: BatchOptimizeArgs) -> anyhow::Result<ExitCode> {
+    let (lake, _) = open_lake(&mut config, &args.lake);
+    let tidied = brewline_batch::housekeeping::optimize(&lake)
+        .await
+        .with_context(|| format!("compacting the tables of the lake at {}", lake.root()))?;
+    for t in &tidied {
+        println!(
+            "{}: {} files compacted into {}",
+            t.table, t.files_removed, t.files_added
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn vacuum(mut config: Config, args: BatchVacuumArgs) -> anyhow::Result<ExitCode> {
+    let (lake, _) = open_lake(&mut config, &args.lake);
+    let tidied = brewline_batch::housekeeping::vacuum(&lake, args.retain)
+        .await
+        .with_context(|| format!("vacuuming the tables of the lake at {}", lake.root()))?;
+    for t in &tidied {
+        println!("{}: {} files deleted", t.table, t.files_removed);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

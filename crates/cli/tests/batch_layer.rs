@@ -331,7 +331,7 @@ async fn batch_runs_on_kafka_and_mysql_into_s3_and_reconciles_with_the_source() 
 
 /// The other batch commands on the embedded engines: a schedule of two runs, each in the run
 /// history; the published gold checked alone; the report with its charts; the affinity
-/// published; a wrong layer named as such.
+/// published; the tables compacted and vacuumed; a wrong layer named as such.
 #[test]
 fn schedule_history_check_report_and_publish_affinity() {
     let tmp = tempfile::tempdir().unwrap();
@@ -391,6 +391,24 @@ fn schedule_history_check_report_and_publish_affinity() {
     }
     let published = ok(&["batch", "publish-affinity", "--data-dir", d]);
     assert!(published.contains("product affinity:"), "{published}");
+
+    // Housekeeping after the runs: every table compacted, the files the second run replaced
+    // deleted, and the gold served still whole.
+    let optimized = ok(&["batch", "optimize", "--data-dir", d]);
+    assert!(optimized.contains("fact_order_lines: "), "{optimized}");
+    let vacuumed = ok(&["batch", "vacuum", "--retain", "1ms", "--data-dir", d]);
+    assert!(
+        vacuumed
+            .lines()
+            .any(|l| l.ends_with("files deleted") && !l.contains(": 0 files")),
+        "{vacuumed}"
+    );
+    let checked = ok(&["batch", "check", "--layer", "gold", "--data-dir", d]);
+    assert!(checked.contains("every gate passed"), "{checked}");
+    let bad = brewline(&["batch", "vacuum", "--retain", "7w", "--data-dir", d]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("use ms, s, m, h or d"), "{stderr}");
     // The recommender now suggests by affinity where the order's products have partners.
     // About one order in a thousand is eligible (diamond customer, ACB): enough orders for a
     // few dozen suggestions.

@@ -3,13 +3,14 @@
 The same steps as `brewline batch run`, one task per layer, each followed by a task of its own
 for the layer's quality gates (`brewline batch check`, exit 2 on a violation, which fails the
 task and stops everything downstream), then the product affinity is published to the
-recommender's Redis.
+recommender's Redis, and the lake's tables are compacted and vacuumed.
 
 Every setting comes from Airflow Variables (or their defaults), so the DAG file holds no host
 or credential:
   brewline_bin        the brewline binary                       [brewline]
   brewline_config     a brewline TOML config file (hosts, lake) [unset: BREWLINE_* env]
   brewline_schedule   a cron expression or preset               [@hourly]
+  brewline_vacuum_retain  how long removed files stay (time travel) [7d]
 Secrets (S3 keys, Redis passwords) belong in the worker's BREWLINE_* environment or the
 config file it points to, never in this file.
 """
@@ -26,6 +27,7 @@ from airflow.operators.bash import BashOperator
 BIN = Variable.get("brewline_bin", default_var="brewline")
 CONFIG = Variable.get("brewline_config", default_var="")
 SCHEDULE = Variable.get("brewline_schedule", default_var="@hourly")
+RETAIN = Variable.get("brewline_vacuum_retain", default_var="7d")
 
 LAYERS = ("bronze", "silver", "gold")
 
@@ -68,3 +70,14 @@ with DAG(
         bash_command=brewline("batch", "publish-affinity", "--servers"),
     )
     previous >> publish
+    # Housekeeping after each run: small files compacted, files only versions older than the
+    # retention read deleted (never those of the versions the serving manifest names).
+    optimize = BashOperator(
+        task_id="optimize",
+        bash_command=brewline("batch", "optimize"),
+    )
+    vacuum = BashOperator(
+        task_id="vacuum",
+        bash_command=brewline("batch", "vacuum", "--retain", RETAIN),
+    )
+    publish >> optimize >> vacuum

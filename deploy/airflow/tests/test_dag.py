@@ -33,6 +33,8 @@ def main() -> None:
         "gold",
         "gate_gold",
         "publish_affinity",
+        "optimize",
+        "vacuum",
     ]
     assert order == expected, order
     for before, after in zip(expected, expected[1:]):
