@@ -7,10 +7,12 @@ the manifest `steps.json` that `brewline batch export` writes:
   2. each silver and gold step runs in order, and its result becomes a view for later steps;
   3. each result is written under the output root as `{layer}/{table}`.
 
-Inputs and outputs are Parquet by default. On a cluster with Delta Lake (delta-spark) and
-s3a, pass `--format delta` and point `--input`/`--output` at the lake, e.g.
-`spark-submit deploy/spark/brewline_spark.py --manifest steps.json --format delta
---input s3a://lake/brewline --output s3a://lake/brewline`.
+Inputs and outputs are Parquet by default. With `--format delta`, Spark reads brewline's Delta
+tables where they are and writes Delta: on a cluster with Delta Lake (delta-spark) and s3a,
+point `--input`/`--output` at the lake, e.g. `spark-submit deploy/spark/brewline_spark.py
+--manifest steps.json --format delta --input s3a://lake/brewline --output s3a://lake/brewline`;
+on one machine, give delta-spark's jars too (`--delta-jars`, comma-separated; scripts/services'
+`services_jars delta` gathers them from Maven Central).
 
 Quality gates stay with brewline: run `brewline batch check --layer gold` on the result.
 """
@@ -23,10 +25,24 @@ import os
 import time
 
 
-def session(master: str | None, driver_memory: str | None = None):
+def session(master: str | None, driver_memory: str | None = None, delta_jars: str | None = None):
+    """A Spark session; with `delta_jars` (a comma-separated list of delta-spark's jars, as
+    scripts/services gathers them from Maven Central), one that reads and writes Delta."""
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("brewline-batch")
+    if delta_jars:
+        builder = (
+            builder.config("spark.jars", delta_jars)
+            .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+            .config(
+                "spark.sql.catalog.spark_catalog",
+                "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+            )
+            # Small tables' logs: replayed in a few tasks rather than Delta's default 50.
+            .config("spark.databricks.delta.snapshotPartitions", "2")
+            .config("spark.ui.showConsoleProgress", "false")
+        )
     if master:
         builder = (
             builder.master(master)
@@ -69,10 +85,14 @@ def main() -> None:
     parser.add_argument("--format", default="parquet", choices=["parquet", "delta"])
     parser.add_argument("--master", help="e.g. local[2]; unset: spark-submit decides")
     parser.add_argument("--driver-memory", help="e.g. 4g (local mode: the whole Spark)")
+    parser.add_argument(
+        "--delta-jars",
+        help="delta-spark's jars, comma-separated, for --format delta outside a cluster that has them",
+    )
     args = parser.parse_args()
     with open(args.manifest) as f:
         manifest = json.load(f)
-    spark = session(args.master, args.driver_memory)
+    spark = session(args.master, args.driver_memory, args.delta_jars)
     began = time.time()
     run(spark, manifest, args.input, args.format, args.output)
     print(f"spark: every step in {time.time() - began:.2f} s")

@@ -68,7 +68,9 @@ pub const SILVER: &[Gate] = &[
     },
     Gate {
         name: "order lines: each belongs to an order",
-        sql: "SELECT COUNT(*) FROM silver_order_lines l LEFT JOIN silver_orders o ON o.order_id = l.order_id WHERE o.order_id IS NULL",
+        // An aggregation over both tables' keys rather than a join: it spills to disk past
+        // the memory limit, where a join must hold the orders whole.
+        sql: "SELECT COALESCE(SUM(lines), 0) FROM (SELECT order_id, SUM(is_order) AS orders, SUM(1 - is_order) AS lines FROM (SELECT order_id, 1 AS is_order FROM silver_orders UNION ALL SELECT order_id, 0 AS is_order FROM silver_order_lines) k GROUP BY order_id) g WHERE orders = 0",
     },
     Gate {
         name: "order lines: each product exists",
@@ -162,4 +164,31 @@ pub async fn check(ctx: &SessionContext, layer: &str, gates: &[Gate]) -> Result<
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_line_without_its_order_is_a_violation_whatever_its_key() {
+        let ctx = SessionContext::new();
+        for sql in [
+            "CREATE TABLE silver_orders AS SELECT * FROM (VALUES ('a'), ('b')) AS t(order_id)",
+            "CREATE TABLE silver_order_lines AS SELECT * FROM (VALUES ('a'), ('a'), ('c'), (CAST(NULL AS VARCHAR))) AS t(order_id)",
+        ] {
+            ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        }
+        let gate = SILVER
+            .iter()
+            .find(|g| g.name == "order lines: each belongs to an order")
+            .unwrap();
+        let results = check(&ctx, "silver", std::slice::from_ref(gate))
+            .await
+            .unwrap();
+        assert_eq!(
+            results[0].violations, 2,
+            "the line of order c and the line without a key"
+        );
+    }
 }

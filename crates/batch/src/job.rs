@@ -1,5 +1,7 @@
 //! One batch run: bronze → gates → silver → gates → gold and marts → gates, each layer
-//! computed in memory, checked, and only then published (one Delta commit per table). A gate
+//! computed within the lake's memory limit into the Parquet files of its tables' next
+//! versions ([`crate::staged`]), checked, and only then published (one Delta commit per table
+//! naming those files). A gate
 //! that fails stops the run before the next layer is written: the lake keeps the previous run's
 //! tables.
 //!
@@ -9,15 +11,15 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
-use deltalake::protocol::SaveMode;
+use deltalake::kernel::transaction::CommitProperties;
 use serde::Serialize;
 
 use crate::gates::{self, GateResult};
-use crate::lake::{self, Lake};
+use crate::lake::Lake;
 use crate::lock::RunLock;
 use crate::sources::Sources;
+use crate::staged::Staged;
 use crate::{bronze, serving, BatchError, Result};
 
 /// A step: the lake table it publishes, the name SQL refers to it by, and its SQL.
@@ -105,6 +107,10 @@ pub struct RunReport {
     pub gates: Vec<GateResult>,
     /// The layer whose gates failed (nothing after it was published).
     pub failed_layer: Option<String>,
+    /// Seconds spent in the gates' queries, and in the commits publishing the tables (the
+    /// tables' own seconds are their queries and the writing of their files).
+    pub gates_seconds: f64,
+    pub commits_seconds: f64,
 }
 
 impl RunReport {
@@ -135,9 +141,11 @@ impl RunReport {
         }
         let failed: Vec<&GateResult> = self.gates.iter().filter(|g| !g.passed()).collect();
         out.push_str(&format!(
-            "  gates: {} checked, {} failed\n",
+            "  gates: {} checked, {} failed ({:.2} s); commits {:.2} s\n",
             self.gates.len(),
-            failed.len()
+            failed.len(),
+            self.gates_seconds,
+            self.commits_seconds
         ));
         for g in failed {
             out.push_str(&format!(
@@ -192,13 +200,14 @@ impl Layer {
     }
 }
 
-/// Computes `steps` in `ctx` (each registered under its name as it is made, so later steps
-/// read earlier ones), in memory.
+/// Computes `steps` in `ctx`, each staged as its table's next version and registered under
+/// its name as it is made, so later steps and the gates read it.
 async fn compute(
     ctx: &SessionContext,
+    lake: &Lake,
     steps: &[SqlStep],
     tables: &mut Vec<TableReport>,
-) -> Result<Vec<(&'static str, Vec<RecordBatch>)>> {
+) -> Result<Vec<Staged>> {
     let mut out = Vec::new();
     for step in steps {
         let began = Instant::now();
@@ -206,47 +215,50 @@ async fn compute(
             .sql(step.sql)
             .await
             .map_err(|e| BatchError::lake(step.table, e))?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let mut batches = df
-            .collect()
-            .await
-            .map_err(|e| BatchError::lake(step.table, e))?;
-        if batches.is_empty() {
-            // An empty result is still a table, with its columns.
-            batches.push(RecordBatch::new_empty(schema.clone()));
-        }
-        ctx.register_table(step.name, lake::in_memory(batches.clone(), schema)?)
-            .map_err(|e| BatchError::lake(step.table, e))?;
+        let staged = match lake.stage(step.table, df).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                discard(lake, out).await;
+                return Err(e);
+            }
+        };
+        staged.register(ctx, step.name)?;
         tables.push(TableReport {
             table: step.table.to_string(),
-            rows: lake::rows(&batches) as u64,
+            rows: staged.rows,
             seconds: began.elapsed().as_secs_f64(),
             version: None,
         });
-        out.push((step.table, batches));
+        out.push(staged);
     }
     Ok(out)
 }
 
-/// Publishes computed tables (each replaced in one commit).
+/// Deletes the files of staged versions that will not be published; a failure to is logged
+/// (the files stay unnamed by any version, for a vacuum).
+async fn discard(lake: &Lake, staged: Vec<Staged>) {
+    for s in staged {
+        let table = s.table;
+        if let Err(e) = lake.discard(s).await {
+            tracing::warn!(table, error = %e, "the staged files stay for a vacuum");
+        }
+    }
+}
+
+/// Publishes staged tables (each replaced in one commit).
 async fn publish(
     lake: &Lake,
-    computed: Vec<(&'static str, Vec<RecordBatch>)>,
+    staged: Vec<Staged>,
     tables: &mut [TableReport],
     run_id: &str,
 ) -> Result<Vec<(String, i64)>> {
     let mut versions = Vec::new();
-    for (table, batches) in computed {
+    for s in staged {
+        let table = s.table;
         let metadata =
             serde_json::Map::from_iter([("brewline.run".to_string(), serde_json::json!(run_id))]);
         let version = lake
-            .write(
-                table,
-                batches,
-                SaveMode::Overwrite,
-                &BTreeMap::new(),
-                metadata,
-            )
+            .publish_staged(s, CommitProperties::default().with_metadata(metadata))
             .await?;
         if let Some(t) = tables.iter_mut().rev().find(|t| t.table == table) {
             t.version = Some(version);
@@ -275,7 +287,10 @@ async fn register_published(
 
 /// Runs the gates of `layer` in `ctx` into `report`; true when they pass.
 async fn gate(ctx: &SessionContext, layer: Layer, report: &mut RunReport) -> Result<bool> {
-    let results = gates::check(ctx, layer.name(), layer.gates()).await?;
+    let began = Instant::now();
+    let results = gates::check(ctx, layer.name(), layer.gates()).await;
+    report.gates_seconds += began.elapsed().as_secs_f64();
+    let results = results?;
     let passed = results.iter().all(GateResult::passed);
     report.gates.extend(results);
     if !passed {
@@ -312,6 +327,8 @@ fn new_report(lake: &Lake) -> RunReport {
         tables: Vec::new(),
         gates: Vec::new(),
         failed_layer: None,
+        gates_seconds: 0.0,
+        commits_seconds: 0.0,
     }
 }
 
@@ -321,7 +338,7 @@ pub async fn run(sources: &Sources<'_>, lake: &Lake) -> Result<RunReport> {
 }
 
 /// Builds `layers` (a layer not listed that a later one reads is taken as published): bronze
-/// lands the new events and the dimensions; silver and gold are computed in memory, checked by
+/// lands the new events and the dimensions; silver and gold are computed and staged, checked by
 /// their gates and published only when those pass. A layer whose gates fail ends the run.
 pub async fn run_layers(sources: &Sources<'_>, lake: &Lake, layers: &[Layer]) -> Result<RunReport> {
     build(Some(sources), lake, layers).await
@@ -349,7 +366,7 @@ async fn build_locked(
     lock: &RunLock,
 ) -> Result<RunReport> {
     let last = layers.iter().max().copied().unwrap_or(Layer::Bronze);
-    let ctx = SessionContext::new();
+    let ctx = lake.session()?;
     // The version of every table the run read or wrote, for the serving layer's manifest.
     let mut versions = BTreeMap::new();
     for layer in Layer::ALL.into_iter().filter(|l| *l <= last) {
@@ -390,12 +407,22 @@ async fn build_locked(
                 } else {
                     &GOLD
                 };
-                let computed = compute(&ctx, steps, &mut report.tables).await?;
-                let passed = gate(&ctx, layer, &mut report).await?;
-                if passed {
+                let computed = compute(&ctx, lake, steps, &mut report.tables).await?;
+                let passed = match gate(&ctx, layer, &mut report).await {
+                    Ok(passed) => passed,
+                    Err(e) => {
+                        discard(lake, computed).await;
+                        return Err(e);
+                    }
+                };
+                if !passed {
+                    discard(lake, computed).await;
+                } else {
                     lock.ensure_held()?;
                     let run_id = report.run_id.clone();
+                    let began = Instant::now();
                     versions.extend(publish(lake, computed, &mut report.tables, &run_id).await?);
+                    report.commits_seconds += began.elapsed().as_secs_f64();
                     match layer {
                         Layer::Silver => serving::record_silver_inputs(lake, &versions).await?,
                         Layer::Gold if layers.contains(&Layer::Silver) => {
@@ -426,7 +453,7 @@ async fn build_locked(
 /// with) against its gates, as a task of its own (the Airflow DAG's gate tasks).
 pub async fn check(lake: &Lake, layer: Layer) -> Result<RunReport> {
     let mut report = new_report(lake);
-    let ctx = SessionContext::new();
+    let ctx = lake.session()?;
     for l in Layer::ALL.into_iter().filter(|l| *l <= layer) {
         register_published(&ctx, lake, l).await?;
     }

@@ -27,6 +27,7 @@ use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 
+use crate::compute::Compute;
 use crate::{BatchError, Result};
 
 /// How to reach an S3 lake. Credentials left out come from the environment's usual AWS
@@ -74,18 +75,27 @@ impl ObjectStoreFactory for S3Stores {
         url: &Url,
         config: &StorageConfig,
     ) -> DeltaResult<(ObjectStoreRef, Path)> {
-        let mut builder = AmazonS3Builder::new()
-            .with_url(url.as_str())
-            .with_conditional_put(S3ConditionalPut::ETagMatch);
-        for (key, value) in config.raw() {
-            if let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-                builder = builder.with_config(key, value);
-            }
-        }
-        let store = builder.build()?;
+        let store = s3_bucket(url, config.raw())?;
         let path = Path::parse(url.path())?;
-        Ok((Arc::new(store), path))
+        Ok((store, path))
     }
+}
+
+/// The S3 bucket of `url`, reached with the storage `options` (those S3 does not know are
+/// ignored).
+fn s3_bucket<'a>(
+    url: &Url,
+    options: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> object_store::Result<ObjectStoreRef> {
+    let mut builder = AmazonS3Builder::new()
+        .with_url(url.as_str())
+        .with_conditional_put(S3ConditionalPut::ETagMatch);
+    for (key, value) in options {
+        if let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+            builder = builder.with_config(key, value);
+        }
+    }
+    Ok(Arc::new(builder.build()?))
 }
 
 /// `s3://` log stores: delta-rs's default one, committing by conditional put.
@@ -124,6 +134,7 @@ fn register_s3() {
 pub struct Lake {
     root: String,
     options: HashMap<String, String>,
+    compute: Compute,
 }
 
 impl Lake {
@@ -142,14 +153,51 @@ impl Lake {
         } else {
             HashMap::new()
         };
-        Lake { root, options }
+        Lake {
+            root,
+            options,
+            compute: Compute::default(),
+        }
+    }
+
+    /// The lake, its runs computed within `compute`'s memory.
+    pub fn with_compute(self, compute: Compute) -> Lake {
+        Lake { compute, ..self }
+    }
+
+    /// A session for a run's queries, bounded by the lake's [`Compute`].
+    pub fn session(&self) -> Result<SessionContext> {
+        self.compute.session()
     }
 
     pub fn root(&self) -> &str {
         &self.root
     }
 
-    fn location(&self, table: &str) -> String {
+    /// The storage options of the lake's store (S3 settings).
+    pub(crate) fn options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+
+    /// The URL of `table`'s folder (ending in `/`), and the store a query session must know
+    /// to read files by their URLs under it (`None`: a local folder, which every session
+    /// reads).
+    pub(crate) fn table_url(&self, table: &str) -> Result<(Url, Option<(Url, ObjectStoreRef)>)> {
+        let mut url = deltalake::ensure_table_uri(self.location(table))
+            .map_err(|e| BatchError::lake(table, e))?;
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        if url.scheme() != "s3" {
+            return Ok((url, None));
+        }
+        let bucket = Url::parse(&format!("s3://{}", url.host_str().unwrap_or_default()))
+            .map_err(|e| BatchError::lake(table, e))?;
+        let store = s3_bucket(&bucket, &self.options).map_err(|e| BatchError::lake(table, e))?;
+        Ok((url, Some((bucket, store))))
+    }
+
+    pub(crate) fn location(&self, table: &str) -> String {
         format!("{}/{table}", self.root.trim_end_matches('/'))
     }
 
@@ -224,9 +272,10 @@ impl Lake {
         Ok(Some((metrics.num_files_removed, metrics.num_files_added)))
     }
 
-    /// Deletes the files that commits older than `retain` removed from the table, except those
+    /// Deletes the files that commits older than `retain` removed from the table, and those no
+    /// commit ever named (a run killed before publishing) written before `retain`, except those
     /// `keep` (versions still read) need: the files deleted, or `None` when the table was never
-    /// written. Files no commit ever named (a run killed before committing) are not touched.
+    /// written.
     pub async fn vacuum(
         &self,
         table: &str,
@@ -247,6 +296,7 @@ impl Lake {
             // allowed (the kept versions are protected by `keep`).
             .with_enforce_retention_duration(false)
             .with_keep_versions(&keep)
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
             .await
             .map_err(|e| BatchError::lake(table, e))?;
         Ok(Some(metrics.files_deleted.len()))

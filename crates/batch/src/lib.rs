@@ -12,6 +12,7 @@ pub mod affinity;
 pub mod bench;
 pub mod bronze;
 pub mod charts;
+pub mod compute;
 pub mod export;
 pub mod gates;
 pub mod history;
@@ -22,8 +23,10 @@ pub mod lock;
 pub mod report;
 pub mod serving;
 mod sources;
+pub mod staged;
 
 pub use affinity::AffinityRule;
+pub use compute::{ByteSize, Compute};
 pub use job::{check, run, run_built_layers, run_layers, Layer, RunReport};
 pub use lake::{Lake, S3Settings};
 pub use sources::Sources;
@@ -49,16 +52,30 @@ impl BatchError {
     pub(crate) fn lake(table: &str, e: impl std::fmt::Display) -> BatchError {
         BatchError::Lake {
             table: table.to_string(),
-            message: e.to_string(),
+            message: with_memory_hint(e),
         }
     }
 
     pub(crate) fn gate(gate: &str, e: impl std::fmt::Display) -> BatchError {
         BatchError::Gate {
             gate: gate.to_string(),
-            message: e.to_string(),
+            message: with_memory_hint(e),
         }
     }
+}
+
+/// The error's message; when a query ran out of its memory, DataFusion names its own settings,
+/// and this adds the one to change.
+fn with_memory_hint(e: impl std::fmt::Display) -> String {
+    let mut message = e.to_string();
+    if message.contains("Resources exhausted") {
+        message.push_str(
+            "\n(a query of the run filled its share of batch.memory_limit with what cannot \
+             spill, a join's table: raise the limit, e.g. BREWLINE_BATCH__MEMORY_LIMIT=8GiB \
+             for 10 million lines)",
+        );
+    }
+    message
 }
 
 pub type Result<T> = std::result::Result<T, BatchError>;

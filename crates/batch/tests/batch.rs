@@ -499,6 +499,12 @@ async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothin
         .any(|g| !g.passed() && g.name.contains("subtotal")));
     assert_eq!(lake.version("silver/orders").await.unwrap(), silver_version);
     assert_eq!(daily_revenue(&lake).await.values().sum::<i64>(), revenue);
+    // The files staged for the refused version are gone: each silver table's folder holds
+    // the files of its current version and of the versions before, none unnamed.
+    for (table, _) in Layer::Silver.tables() {
+        let folder = tmp.path().join("lake").join(table);
+        assert_eq!(unnamed_files(&lake, table, &folder).await, 0, "{table}");
+    }
     let report = serde_json::to_value(&failed).unwrap();
     assert_eq!(report["failed_layer"], "silver");
 }
@@ -714,7 +720,13 @@ async fn optimize_and_vacuum_keep_every_row_and_the_served_versions() {
     );
     assert_eq!(daily_revenue(&lake).await, revenue);
 
+    // A file a run killed before its commit left behind: no version names it.
+    let orphan = tmp
+        .path()
+        .join("lake/silver/orders/part-00000-killed-run-c000.snappy.parquet");
+    std::fs::write(&orphan, b"PAR1").unwrap();
     let vacuumed = housekeeping::vacuum(&lake, Duration::ZERO).await.unwrap();
+    assert!(!orphan.exists(), "a file no version names is deleted");
     assert!(
         vacuumed
             .iter()
@@ -734,4 +746,21 @@ async fn optimize_and_vacuum_keep_every_row_and_the_served_versions() {
     );
     assert_eq!(orders_in_view(BatchView::load(&lake).await.unwrap()), 300);
     assert_eq!(daily_revenue(&lake).await, revenue);
+}
+
+/// Parquet files in `folder` (the table's) that no version of the table names.
+async fn unnamed_files(lake: &Lake, table: &str, folder: &std::path::Path) -> usize {
+    let mut named = std::collections::HashSet::new();
+    let latest = lake.version(table).await.unwrap().unwrap();
+    for version in 0..=latest {
+        let t = lake.open_at(table, Some(version)).await.unwrap();
+        for uri in t.get_file_uris().unwrap() {
+            named.insert(uri.rsplit('/').next().unwrap().to_string());
+        }
+    }
+    std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".parquet") && !named.contains(name))
+        .count()
 }

@@ -50,7 +50,7 @@ pub fn lake(config: &Config, data_dir: &Path) -> Lake {
         Some(root) => root.clone(),
         None => data_dir.join("lake").to_string_lossy().into_owned(),
     };
-    Lake::with_s3(root, &config.batch.s3)
+    Lake::with_s3(root, &config.batch.s3).with_compute(config.batch.compute())
 }
 
 /// One batch run of `layers` over `log`'s CDC topics and `source`'s dimensions; the report is
@@ -385,14 +385,15 @@ async fn report(mut config: Config, args: BatchReportArgs) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bench(_config: Config, args: BatchBenchArgs) -> anyhow::Result<ExitCode> {
+async fn bench(config: Config, args: BatchBenchArgs) -> anyhow::Result<ExitCode> {
     if args.lake.exists() && std::fs::read_dir(&args.lake)?.next().is_some() {
         anyhow::bail!(
             "{} is not empty: the benchmark builds a lake of its own; give a new folder",
             args.lake.display()
         );
     }
-    let lake = Lake::at(args.lake.to_string_lossy().into_owned());
+    let lake =
+        Lake::at(args.lake.to_string_lossy().into_owned()).with_compute(config.batch.compute());
     let reference = brewline_core::ReferenceData::bundled()?;
     let bar = indicatif::ProgressBar::new(args.lines);
     bar.set_style(indicatif::ProgressStyle::with_template(

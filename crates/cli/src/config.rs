@@ -141,6 +141,13 @@ pub struct BatchConfig {
     /// landed them, land from the earliest event left instead of failing the bronze gates
     /// (`brewline batch run --accept-lost-events` for one run).
     pub accept_lost_events: bool,
+    /// The most memory a batch run holds, whatever the size of the lake: its queries share
+    /// 60 % of it and spill to `spill_dir` past that (sorts, aggregations, joins). A number of
+    /// bytes or a size: "2GiB", "512MiB".
+    #[schemars(with = "String")]
+    pub memory_limit: brewline_batch::ByteSize,
+    /// Where a run's queries spill [default: the system's temporary folder].
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for BatchConfig {
@@ -155,11 +162,21 @@ impl Default for BatchConfig {
             affinity_top: rule.top,
             affinity_min_together: rule.min_together,
             accept_lost_events: false,
+            memory_limit: brewline_batch::Compute::DEFAULT_MEMORY_LIMIT,
+            spill_dir: None,
         }
     }
 }
 
 impl BatchConfig {
+    /// The memory and spill folder of a run's queries.
+    pub fn compute(&self) -> brewline_batch::Compute {
+        brewline_batch::Compute {
+            memory_limit: self.memory_limit,
+            spill_dir: self.spill_dir.clone(),
+        }
+    }
+
     pub fn affinity_rule(&self) -> brewline_batch::AffinityRule {
         brewline_batch::AffinityRule {
             top: self.affinity_top,

@@ -1,10 +1,12 @@
-"""The differential test: the same SQL on Spark (pyspark, local[2]) and on brewline
-(DataFusion), over the same bronze data, gives the same silver, gold and mart tables, row for
-row (doubles to 1e-9 relative).
+"""The differential test: the same SQL on Spark (pyspark local[2], with delta-spark) and on
+brewline (DataFusion), over the same bronze Delta tables, gives the same silver, gold and mart
+Delta tables, row for row (doubles to 1e-9 relative). Spark reads brewline's lake where it is,
+writes its results as Delta tables of its own, and both are read back as Delta.
 
-Run: python deploy/spark/tests/test_differential.py EXPORT_DIR
-where EXPORT_DIR is what `brewline batch export --to EXPORT_DIR` wrote after a batch run
-(scripts/test does both).
+Run: python deploy/spark/tests/test_differential.py LAKE STEPS_JSON DELTA_JARS OUT
+where LAKE is a lake a batch run built, STEPS_JSON the manifest `brewline batch export` writes,
+DELTA_JARS delta-spark's jars (comma-separated) and OUT a folder for Spark's tables
+(scripts/test does all of it).
 """
 
 import json
@@ -35,17 +37,17 @@ def same(a, b) -> bool:
     return a == b
 
 
-def main(export: str) -> None:
-    with open(os.path.join(export, "steps.json")) as f:
+def main(lake: str, steps: str, delta_jars: str, out: str) -> None:
+    with open(steps) as f:
         manifest = json.load(f)
-    spark = brewline_spark.session("local[2]")
-    results = brewline_spark.run(spark, manifest, export, "parquet", None)
+    spark = brewline_spark.session("local[2]", None, delta_jars)
+    brewline_spark.run(spark, manifest, lake, "delta", out)
     checked = 0
     for t in manifest:
         if t["sql"] is None:
             continue
-        theirs = results[t["table"]]
-        ours = spark.read.parquet(os.path.join(export, t["table"] + ".parquet"))
+        theirs = spark.read.format("delta").load(os.path.join(out, t["table"]))
+        ours = spark.read.format("delta").load(os.path.join(lake, t["table"]))
         columns = ours.columns
         assert theirs.columns == columns, (t["table"], theirs.columns, columns)
         a, b = rows(theirs.select(*columns)), rows(ours.select(*columns))
@@ -55,8 +57,8 @@ def main(export: str) -> None:
         assert a or t["table"] in ("mart/product_affinity",), f"{t['table']} is empty"
         checked += 1
     spark.stop()
-    print(f"spark and brewline agree on {checked} tables, row for row")
+    print(f"spark and brewline agree on {checked} Delta tables, row for row")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:5])
