@@ -141,9 +141,9 @@ pub struct BatchConfig {
     /// landed them, land from the earliest event left instead of failing the bronze gates
     /// (`brewline batch run --accept-lost-events` for one run).
     pub accept_lost_events: bool,
-    /// The most memory a batch run holds, whatever the size of the lake: its queries share
-    /// 60 % of it and spill to `spill_dir` past that (sorts, aggregations, joins). A number of
-    /// bytes or a size: "2GiB", "512MiB".
+    /// The most memory a batch run's queries hold: they share 60 % of it and spill sorts and
+    /// aggregations to `spill_dir` past that; a join's table must fit (past about 5 million
+    /// lines, raise it: 8GiB ran 10 million). A number of bytes or a size: "2GiB", "512MiB".
     #[schemars(with = "String")]
     pub memory_limit: brewline_batch::ByteSize,
     /// Where a run's queries spill [default: the system's temporary folder].

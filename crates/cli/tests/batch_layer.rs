@@ -331,7 +331,8 @@ async fn batch_runs_on_kafka_and_mysql_into_s3_and_reconciles_with_the_source() 
 
 /// The other batch commands on the embedded engines: a schedule of two runs, each in the run
 /// history; the published gold checked alone; the report with its charts; the affinity
-/// published; the tables compacted and vacuumed; a wrong layer named as such.
+/// published; the tables compacted and vacuumed; a run starved of memory stopped with the
+/// setting to raise; a wrong layer named as such.
 #[test]
 fn schedule_history_check_report_and_publish_affinity() {
     let tmp = tempfile::tempdir().unwrap();
@@ -402,6 +403,22 @@ fn schedule_history_check_report_and_publish_affinity() {
             .lines()
             .any(|l| l.ends_with("files deleted") && !l.contains(": 0 files")),
         "{vacuumed}"
+    );
+    let checked = ok(&["batch", "check", "--layer", "gold", "--data-dir", d]);
+    assert!(checked.contains("every gate passed"), "{checked}");
+    // The memory limit is a bound: a run given too little stops, naming the setting to
+    // raise, and publishes nothing (the gold checked above stays).
+    let starved = Command::new(env!("CARGO_BIN_EXE_brewline"))
+        .args(["batch", "run", "--data-dir", d])
+        .env_remove("BREWLINE_CONFIG")
+        .env("BREWLINE_BATCH__MEMORY_LIMIT", "64KiB")
+        .output()
+        .unwrap();
+    assert!(!starved.status.success());
+    let stderr = String::from_utf8_lossy(&starved.stderr);
+    assert!(
+        stderr.contains("Resources exhausted") && stderr.contains("BREWLINE_BATCH__MEMORY_LIMIT"),
+        "{stderr}"
     );
     let checked = ok(&["batch", "check", "--layer", "gold", "--data-dir", d]);
     assert!(checked.contains("every gate passed"), "{checked}");
