@@ -1,5 +1,5 @@
-//! How much memory a batch run may hold, and where it spills the rest: DataFusion sessions
-//! with a memory pool that sorts, aggregations and sort-merge joins share, spilling to a
+//! How much memory a batch run's queries may hold, and where they spill the rest: DataFusion
+//! sessions with a memory pool that every operator shares; sorts and aggregations spill to a
 //! folder when it is full.
 
 use std::path::PathBuf;

@@ -494,13 +494,3 @@ impl FromArray for bool {
 pub fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
-
-/// A table provider of batches kept in memory (a layer not yet published).
-pub fn in_memory(
-    batches: Vec<RecordBatch>,
-    schema: deltalake::arrow::datatypes::SchemaRef,
-) -> Result<Arc<deltalake::datafusion::datasource::MemTable>> {
-    deltalake::datafusion::datasource::MemTable::try_new(schema, vec![batches])
-        .map(Arc::new)
-        .map_err(|e| BatchError::lake("memory", e))
-}

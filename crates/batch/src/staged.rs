@@ -41,8 +41,6 @@ pub struct Staged {
     pub rows: u64,
     schema: SchemaRef,
     adds: Vec<Add>,
-    /// The table's folder, as the Delta writer reached it.
-    store: Arc<dyn ObjectStore>,
     /// The folder's URL, and the store a session reads it through (S3).
     url: Url,
     bucket: Option<(Url, Arc<dyn ObjectStore>)>,
@@ -64,7 +62,6 @@ impl Lake {
                         .build(),
                 )
                 .with_target_file_size(TARGET_FILE_BYTES);
-        let store = self.open(table).await?.object_store();
         let mut stream = df.execute_stream().await.map_err(|e| fail(&e))?;
         let mut rows = 0u64;
         while let Some(batch) = stream.next().await {
@@ -81,7 +78,6 @@ impl Lake {
             rows,
             schema: writer.arrow_schema(),
             adds,
-            store,
             url,
             bucket,
         })
@@ -149,11 +145,11 @@ impl Lake {
 
     /// Deletes the files of a version that will not be published (its gates failed).
     pub async fn discard(&self, staged: Staged) -> Result<()> {
+        let store = self.store()?;
         for add in &staged.adds {
-            let path =
-                deltalake::Path::parse(&add.path).map_err(|e| BatchError::lake(staged.table, e))?;
-            staged
-                .store
+            let path = deltalake::Path::parse(format!("{}/{}", staged.table, add.path))
+                .map_err(|e| BatchError::lake(staged.table, e))?;
+            store
                 .delete(&path)
                 .await
                 .map_err(|e| BatchError::lake(staged.table, e))?;
