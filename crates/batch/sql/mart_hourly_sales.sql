@@ -1,4 +1,4 @@
--- Orders and revenue per hour of the day (UTC).
-SELECT order_hour, COUNT(DISTINCT order_id) AS orders, SUM(subtotal) AS revenue
-FROM fact_order_lines
+-- Orders and revenue per hour of the day (UTC), over all days (an order is in one day's hour).
+SELECT order_hour, SUM(orders) AS orders, SUM(revenue) AS revenue
+FROM revenue_hourly
 GROUP BY order_hour

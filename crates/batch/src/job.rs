@@ -16,30 +16,35 @@ use deltalake::kernel::transaction::CommitProperties;
 use serde::Serialize;
 
 use crate::gates::{self, GateResult};
+use crate::incremental::{self, Mode, Plan, Scope, SilverInRun};
 use crate::lake::Lake;
 use crate::lock::RunLock;
 use crate::sources::Sources;
 use crate::staged::Staged;
 use crate::{bronze, serving, BatchError, Result};
 
-/// A step: the lake table it publishes, the name SQL refers to it by, and its SQL.
+/// A step: the lake table it publishes, the name SQL refers to it by, its SQL, and what an
+/// incremental run recomputes of it.
 pub struct SqlStep {
     pub table: &'static str,
     pub name: &'static str,
     pub sql: &'static str,
+    pub scope: Scope,
 }
 
-/// `step!("mart", "revenue_daily")`: table `mart/revenue_daily`, name `revenue_daily`, SQL
-/// `sql/mart_revenue_daily.sql`; `step!("silver", "orders", "silver_orders")` names it.
+/// `step!(Days, "mart", "revenue_daily")`: table `mart/revenue_daily`, name `revenue_daily`,
+/// SQL `sql/mart_revenue_daily.sql`, recomputed by day; `step!(Orders, "silver", "orders",
+/// "silver_orders")` names it.
 macro_rules! step {
-    ($layer:literal, $table:literal) => {
-        step!($layer, $table, $table)
+    ($scope:ident, $layer:literal, $table:literal) => {
+        step!($scope, $layer, $table, $table)
     };
-    ($layer:literal, $table:literal, $name:literal) => {
+    ($scope:ident, $layer:literal, $table:literal, $name:literal) => {
         SqlStep {
             table: concat!($layer, "/", $table),
             name: $name,
             sql: include_str!(concat!("../sql/", $layer, "_", $table, ".sql")),
+            scope: Scope::$scope,
         }
     };
 }
@@ -47,41 +52,55 @@ macro_rules! step {
 /// Silver: current state of orders and lines; every version of each dimension, and its latest,
 /// deduplicated and cleaned.
 pub const SILVER: [SqlStep; 10] = [
-    step!("silver", "orders", "silver_orders"),
-    step!("silver", "order_lines", "silver_order_lines"),
-    step!("silver", "suggestions", "silver_suggestions"),
-    step!("silver", "stores_versions", "silver_stores_versions"),
-    step!("silver", "stores", "silver_stores"),
+    step!(Orders, "silver", "orders", "silver_orders"),
+    step!(Orders, "silver", "order_lines", "silver_order_lines"),
+    step!(Orders, "silver", "suggestions", "silver_suggestions"),
+    step!(Whole, "silver", "stores_versions", "silver_stores_versions"),
+    step!(Whole, "silver", "stores", "silver_stores"),
     step!(
+        Whole,
         "silver",
         "payment_method_versions",
         "silver_payment_method_versions"
     ),
-    step!("silver", "payment_method", "silver_payment_method"),
-    step!("silver", "product_category", "silver_product_category"),
-    step!("silver", "products_versions", "silver_products_versions"),
-    step!("silver", "products", "silver_products"),
+    step!(Whole, "silver", "payment_method", "silver_payment_method"),
+    step!(
+        Whole,
+        "silver",
+        "product_category",
+        "silver_product_category"
+    ),
+    step!(
+        Whole,
+        "silver",
+        "products_versions",
+        "silver_products_versions"
+    ),
+    step!(Whole, "silver", "products", "silver_products"),
 ];
 
 /// Gold: the SCD type 2 dimensions, the facts joined to the versions valid at order time, then
-/// the marts over them.
-pub const GOLD: [SqlStep; 16] = [
-    step!("gold", "dim_stores"),
-    step!("gold", "dim_payment_method"),
-    step!("gold", "dim_products"),
-    step!("gold", "fact_orders"),
-    step!("gold", "fact_order_lines"),
-    step!("mart", "revenue_daily"),
-    step!("mart", "suggestions_daily"),
-    step!("mart", "revenue_store_daily"),
-    step!("mart", "revenue_city_daily"),
-    step!("mart", "revenue_category_daily"),
-    step!("mart", "revenue_product_daily"),
-    step!("mart", "hourly_sales"),
-    step!("mart", "revenue_hourly"),
-    step!("mart", "basket_size"),
-    step!("mart", "payment_mix"),
-    step!("mart", "product_affinity"),
+/// the marts over them: by day (an incremental run recomputes the days touched), and over all
+/// days from those (hourly sales, basket sizes and product affinity add up their days').
+pub const GOLD: [SqlStep; 18] = [
+    step!(Whole, "gold", "dim_stores"),
+    step!(Whole, "gold", "dim_payment_method"),
+    step!(Whole, "gold", "dim_products"),
+    step!(Orders, "gold", "fact_orders"),
+    step!(Orders, "gold", "fact_order_lines"),
+    step!(Days, "mart", "revenue_daily"),
+    step!(Days, "mart", "suggestions_daily"),
+    step!(Days, "mart", "revenue_store_daily"),
+    step!(Days, "mart", "revenue_city_daily"),
+    step!(Days, "mart", "revenue_category_daily"),
+    step!(Days, "mart", "revenue_product_daily"),
+    step!(Days, "mart", "revenue_hourly"),
+    step!(Whole, "mart", "hourly_sales"),
+    step!(Days, "mart", "basket_size_daily"),
+    step!(Whole, "mart", "basket_size"),
+    step!(Whole, "mart", "payment_mix"),
+    step!(Days, "mart", "basket_pairs_daily"),
+    step!(Whole, "mart", "product_affinity"),
 ];
 
 /// What a table got in this run.
@@ -111,6 +130,9 @@ pub struct RunReport {
     /// tables' own seconds are their queries and the writing of their files).
     pub gates_seconds: f64,
     pub commits_seconds: f64,
+    /// How silver and gold were computed: incremental (and what was touched) or rebuilt
+    /// whole (and why).
+    pub refresh: BTreeMap<String, String>,
 }
 
 impl RunReport {
@@ -129,6 +151,9 @@ impl RunReport {
                 Some(layer) => format!("FAILED at the {layer} gates; nothing after it published"),
             }
         );
+        for (layer, how) in &self.refresh {
+            out.push_str(&format!("  {layer}: {how}\n"));
+        }
         for t in &self.tables {
             out.push_str(&format!(
                 "  {:<32} {:>10} rows  {:>7.2} s  {}\n",
@@ -206,16 +231,17 @@ async fn compute(
     ctx: &SessionContext,
     lake: &Lake,
     steps: &[SqlStep],
+    plan: &mut Plan,
     tables: &mut Vec<TableReport>,
 ) -> Result<Vec<Staged>> {
     let mut out = Vec::new();
     for step in steps {
         let began = Instant::now();
-        let df = ctx
-            .sql(step.sql)
-            .await
-            .map_err(|e| BatchError::lake(step.table, e))?;
-        let staged = match lake.stage(step.table, df).await {
+        let staged = match plan.frame(ctx, step).await {
+            Ok(df) => lake.stage(step.table, df).await,
+            Err(e) => Err(e),
+        };
+        let staged = match staged {
             Ok(staged) => staged,
             Err(e) => {
                 discard(lake, out).await;
@@ -329,31 +355,43 @@ fn new_report(lake: &Lake) -> RunReport {
         failed_layer: None,
         gates_seconds: 0.0,
         commits_seconds: 0.0,
+        refresh: BTreeMap::new(),
     }
 }
 
-/// One run of the batch layer: all three layers.
+/// One run of the batch layer: all three layers, silver and gold incremental where they can be.
 pub async fn run(sources: &Sources<'_>, lake: &Lake) -> Result<RunReport> {
-    run_layers(sources, lake, &Layer::ALL).await
+    run_layers(sources, lake, &Layer::ALL, Mode::Incremental).await
 }
 
 /// Builds `layers` (a layer not listed that a later one reads is taken as published): bronze
-/// lands the new events and the dimensions; silver and gold are computed and staged, checked by
-/// their gates and published only when those pass. A layer whose gates fail ends the run.
-pub async fn run_layers(sources: &Sources<'_>, lake: &Lake, layers: &[Layer]) -> Result<RunReport> {
-    build(Some(sources), lake, layers).await
+/// lands the new events and the dimensions; silver and gold are computed ([`Mode`]) and
+/// staged, checked by their gates and published only when those pass. A layer whose gates
+/// fail ends the run.
+pub async fn run_layers(
+    sources: &Sources<'_>,
+    lake: &Lake,
+    layers: &[Layer],
+    mode: Mode,
+) -> Result<RunReport> {
+    build(Some(sources), lake, layers, mode).await
 }
 
 /// Builds silver and/or gold from what bronze holds (no sources: bronze is not landed).
-pub async fn run_built_layers(lake: &Lake, layers: &[Layer]) -> Result<RunReport> {
-    build(None, lake, layers).await
+pub async fn run_built_layers(lake: &Lake, layers: &[Layer], mode: Mode) -> Result<RunReport> {
+    build(None, lake, layers, mode).await
 }
 
 /// Builds under the lake's lock ([`RunLock`]), given back whatever happens.
-async fn build(sources: Option<&Sources<'_>>, lake: &Lake, layers: &[Layer]) -> Result<RunReport> {
+async fn build(
+    sources: Option<&Sources<'_>>,
+    lake: &Lake,
+    layers: &[Layer],
+    mode: Mode,
+) -> Result<RunReport> {
     let report = new_report(lake);
     let lock = RunLock::acquire(lake, &report.run_id).await?;
-    let built = build_locked(sources, lake, layers, report, &lock).await;
+    let built = build_locked(sources, lake, layers, mode, report, &lock).await;
     lock.release().await;
     built
 }
@@ -362,6 +400,7 @@ async fn build_locked(
     sources: Option<&Sources<'_>>,
     lake: &Lake,
     layers: &[Layer],
+    mode: Mode,
     mut report: RunReport,
     lock: &RunLock,
 ) -> Result<RunReport> {
@@ -369,6 +408,7 @@ async fn build_locked(
     let ctx = lake.session()?;
     // The version of every table the run read or wrote, for the serving layer's manifest.
     let mut versions = BTreeMap::new();
+    let mut silver = SilverInRun::Published;
     for layer in Layer::ALL.into_iter().filter(|l| *l <= last) {
         if !layers.contains(&layer) {
             versions.extend(register_published(&ctx, lake, layer).await?);
@@ -402,12 +442,20 @@ async fn build_locked(
                 passed
             }
             Layer::Silver | Layer::Gold => {
-                let steps: &[SqlStep] = if layer == Layer::Silver {
-                    &SILVER
+                let (steps, mut plan): (&[SqlStep], Plan) = if layer == Layer::Silver {
+                    (&SILVER, incremental::plan_silver(&ctx, lake, mode).await?)
                 } else {
-                    &GOLD
+                    let silver = std::mem::replace(&mut silver, SilverInRun::Published);
+                    (
+                        &GOLD,
+                        incremental::plan_gold(&ctx, lake, mode, silver).await?,
+                    )
                 };
-                let computed = compute(&ctx, lake, steps, &mut report.tables).await?;
+                let computed = compute(&ctx, lake, steps, &mut plan, &mut report.tables).await;
+                report
+                    .refresh
+                    .insert(layer.name().to_string(), plan.describe());
+                let computed = computed?;
                 let passed = match gate(&ctx, layer, &mut report).await {
                     Ok(passed) => passed,
                     Err(e) => {
@@ -424,14 +472,20 @@ async fn build_locked(
                     versions.extend(publish(lake, computed, &mut report.tables, &run_id).await?);
                     report.commits_seconds += began.elapsed().as_secs_f64();
                     match layer {
-                        Layer::Silver => serving::record_silver_inputs(lake, &versions).await?,
+                        Layer::Silver => {
+                            serving::record_silver_inputs(lake, &versions).await?;
+                            incremental::record_silver(&ctx, lake, &versions).await?;
+                            silver = plan.silver_outcome();
+                        }
                         Layer::Gold if layers.contains(&Layer::Silver) => {
+                            incremental::record_gold(lake, &versions).await?;
                             serving::publish(lake, &ctx, &run_id, std::mem::take(&mut versions))
                                 .await?;
                         }
                         _ => {
                             // Silver was built by an earlier run: the bronze it read is the
                             // watermark, whatever bronze landed since.
+                            incremental::record_gold(lake, &versions).await?;
                             serving::bronze_of_silver(lake, &mut versions).await?;
                             serving::publish(lake, &ctx, &run_id, std::mem::take(&mut versions))
                                 .await?;

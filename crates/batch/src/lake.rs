@@ -13,6 +13,7 @@ use deltalake::logstore::{
     ObjectStoreFactory, ObjectStoreRef, StorageConfig,
 };
 use deltalake::{DeltaResult, Path};
+use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -305,6 +306,34 @@ impl Lake {
     /// The table's current version (`None`: never written).
     pub async fn version(&self, table: &str) -> Result<Option<i64>> {
         Ok(self.open(table).await?.version().map(|v| v as i64))
+    }
+
+    /// Whether `table`'s rows may differ from those of its `version`: a commit since then
+    /// other than compaction or vacuum (which move files, not rows), or no such version.
+    pub async fn data_changed_since(&self, table: &str, version: i64) -> Result<bool> {
+        let t = self.open(table).await?;
+        let Some(current) = t.version() else {
+            return Ok(true);
+        };
+        let since = current as i64 - version;
+        if since < 0 {
+            return Ok(true);
+        }
+        if since == 0 {
+            return Ok(false);
+        }
+        let commits: Vec<_> = t
+            .history(Some(since as usize))
+            .try_collect()
+            .await
+            .map_err(|e| BatchError::lake(table, e))?;
+        Ok(commits.len() < since as usize
+            || commits.iter().any(|c| {
+                !matches!(
+                    c.operation.as_deref(),
+                    Some("OPTIMIZE" | "VACUUM START" | "VACUUM END")
+                )
+            }))
     }
 
     /// Registers the table's current version in `ctx` under `name`: the version, or `None` when

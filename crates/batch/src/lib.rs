@@ -6,7 +6,8 @@
 //! - silver: current state of orders and lines, dimensions deduplicated and cleaned;
 //! - gold: the SCD type 2 dimensions, the facts and the marts, including product affinity
 //!   ([`affinity`] turns it into the speed layer's lookup);
-//! - [`gates`] after each layer; a failure publishes nothing further ([`job`]).
+//! - [`gates`] after each layer; a failure publishes nothing further ([`job`]);
+//! - silver and gold recompute only what the newly landed events touch ([`incremental`]).
 
 pub mod affinity;
 pub mod bench;
@@ -17,6 +18,7 @@ pub mod export;
 pub mod gates;
 pub mod history;
 pub mod housekeeping;
+pub mod incremental;
 pub mod job;
 pub mod lake;
 pub mod lock;
@@ -27,6 +29,7 @@ pub mod staged;
 
 pub use affinity::AffinityRule;
 pub use compute::{ByteSize, Compute};
+pub use incremental::Mode;
 pub use job::{check, run, run_built_layers, run_layers, Layer, RunReport};
 pub use lake::{Lake, S3Settings};
 pub use sources::Sources;

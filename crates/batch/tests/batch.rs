@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brewline_batch::serving::BatchView;
-use brewline_batch::{bronze, run, run_layers, Lake, Layer, Sources};
+use brewline_batch::{bronze, run, run_built_layers, run_layers, Lake, Layer, Mode, Sources};
 use brewline_core::debezium::TableSchema;
 use brewline_core::generator::Tills;
 use brewline_core::order::NewOrder;
@@ -523,16 +523,29 @@ async fn the_serving_watermark_is_the_bronze_gold_was_built_from() {
     let s = sources(&dir);
     let passed = |r: brewline_batch::RunReport| assert!(r.passed(), "{}", r.summary());
     passed(
-        run_layers(&s, &lake, &[Layer::Bronze, Layer::Silver])
-            .await
-            .unwrap(),
+        run_layers(
+            &s,
+            &lake,
+            &[Layer::Bronze, Layer::Silver],
+            Mode::Incremental,
+        )
+        .await
+        .unwrap(),
     );
     let read_by_silver = lake.version(bronze::ORDERS).await.unwrap().unwrap();
     let later: Vec<NewOrder> = tills.orders(200, 100).collect();
     write_and_capture(&dir, &later).await;
-    passed(run_layers(&s, &lake, &[Layer::Bronze]).await.unwrap());
+    passed(
+        run_layers(&s, &lake, &[Layer::Bronze], Mode::Incremental)
+            .await
+            .unwrap(),
+    );
     assert!(lake.version(bronze::ORDERS).await.unwrap().unwrap() > read_by_silver);
-    passed(run_layers(&s, &lake, &[Layer::Gold]).await.unwrap());
+    passed(
+        run_layers(&s, &lake, &[Layer::Gold], Mode::Incremental)
+            .await
+            .unwrap(),
+    );
 
     let landed = |view: BatchView| async move {
         let offsets = view.landed(bronze::ORDERS, ORDERS, 3).await.unwrap();
@@ -631,9 +644,14 @@ async fn a_run_killed_while_publishing_leaves_manifest_readers_on_the_last_whole
 
     write_and_capture(&dir, &tills.orders(40, 40).collect::<Vec<_>>()).await;
     let s = sources(&dir);
-    let partial = run_layers(&s, &lake, &[Layer::Bronze, Layer::Silver])
-        .await
-        .unwrap();
+    let partial = run_layers(
+        &s,
+        &lake,
+        &[Layer::Bronze, Layer::Silver],
+        Mode::Incremental,
+    )
+    .await
+    .unwrap();
     assert!(partial.passed(), "{}", partial.summary());
     // …and the first gold tables of the run replaced before the kill.
     for table in ["gold/fact_orders", "mart/revenue_daily"] {
@@ -763,4 +781,264 @@ async fn unnamed_files(lake: &Lake, table: &str, folder: &std::path::Path) -> us
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".parquet") && !named.contains(name))
         .count()
+}
+
+/// A Debezium change event of `o`'s row (`op` "c", "u" or "d"), placed at `ts_ms`.
+fn order_event(op: &str, o: &NewOrder, ts_ms: i64) -> Record {
+    let row = format!(
+        r#"{{"id":"{}","timestamp":{ts_ms},"customer_id":{},"store_id":{},"payment_method_id":{},"num_products":{}}}"#,
+        o.id,
+        o.customer_id,
+        o.store_id,
+        o.payment_method_id,
+        o.lines.len()
+    );
+    change_event(&o.id, op, row)
+}
+
+/// A Debezium change event of a line of order `order_id`.
+fn line_event(op: &str, order_id: &str, l: &brewline_core::order::NewLine) -> Record {
+    let row = format!(
+        r#"{{"order_id":"{order_id}","product_id":"{}","quantity":{},"discount_percent":0,"subtotal":{},"is_suggestion":false}}"#,
+        l.product_id, l.quantity, l.subtotal
+    );
+    change_event(order_id, op, row)
+}
+
+fn change_event(key: &str, op: &str, row: String) -> Record {
+    let (before, after) = if op == "d" {
+        (row, "null".to_string())
+    } else {
+        ("null".to_string(), row)
+    };
+    let event = format!(
+        r#"{{"op":"{op}","before":{before},"after":{after},"source":{{"ts_ms":1}},"ts_ms":1}}"#
+    );
+    Record::keyed(key.to_string(), Some(event.into_bytes()))
+}
+
+/// Sends `orders` as created, the i-th on day `first_day + i % days` (days after 2026-09-01).
+async fn send_orders(dir: &DataDir, orders: &[NewOrder], first_day: i64, days: i64) {
+    let producer = dir.log.producer().unwrap();
+    let (mut heads, mut lines) = (Vec::new(), Vec::new());
+    for (i, o) in orders.iter().enumerate() {
+        let ts = DAY_ZERO_MS + (first_day + i as i64 % days) * 86_400_000 + 3_600_000;
+        heads.push(order_event("c", o, ts));
+        lines.extend(o.lines.iter().map(|l| line_event("c", &o.id, l)));
+    }
+    producer.send(ORDERS, heads).await.unwrap();
+    producer.send(LINES, lines).await.unwrap();
+}
+
+/// 2026-09-01T00:00:00Z.
+const DAY_ZERO_MS: i64 = 1_788_220_800_000;
+
+/// Every row of every silver and gold table, as sorted text.
+async fn every_built_row(lake: &Lake) -> BTreeMap<String, Vec<Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for layer in [Layer::Silver, Layer::Gold] {
+        for (table, _) in layer.tables() {
+            let name = table.rsplit('/').next().unwrap();
+            let mut rows = query(lake, &[table], &format!("SELECT * FROM {name}")).await;
+            rows.sort();
+            out.insert(table.to_string(), rows);
+        }
+    }
+    out
+}
+
+/// Six small runs, each computing only what its events touch — new orders over several days,
+/// an old order updated (moved to another day after its day's marts were built, a line
+/// changed), an old order deleted with its lines, new dimension versions (a price, a renamed
+/// store), a suggestion accepted on an old order, then nothing — leave every silver, gold and
+/// mart table exactly as a full rebuild from the same bronze makes it, row for row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_runs_build_the_very_tables_a_full_rebuild_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = prepared(tmp.path()).await;
+    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    let r = reference();
+    let all: Vec<NewOrder> = Tills::new(&r, 4).unwrap().orders(0, 200).collect();
+    let sources = sources(&dir);
+    let refresh = |report: &brewline_batch::RunReport, layer: &str| -> String {
+        assert!(report.passed(), "{}", report.summary());
+        report.refresh[layer].clone()
+    };
+
+    // 1: nothing recorded yet, so whole.
+    send_orders(&dir, &all[..60], 0, 5).await;
+    let first = run(&sources, &lake).await.unwrap();
+    assert_eq!(
+        refresh(&first, "silver"),
+        "rebuilt whole: no earlier silver recorded"
+    );
+    assert_eq!(
+        refresh(&first, "gold"),
+        "rebuilt whole: no earlier gold recorded"
+    );
+
+    // 2: new orders on the same days and a new one.
+    send_orders(&dir, &all[60..120], 2, 4).await;
+    let second = run(&sources, &lake).await.unwrap();
+    assert_eq!(refresh(&second, "silver"), "incremental: 60 orders touched");
+    assert_eq!(
+        refresh(&second, "gold"),
+        "incremental: 60 orders touched, 4 days"
+    );
+
+    // 3: an old order moved three days on with a line changed; another deleted.
+    let producer = dir.log.producer().unwrap();
+    let (moved, gone) = (&all[3], &all[7]);
+    let mut changed_line = moved.lines[0].clone();
+    changed_line.quantity += 2;
+    changed_line.subtotal += 2 * changed_line.unit_price;
+    producer
+        .send(
+            ORDERS,
+            vec![
+                order_event("u", moved, DAY_ZERO_MS + 6 * 86_400_000 + 60_000),
+                order_event("d", gone, DAY_ZERO_MS),
+                Record::keyed(gone.id.clone(), None),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut lines = vec![line_event("u", &moved.id, &changed_line)];
+    lines.extend(gone.lines.iter().map(|l| line_event("d", &gone.id, l)));
+    producer.send(LINES, lines).await.unwrap();
+    let third = run(&sources, &lake).await.unwrap();
+    assert_eq!(refresh(&third, "silver"), "incremental: 2 orders touched");
+    // Order 3 left day 3 for day 6; order 7 was on day 2.
+    assert_eq!(
+        refresh(&third, "gold"),
+        "incremental: 2 orders touched, 3 days"
+    );
+
+    // 4: a product's price and a store's name change; new orders after that.
+    let mut changed = r.clone();
+    let product = all[0].lines[0].product_id.clone();
+    changed
+        .products
+        .iter_mut()
+        .find(|p| p.id == product)
+        .unwrap()
+        .unit_price += 1000;
+    let store = all[1].store_id;
+    changed
+        .stores
+        .iter_mut()
+        .find(|s| s.id == store)
+        .unwrap()
+        .name = "Kofi Renamed".into();
+    dir.source.seed_reference(&changed).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    send_orders(&dir, &all[120..200], 8, 3).await;
+    let fourth = run(&sources, &lake).await.unwrap();
+    assert_eq!(refresh(&fourth, "silver"), "incremental: 80 orders touched");
+    // Gold also recomputes every earlier order of the product or the store, on their days.
+    let day_of = |i: usize| -> usize {
+        match i {
+            3 => 6,
+            0..60 => i % 5,
+            60..120 => 2 + (i - 60) % 4,
+            _ => 8 + (i - 120) % 3,
+        }
+    };
+    let of_members: Vec<usize> = (0..120)
+        .filter(|&i| i != 7)
+        .filter(|&i| {
+            all[i].store_id == store || all[i].lines.iter().any(|l| l.product_id == product)
+        })
+        .collect();
+    let days: std::collections::BTreeSet<usize> =
+        of_members.iter().map(|&i| day_of(i)).chain(8..11).collect();
+    assert!(of_members.len() < 119, "some orders untouched");
+    assert_eq!(
+        refresh(&fourth, "gold"),
+        format!(
+            "incremental: {} orders touched, {} days",
+            of_members.len() + 80,
+            days.len()
+        )
+    );
+
+    // 5: a suggestion made to an old order and accepted (its line written back).
+    let old = &all[10];
+    let free = r
+        .products
+        .iter()
+        .map(|p| p.id.clone())
+        .find(|p| !old.lines.iter().any(|l| &l.product_id == p))
+        .unwrap();
+    let suggestion = brewline_core::Suggestion {
+        order_id: old.id.clone(),
+        product_id: free.clone(),
+        product_name: "Suggested".into(),
+        quantity: 1,
+        unit_price: 1000,
+        discount_percent: 30,
+        subtotal: 700,
+        is_suggestion: true,
+        customer_id: Some(old.customer_id),
+        store_id: old.store_id,
+        payment_method_id: old.payment_method_id,
+        order_products: old.lines.iter().map(|l| l.product_id.clone()).collect(),
+        strategy: "random".into(),
+    };
+    producer
+        .send(
+            SUGGESTIONS,
+            vec![Record::keyed(
+                old.id.clone(),
+                Some(serde_json::to_vec(&suggestion).unwrap()),
+            )],
+        )
+        .await
+        .unwrap();
+    let accepted = format!(
+        r#"{{"op":"c","before":null,"after":{{"order_id":"{}","product_id":"{free}","quantity":1,"discount_percent":30,"subtotal":700,"is_suggestion":true}},"source":{{"ts_ms":1}},"ts_ms":1}}"#,
+        old.id
+    );
+    producer
+        .send(
+            LINES,
+            vec![Record::keyed(old.id.clone(), Some(accepted.into_bytes()))],
+        )
+        .await
+        .unwrap();
+    let fifth = run(&sources, &lake).await.unwrap();
+    assert_eq!(refresh(&fifth, "silver"), "incremental: 1 orders touched");
+    assert_eq!(
+        refresh(&fifth, "gold"),
+        "incremental: 1 orders touched, 1 days"
+    );
+
+    // 6: nothing new.
+    let sixth = run(&sources, &lake).await.unwrap();
+    assert_eq!(
+        refresh(&sixth, "gold"),
+        "incremental: 0 orders touched, 0 days"
+    );
+
+    let incremental = every_built_row(&lake).await;
+    assert_eq!(incremental["silver/orders"].len(), 199);
+    assert_eq!(
+        incremental["silver/suggestions"].len(),
+        1,
+        "{:?}",
+        incremental["silver/suggestions"]
+    );
+    let full = run_built_layers(&lake, &[Layer::Silver, Layer::Gold], Mode::Full)
+        .await
+        .unwrap();
+    assert_eq!(refresh(&full, "silver"), "rebuilt whole: asked (--full)");
+    let rebuilt = every_built_row(&lake).await;
+    assert_eq!(incremental.len(), 28);
+    for (table, rows) in &rebuilt {
+        assert!(!rows.is_empty(), "{table} has rows");
+        assert_eq!(
+            &incremental[table], rows,
+            "{table}: incremental and full differ"
+        );
+    }
 }

@@ -633,6 +633,10 @@ pub struct BatchBenchArgs {
     /// Seed of the generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Then land this percent of new orders (placed in the hour after the others) and time an
+    /// incremental run over them; 0: none.
+    #[arg(long, value_name = "PERCENT", default_value_t = 1.0, value_parser = parse_percent)]
+    pub increment: f64,
 }
 
 #[derive(Debug, Args)]
@@ -754,6 +758,12 @@ pub struct BatchRunArgs {
     /// [default: batch.accept_lost_events, false: such a gap fails the bronze gates].
     #[arg(long)]
     pub accept_lost_events: bool,
+    /// Rebuild silver and gold from all of bronze. Without it a run recomputes only what the
+    /// events landed since the last run touch (those orders, the days of the marts they are
+    /// in, the orders of dimension members with new versions), and rebuilds whole when the
+    /// lake's record of the last run does not allow that; the run's summary says which.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -767,6 +777,13 @@ pub enum TopicsAction {
 pub struct TopicsArgs {
     #[command(flatten)]
     pub kafka: KafkaArg,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("expected a percent from 0 to 100, got {s:?}")),
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

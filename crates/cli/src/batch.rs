@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use brewline_batch::history::{PostgresHistory, RunHistory, SqliteHistory};
-use brewline_batch::{Lake, Layer, RunReport, Sources};
+use brewline_batch::{Lake, Layer, Mode, RunReport, Sources};
 use brewline_kafka::KafkaLog;
 use brewline_mysql::MysqlSource;
 use brewline_ports::{EventLog, LookupStore, SourceDb};
@@ -61,6 +61,7 @@ pub async fn run_once(
     source: &dyn SourceDb,
     lake: &Lake,
     layers: &[Layer],
+    mode: Mode,
 ) -> anyhow::Result<RunReport> {
     let sources = Sources {
         log,
@@ -70,7 +71,7 @@ pub async fn run_once(
         source,
         accept_lost_events: config.batch.accept_lost_events,
     };
-    let report = brewline_batch::run_layers(&sources, lake, layers)
+    let report = brewline_batch::run_layers(&sources, lake, layers, mode)
         .await
         .context("batch run failed")?;
     save_report(lake, &report).await?;
@@ -89,13 +90,14 @@ async fn save_report(lake: &Lake, report: &RunReport) -> anyhow::Result<()> {
 /// One batch run over an embedded pipeline; a run that passes publishes its product affinity
 /// to the pipeline's lookups.
 pub async fn run_embedded(pipeline: &EmbeddedPipeline, lake: &Lake) -> anyhow::Result<RunReport> {
-    run_embedded_layers(pipeline, lake, &Layer::ALL).await
+    run_embedded_layers(pipeline, lake, &Layer::ALL, Mode::Incremental).await
 }
 
 async fn run_embedded_layers(
     pipeline: &EmbeddedPipeline,
     lake: &Lake,
     layers: &[Layer],
+    mode: Mode,
 ) -> anyhow::Result<RunReport> {
     let report = run_once(
         &pipeline.config,
@@ -103,6 +105,7 @@ async fn run_embedded_layers(
         &pipeline.dir.source,
         lake,
         layers,
+        mode,
     )
     .await?;
     if report.passed() && report.layers.contains(&Layer::Gold) {
@@ -166,6 +169,7 @@ struct Runner {
     config: Config,
     lake: Lake,
     layers: Vec<Layer>,
+    mode: Mode,
     engines: Engines,
     /// Publish the affinity to Redis after a run that passes.
     to_redis: bool,
@@ -196,6 +200,11 @@ impl Runner {
             config,
             lake,
             layers: args.layers(),
+            mode: if args.full {
+                Mode::Full
+            } else {
+                Mode::Incremental
+            },
             engines,
             to_redis,
             history,
@@ -206,10 +215,11 @@ impl Runner {
     async fn once(&self) -> anyhow::Result<RunReport> {
         let report = match &self.engines {
             Engines::Embedded(pipeline) => {
-                run_embedded_layers(pipeline, &self.lake, &self.layers).await?
+                run_embedded_layers(pipeline, &self.lake, &self.layers, self.mode).await?
             }
             Engines::Servers { log, source } => {
-                run_once(&self.config, log.as_ref(), source, &self.lake, &self.layers).await?
+                let (log, lake) = (log.as_ref(), &self.lake);
+                run_once(&self.config, log, source, lake, &self.layers, self.mode).await?
             }
         };
         if report.passed() && self.to_redis && report.layers.contains(&Layer::Gold) {
@@ -399,9 +409,14 @@ async fn bench(config: Config, args: BatchBenchArgs) -> anyhow::Result<ExitCode>
     bar.set_style(indicatif::ProgressStyle::with_template(
         "landing bronze {bar:40} {pos}/{len} lines ({per_sec}, {eta} left)",
     )?);
-    let report = brewline_batch::bench::bench(&lake, &reference, args.lines, args.seed, &|n| {
-        bar.set_position(n)
-    })
+    let report = brewline_batch::bench::bench(
+        &lake,
+        &reference,
+        args.lines,
+        args.seed,
+        args.increment,
+        &|n| bar.set_position(n),
+    )
     .await?;
     bar.finish_and_clear();
     print!("{}", report.run.summary());
@@ -415,6 +430,18 @@ async fn bench(config: Config, args: BatchBenchArgs) -> anyhow::Result<ExitCode>
             .build_peak_rss_mib
             .map_or_else(|| "unknown".to_string(), |m| format!("{m:.0} MiB"))
     );
+    if let Some(i) = &report.increment {
+        print!("{}", i.run.summary());
+        println!(
+            "bench: then {} new orders, {} lines: incremental silver -> gold in {:.2} s ({:.1} % of the full run), peak RSS {}",
+            i.orders,
+            i.lines,
+            i.seconds,
+            100.0 * i.seconds / report.build_seconds,
+            i.peak_rss_mib
+                .map_or_else(|| "unknown".to_string(), |m| format!("{m:.0} MiB"))
+        );
+    }
     println!(
         "{}",
         serde_json::to_string(&serde_json::json!({
@@ -423,6 +450,9 @@ async fn bench(config: Config, args: BatchBenchArgs) -> anyhow::Result<ExitCode>
             "land_seconds": report.land_seconds,
             "build_seconds": report.build_seconds,
             "build_peak_rss_mib": report.build_peak_rss_mib,
+            "increment_orders": report.increment.as_ref().map(|i| i.orders),
+            "increment_seconds": report.increment.as_ref().map(|i| i.seconds),
+            "increment_peak_rss_mib": report.increment.as_ref().and_then(|i| i.peak_rss_mib),
         }))?
     );
     Ok(exit_code(report.run.passed()))

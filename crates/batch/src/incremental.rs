@@ -1,0 +1,566 @@
+//! Incremental runs. A run builds silver and gold from what changed since the last run, not
+//! from all of history: the orders that the events landed since then touch (each one's
+//! latest state recomputed from all its events, every other order's rows kept from the
+//! published version), the orders of the dimension members whose versions changed, and the
+//! days of those orders in the marts by day. The dimensions and the marts over all days are
+//! recomputed whole: they are small, or one pass over the facts. Every step runs the SQL a
+//! full rebuild runs, over its inputs restricted to the rows touched, so an incremental run
+//! makes the tables a full rebuild makes, row for row (`crates/batch/tests/batch.rs` compares
+//! them after many small runs with late updates, deletes and new dimension versions).
+//!
+//! What the last published silver and gold were built from is recorded in the lake
+//! (`_batch/silver.json`, `_batch/gold.json`): the offsets of the events silver read, the
+//! silver versions gold read, and a fingerprint of the SQL. A layer is rebuilt whole when
+//! that record is missing or does not match the lake (other SQL; a table changed since by
+//! something other than `batch optimize` or `batch vacuum`; a gold built from another silver),
+//! when more than [`MAX_TOUCHED`] orders were touched, or when asked (`brewline batch run
+//! --full`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Int64Array, StringArray};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::datasource::{MemTable, TableProvider};
+use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Layer, SqlStep, GOLD, SILVER};
+use crate::lake::{column, Lake};
+use crate::{BatchError, Result};
+
+/// How a run computes silver and gold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Only what the events and dimension versions landed since the last run touch, when the
+    /// lake's record of that run allows (else whole).
+    #[default]
+    Incremental,
+    /// Every table from bronze (`brewline batch run --full`).
+    Full,
+}
+
+/// What a step recomputes in an incremental run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole table (dimensions, marts over all days).
+    Whole,
+    /// The rows of the orders touched: every input with an `order_id` is read for those
+    /// orders only, and the published rows of the others are kept.
+    Orders,
+    /// The rows of the order days touched: every input with an `order_date` is read for those
+    /// days only, and the published rows of the others are kept.
+    Days,
+}
+
+/// More orders touched than this and a layer is rebuilt whole (the touched keys are held in
+/// memory, and a rebuild reads less than a merge of most of a table).
+pub const MAX_TOUCHED: u64 = 2_000_000;
+
+const TOUCHED_ORDERS: &str = "touched_orders";
+const TOUCHED_DAYS: &str = "touched_days";
+/// The name the published version of a table being rebuilt is read by: `previous_` + its name.
+const PREVIOUS: &str = "previous_";
+/// The bronze tables of events (by the names SQL reads them by): their new events touch orders.
+const EVENT_TABLES: [&str; 3] = ["bronze_orders", "bronze_order_lines", "bronze_suggestions"];
+
+/// The orders of the gold dimensions' members whose rows changed (a new version, a renamed
+/// category), in the published facts: their keys and names may have changed.
+const ORDERS_OF_CHANGED_MEMBERS: &str = "
+WITH changed_stores AS (
+  SELECT store_id FROM (SELECT * FROM dim_stores EXCEPT SELECT * FROM previous_dim_stores) n
+  UNION SELECT store_id FROM (SELECT * FROM previous_dim_stores EXCEPT SELECT * FROM dim_stores) p
+), changed_methods AS (
+  SELECT payment_method_id FROM (SELECT * FROM dim_payment_method EXCEPT SELECT * FROM previous_dim_payment_method) n
+  UNION SELECT payment_method_id FROM (SELECT * FROM previous_dim_payment_method EXCEPT SELECT * FROM dim_payment_method) p
+), changed_products AS (
+  SELECT product_id FROM (SELECT * FROM dim_products EXCEPT SELECT * FROM previous_dim_products) n
+  UNION SELECT product_id FROM (SELECT * FROM previous_dim_products EXCEPT SELECT * FROM dim_products) p
+)
+SELECT order_id FROM touched_orders
+UNION SELECT f.order_id FROM previous_fact_orders f JOIN changed_stores c ON c.store_id = f.store_id
+UNION SELECT f.order_id FROM previous_fact_orders f JOIN changed_methods c ON c.payment_method_id = f.payment_method_id
+UNION SELECT f.order_id FROM previous_fact_order_lines f JOIN changed_products c ON c.product_id = f.product_id";
+
+/// The days of the touched orders, as published and as recomputed (an order may move).
+const DAYS_OF_TOUCHED_ORDERS: &str = "
+SELECT DISTINCT order_date FROM (
+  SELECT order_date FROM previous_fact_orders WHERE order_id IN (SELECT order_id FROM touched_orders)
+  UNION ALL
+  SELECT order_date FROM fact_orders WHERE order_id IN (SELECT order_id FROM touched_orders)
+) d WHERE order_date IS NOT NULL";
+
+/// What a published layer was built from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Built {
+    /// The fingerprint of the layer's SQL.
+    sql: String,
+    /// The layer's tables as that run published them.
+    versions: BTreeMap<String, i64>,
+    /// Silver: the highest offset read of each topic partition of each bronze event table.
+    #[serde(default)]
+    offsets: Vec<ReadOffset>,
+    /// Gold: the silver versions it read.
+    #[serde(default)]
+    silver: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct ReadOffset {
+    table: String,
+    topic: String,
+    partition: i64,
+    offset: i64,
+}
+
+/// How a layer is computed in a run, and why.
+pub(crate) enum Plan {
+    Whole(String),
+    Incremental(Incremental),
+}
+
+impl Plan {
+    /// What the run report says of the layer.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Plan::Whole(why) => format!("rebuilt whole: {why}"),
+            Plan::Incremental(i) => i.describe(),
+        }
+    }
+
+    /// The silver as this plan leaves it, for gold's plan.
+    pub(crate) fn silver_outcome(&self) -> SilverInRun {
+        match self {
+            Plan::Whole(_) => SilverInRun::Whole,
+            Plan::Incremental(i) => SilverInRun::Incremental(i.since.clone()),
+        }
+    }
+
+    /// The step's rows in this run: its SQL, or (incremental) its scope recomputed and merged
+    /// with the published rows outside it.
+    pub(crate) async fn frame(
+        &mut self,
+        ctx: &SessionContext,
+        step: &SqlStep,
+    ) -> Result<DataFrame> {
+        match self {
+            Plan::Incremental(i) if step.scope != Scope::Whole => i.frame(ctx, step).await,
+            _ => sql(ctx, step.table, step.sql).await,
+        }
+    }
+}
+
+/// Silver in this run, as gold's plan needs it.
+pub(crate) enum SilverInRun {
+    /// Not built: the published one is read.
+    Published,
+    Whole,
+    /// Built from the silver of these versions and the orders touched since.
+    Incremental(BTreeMap<String, i64>),
+}
+
+/// An incremental build of a layer.
+pub(crate) struct Incremental {
+    layer: Layer,
+    /// The versions of the layer's record (silver: for gold's plan).
+    since: BTreeMap<String, i64>,
+    /// Orders touched by the landed events (silver), or by those and the dimensions (gold,
+    /// counted before its first step by order).
+    orders: u64,
+    orders_of_members: bool,
+    days: Option<u64>,
+}
+
+impl Incremental {
+    fn describe(&self) -> String {
+        let mut out = format!("incremental: {} orders touched", self.orders);
+        if let Some(days) = self.days {
+            out.push_str(&format!(", {days} days"));
+        }
+        out
+    }
+
+    async fn frame(&mut self, ctx: &SessionContext, step: &SqlStep) -> Result<DataFrame> {
+        let (key, keys) = match step.scope {
+            Scope::Orders => {
+                if self.layer == Layer::Gold && !self.orders_of_members {
+                    self.orders = remember(ctx, TOUCHED_ORDERS, ORDERS_OF_CHANGED_MEMBERS).await?;
+                    self.orders_of_members = true;
+                }
+                ("order_id", TOUCHED_ORDERS)
+            }
+            Scope::Days => {
+                if self.days.is_none() {
+                    self.days = Some(remember(ctx, TOUCHED_DAYS, DAYS_OF_TOUCHED_ORDERS).await?);
+                }
+                ("order_date", TOUCHED_DAYS)
+            }
+            Scope::Whole => return sql(ctx, step.table, step.sql).await,
+        };
+        let scoped = restricted(ctx, key, keys).await?;
+        let recomputed = sql(&scoped, step.table, step.sql).await?;
+        let kept = sql(
+            ctx,
+            step.table,
+            &format!(
+                "SELECT * FROM {PREVIOUS}{name} p WHERE NOT EXISTS \
+                 (SELECT 1 FROM {keys} k WHERE k.{key} = p.{key})",
+                name = step.name
+            ),
+        )
+        .await?;
+        kept.union(recomputed)
+            .map_err(|e| BatchError::lake(step.table, e))
+    }
+}
+
+/// Silver's plan: incremental from the offsets its record read, when it holds.
+pub(crate) async fn plan_silver(ctx: &SessionContext, lake: &Lake, mode: Mode) -> Result<Plan> {
+    if mode == Mode::Full {
+        return Ok(Plan::Whole("asked (--full)".into()));
+    }
+    let built = match usable(lake, Layer::Silver).await? {
+        Ok(built) => built,
+        Err(why) => return Ok(Plan::Whole(why)),
+    };
+    register_previous(ctx, lake, Layer::Silver).await?;
+    register_offsets(ctx, &built.offsets)?;
+    let touched = EVENT_TABLES
+        .iter()
+        .map(|name| {
+            format!(
+                "SELECT b.order_id FROM {name} b WHERE b.order_id IS NOT NULL AND NOT EXISTS \
+                 (SELECT 1 FROM read_offsets r WHERE r.tbl = '{name}' AND r.topic = b.kafka_topic \
+                 AND r.kafka_partition = b.kafka_partition AND b.kafka_offset <= r.kafka_offset)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let orders = remember(
+        ctx,
+        TOUCHED_ORDERS,
+        &format!("SELECT DISTINCT order_id FROM ({touched}) t"),
+    )
+    .await?;
+    if orders > MAX_TOUCHED {
+        return Ok(Plan::Whole(format!(
+            "{orders} orders touched, more than {MAX_TOUCHED}"
+        )));
+    }
+    Ok(Plan::Incremental(Incremental {
+        layer: Layer::Silver,
+        since: built.versions,
+        orders,
+        orders_of_members: false,
+        days: None,
+    }))
+}
+
+/// Gold's plan: incremental when the last gold was built from the silver this run's started
+/// from.
+pub(crate) async fn plan_gold(
+    ctx: &SessionContext,
+    lake: &Lake,
+    mode: Mode,
+    silver: SilverInRun,
+) -> Result<Plan> {
+    if mode == Mode::Full {
+        return Ok(Plan::Whole("asked (--full)".into()));
+    }
+    let built = match usable(lake, Layer::Gold).await? {
+        Ok(built) => built,
+        Err(why) => return Ok(Plan::Whole(why)),
+    };
+    match silver {
+        SilverInRun::Whole => return Ok(Plan::Whole("silver was rebuilt whole".into())),
+        SilverInRun::Incremental(since) if since != built.silver => {
+            return Ok(Plan::Whole(
+                "the last gold was built from another silver".into(),
+            ))
+        }
+        SilverInRun::Incremental(_) => {}
+        SilverInRun::Published => {
+            if let Some(why) = changed_since(lake, &built.silver, Layer::Silver).await? {
+                return Ok(Plan::Whole(format!(
+                    "silver changed since the last gold: {why}"
+                )));
+            }
+            remember(
+                ctx,
+                TOUCHED_ORDERS,
+                "SELECT order_id FROM silver_orders WHERE false",
+            )
+            .await?;
+        }
+    }
+    register_previous(ctx, lake, Layer::Gold).await?;
+    Ok(Plan::Incremental(Incremental {
+        layer: Layer::Gold,
+        since: built.versions,
+        orders: 0,
+        orders_of_members: false,
+        days: None,
+    }))
+}
+
+/// Records what the silver just published was built from: its versions and the offsets of
+/// the bronze events `ctx` read.
+pub(crate) async fn record_silver(
+    ctx: &SessionContext,
+    lake: &Lake,
+    versions: &BTreeMap<String, i64>,
+) -> Result<()> {
+    let mut offsets = Vec::new();
+    for name in EVENT_TABLES {
+        let q = format!(
+            "SELECT kafka_topic, CAST(kafka_partition AS BIGINT) AS p, MAX(kafka_offset) AS o \
+             FROM {name} GROUP BY kafka_topic, kafka_partition"
+        );
+        for b in sql(ctx, name, &q)
+            .await?
+            .collect()
+            .await
+            .map_err(|e| BatchError::lake(name, e))?
+        {
+            let topics = column::<String>(&b, name, "kafka_topic")?;
+            let partitions = column::<i64>(&b, name, "p")?;
+            let read = column::<i64>(&b, name, "o")?;
+            for ((topic, partition), offset) in topics.into_iter().zip(partitions).zip(read) {
+                if let (Some(topic), Some(partition), Some(offset)) = (topic, partition, offset) {
+                    offsets.push(ReadOffset {
+                        table: name.to_string(),
+                        topic,
+                        partition,
+                        offset,
+                    });
+                }
+            }
+        }
+    }
+    let built = Built {
+        sql: fingerprint(&SILVER),
+        versions: of_layer(versions, Layer::Silver),
+        offsets,
+        silver: BTreeMap::new(),
+    };
+    write(lake, Layer::Silver, &built).await
+}
+
+/// Records what the gold just published was built from: its versions and silver's.
+pub(crate) async fn record_gold(lake: &Lake, versions: &BTreeMap<String, i64>) -> Result<()> {
+    let built = Built {
+        sql: fingerprint(&GOLD),
+        versions: of_layer(versions, Layer::Gold),
+        offsets: Vec::new(),
+        silver: of_layer(versions, Layer::Silver),
+    };
+    write(lake, Layer::Gold, &built).await
+}
+
+fn state_file(layer: Layer) -> String {
+    format!("_batch/{}.json", layer.name())
+}
+
+async fn write(lake: &Lake, layer: Layer, built: &Built) -> Result<()> {
+    let path = state_file(layer);
+    let bytes = serde_json::to_vec_pretty(built).map_err(|e| BatchError::lake(&path, e))?;
+    lake.put_file(&path, bytes).await
+}
+
+/// The layer's record when an incremental build may start from it, else why not.
+async fn usable(lake: &Lake, layer: Layer) -> Result<std::result::Result<Built, String>> {
+    let path = state_file(layer);
+    let Some(bytes) = lake.get_file(&path).await? else {
+        return Ok(Err(format!("no earlier {} recorded", layer.name())));
+    };
+    let built: Built = match serde_json::from_slice(&bytes) {
+        Ok(built) => built,
+        Err(e) => return Ok(Err(format!("{path} unreadable ({e})"))),
+    };
+    let steps: &[SqlStep] = if layer == Layer::Silver {
+        &SILVER
+    } else {
+        &GOLD
+    };
+    if built.sql != fingerprint(steps) {
+        return Ok(Err(format!("the {} SQL changed", layer.name())));
+    }
+    if let Some(why) = changed_since(lake, &built.versions, layer).await? {
+        return Ok(Err(why));
+    }
+    Ok(Ok(built))
+}
+
+/// Why the data of a table of `layer` is not that of its version in `versions`, if it is not.
+async fn changed_since(
+    lake: &Lake,
+    versions: &BTreeMap<String, i64>,
+    layer: Layer,
+) -> Result<Option<String>> {
+    for (table, _) in layer.tables() {
+        let Some(&version) = versions.get(table) else {
+            return Ok(Some(format!("{table} was not recorded")));
+        };
+        if lake.data_changed_since(table, version).await? {
+            return Ok(Some(format!("{table} changed since version {version}")));
+        }
+    }
+    Ok(None)
+}
+
+fn of_layer(versions: &BTreeMap<String, i64>, layer: Layer) -> BTreeMap<String, i64> {
+    let prefixes: Vec<&str> = layer.tables().into_iter().map(|(table, _)| table).collect();
+    versions
+        .iter()
+        .filter(|(t, _)| prefixes.contains(&t.as_str()))
+        .map(|(t, v)| (t.clone(), *v))
+        .collect()
+}
+
+/// Registers the published version of every table of `layer` as `previous_` + its name.
+async fn register_previous(ctx: &SessionContext, lake: &Lake, layer: Layer) -> Result<()> {
+    for (table, name) in layer.tables() {
+        if lake
+            .register(ctx, table, &format!("{PREVIOUS}{name}"))
+            .await?
+            .is_none()
+        {
+            return Err(BatchError::Empty(table.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Registers the offsets silver's record read as `read_offsets`.
+fn register_offsets(ctx: &SessionContext, offsets: &[ReadOffset]) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake("read_offsets", e.to_string());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("tbl", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("kafka_partition", DataType::Int64, false),
+        Field::new("kafka_offset", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                offsets.iter().map(|o| o.table.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                offsets.iter().map(|o| o.topic.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                offsets.iter().map(|o| o.partition),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                offsets.iter().map(|o| o.offset),
+            )),
+        ],
+    )
+    .map_err(|e| fail(&e))?;
+    let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| fail(&e))?;
+    ctx.register_table("read_offsets", Arc::new(table))
+        .map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// Runs `query` in `ctx`, holds its rows in memory as `name` (replacing what had that name),
+/// and says how many.
+async fn remember(ctx: &SessionContext, name: &str, query: &str) -> Result<u64> {
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake(name, e.to_string());
+    let df = sql(ctx, name, query).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(|e| fail(&e))?;
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| fail(&e))?;
+    ctx.deregister_table(name).map_err(|e| fail(&e))?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(|e| fail(&e))?;
+    Ok(rows)
+}
+
+/// A session over the same memory whose tables are `ctx`'s, those with a column `key` read
+/// only for the keys in `keys`.
+async fn restricted(ctx: &SessionContext, key: &str, keys: &str) -> Result<SessionContext> {
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake(keys, e.to_string());
+    let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env());
+    let catalog = ctx
+        .catalog("datafusion")
+        .and_then(|c| c.schema("public"))
+        .ok_or_else(|| fail(&"the session has no default schema"))?;
+    for name in catalog.table_names() {
+        if name.starts_with(PREVIOUS) || name == TOUCHED_ORDERS || name == TOUCHED_DAYS {
+            continue;
+        }
+        let provider = ctx
+            .table_provider(name.as_str())
+            .await
+            .map_err(|e| fail(&e))?;
+        let provider: Arc<dyn TableProvider> = if provider.schema().field_with_name(key).is_ok() {
+            sql(
+                ctx,
+                &name,
+                &format!("SELECT * FROM {name} WHERE {key} IN (SELECT {key} FROM {keys})"),
+            )
+            .await?
+            .into_view()
+        } else {
+            provider
+        };
+        scoped
+            .register_table(name.as_str(), provider)
+            .map_err(|e| fail(&e))?;
+    }
+    Ok(scoped)
+}
+
+async fn sql(ctx: &SessionContext, table: &str, query: &str) -> Result<DataFrame> {
+    ctx.sql(query).await.map_err(|e| BatchError::lake(table, e))
+}
+
+/// A fingerprint of the steps' tables and SQL that stays the same across builds (FNV-1a).
+fn fingerprint(steps: &[SqlStep]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for step in steps {
+        for byte in step.table.bytes().chain(step.sql.bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_changes_with_the_sql_and_only_with_it() {
+        assert_eq!(fingerprint(&SILVER), fingerprint(&SILVER));
+        assert_ne!(fingerprint(&SILVER), fingerprint(&GOLD));
+        assert_ne!(fingerprint(&SILVER[..1]), fingerprint(&SILVER[..2]));
+        // A value from an earlier build, so a change of the hash itself is seen.
+        assert_eq!(fingerprint(&[]), "cbf29ce484222325");
+    }
+
+    #[test]
+    fn steps_by_order_and_by_day_are_those_keyed_so() {
+        for step in SILVER.iter().chain(&GOLD) {
+            match step.scope {
+                Scope::Orders => assert!(
+                    step.table.starts_with("silver/") || step.table.starts_with("gold/fact_"),
+                    "{}",
+                    step.table
+                ),
+                Scope::Days => assert!(
+                    step.table.starts_with("mart/") && step.sql.contains("order_date"),
+                    "{}",
+                    step.table
+                ),
+                Scope::Whole => {}
+            }
+        }
+    }
+}
