@@ -1,6 +1,6 @@
--- Orders and revenue per payment method.
+-- Orders and revenue per payment method, over all days (an order is in one day).
 SELECT f.payment_method_id, p.method_name, p.bank,
-       COUNT(DISTINCT f.order_id) AS orders, SUM(f.subtotal) AS revenue
-FROM fact_order_lines f
+       SUM(f.orders) AS orders, SUM(f.revenue) AS revenue
+FROM payment_mix_daily f
 LEFT JOIN silver_payment_method p ON p.id = f.payment_method_id
 GROUP BY f.payment_method_id, p.method_name, p.bank

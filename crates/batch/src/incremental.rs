@@ -24,10 +24,12 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::datasource::{MemTable, TableProvider};
 use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{Layer, SqlStep, GOLD, SILVER};
 use crate::lake::{column, Lake};
+use crate::staged::Kept;
 use crate::{BatchError, Result};
 
 /// How a run computes silver and gold.
@@ -61,6 +63,8 @@ pub const MAX_TOUCHED: u64 = 2_000_000;
 
 const TOUCHED_ORDERS: &str = "touched_orders";
 const TOUCHED_DAYS: &str = "touched_days";
+/// The column naming each row's file, in a scan of a published version.
+const FILE_COLUMN: &str = "__brewline_file";
 /// The name the published version of a table being rebuilt is read by: `previous_` + its name.
 const PREVIOUS: &str = "previous_";
 /// The bronze tables of events (by the names SQL reads them by): their new events touch orders.
@@ -130,6 +134,18 @@ impl Plan {
         }
     }
 
+    /// A session whose tables hold only the orders touched, for the gates by order
+    /// ([`crate::gates::Gate::by_order`]) of an incremental build.
+    pub(crate) async fn by_order_session(
+        &self,
+        ctx: &SessionContext,
+    ) -> Result<Option<SessionContext>> {
+        match self {
+            Plan::Whole(_) => Ok(None),
+            Plan::Incremental(_) => Ok(Some(restricted(ctx, "order_id", TOUCHED_ORDERS).await?)),
+        }
+    }
+
     /// The silver as this plan leaves it, for gold's plan.
     pub(crate) fn silver_outcome(&self) -> SilverInRun {
         match self {
@@ -138,16 +154,19 @@ impl Plan {
         }
     }
 
-    /// The step's rows in this run: its SQL, or (incremental) its scope recomputed and merged
-    /// with the published rows outside it.
+    /// The step's rows to write in this run, and the files of its published version that stay:
+    /// its SQL's rows; or (incremental) its scope recomputed, with the published rows outside
+    /// it, of the days by day, of the files that held rows recomputed by order (the other
+    /// files stay).
     pub(crate) async fn frame(
         &mut self,
         ctx: &SessionContext,
+        lake: &Lake,
         step: &SqlStep,
-    ) -> Result<DataFrame> {
+    ) -> Result<(DataFrame, Kept)> {
         match self {
-            Plan::Incremental(i) if step.scope != Scope::Whole => i.frame(ctx, step).await,
-            _ => sql(ctx, step.table, step.sql).await,
+            Plan::Incremental(i) if step.scope != Scope::Whole => i.frame(ctx, lake, step).await,
+            _ => Ok((sql(ctx, step.table, step.sql).await?, Kept::default())),
         }
     }
 }
@@ -182,7 +201,12 @@ impl Incremental {
         out
     }
 
-    async fn frame(&mut self, ctx: &SessionContext, step: &SqlStep) -> Result<DataFrame> {
+    async fn frame(
+        &mut self,
+        ctx: &SessionContext,
+        lake: &Lake,
+        step: &SqlStep,
+    ) -> Result<(DataFrame, Kept)> {
         let (key, keys) = match step.scope {
             Scope::Orders => {
                 if self.layer == Layer::Gold && !self.orders_of_members {
@@ -197,23 +221,111 @@ impl Incremental {
                 }
                 ("order_date", TOUCHED_DAYS)
             }
-            Scope::Whole => return sql(ctx, step.table, step.sql).await,
+            Scope::Whole => return Ok((sql(ctx, step.table, step.sql).await?, Kept::default())),
         };
         let scoped = restricted(ctx, key, keys).await?;
         let recomputed = sql(&scoped, step.table, step.sql).await?;
-        let kept = sql(
+        // The published rows outside the scope: by order, only those of the files holding a
+        // row recomputed (they are rewritten; the other files stay); by day, all (small).
+        let (from, kept) = if step.scope == Scope::Orders {
+            let (rewritten, kept) = files_holding(ctx, lake, step, key, keys).await?;
+            if rewritten.is_empty() {
+                return Ok((recomputed, kept));
+            }
+            (rewritten, kept)
+        } else {
+            (format!("{PREVIOUS}{}", step.name), Kept::default())
+        };
+        let outside = sql(
             ctx,
             step.table,
             &format!(
-                "SELECT * FROM {PREVIOUS}{name} p WHERE NOT EXISTS \
-                 (SELECT 1 FROM {keys} k WHERE k.{key} = p.{key})",
-                name = step.name
+                "SELECT * FROM {from} p WHERE NOT EXISTS \
+                 (SELECT 1 FROM {keys} k WHERE k.{key} = p.{key})"
             ),
         )
         .await?;
-        kept.union(recomputed)
-            .map_err(|e| BatchError::lake(step.table, e))
+        let df = outside
+            .union(recomputed)
+            .map_err(|e| BatchError::lake(step.table, e))?;
+        Ok((df, kept))
     }
+}
+
+/// Of `step`'s published version, the files holding a row whose `key` is in `keys`, registered
+/// in `ctx` as a table whose name is returned ("" when there are none), and the other files.
+async fn files_holding(
+    ctx: &SessionContext,
+    lake: &Lake,
+    step: &SqlStep,
+    key: &str,
+    keys: &str,
+) -> Result<(String, Kept)> {
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake(step.table, e.to_string());
+    let previous = lake.open(step.table).await?;
+    let with_files = previous
+        .table_provider()
+        .with_file_column(FILE_COLUMN)
+        .await
+        .map_err(|e| fail(&e))?;
+    let scratch = format!("{PREVIOUS}{}_files", step.name);
+    ctx.register_table(scratch.as_str(), with_files)
+        .map_err(|e| fail(&e))?;
+    let holding = sql(
+        ctx,
+        step.table,
+        &format!(
+            "SELECT DISTINCT {FILE_COLUMN} AS file FROM {scratch} \
+             WHERE {key} IN (SELECT {key} FROM {keys})"
+        ),
+    )
+    .await?
+    .collect()
+    .await
+    .map_err(|e| fail(&e));
+    ctx.deregister_table(scratch.as_str())
+        .map_err(|e| fail(&e))?;
+    let mut names = std::collections::HashSet::new();
+    for b in holding? {
+        for file in column::<String>(&b, step.table, "file")?
+            .into_iter()
+            .flatten()
+        {
+            // A URL or a path: the file's name is what tells files apart.
+            names.insert(file.rsplit('/').next().unwrap_or_default().to_string());
+        }
+    }
+    let snapshot = previous.snapshot().map_err(|e| fail(&e))?;
+    let files: Vec<_> = snapshot
+        .snapshot()
+        .file_views(previous.log_store().as_ref(), None)
+        .try_collect()
+        .await
+        .map_err(|e| fail(&e))?;
+    let (mut rewritten, mut kept) = (Vec::new(), Kept::default());
+    for f in files {
+        let path = f.path().to_string();
+        if names.contains(path.rsplit('/').next().unwrap_or_default()) {
+            rewritten.push(path);
+        } else {
+            kept.rows += f.num_records().unwrap_or_default() as u64;
+            kept.paths.push(path);
+        }
+    }
+    if rewritten.is_empty() {
+        return Ok((String::new(), kept));
+    }
+    let (url, _) = lake.table_url(step.table)?;
+    let provider = previous
+        .table_provider()
+        .with_file_paths(rewritten.iter().map(|p| format!("{url}{p}")))
+        .await
+        .map_err(|e| fail(&e))?;
+    let name = format!("{PREVIOUS}{}_rewritten", step.name);
+    ctx.deregister_table(name.as_str()).map_err(|e| fail(&e))?;
+    ctx.register_table(name.as_str(), provider)
+        .map_err(|e| fail(&e))?;
+    Ok((name, kept))
 }
 
 /// Silver's plan: incremental from the offsets its record read, when it holds.

@@ -81,8 +81,9 @@ pub const SILVER: [SqlStep; 10] = [
 
 /// Gold: the SCD type 2 dimensions, the facts joined to the versions valid at order time, then
 /// the marts over them: by day (an incremental run recomputes the days touched), and over all
-/// days from those (hourly sales, basket sizes and product affinity add up their days').
-pub const GOLD: [SqlStep; 18] = [
+/// days from those (hourly sales, basket sizes, the payment mix and product affinity add up
+/// their days').
+pub const GOLD: [SqlStep; 19] = [
     step!(Whole, "gold", "dim_stores"),
     step!(Whole, "gold", "dim_payment_method"),
     step!(Whole, "gold", "dim_products"),
@@ -98,6 +99,7 @@ pub const GOLD: [SqlStep; 18] = [
     step!(Whole, "mart", "hourly_sales"),
     step!(Days, "mart", "basket_size_daily"),
     step!(Whole, "mart", "basket_size"),
+    step!(Days, "mart", "payment_mix_daily"),
     step!(Whole, "mart", "payment_mix"),
     step!(Days, "mart", "basket_pairs_daily"),
     step!(Whole, "mart", "product_affinity"),
@@ -237,8 +239,8 @@ async fn compute(
     let mut out = Vec::new();
     for step in steps {
         let began = Instant::now();
-        let staged = match plan.frame(ctx, step).await {
-            Ok(df) => lake.stage(step.table, df).await,
+        let staged = match plan.frame(ctx, lake, step).await {
+            Ok((df, kept)) => lake.stage_onto(step.table, df, kept).await,
             Err(e) => Err(e),
         };
         let staged = match staged {
@@ -311,10 +313,16 @@ async fn register_published(
     Ok(versions)
 }
 
-/// Runs the gates of `layer` in `ctx` into `report`; true when they pass.
-async fn gate(ctx: &SessionContext, layer: Layer, report: &mut RunReport) -> Result<bool> {
+/// Runs the gates of `layer` in `ctx` (those by order in `by_order`, when given) into `report`;
+/// true when they pass.
+async fn gate(
+    ctx: &SessionContext,
+    layer: Layer,
+    report: &mut RunReport,
+    by_order: Option<&SessionContext>,
+) -> Result<bool> {
     let began = Instant::now();
-    let results = gates::check(ctx, layer.name(), layer.gates()).await;
+    let results = gates::check(ctx, layer.name(), layer.gates(), by_order).await;
     report.gates_seconds += began.elapsed().as_secs_f64();
     let results = results?;
     let passed = results.iter().all(GateResult::passed);
@@ -435,7 +443,7 @@ async fn build_locked(
                 }
                 let kept = gap_gates(&landed.gaps, sources.accept_lost_events, &mut report);
                 versions.extend(register_published(&ctx, lake, layer).await?);
-                let passed = gate(&ctx, layer, &mut report).await? && kept;
+                let passed = gate(&ctx, layer, &mut report, None).await? && kept;
                 if !passed {
                     report.failed_layer = Some(layer.name().into());
                 }
@@ -456,7 +464,14 @@ async fn build_locked(
                     .refresh
                     .insert(layer.name().to_string(), plan.describe());
                 let computed = computed?;
-                let passed = match gate(&ctx, layer, &mut report).await {
+                let by_order = match plan.by_order_session(&ctx).await {
+                    Ok(session) => session,
+                    Err(e) => {
+                        discard(lake, computed).await;
+                        return Err(e);
+                    }
+                };
+                let passed = match gate(&ctx, layer, &mut report, by_order.as_ref()).await {
                     Ok(passed) => passed,
                     Err(e) => {
                         discard(lake, computed).await;
@@ -512,7 +527,7 @@ pub async fn check(lake: &Lake, layer: Layer) -> Result<RunReport> {
         register_published(&ctx, lake, l).await?;
     }
     report.layers.push(layer);
-    gate(&ctx, layer, &mut report).await?;
+    gate(&ctx, layer, &mut report, None).await?;
     report.finished_ms = brewline_ports::now_ms();
     Ok(report)
 }

@@ -38,17 +38,41 @@ const TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
 /// A table's next version, written but not yet committed.
 pub struct Staged {
     pub table: &'static str,
+    /// Rows of the version: written and kept.
     pub rows: u64,
     schema: SchemaRef,
     adds: Vec<Add>,
+    /// Files of the current version that stay in the next.
+    keep: Vec<String>,
     /// The folder's URL, and the store a session reads it through (S3).
     url: Url,
     bucket: Option<(Url, Arc<dyn ObjectStore>)>,
 }
 
+/// Files of a table's current version that its next version keeps as they are (an incremental
+/// run rewrites only the files holding rows it recomputes), and their rows.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    /// Paths relative to the table, as its log names them.
+    pub paths: Vec<String>,
+    pub rows: u64,
+}
+
 impl Lake {
-    /// Streams `df` into Parquet files in `table`'s folder, staged for its next version.
+    /// Streams `df` into Parquet files in `table`'s folder, staged for its next version: those
+    /// files alone.
     pub async fn stage(&self, table: &'static str, df: DataFrame) -> Result<Staged> {
+        self.stage_onto(table, df, Kept::default()).await
+    }
+
+    /// Streams `df` into Parquet files in `table`'s folder, staged for its next version: those
+    /// files and the current version's `kept`.
+    pub async fn stage_onto(
+        &self,
+        table: &'static str,
+        df: DataFrame,
+        kept: Kept,
+    ) -> Result<Staged> {
         let fail = |e: &dyn std::fmt::Display| BatchError::lake(table, e.to_string());
         let schema = Arc::new(df.schema().as_arrow().clone());
         let (url, bucket) = self.table_url(table)?;
@@ -75,16 +99,17 @@ impl Lake {
         let adds = writer.flush().await.map_err(|e| fail(&e))?;
         Ok(Staged {
             table,
-            rows,
+            rows: rows + kept.rows,
             schema: writer.arrow_schema(),
             adds,
+            keep: kept.paths,
             url,
             bucket,
         })
     }
 
-    /// Commits `staged` as the table's new version, replacing every file of the current one:
-    /// the version.
+    /// Commits `staged` as the table's new version, replacing every file of the current one but
+    /// those it keeps: the version.
     pub async fn publish_staged(
         &self,
         staged: Staged,
@@ -99,6 +124,8 @@ impl Lake {
             .try_into_kernel()
             .map_err(|e| fail(&e))?;
         let adds = staged.adds.into_iter().map(Action::Add);
+        let keep: std::collections::HashSet<&str> =
+            staged.keep.iter().map(String::as_str).collect();
         let Ok(current) = t.snapshot() else {
             // Never written: created with these files in its first version.
             let created = t
@@ -113,6 +140,7 @@ impl Lake {
         let mut actions: Vec<Action> = current
             .snapshot()
             .file_views(t.log_store().as_ref(), None)
+            .try_filter(|f| std::future::ready(!keep.contains(f.path().as_ref())))
             .map_ok(|f| Action::Remove(f.remove_action(true)))
             .try_collect()
             .await
@@ -162,7 +190,7 @@ impl Staged {
     /// Registers the staged files in `ctx` under `name`, for the later steps and the gates.
     pub fn register(&self, ctx: &SessionContext, name: &str) -> Result<()> {
         let fail = |e: &dyn std::fmt::Display| BatchError::lake(self.table, e.to_string());
-        let provider: Arc<dyn TableProvider> = if self.adds.is_empty() {
+        let provider: Arc<dyn TableProvider> = if self.adds.is_empty() && self.keep.is_empty() {
             Arc::new(EmptyTable::new(self.schema.clone()))
         } else {
             if let Some((bucket, store)) = &self.bucket {
@@ -171,7 +199,9 @@ impl Staged {
             let files = self
                 .adds
                 .iter()
-                .map(|a| ListingTableUrl::parse(format!("{}{}", self.url, a.path)))
+                .map(|a| a.path.as_str())
+                .chain(self.keep.iter().map(String::as_str))
+                .map(|path| ListingTableUrl::parse(format!("{}{path}", self.url)))
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| fail(&e))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))

@@ -877,7 +877,20 @@ async fn incremental_runs_build_the_very_tables_a_full_rebuild_builds() {
         "rebuilt whole: no earlier gold recorded"
     );
 
-    // 2: new orders on the same days and a new one.
+    // 2: new orders on the same days and a new one: the files of the earlier orders stay.
+    let files = |table: &'static str| {
+        let lake = &lake;
+        async move {
+            let t = lake.open(table).await.unwrap();
+            t.get_file_uris()
+                .unwrap()
+                .collect::<std::collections::BTreeSet<String>>()
+        }
+    };
+    let (orders_before, facts_before) = (
+        files("silver/orders").await,
+        files("gold/fact_orders").await,
+    );
     send_orders(&dir, &all[60..120], 2, 4).await;
     let second = run(&sources, &lake).await.unwrap();
     assert_eq!(refresh(&second, "silver"), "incremental: 60 orders touched");
@@ -885,6 +898,9 @@ async fn incremental_runs_build_the_very_tables_a_full_rebuild_builds() {
         refresh(&second, "gold"),
         "incremental: 60 orders touched, 4 days"
     );
+    let orders_after = files("silver/orders").await;
+    assert!(orders_after.is_superset(&orders_before) && orders_after.len() > orders_before.len());
+    assert!(files("gold/fact_orders").await.is_superset(&facts_before));
 
     // 3: an old order moved three days on with a line changed; another deleted.
     let producer = dir.log.producer().unwrap();
@@ -908,6 +924,13 @@ async fn incremental_runs_build_the_very_tables_a_full_rebuild_builds() {
     producer.send(LINES, lines).await.unwrap();
     let third = run(&sources, &lake).await.unwrap();
     assert_eq!(refresh(&third, "silver"), "incremental: 2 orders touched");
+    // The files holding the two orders were rewritten, the others kept.
+    let orders_now = files("silver/orders").await;
+    let rewritten = orders_after.difference(&orders_now).count();
+    assert!(
+        (1..=2).contains(&rewritten) && orders_now.len() == orders_after.len() - rewritten + 1,
+        "{rewritten} rewritten: {orders_after:?} -> {orders_now:?}"
+    );
     // Order 3 left day 3 for day 6; order 7 was on day 2.
     assert_eq!(
         refresh(&third, "gold"),
@@ -1033,7 +1056,7 @@ async fn incremental_runs_build_the_very_tables_a_full_rebuild_builds() {
         .unwrap();
     assert_eq!(refresh(&full, "silver"), "rebuilt whole: asked (--full)");
     let rebuilt = every_built_row(&lake).await;
-    assert_eq!(incremental.len(), 28);
+    assert_eq!(incremental.len(), 29);
     for (table, rows) in &rebuilt {
         assert!(!rows.is_empty(), "{table} has rows");
         assert_eq!(
@@ -1041,4 +1064,24 @@ async fn incremental_runs_build_the_very_tables_a_full_rebuild_builds() {
             "{table}: incremental and full differ"
         );
     }
+
+    // An incremental run checks the gates by order on the orders it touched: a bad line of
+    // an old order fails silver, and nothing is published.
+    let mut bad = all[20].lines[0].clone();
+    bad.quantity = 0;
+    producer
+        .send(LINES, vec![line_event("u", &all[20].id, &bad)])
+        .await
+        .unwrap();
+    let versions = lake.version("silver/order_lines").await.unwrap();
+    let failed = run(&sources, &lake).await.unwrap();
+    assert_eq!(failed.failed_layer.as_deref(), Some("silver"));
+    assert_eq!(failed.refresh["silver"], "incremental: 1 orders touched");
+    let gate = failed
+        .gates
+        .iter()
+        .find(|g| g.name == "order lines: quantity positive, subtotal not negative")
+        .unwrap();
+    assert_eq!(gate.violations, 1);
+    assert_eq!(lake.version("silver/order_lines").await.unwrap(), versions);
 }
