@@ -19,9 +19,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Int64Array, StringArray};
-use deltalake::arrow::datatypes::{DataType, Field, Schema};
-use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::datasource::{MemTable, TableProvider};
 use deltalake::datafusion::prelude::{DataFrame, SessionContext};
 use futures_util::TryStreamExt;
@@ -185,6 +182,8 @@ pub(crate) struct Incremental {
     layer: Layer,
     /// The versions of the layer's record (silver: for gold's plan).
     since: BTreeMap<String, i64>,
+    /// Silver: the offsets its record read.
+    offsets: Vec<ReadOffset>,
     /// Orders touched by the landed events (silver), or by those and the dimensions (gold,
     /// counted before its first step by order).
     orders: u64,
@@ -338,14 +337,12 @@ pub(crate) async fn plan_silver(ctx: &SessionContext, lake: &Lake, mode: Mode) -
         Err(why) => return Ok(Plan::Whole(why)),
     };
     register_previous(ctx, lake, Layer::Silver).await?;
-    register_offsets(ctx, &built.offsets)?;
     let touched = EVENT_TABLES
         .iter()
         .map(|name| {
             format!(
-                "SELECT b.order_id FROM {name} b WHERE b.order_id IS NOT NULL AND NOT EXISTS \
-                 (SELECT 1 FROM read_offsets r WHERE r.tbl = '{name}' AND r.topic = b.kafka_topic \
-                 AND r.kafka_partition = b.kafka_partition AND b.kafka_offset <= r.kafka_offset)"
+                "SELECT order_id FROM {name} WHERE order_id IS NOT NULL AND ({})",
+                landed_after(&built.offsets, name)
             )
         })
         .collect::<Vec<_>>()
@@ -364,6 +361,7 @@ pub(crate) async fn plan_silver(ctx: &SessionContext, lake: &Lake, mode: Mode) -
     Ok(Plan::Incremental(Incremental {
         layer: Layer::Silver,
         since: built.versions,
+        offsets: built.offsets,
         orders,
         orders_of_members: false,
         days: None,
@@ -411,24 +409,34 @@ pub(crate) async fn plan_gold(
     Ok(Plan::Incremental(Incremental {
         layer: Layer::Gold,
         since: built.versions,
+        offsets: Vec::new(),
         orders: 0,
         orders_of_members: false,
         days: None,
     }))
 }
 
-/// Records what the silver just published was built from: its versions and the offsets of
-/// the bronze events `ctx` read.
+/// Records what the silver just published (by `plan`) was built from: its versions and the
+/// offsets of the bronze events `ctx` read (incremental: those recorded and the new events').
 pub(crate) async fn record_silver(
     ctx: &SessionContext,
     lake: &Lake,
     versions: &BTreeMap<String, i64>,
+    plan: &Plan,
 ) -> Result<()> {
-    let mut offsets = Vec::new();
+    let earlier: &[ReadOffset] = match plan {
+        Plan::Incremental(i) => &i.offsets,
+        Plan::Whole(_) => &[],
+    };
+    let mut offsets: Vec<ReadOffset> = earlier.to_vec();
     for name in EVENT_TABLES {
+        let new = match plan {
+            Plan::Incremental(_) => landed_after(earlier, name),
+            Plan::Whole(_) => "true".to_string(),
+        };
         let q = format!(
             "SELECT kafka_topic, CAST(kafka_partition AS BIGINT) AS p, MAX(kafka_offset) AS o \
-             FROM {name} GROUP BY kafka_topic, kafka_partition"
+             FROM {name} WHERE {new} GROUP BY kafka_topic, kafka_partition"
         );
         for b in sql(ctx, name, &q)
             .await?
@@ -440,13 +448,21 @@ pub(crate) async fn record_silver(
             let partitions = column::<i64>(&b, name, "p")?;
             let read = column::<i64>(&b, name, "o")?;
             for ((topic, partition), offset) in topics.into_iter().zip(partitions).zip(read) {
-                if let (Some(topic), Some(partition), Some(offset)) = (topic, partition, offset) {
-                    offsets.push(ReadOffset {
+                let (Some(topic), Some(partition), Some(offset)) = (topic, partition, offset)
+                else {
+                    continue;
+                };
+                let same = |o: &&mut ReadOffset| {
+                    o.table == name && o.topic == topic && o.partition == partition
+                };
+                match offsets.iter_mut().find(same) {
+                    Some(read) => read.offset = read.offset.max(offset),
+                    None => offsets.push(ReadOffset {
                         table: name.to_string(),
                         topic,
                         partition,
                         offset,
-                    });
+                    }),
                 }
             }
         }
@@ -545,37 +561,37 @@ async fn register_previous(ctx: &SessionContext, lake: &Lake, layer: Layer) -> R
     Ok(())
 }
 
-/// Registers the offsets silver's record read as `read_offsets`.
-fn register_offsets(ctx: &SessionContext, offsets: &[ReadOffset]) -> Result<()> {
-    let fail = |e: &dyn std::fmt::Display| BatchError::lake("read_offsets", e.to_string());
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("tbl", DataType::Utf8, false),
-        Field::new("topic", DataType::Utf8, false),
-        Field::new("kafka_partition", DataType::Int64, false),
-        Field::new("kafka_offset", DataType::Int64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                offsets.iter().map(|o| o.table.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                offsets.iter().map(|o| o.topic.as_str()),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                offsets.iter().map(|o| o.partition),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                offsets.iter().map(|o| o.offset),
-            )),
-        ],
-    )
-    .map_err(|e| fail(&e))?;
-    let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| fail(&e))?;
-    ctx.register_table("read_offsets", Arc::new(table))
-        .map_err(|e| fail(&e))?;
-    Ok(())
+/// A predicate over a bronze event table, true for the events landed after those `read` of
+/// it: literal bounds, so that the files and row groups whose offsets were all read are
+/// skipped by their statistics. A partition or topic not read is new.
+fn landed_after(read: &[ReadOffset], table: &str) -> String {
+    let mut topics: BTreeMap<&str, BTreeMap<i64, i64>> = BTreeMap::new();
+    for r in read.iter().filter(|r| r.table == table) {
+        topics
+            .entry(r.topic.as_str())
+            .or_default()
+            .insert(r.partition, r.offset);
+    }
+    if topics.is_empty() {
+        return "true".to_string();
+    }
+    let quote = |t: &str| format!("'{}'", t.replace('\'', "''"));
+    let known: Vec<String> = topics.keys().map(|t| quote(t)).collect();
+    let mut terms = vec![format!("kafka_topic NOT IN ({})", known.join(", "))];
+    for (topic, partitions) in &topics {
+        let topic = quote(topic);
+        let last = partitions.keys().max().copied().unwrap_or(-1);
+        terms.push(format!(
+            "(kafka_topic = {topic} AND kafka_partition > {last})"
+        ));
+        for p in 0..=last {
+            let offset = partitions.get(&p).copied().unwrap_or(-1);
+            terms.push(format!(
+                "(kafka_topic = {topic} AND kafka_partition = {p} AND kafka_offset > {offset})"
+            ));
+        }
+    }
+    terms.join(" OR ")
 }
 
 /// Runs `query` in `ctx`, holds its rows in memory as `name` (replacing what had that name),
@@ -655,6 +671,30 @@ mod tests {
         assert_ne!(fingerprint(&SILVER[..1]), fingerprint(&SILVER[..2]));
         // A value from an earlier build, so a change of the hash itself is seen.
         assert_eq!(fingerprint(&[]), "cbf29ce484222325");
+    }
+
+    #[test]
+    fn events_after_those_read_are_each_partition_past_its_offset_and_any_new_one() {
+        let read = |table: &str, topic: &str, partition, offset| ReadOffset {
+            table: table.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+        };
+        let offsets = vec![
+            read("bronze_orders", "o'rders", 0, 41),
+            read("bronze_orders", "o'rders", 2, 7),
+            read("bronze_order_lines", "lines", 0, 99),
+        ];
+        assert_eq!(
+            landed_after(&offsets, "bronze_orders"),
+            "kafka_topic NOT IN ('o''rders') \
+             OR (kafka_topic = 'o''rders' AND kafka_partition > 2) \
+             OR (kafka_topic = 'o''rders' AND kafka_partition = 0 AND kafka_offset > 41) \
+             OR (kafka_topic = 'o''rders' AND kafka_partition = 1 AND kafka_offset > -1) \
+             OR (kafka_topic = 'o''rders' AND kafka_partition = 2 AND kafka_offset > 7)"
+        );
+        assert_eq!(landed_after(&offsets, "bronze_suggestions"), "true");
     }
 
     #[test]

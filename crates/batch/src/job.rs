@@ -132,6 +132,9 @@ pub struct RunReport {
     /// tables' own seconds are their queries and the writing of their files).
     pub gates_seconds: f64,
     pub commits_seconds: f64,
+    /// Seconds spent finding what to recompute (the orders the landed events touch) and
+    /// recording what the layers were built from.
+    pub plan_seconds: f64,
     /// How silver and gold were computed: incremental (and what was touched) or rebuilt
     /// whole (and why).
     pub refresh: BTreeMap<String, String>,
@@ -168,11 +171,12 @@ impl RunReport {
         }
         let failed: Vec<&GateResult> = self.gates.iter().filter(|g| !g.passed()).collect();
         out.push_str(&format!(
-            "  gates: {} checked, {} failed ({:.2} s); commits {:.2} s\n",
+            "  gates: {} checked, {} failed ({:.2} s); commits {:.2} s; planning {:.2} s\n",
             self.gates.len(),
             failed.len(),
             self.gates_seconds,
-            self.commits_seconds
+            self.commits_seconds,
+            self.plan_seconds
         ));
         for g in failed {
             out.push_str(&format!(
@@ -363,6 +367,7 @@ fn new_report(lake: &Lake) -> RunReport {
         failed_layer: None,
         gates_seconds: 0.0,
         commits_seconds: 0.0,
+        plan_seconds: 0.0,
         refresh: BTreeMap::new(),
     }
 }
@@ -450,6 +455,7 @@ async fn build_locked(
                 passed
             }
             Layer::Silver | Layer::Gold => {
+                let began = Instant::now();
                 let (steps, mut plan): (&[SqlStep], Plan) = if layer == Layer::Silver {
                     (&SILVER, incremental::plan_silver(&ctx, lake, mode).await?)
                 } else {
@@ -459,6 +465,7 @@ async fn build_locked(
                         incremental::plan_gold(&ctx, lake, mode, silver).await?,
                     )
                 };
+                report.plan_seconds += began.elapsed().as_secs_f64();
                 let computed = compute(&ctx, lake, steps, &mut plan, &mut report.tables).await;
                 report
                     .refresh
@@ -489,7 +496,9 @@ async fn build_locked(
                     match layer {
                         Layer::Silver => {
                             serving::record_silver_inputs(lake, &versions).await?;
-                            incremental::record_silver(&ctx, lake, &versions).await?;
+                            let began = Instant::now();
+                            incremental::record_silver(&ctx, lake, &versions, &plan).await?;
+                            report.plan_seconds += began.elapsed().as_secs_f64();
                             silver = plan.silver_outcome();
                         }
                         Layer::Gold if layers.contains(&Layer::Silver) => {

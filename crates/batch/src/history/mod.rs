@@ -115,6 +115,7 @@ pub(crate) async fn conformance(history: &dyn RunHistory) {
         failed_layer: (!passed).then(|| "silver".into()),
         gates_seconds: 0.1,
         commits_seconds: 0.2,
+        plan_seconds: 0.3,
         refresh: Default::default(),
     };
     history.record(&report("run-1", 1000, true)).await.unwrap();
