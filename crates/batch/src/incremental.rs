@@ -24,6 +24,7 @@ use deltalake::datafusion::prelude::{DataFrame, SessionContext};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::gates::Gate;
 use crate::job::{Layer, SqlStep, GOLD, SILVER};
 use crate::lake::{column, Lake};
 use crate::staged::Kept;
@@ -57,6 +58,9 @@ pub enum Scope {
 /// More orders touched than this and a layer is rebuilt whole (the touched keys are held in
 /// memory, and a rebuild reads less than a merge of most of a table).
 pub const MAX_TOUCHED: u64 = 2_000_000;
+/// At most this many rows of a table restricted to what a run touched are held in memory, for
+/// the steps or gates that read them again; more, and each reads the table itself.
+const HELD_ROWS: usize = 1_000_000;
 
 const TOUCHED_ORDERS: &str = "touched_orders";
 const TOUCHED_DAYS: &str = "touched_days";
@@ -136,11 +140,23 @@ impl Plan {
     pub(crate) async fn by_order_session(
         &self,
         ctx: &SessionContext,
+        gates: &[Gate],
     ) -> Result<Option<SessionContext>> {
-        match self {
-            Plan::Whole(_) => Ok(None),
-            Plan::Incremental(_) => Ok(Some(restricted(ctx, "order_id", TOUCHED_ORDERS).await?)),
+        let Plan::Incremental(_) = self else {
+            return Ok(None);
+        };
+        // The tables the gates by order read, each read once.
+        let mut held: Vec<String> = Vec::new();
+        for g in gates.iter().filter(|g| g.by_order) {
+            held.extend(
+                g.sql
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map(str::to_string),
+            );
         }
+        Ok(Some(
+            restricted(ctx, "order_id", TOUCHED_ORDERS, &held).await?,
+        ))
     }
 
     /// The silver as this plan leaves it, for gold's plan.
@@ -189,6 +205,8 @@ pub(crate) struct Incremental {
     orders: u64,
     orders_of_members: bool,
     days: Option<u64>,
+    /// The session of the steps of one scope, its tables restricted to what was touched.
+    scoped: Option<(Scope, SessionContext)>,
 }
 
 impl Incremental {
@@ -222,8 +240,21 @@ impl Incremental {
             }
             Scope::Whole => return Ok((sql(ctx, step.table, step.sql).await?, Kept::default())),
         };
-        let scoped = restricted(ctx, key, keys).await?;
-        let recomputed = sql(&scoped, step.table, step.sql).await?;
+        // One session per scope, for the steps after each other: the facts of the days touched
+        // are read once.
+        if !matches!(&self.scoped, Some((scope, _)) if *scope == step.scope) {
+            let fresh = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env());
+            self.scoped = Some((step.scope, fresh));
+        }
+        let Some((_, scoped)) = &self.scoped else {
+            return Err(BatchError::lake(step.table, "no session for its scope"));
+        };
+        let held: Vec<String> = match step.scope {
+            Scope::Days => vec!["fact_orders".into(), "fact_order_lines".into()],
+            _ => Vec::new(),
+        };
+        restrict_new(ctx, scoped, key, keys, &held).await?;
+        let recomputed = sql(scoped, step.table, step.sql).await?;
         // The published rows outside the scope: by order, only those of the files holding a
         // row recomputed (they are rewritten; the other files stay); by day, all (small).
         let (from, kept) = if step.scope == Scope::Orders {
@@ -365,6 +396,7 @@ pub(crate) async fn plan_silver(ctx: &SessionContext, lake: &Lake, mode: Mode) -
         orders,
         orders_of_members: false,
         days: None,
+        scoped: None,
     }))
 }
 
@@ -413,6 +445,7 @@ pub(crate) async fn plan_gold(
         orders: 0,
         orders_of_members: false,
         days: None,
+        scoped: None,
     }))
 }
 
@@ -609,17 +642,39 @@ async fn remember(ctx: &SessionContext, name: &str, query: &str) -> Result<u64> 
     Ok(rows)
 }
 
-/// A session over the same memory whose tables are `ctx`'s, those with a column `key` read
-/// only for the keys in `keys`.
-async fn restricted(ctx: &SessionContext, key: &str, keys: &str) -> Result<SessionContext> {
-    let fail = |e: &dyn std::fmt::Display| BatchError::lake(keys, e.to_string());
+/// A session over the same memory as `ctx`, and its tables (see [`restrict_new`]).
+async fn restricted(
+    ctx: &SessionContext,
+    key: &str,
+    keys: &str,
+    held: &[String],
+) -> Result<SessionContext> {
     let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env());
+    restrict_new(ctx, &scoped, key, keys, held).await?;
+    Ok(scoped)
+}
+
+/// Registers in `scoped` each table of `ctx` it does not have yet: those with a column `key`
+/// read only for the keys in `keys` (held in memory when named in `held` and no more than
+/// [`HELD_ROWS`] rows, for the steps or gates that read them again), the others as they are.
+async fn restrict_new(
+    ctx: &SessionContext,
+    scoped: &SessionContext,
+    key: &str,
+    keys: &str,
+    held: &[String],
+) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake(keys, e.to_string());
     let catalog = ctx
         .catalog("datafusion")
         .and_then(|c| c.schema("public"))
         .ok_or_else(|| fail(&"the session has no default schema"))?;
     for name in catalog.table_names() {
-        if name.starts_with(PREVIOUS) || name == TOUCHED_ORDERS || name == TOUCHED_DAYS {
+        if name.starts_with(PREVIOUS)
+            || name == TOUCHED_ORDERS
+            || name == TOUCHED_DAYS
+            || scoped.table_exist(name.as_str()).map_err(|e| fail(&e))?
+        {
             continue;
         }
         let provider = ctx
@@ -627,13 +682,18 @@ async fn restricted(ctx: &SessionContext, key: &str, keys: &str) -> Result<Sessi
             .await
             .map_err(|e| fail(&e))?;
         let provider: Arc<dyn TableProvider> = if provider.schema().field_with_name(key).is_ok() {
-            sql(
+            let rows = sql(
                 ctx,
                 &name,
                 &format!("SELECT * FROM {name} WHERE {key} IN (SELECT {key} FROM {keys})"),
             )
-            .await?
-            .into_view()
+            .await?;
+            let in_memory = if held.contains(&name) {
+                hold(&name, rows.clone()).await?
+            } else {
+                None
+            };
+            in_memory.unwrap_or_else(|| rows.into_view())
         } else {
             provider
         };
@@ -641,7 +701,24 @@ async fn restricted(ctx: &SessionContext, key: &str, keys: &str) -> Result<Sessi
             .register_table(name.as_str(), provider)
             .map_err(|e| fail(&e))?;
     }
-    Ok(scoped)
+    Ok(())
+}
+
+/// `rows` in memory, when they are no more than [`HELD_ROWS`].
+async fn hold(name: &str, rows: DataFrame) -> Result<Option<Arc<dyn TableProvider>>> {
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake(name, e.to_string());
+    let schema = Arc::new(rows.schema().as_arrow().clone());
+    let batches = rows
+        .limit(0, Some(HELD_ROWS + 1))
+        .map_err(|e| fail(&e))?
+        .collect()
+        .await
+        .map_err(|e| fail(&e))?;
+    if batches.iter().map(|b| b.num_rows()).sum::<usize>() > HELD_ROWS {
+        return Ok(None);
+    }
+    let table = MemTable::try_new(schema, vec![batches]).map_err(|e| fail(&e))?;
+    Ok(Some(Arc::new(table)))
 }
 
 async fn sql(ctx: &SessionContext, table: &str, query: &str) -> Result<DataFrame> {

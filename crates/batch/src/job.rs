@@ -471,7 +471,7 @@ async fn build_locked(
                     .refresh
                     .insert(layer.name().to_string(), plan.describe());
                 let computed = computed?;
-                let by_order = match plan.by_order_session(&ctx).await {
+                let by_order = match plan.by_order_session(&ctx, layer.gates()).await {
                     Ok(session) => session,
                     Err(e) => {
                         discard(lake, computed).await;
