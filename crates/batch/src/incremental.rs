@@ -71,19 +71,28 @@ const PREVIOUS: &str = "previous_";
 /// The bronze tables of events (by the names SQL reads them by): their new events touch orders.
 const EVENT_TABLES: [&str; 3] = ["bronze_orders", "bronze_order_lines", "bronze_suggestions"];
 
-/// The orders of the gold dimensions' members whose rows changed (a new version, a renamed
-/// category), in the published facts: their keys and names may have changed.
+/// The gold dimensions' members whose rows changed (a new version, a renamed category): the
+/// keys and names of their orders may have changed.
+const CHANGED_MEMBERS: [(&str, &str); 3] = [
+    (
+        "changed_stores",
+        "SELECT store_id FROM (SELECT * FROM dim_stores EXCEPT SELECT * FROM previous_dim_stores) n
+         UNION SELECT store_id FROM (SELECT * FROM previous_dim_stores EXCEPT SELECT * FROM dim_stores) p",
+    ),
+    (
+        "changed_methods",
+        "SELECT payment_method_id FROM (SELECT * FROM dim_payment_method EXCEPT SELECT * FROM previous_dim_payment_method) n
+         UNION SELECT payment_method_id FROM (SELECT * FROM previous_dim_payment_method EXCEPT SELECT * FROM dim_payment_method) p",
+    ),
+    (
+        "changed_products",
+        "SELECT product_id FROM (SELECT * FROM dim_products EXCEPT SELECT * FROM previous_dim_products) n
+         UNION SELECT product_id FROM (SELECT * FROM previous_dim_products EXCEPT SELECT * FROM dim_products) p",
+    ),
+];
+
+/// The orders touched, and those of the [`CHANGED_MEMBERS`] in the published facts.
 const ORDERS_OF_CHANGED_MEMBERS: &str = "
-WITH changed_stores AS (
-  SELECT store_id FROM (SELECT * FROM dim_stores EXCEPT SELECT * FROM previous_dim_stores) n
-  UNION SELECT store_id FROM (SELECT * FROM previous_dim_stores EXCEPT SELECT * FROM dim_stores) p
-), changed_methods AS (
-  SELECT payment_method_id FROM (SELECT * FROM dim_payment_method EXCEPT SELECT * FROM previous_dim_payment_method) n
-  UNION SELECT payment_method_id FROM (SELECT * FROM previous_dim_payment_method EXCEPT SELECT * FROM dim_payment_method) p
-), changed_products AS (
-  SELECT product_id FROM (SELECT * FROM dim_products EXCEPT SELECT * FROM previous_dim_products) n
-  UNION SELECT product_id FROM (SELECT * FROM previous_dim_products EXCEPT SELECT * FROM dim_products) p
-)
 SELECT order_id FROM touched_orders
 UNION SELECT f.order_id FROM previous_fact_orders f JOIN changed_stores c ON c.store_id = f.store_id
 UNION SELECT f.order_id FROM previous_fact_orders f JOIN changed_methods c ON c.payment_method_id = f.payment_method_id
@@ -227,7 +236,7 @@ impl Incremental {
         let (key, keys) = match step.scope {
             Scope::Orders => {
                 if self.layer == Layer::Gold && !self.orders_of_members {
-                    self.orders = remember(ctx, TOUCHED_ORDERS, ORDERS_OF_CHANGED_MEMBERS).await?;
+                    self.orders = touch_orders_of_changed_members(ctx).await?;
                     self.orders_of_members = true;
                 }
                 ("order_id", TOUCHED_ORDERS)
@@ -280,6 +289,29 @@ impl Incremental {
             .map_err(|e| BatchError::lake(step.table, e))?;
         Ok((df, kept))
     }
+}
+
+/// Adds to the orders touched those of the gold dimensions' members that changed (read in
+/// the facts only when some did): how many orders are touched.
+async fn touch_orders_of_changed_members(ctx: &SessionContext) -> Result<u64> {
+    let mut changed = 0;
+    for (name, query) in CHANGED_MEMBERS {
+        changed += remember(ctx, name, query).await?;
+    }
+    if changed == 0 {
+        return count(ctx, TOUCHED_ORDERS).await;
+    }
+    remember(ctx, TOUCHED_ORDERS, ORDERS_OF_CHANGED_MEMBERS).await
+}
+
+/// The rows of table `name` in `ctx`.
+async fn count(ctx: &SessionContext, name: &str) -> Result<u64> {
+    let n = sql(ctx, name, &format!("SELECT * FROM {name}"))
+        .await?
+        .count()
+        .await
+        .map_err(|e| BatchError::lake(name, e))?;
+    Ok(n as u64)
 }
 
 /// Of `step`'s published version, the files holding a row whose `key` is in `keys`, registered
