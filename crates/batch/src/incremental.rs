@@ -21,13 +21,14 @@ use std::sync::Arc;
 
 use deltalake::datafusion::datasource::{MemTable, TableProvider};
 use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::DeltaTable;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::gates::Gate;
 use crate::job::{Layer, SqlStep, GOLD, SILVER};
 use crate::lake::{column, Lake};
-use crate::staged::Kept;
+use crate::staged::{Kept, Staged};
 use crate::{BatchError, Result};
 
 /// How a run computes silver and gold.
@@ -98,13 +99,9 @@ UNION SELECT f.order_id FROM previous_fact_orders f JOIN changed_stores c ON c.s
 UNION SELECT f.order_id FROM previous_fact_orders f JOIN changed_methods c ON c.payment_method_id = f.payment_method_id
 UNION SELECT f.order_id FROM previous_fact_order_lines f JOIN changed_products c ON c.product_id = f.product_id";
 
-/// The days of the touched orders, as published and as recomputed (an order may move).
-const DAYS_OF_TOUCHED_ORDERS: &str = "
-SELECT DISTINCT order_date FROM (
-  SELECT order_date FROM previous_fact_orders WHERE order_id IN (SELECT order_id FROM touched_orders)
-  UNION ALL
-  SELECT order_date FROM fact_orders WHERE order_id IN (SELECT order_id FROM touched_orders)
-) d WHERE order_date IS NOT NULL";
+/// The name of the files a run wrote of a table by order (`written_` + its name): every row of
+/// the orders it touched is in them.
+const WRITTEN: &str = "written_";
 
 /// What a published layer was built from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -166,6 +163,20 @@ impl Plan {
         Ok(Some(
             restricted(ctx, "order_id", TOUCHED_ORDERS, &held).await?,
         ))
+    }
+
+    /// Registers the files `staged` wrote of `step`, a table by order of an incremental build,
+    /// as holding every row of the orders touched.
+    pub(crate) fn staged(
+        &self,
+        ctx: &SessionContext,
+        step: &SqlStep,
+        staged: &Staged,
+    ) -> Result<()> {
+        if matches!(self, Plan::Incremental(_)) && step.scope == Scope::Orders {
+            staged.register_written(ctx, &format!("{WRITTEN}{}", step.name))?;
+        }
+        Ok(())
     }
 
     /// The silver as this plan leaves it, for gold's plan.
@@ -243,7 +254,7 @@ impl Incremental {
             }
             Scope::Days => {
                 if self.days.is_none() {
-                    self.days = Some(remember(ctx, TOUCHED_DAYS, DAYS_OF_TOUCHED_ORDERS).await?);
+                    self.days = Some(touch_days(ctx).await?);
                 }
                 ("order_date", TOUCHED_DAYS)
             }
@@ -301,7 +312,50 @@ async fn touch_orders_of_changed_members(ctx: &SessionContext) -> Result<u64> {
     if changed == 0 {
         return count(ctx, TOUCHED_ORDERS).await;
     }
+    // Silver's written files no longer hold every order touched.
+    forget_written(ctx, Layer::Silver)?;
     remember(ctx, TOUCHED_ORDERS, ORDERS_OF_CHANGED_MEMBERS).await
+}
+
+/// Registers the days of the touched orders, as published and as recomputed (an order may
+/// move), read from the files that hold those orders: how many.
+async fn touch_days(ctx: &SessionContext) -> Result<u64> {
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake(TOUCHED_DAYS, e.to_string());
+    let mut parts = Vec::new();
+    for table in [
+        format!("{PREVIOUS}fact_orders_rewritten"),
+        format!("{WRITTEN}fact_orders"),
+    ] {
+        if ctx.table_exist(table.as_str()).map_err(|e| fail(&e))? {
+            parts.push(format!(
+                "SELECT order_date FROM {table} WHERE order_id IN (SELECT order_id FROM {TOUCHED_ORDERS})"
+            ));
+        }
+    }
+    if parts.is_empty() {
+        parts.push(format!(
+            "SELECT order_date FROM fact_orders WHERE order_id IN (SELECT order_id FROM {TOUCHED_ORDERS})"
+        ));
+    }
+    let query = format!(
+        "SELECT DISTINCT order_date FROM ({}) d WHERE order_date IS NOT NULL",
+        parts.join(" UNION ALL ")
+    );
+    remember(ctx, TOUCHED_DAYS, &query).await
+}
+
+/// Forgets the written files of `layer`'s tables by order: the orders touched are more now.
+fn forget_written(ctx: &SessionContext, layer: Layer) -> Result<()> {
+    let steps: &[SqlStep] = if layer == Layer::Silver {
+        &SILVER
+    } else {
+        &GOLD
+    };
+    for step in steps.iter().filter(|s| s.scope == Scope::Orders) {
+        ctx.deregister_table(format!("{WRITTEN}{}", step.name).as_str())
+            .map_err(|e| BatchError::lake(step.table, e))?;
+    }
+    Ok(())
 }
 
 /// The rows of table `name` in `ctx`.
@@ -357,37 +411,120 @@ async fn files_holding(
             names.insert(file.rsplit('/').next().unwrap_or_default().to_string());
         }
     }
-    let snapshot = previous.snapshot().map_err(|e| fail(&e))?;
-    let files: Vec<_> = snapshot
-        .snapshot()
-        .file_views(previous.log_store().as_ref(), None)
-        .try_collect()
-        .await
-        .map_err(|e| fail(&e))?;
     let (mut rewritten, mut kept) = (Vec::new(), Kept::default());
-    for f in files {
-        let path = f.path().to_string();
+    for (path, rows) in files(&previous, step.table).await? {
         if names.contains(path.rsplit('/').next().unwrap_or_default()) {
             rewritten.push(path);
         } else {
-            kept.rows += f.num_records().unwrap_or_default() as u64;
+            kept.rows += rows;
             kept.paths.push(path);
         }
     }
     if rewritten.is_empty() {
         return Ok((String::new(), kept));
     }
-    let (url, _) = lake.table_url(step.table)?;
-    let provider = previous
-        .table_provider()
-        .with_file_paths(rewritten.iter().map(|p| format!("{url}{p}")))
+    let name = format!("{PREVIOUS}{}_rewritten", step.name);
+    register_files(ctx, lake, &previous, step.table, &rewritten, &name).await?;
+    Ok((name, kept))
+}
+
+/// The files of `table`'s version `t` (paths relative to the table) and their rows.
+async fn files(t: &DeltaTable, table: &str) -> Result<Vec<(String, u64)>> {
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake(table, e.to_string());
+    let snapshot = t.snapshot().map_err(|e| fail(&e))?;
+    let views: Vec<_> = snapshot
+        .snapshot()
+        .file_views(t.log_store().as_ref(), None)
+        .try_collect()
         .await
         .map_err(|e| fail(&e))?;
-    let name = format!("{PREVIOUS}{}_rewritten", step.name);
-    ctx.deregister_table(name.as_str()).map_err(|e| fail(&e))?;
-    ctx.register_table(name.as_str(), provider)
+    Ok(views
+        .into_iter()
+        .map(|f| {
+            (
+                f.path().to_string(),
+                f.num_records().unwrap_or_default() as u64,
+            )
+        })
+        .collect())
+}
+
+/// Registers in `ctx` as `name` the rows of `paths`, files of `table`'s version `t`.
+async fn register_files(
+    ctx: &SessionContext,
+    lake: &Lake,
+    t: &DeltaTable,
+    table: &str,
+    paths: &[String],
+    name: &str,
+) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake(table, e.to_string());
+    let (url, _) = lake.table_url(table)?;
+    let provider = t
+        .table_provider()
+        .with_file_paths(paths.iter().map(|p| format!("{url}{p}")))
+        .await
         .map_err(|e| fail(&e))?;
-    Ok((name, kept))
+    ctx.deregister_table(name).map_err(|e| fail(&e))?;
+    ctx.register_table(name, provider).map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// Registers as the orders touched those whose rows in silver's tables by order may differ
+/// between their versions `since` and now: the orders in the files added since, and in the
+/// files removed since (files are never changed, only added and removed). How many; or why
+/// not (a file removed since was vacuumed, more than [`MAX_TOUCHED`]).
+async fn touched_in_silver_since(
+    ctx: &SessionContext,
+    lake: &Lake,
+    since: &BTreeMap<String, i64>,
+) -> Result<std::result::Result<u64, String>> {
+    let mut parts = Vec::new();
+    for step in SILVER.iter().filter(|s| s.scope == Scope::Orders) {
+        let Some(&version) = since.get(step.table) else {
+            return Ok(Err(format!("{} was not recorded", step.table)));
+        };
+        let now = lake.open(step.table).await?;
+        let then = lake.open_at(step.table, Some(version)).await?;
+        let now_files: BTreeMap<String, u64> = files(&now, step.table).await?.into_iter().collect();
+        let then_files: BTreeMap<String, u64> =
+            files(&then, step.table).await?.into_iter().collect();
+        let added: Vec<String> = now_files
+            .keys()
+            .filter(|f| !then_files.contains_key(*f))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = then_files
+            .keys()
+            .filter(|f| !now_files.contains_key(*f))
+            .cloned()
+            .collect();
+        for (t, paths, which) in [(&now, added, "added"), (&then, removed, "removed")] {
+            if paths.is_empty() {
+                continue;
+            }
+            let name = format!("{PREVIOUS}{}_{which}", step.name);
+            register_files(ctx, lake, t, step.table, &paths, &name).await?;
+            parts.push(format!("SELECT order_id FROM {name}"));
+        }
+    }
+    let query = if parts.is_empty() {
+        "SELECT order_id FROM silver_orders WHERE false".to_string()
+    } else {
+        format!(
+            "SELECT DISTINCT order_id FROM ({}) t WHERE order_id IS NOT NULL",
+            parts.join(" UNION ALL ")
+        )
+    };
+    match remember(ctx, TOUCHED_ORDERS, &query).await {
+        Ok(n) if n > MAX_TOUCHED => Ok(Err(format!(
+            "{n} orders changed in silver, more than {MAX_TOUCHED}"
+        ))),
+        Ok(n) => Ok(Ok(n)),
+        Err(e) => Ok(Err(format!(
+            "the silver files changed since the last gold cannot be read ({e})"
+        ))),
+    }
 }
 
 /// Silver's plan: incremental from the offsets its record read, when it holds.
@@ -449,24 +586,15 @@ pub(crate) async fn plan_gold(
     };
     match silver {
         SilverInRun::Whole => return Ok(Plan::Whole("silver was rebuilt whole".into())),
-        SilverInRun::Incremental(since) if since != built.silver => {
-            return Ok(Plan::Whole(
-                "the last gold was built from another silver".into(),
-            ))
-        }
-        SilverInRun::Incremental(_) => {}
-        SilverInRun::Published => {
-            if let Some(why) = changed_since(lake, &built.silver, Layer::Silver).await? {
-                return Ok(Plan::Whole(format!(
-                    "silver changed since the last gold: {why}"
-                )));
+        // Built by this run from the silver the last gold read: the orders it touched.
+        SilverInRun::Incremental(since) if since == built.silver => {}
+        // Built by an earlier run (the Airflow DAG builds a layer a task), or by this one from
+        // a silver the last gold did not read: the orders whose silver rows changed since.
+        SilverInRun::Incremental(_) | SilverInRun::Published => {
+            forget_written(ctx, Layer::Silver)?;
+            if let Err(why) = touched_in_silver_since(ctx, lake, &built.silver).await? {
+                return Ok(Plan::Whole(why));
             }
-            remember(
-                ctx,
-                TOUCHED_ORDERS,
-                "SELECT order_id FROM silver_orders WHERE false",
-            )
-            .await?;
         }
     }
     register_previous(ctx, lake, Layer::Gold).await?;
@@ -703,6 +831,7 @@ async fn restrict_new(
         .ok_or_else(|| fail(&"the session has no default schema"))?;
     for name in catalog.table_names() {
         if name.starts_with(PREVIOUS)
+            || name.starts_with(WRITTEN)
             || name == TOUCHED_ORDERS
             || name == TOUCHED_DAYS
             || scoped.table_exist(name.as_str()).map_err(|e| fail(&e))?
@@ -714,10 +843,18 @@ async fn restrict_new(
             .await
             .map_err(|e| fail(&e))?;
         let provider: Arc<dyn TableProvider> = if provider.schema().field_with_name(key).is_ok() {
+            // By order, a table's files this run wrote hold all the rows of the orders touched.
+            let written = format!("{WRITTEN}{name}");
+            let from =
+                if key == "order_id" && ctx.table_exist(written.as_str()).map_err(|e| fail(&e))? {
+                    written
+                } else {
+                    name.clone()
+                };
             let rows = sql(
                 ctx,
                 &name,
-                &format!("SELECT * FROM {name} WHERE {key} IN (SELECT {key} FROM {keys})"),
+                &format!("SELECT * FROM {from} WHERE {key} IN (SELECT {key} FROM {keys})"),
             )
             .await?;
             let in_memory = if held.contains(&name) {

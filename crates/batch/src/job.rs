@@ -255,6 +255,7 @@ async fn compute(
             }
         };
         staged.register(ctx, step.name)?;
+        plan.staged(ctx, step, &staged)?;
         tables.push(TableReport {
             table: step.table.to_string(),
             rows: staged.rows,

@@ -189,21 +189,36 @@ impl Lake {
 impl Staged {
     /// Registers the staged files in `ctx` under `name`, for the later steps and the gates.
     pub fn register(&self, ctx: &SessionContext, name: &str) -> Result<()> {
+        let kept = self.keep.iter().map(String::as_str);
+        self.register_files(
+            ctx,
+            name,
+            self.adds.iter().map(|a| a.path.as_str()).chain(kept),
+        )
+    }
+
+    /// Registers in `ctx` under `name` the files this run wrote, without those kept.
+    pub fn register_written(&self, ctx: &SessionContext, name: &str) -> Result<()> {
+        self.register_files(ctx, name, self.adds.iter().map(|a| a.path.as_str()))
+    }
+
+    fn register_files<'a>(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        paths: impl Iterator<Item = &'a str>,
+    ) -> Result<()> {
         let fail = |e: &dyn std::fmt::Display| BatchError::lake(self.table, e.to_string());
-        let provider: Arc<dyn TableProvider> = if self.adds.is_empty() && self.keep.is_empty() {
+        let files = paths
+            .map(|path| ListingTableUrl::parse(format!("{}{path}", self.url)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| fail(&e))?;
+        let provider: Arc<dyn TableProvider> = if files.is_empty() {
             Arc::new(EmptyTable::new(self.schema.clone()))
         } else {
             if let Some((bucket, store)) = &self.bucket {
                 ctx.register_object_store(bucket, store.clone());
             }
-            let files = self
-                .adds
-                .iter()
-                .map(|a| a.path.as_str())
-                .chain(self.keep.iter().map(String::as_str))
-                .map(|path| ListingTableUrl::parse(format!("{}{path}", self.url)))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| fail(&e))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(files)
@@ -211,6 +226,7 @@ impl Staged {
                 .with_schema(self.schema.clone());
             Arc::new(ListingTable::try_new(config).map_err(|e| fail(&e))?)
         };
+        ctx.deregister_table(name).map_err(|e| fail(&e))?;
         ctx.register_table(name, provider).map_err(|e| fail(&e))?;
         Ok(())
     }

@@ -1065,6 +1065,51 @@ async fn incremental_runs_build_the_very_tables_a_full_rebuild_builds() {
         );
     }
 
+    // A layer a run, as the Airflow DAG runs them: gold, built after a silver of its own run,
+    // recomputes the orders whose silver rows changed since the last gold (here an old order
+    // updated on another day, and new ones), and still matches a full rebuild.
+    let mut again = all[30].clone();
+    again.lines.truncate(1);
+    producer
+        .send(
+            ORDERS,
+            vec![order_event("u", &again, DAY_ZERO_MS + 12 * 86_400_000)],
+        )
+        .await
+        .unwrap();
+    let dropped: Vec<Record> = all[30].lines[1..]
+        .iter()
+        .map(|l| line_event("d", &again.id, l))
+        .collect();
+    producer.send(LINES, dropped).await.unwrap();
+    let later: Vec<NewOrder> = Tills::new(&r, 9).unwrap().orders(0, 5).collect();
+    send_orders(&dir, &later, 12, 1).await;
+    let silver = run_layers(
+        &sources,
+        &lake,
+        &[Layer::Bronze, Layer::Silver],
+        Mode::Incremental,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refresh(&silver, "silver"), "incremental: 6 orders touched");
+    let gold = run_layers(&sources, &lake, &[Layer::Gold], Mode::Incremental)
+        .await
+        .unwrap();
+    // The files silver rewrote hold other orders too: at least the 6, and their days.
+    let how = refresh(&gold, "gold");
+    assert!(how.starts_with("incremental: "), "{how}");
+    let dag = every_built_row(&lake).await;
+    let full = run_built_layers(&lake, &[Layer::Silver, Layer::Gold], Mode::Full)
+        .await
+        .unwrap();
+    assert!(full.passed(), "{}", full.summary());
+    let rebuilt = every_built_row(&lake).await;
+    for (table, rows) in &rebuilt {
+        assert_eq!(&dag[table], rows, "{table}: layer by layer and full differ");
+    }
+    assert_eq!(dag["silver/orders"].len(), 204);
+
     // An incremental run checks the gates by order on the orders it touched: a bad line of
     // an old order fails silver, and nothing is published.
     let mut bad = all[20].lines[0].clone();
