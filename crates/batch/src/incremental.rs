@@ -26,7 +26,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::gates::Gate;
-use crate::job::{Layer, SqlStep, GOLD, SILVER};
+use crate::job::{Layer, SqlStep, SILVER};
 use crate::lake::{column, Lake};
 use crate::staged::{Kept, Staged};
 use crate::{BatchError, Result};
@@ -346,11 +346,7 @@ async fn touch_days(ctx: &SessionContext) -> Result<u64> {
 
 /// Forgets the written files of `layer`'s tables by order: the orders touched are more now.
 fn forget_written(ctx: &SessionContext, layer: Layer) -> Result<()> {
-    let steps: &[SqlStep] = if layer == Layer::Silver {
-        &SILVER
-    } else {
-        &GOLD
-    };
+    let steps = layer.steps();
     for step in steps.iter().filter(|s| s.scope == Scope::Orders) {
         ctx.deregister_table(format!("{WRITTEN}{}", step.name).as_str())
             .map_err(|e| BatchError::lake(step.table, e))?;
@@ -661,7 +657,7 @@ pub(crate) async fn record_silver(
         }
     }
     let built = Built {
-        sql: fingerprint(&SILVER),
+        sql: fingerprint(Layer::Silver.steps()),
         versions: of_layer(versions, Layer::Silver),
         offsets,
         silver: BTreeMap::new(),
@@ -672,7 +668,7 @@ pub(crate) async fn record_silver(
 /// Records what the gold just published was built from: its versions and silver's.
 pub(crate) async fn record_gold(lake: &Lake, versions: &BTreeMap<String, i64>) -> Result<()> {
     let built = Built {
-        sql: fingerprint(&GOLD),
+        sql: fingerprint(Layer::Gold.steps()),
         versions: of_layer(versions, Layer::Gold),
         offsets: Vec::new(),
         silver: of_layer(versions, Layer::Silver),
@@ -700,11 +696,7 @@ async fn usable(lake: &Lake, layer: Layer) -> Result<std::result::Result<Built, 
         Ok(built) => built,
         Err(e) => return Ok(Err(format!("{path} unreadable ({e})"))),
     };
-    let steps: &[SqlStep] = if layer == Layer::Silver {
-        &SILVER
-    } else {
-        &GOLD
-    };
+    let steps = layer.steps();
     if built.sql != fingerprint(steps) {
         return Ok(Err(format!("the {} SQL changed", layer.name())));
     }
@@ -909,6 +901,7 @@ fn fingerprint(steps: &[SqlStep]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::GOLD;
 
     #[test]
     fn the_fingerprint_changes_with_the_sql_and_only_with_it() {

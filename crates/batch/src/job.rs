@@ -225,8 +225,16 @@ impl Layer {
     pub fn tables(self) -> Vec<(&'static str, &'static str)> {
         match self {
             Layer::Bronze => bronze::TABLES.to_vec(),
-            Layer::Silver => SILVER.iter().map(|s| (s.table, s.name)).collect(),
-            Layer::Gold => GOLD.iter().map(|s| (s.table, s.name)).collect(),
+            _ => self.steps().iter().map(|s| (s.table, s.name)).collect(),
+        }
+    }
+
+    /// Its SQL steps, in build order (none for bronze, which is landed).
+    pub fn steps(self) -> &'static [SqlStep] {
+        match self {
+            Layer::Bronze => &[],
+            Layer::Silver => &SILVER,
+            Layer::Gold => &GOLD,
         }
     }
 }
@@ -457,15 +465,13 @@ async fn build_locked(
             }
             Layer::Silver | Layer::Gold => {
                 let began = Instant::now();
-                let (steps, mut plan): (&[SqlStep], Plan) = if layer == Layer::Silver {
-                    (&SILVER, incremental::plan_silver(&ctx, lake, mode).await?)
+                let mut plan: Plan = if layer == Layer::Silver {
+                    incremental::plan_silver(&ctx, lake, mode).await?
                 } else {
                     let silver = std::mem::replace(&mut silver, SilverInRun::Published);
-                    (
-                        &GOLD,
-                        incremental::plan_gold(&ctx, lake, mode, silver).await?,
-                    )
+                    incremental::plan_gold(&ctx, lake, mode, silver).await?
                 };
+                let steps = layer.steps();
                 report.plan_seconds += began.elapsed().as_secs_f64();
                 let computed = compute(&ctx, lake, steps, &mut plan, &mut report.tables).await;
                 report
