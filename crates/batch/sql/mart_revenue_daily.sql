@@ -1,9 +1,10 @@
--- Revenue, orders and suggestions per day; accepted suggestions are suggested lines.
+-- Revenue, orders and suggestions per day; accepted suggestions are suggested lines. The sums
+-- of the day's hours: an order is in one hour of its day.
 SELECT order_date,
-       COUNT(DISTINCT order_id) AS orders,
-       COUNT(*) AS lines,
-       SUM(subtotal) AS revenue,
-       SUM(CASE WHEN is_suggestion THEN 1 ELSE 0 END) AS accepted_suggestions,
-       SUM(CASE WHEN is_suggestion THEN subtotal ELSE 0 END) AS accepted_revenue
-FROM fact_order_lines
+       SUM(orders) AS orders,
+       SUM(lines) AS lines,
+       SUM(revenue) AS revenue,
+       SUM(accepted_suggestions) AS accepted_suggestions,
+       SUM(accepted_revenue) AS accepted_revenue
+FROM revenue_hourly
 GROUP BY order_date

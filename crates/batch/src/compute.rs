@@ -89,13 +89,22 @@ pub struct Compute {
     pub memory_limit: ByteSize,
     /// Where queries spill [default: the system's temporary folder].
     pub spill_dir: Option<PathBuf>,
+    /// The most rows of a key a step's join holds at once: a step whose joins would hold more
+    /// runs in slices of the key, one after another ([`crate::slices`]) [default: what fits
+    /// in half the queries' pool, about 2.5 million rows at 2 GiB].
+    pub slice_rows: Option<u64>,
 }
+
+/// The rows of a key a step's join may hold at once, as a session's setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceRows(pub u64);
 
 impl Default for Compute {
     fn default() -> Compute {
         Compute {
             memory_limit: Compute::DEFAULT_MEMORY_LIMIT,
             spill_dir: None,
+            slice_rows: None,
         }
     }
 }
@@ -104,6 +113,18 @@ impl Compute {
     pub const DEFAULT_MEMORY_LIMIT: ByteSize = ByteSize(2 << 30);
     /// The share of the memory limit the queries' pool gets.
     pub const POOL_SHARE: f64 = 0.6;
+    /// What a hash join holds per row of its table, with the table's hash index (measured on
+    /// the steps that slice: 170–220 bytes per row at 10 M lines, BENCHMARKS.md), with margin.
+    const JOIN_BYTES_PER_ROW: u64 = 256;
+
+    /// [`Compute::slice_rows`], or the rows whose join tables fill half the queries' pool (the
+    /// other half: the aggregations and sorts around them).
+    pub fn slice_rows(&self) -> u64 {
+        let pool = (self.memory_limit.0 as f64 * Compute::POOL_SHARE) as u64;
+        self.slice_rows
+            .unwrap_or(pool / 2 / Compute::JOIN_BYTES_PER_ROW)
+            .max(1)
+    }
 
     /// A session whose operators share a pool of the memory limit's [`Compute::POOL_SHARE`]
     /// and spill to the spill folder. Sorts and aggregations spill; a hash join's table (the
@@ -125,7 +146,9 @@ impl Compute {
             .map_err(|e| BatchError::lake("spill", e))?;
         // DataFusion's own settings from the environment (`DATAFUSION_EXECUTION_BATCH_SIZE`,
         // `DATAFUSION_OPTIMIZER_PREFER_HASH_JOIN`, ...), for tuning without a rebuild.
-        let config = SessionConfig::from_env().map_err(|e| BatchError::lake("datafusion", e))?;
+        let config = SessionConfig::from_env()
+            .map_err(|e| BatchError::lake("datafusion", e))?
+            .with_extension(Arc::new(SliceRows(self.slice_rows())));
         Ok(SessionContext::new_with_config_rt(config, runtime))
     }
 }
@@ -133,6 +156,19 @@ impl Compute {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slice_holds_what_fits_in_half_the_pool_unless_set() {
+        let at = |limit: u64, rows: Option<u64>| Compute {
+            memory_limit: ByteSize(limit),
+            spill_dir: None,
+            slice_rows: rows,
+        };
+        assert_eq!(at(2 << 30, None).slice_rows(), 2_516_582);
+        assert_eq!(at(8 << 30, None).slice_rows(), 10_066_329);
+        assert_eq!(at(2 << 30, Some(50)).slice_rows(), 50);
+        assert_eq!(at(2 << 30, Some(0)).slice_rows(), 1);
+    }
 
     #[test]
     fn sizes_read_with_their_units_and_wrong_ones_say_what_to_write() {

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::gates::Gate;
 use crate::job::{Layer, SqlStep, SILVER};
 use crate::lake::{column, Lake};
+use crate::slices::{self, names_in};
 use crate::staged::{Kept, Staged};
 use crate::{BatchError, Result};
 
@@ -154,14 +155,14 @@ impl Plan {
         // The tables the gates by order read, each read once.
         let mut held: Vec<String> = Vec::new();
         for g in gates.iter().filter(|g| g.by_order) {
-            held.extend(
-                g.sql
-                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .map(str::to_string),
-            );
+            held.extend(names_in(g.sql).into_iter().map(str::to_string));
         }
         Ok(Some(
-            restricted(ctx, "order_id", TOUCHED_ORDERS, &held).await?,
+            restricted(
+                ctx,
+                &Restriction::touched("order_id", TOUCHED_ORDERS, &held),
+            )
+            .await?,
         ))
     }
 
@@ -187,19 +188,23 @@ impl Plan {
         }
     }
 
-    /// The step's rows to write in this run, and the files of its published version that stay:
-    /// its SQL's rows; or (incremental) its scope recomputed, with the published rows outside
-    /// it, of the days by day, of the files that held rows recomputed by order (the other
-    /// files stay).
+    /// The step's rows to write in this run, in parts written one after another, and the
+    /// files of its published version that stay: its SQL's rows (in slices when its joins
+    /// would not fit in memory, [`crate::slices`]); or (incremental) its scope recomputed, with
+    /// the published rows outside it, of the days by day, of the files that held rows
+    /// recomputed by order (the other files stay).
     pub(crate) async fn frame(
         &mut self,
         ctx: &SessionContext,
         lake: &Lake,
         step: &SqlStep,
-    ) -> Result<(DataFrame, Kept)> {
+    ) -> Result<(Vec<DataFrame>, Kept)> {
         match self {
-            Plan::Incremental(i) if step.scope != Scope::Whole => i.frame(ctx, lake, step).await,
-            _ => Ok((sql(ctx, step.table, step.sql).await?, Kept::default())),
+            Plan::Incremental(i) if step.scope != Scope::Whole => {
+                let (df, kept) = i.frame(ctx, lake, step).await?;
+                Ok((vec![df], kept))
+            }
+            _ => Ok((slices::frames(ctx, step).await?, Kept::default())),
         }
     }
 }
@@ -273,7 +278,7 @@ impl Incremental {
             Scope::Days => vec!["fact_orders".into(), "fact_order_lines".into()],
             _ => Vec::new(),
         };
-        restrict_new(ctx, scoped, key, keys, &held).await?;
+        restrict_new(ctx, scoped, &Restriction::touched(key, keys, &held)).await?;
         let recomputed = sql(scoped, step.table, step.sql).await?;
         // The published rows outside the scope: by order, only those of the files holding a
         // row recomputed (they are rewritten; the other files stay); by day, all (small).
@@ -658,7 +663,7 @@ pub(crate) async fn record_silver(
     }
     let built = Built {
         sql: fingerprint(Layer::Silver.steps()),
-        versions: of_layer(versions, Layer::Silver),
+        versions: Layer::Silver.versions_in(versions),
         offsets,
         silver: BTreeMap::new(),
     };
@@ -669,9 +674,9 @@ pub(crate) async fn record_silver(
 pub(crate) async fn record_gold(lake: &Lake, versions: &BTreeMap<String, i64>) -> Result<()> {
     let built = Built {
         sql: fingerprint(Layer::Gold.steps()),
-        versions: of_layer(versions, Layer::Gold),
+        versions: Layer::Gold.versions_in(versions),
         offsets: Vec::new(),
-        silver: of_layer(versions, Layer::Silver),
+        silver: Layer::Silver.versions_in(versions),
     };
     write(lake, Layer::Gold, &built).await
 }
@@ -721,15 +726,6 @@ async fn changed_since(
         }
     }
     Ok(None)
-}
-
-fn of_layer(versions: &BTreeMap<String, i64>, layer: Layer) -> BTreeMap<String, i64> {
-    let prefixes: Vec<&str> = layer.tables().into_iter().map(|(table, _)| table).collect();
-    versions
-        .iter()
-        .filter(|(t, _)| prefixes.contains(&t.as_str()))
-        .map(|(t, v)| (t.clone(), *v))
-        .collect()
 }
 
 /// Registers the published version of every table of `layer` as `previous_` + its name.
@@ -794,29 +790,56 @@ async fn remember(ctx: &SessionContext, name: &str, query: &str) -> Result<u64> 
     Ok(rows)
 }
 
+/// Which rows of a session's tables another session sees.
+pub(crate) struct Restriction<'a> {
+    /// The column restricted: tables without it are seen whole.
+    pub key: &'a str,
+    /// The condition on it.
+    pub filter: String,
+    /// Tables held in memory (when no more than [`HELD_ROWS`] rows), for the steps or gates
+    /// that read them again.
+    pub held: &'a [String],
+    /// By order, a table is read from the files this run wrote of it (`written_` + its name),
+    /// which hold every row of the orders touched.
+    pub written: bool,
+}
+
+impl<'a> Restriction<'a> {
+    /// The rows whose `key` is in table `keys` (the orders or days touched).
+    fn touched(key: &'a str, keys: &str, held: &'a [String]) -> Restriction<'a> {
+        Restriction {
+            key,
+            filter: format!("{key} IN (SELECT {key} FROM {keys})"),
+            held,
+            written: key == "order_id",
+        }
+    }
+}
+
 /// A session over the same memory as `ctx`, and its tables (see [`restrict_new`]).
-async fn restricted(
+pub(crate) async fn restricted(
     ctx: &SessionContext,
-    key: &str,
-    keys: &str,
-    held: &[String],
+    restriction: &Restriction<'_>,
 ) -> Result<SessionContext> {
     let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env());
-    restrict_new(ctx, &scoped, key, keys, held).await?;
+    restrict_new(ctx, &scoped, restriction).await?;
     Ok(scoped)
 }
 
-/// Registers in `scoped` each table of `ctx` it does not have yet: those with a column `key`
-/// read only for the keys in `keys` (held in memory when named in `held` and no more than
-/// [`HELD_ROWS`] rows, for the steps or gates that read them again), the others as they are.
+/// Registers in `scoped` each table of `ctx` it does not have yet: those with the
+/// restriction's column read only for the rows it lets through, the others as they are.
 async fn restrict_new(
     ctx: &SessionContext,
     scoped: &SessionContext,
-    key: &str,
-    keys: &str,
-    held: &[String],
+    restriction: &Restriction<'_>,
 ) -> Result<()> {
-    let fail = |e: &dyn std::fmt::Display| BatchError::lake(keys, e.to_string());
+    let Restriction {
+        key,
+        filter,
+        held,
+        written,
+    } = restriction;
+    let fail = |e: &dyn std::fmt::Display| BatchError::lake(key, e.to_string());
     let catalog = ctx
         .catalog("datafusion")
         .and_then(|c| c.schema("public"))
@@ -835,20 +858,13 @@ async fn restrict_new(
             .await
             .map_err(|e| fail(&e))?;
         let provider: Arc<dyn TableProvider> = if provider.schema().field_with_name(key).is_ok() {
-            // By order, a table's files this run wrote hold all the rows of the orders touched.
-            let written = format!("{WRITTEN}{name}");
-            let from =
-                if key == "order_id" && ctx.table_exist(written.as_str()).map_err(|e| fail(&e))? {
-                    written
-                } else {
-                    name.clone()
-                };
-            let rows = sql(
-                ctx,
-                &name,
-                &format!("SELECT * FROM {from} WHERE {key} IN (SELECT {key} FROM {keys})"),
-            )
-            .await?;
+            let of_run = format!("{WRITTEN}{name}");
+            let from = if *written && ctx.table_exist(of_run.as_str()).map_err(|e| fail(&e))? {
+                of_run
+            } else {
+                name.clone()
+            };
+            let rows = sql(ctx, &name, &format!("SELECT * FROM {from} WHERE {filter}")).await?;
             let in_memory = if held.contains(&name) {
                 hold(&name, rows.clone()).await?
             } else {

@@ -30,14 +30,18 @@ pub struct SqlStep {
     pub name: &'static str,
     pub sql: &'static str,
     pub scope: Scope,
+    /// Its joins hold a side's rows by the scope's key in memory: it is computed in slices of
+    /// the key when they would not fit ([`crate::slices`]).
+    pub sliced: bool,
 }
 
 /// `step!(Days, "mart", "revenue_daily")`: table `mart/revenue_daily`, name `revenue_daily`,
 /// SQL `sql/mart_revenue_daily.sql`, recomputed by day; `step!(Orders, "silver", "orders",
 /// "silver_orders")` names it.
+/// `step!(Orders sliced, "gold", "fact_orders")` is computed in slices when its joins need to.
 macro_rules! step {
-    ($scope:ident, $layer:literal, $table:literal) => {
-        step!($scope, $layer, $table, $table)
+    ($scope:ident $($sliced:ident)?, $layer:literal, $table:literal) => {
+        step!($scope $($sliced)?, $layer, $table, $table)
     };
     ($scope:ident, $layer:literal, $table:literal, $name:literal) => {
         SqlStep {
@@ -45,6 +49,13 @@ macro_rules! step {
             name: $name,
             sql: include_str!(concat!("../sql/", $layer, "_", $table, ".sql")),
             scope: Scope::$scope,
+            sliced: false,
+        }
+    };
+    ($scope:ident sliced, $layer:literal, $table:literal, $name:literal) => {
+        SqlStep {
+            sliced: true,
+            ..step!($scope, $layer, $table, $name)
         }
     };
 }
@@ -87,21 +98,21 @@ pub const GOLD: [SqlStep; 19] = [
     step!(Whole, "gold", "dim_stores"),
     step!(Whole, "gold", "dim_payment_method"),
     step!(Whole, "gold", "dim_products"),
-    step!(Orders, "gold", "fact_orders"),
-    step!(Orders, "gold", "fact_order_lines"),
+    step!(Orders sliced, "gold", "fact_orders"),
+    step!(Orders sliced, "gold", "fact_order_lines"),
+    step!(Days, "mart", "revenue_hourly"),
     step!(Days, "mart", "revenue_daily"),
     step!(Days, "mart", "suggestions_daily"),
     step!(Days, "mart", "revenue_store_daily"),
     step!(Days, "mart", "revenue_city_daily"),
     step!(Days, "mart", "revenue_category_daily"),
     step!(Days, "mart", "revenue_product_daily"),
-    step!(Days, "mart", "revenue_hourly"),
     step!(Whole, "mart", "hourly_sales"),
     step!(Days, "mart", "basket_size_daily"),
     step!(Whole, "mart", "basket_size"),
     step!(Days, "mart", "payment_mix_daily"),
     step!(Whole, "mart", "payment_mix"),
-    step!(Days, "mart", "basket_pairs_daily"),
+    step!(Days sliced, "mart", "basket_pairs_daily"),
     step!(Whole, "mart", "product_affinity"),
 ];
 
@@ -113,6 +124,8 @@ pub struct TableReport {
     pub seconds: f64,
     /// The Delta version written (`None`: not published).
     pub version: Option<i64>,
+    /// In how many slices it was computed ([`crate::slices`]).
+    pub slices: usize,
 }
 
 /// What a run did; written as JSON and summarised for people.
@@ -161,12 +174,17 @@ impl RunReport {
         }
         for t in &self.tables {
             out.push_str(&format!(
-                "  {:<32} {:>10} rows  {:>7.2} s  {}\n",
+                "  {:<32} {:>10} rows  {:>7.2} s  {}{}\n",
                 t.table,
                 t.rows,
                 t.seconds,
                 t.version
-                    .map_or_else(|| "not published".to_string(), |v| format!("version {v}"))
+                    .map_or_else(|| "not published".to_string(), |v| format!("version {v}")),
+                if t.slices > 1 {
+                    format!(" ({} slices)", t.slices)
+                } else {
+                    String::new()
+                }
             ));
         }
         let failed: Vec<&GateResult> = self.gates.iter().filter(|g| !g.passed()).collect();
@@ -229,6 +247,16 @@ impl Layer {
         }
     }
 
+    /// Of `versions` (table → Delta version), those of its tables.
+    pub fn versions_in(self, versions: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+        let tables = self.tables();
+        versions
+            .iter()
+            .filter(|(t, _)| tables.iter().any(|(table, _)| table == t))
+            .map(|(t, v)| (t.clone(), *v))
+            .collect()
+    }
+
     /// Its SQL steps, in build order (none for bronze, which is landed).
     pub fn steps(self) -> &'static [SqlStep] {
         match self {
@@ -251,8 +279,12 @@ async fn compute(
     let mut out = Vec::new();
     for step in steps {
         let began = Instant::now();
+        let mut slices = 1;
         let staged = match plan.frame(ctx, lake, step).await {
-            Ok((df, kept)) => lake.stage_onto(step.table, df, kept).await,
+            Ok((parts, kept)) => {
+                slices = parts.len();
+                lake.stage_onto(step.table, parts, kept).await
+            }
             Err(e) => Err(e),
         };
         let staged = match staged {
@@ -269,6 +301,7 @@ async fn compute(
             rows: staged.rows,
             seconds: began.elapsed().as_secs_f64(),
             version: None,
+            slices,
         });
         out.push(staged);
     }
@@ -453,6 +486,7 @@ async fn build_locked(
                         rows: *rows,
                         seconds,
                         version: lake.version(table).await?,
+                        slices: 1,
                     });
                 }
                 let kept = gap_gates(&landed.gaps, sources.accept_lost_events, &mut report);

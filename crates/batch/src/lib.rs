@@ -24,6 +24,7 @@ pub mod lake;
 pub mod lock;
 pub mod report;
 pub mod serving;
+mod slices;
 mod sources;
 pub mod staged;
 
@@ -74,8 +75,8 @@ fn with_memory_hint(e: impl std::fmt::Display) -> String {
     if message.contains("Resources exhausted") {
         message.push_str(
             "\n(a query of the run filled its share of batch.memory_limit with what cannot \
-             spill, a join's table: raise the limit, e.g. BREWLINE_BATCH__MEMORY_LIMIT=8GiB \
-             for 10 million lines)",
+             spill, a join's table: raise the limit, e.g. BREWLINE_BATCH__MEMORY_LIMIT=4GiB, \
+             or slice the joins finer, e.g. BREWLINE_BATCH__SLICE_ROWS=1000000)",
         );
     }
     message

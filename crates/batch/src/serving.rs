@@ -12,6 +12,7 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::{col, lit, SessionContext};
 use serde::{Deserialize, Serialize};
 
+use crate::job::Layer;
 use crate::lake::{self, column, FromArray, Lake};
 use crate::{BatchError, Result};
 
@@ -70,22 +71,14 @@ struct SilverInputs {
     bronze: BTreeMap<String, i64>,
 }
 
-fn of_layer(versions: &BTreeMap<String, i64>, prefix: &str) -> BTreeMap<String, i64> {
-    versions
-        .iter()
-        .filter(|(t, _)| t.starts_with(prefix))
-        .map(|(t, v)| (t.clone(), *v))
-        .collect()
-}
-
 /// Records, after silver is published, the versions it was built from.
 pub(crate) async fn record_silver_inputs(
     lake: &Lake,
     versions: &BTreeMap<String, i64>,
 ) -> Result<()> {
     let inputs = SilverInputs {
-        silver: of_layer(versions, "silver/"),
-        bronze: of_layer(versions, "bronze/"),
+        silver: Layer::Silver.versions_in(versions),
+        bronze: Layer::Bronze.versions_in(versions),
     };
     let bytes =
         serde_json::to_vec_pretty(&inputs).map_err(|e| BatchError::lake(SILVER_INPUTS, e))?;
@@ -104,7 +97,7 @@ pub(crate) async fn bronze_of_silver(
     };
     let inputs: SilverInputs =
         serde_json::from_slice(&bytes).map_err(|e| BatchError::lake(SILVER_INPUTS, e))?;
-    if inputs.silver == of_layer(versions, "silver/") {
+    if inputs.silver == Layer::Silver.versions_in(versions) {
         versions.extend(inputs.bronze);
     } else {
         tracing::warn!("the published silver is not the one {SILVER_INPUTS} records: the serving watermark is the current bronze");

@@ -62,19 +62,22 @@ impl Lake {
     /// Streams `df` into Parquet files in `table`'s folder, staged for its next version: those
     /// files alone.
     pub async fn stage(&self, table: &'static str, df: DataFrame) -> Result<Staged> {
-        self.stage_onto(table, df, Kept::default()).await
+        self.stage_onto(table, vec![df], Kept::default()).await
     }
 
-    /// Streams `df` into Parquet files in `table`'s folder, staged for its next version: those
-    /// files and the current version's `kept`.
+    /// Streams `parts`, one after another, into Parquet files in `table`'s folder, staged for
+    /// its next version: those files and the current version's `kept`.
     pub async fn stage_onto(
         &self,
         table: &'static str,
-        df: DataFrame,
+        parts: Vec<DataFrame>,
         kept: Kept,
     ) -> Result<Staged> {
         let fail = |e: &dyn std::fmt::Display| BatchError::lake(table, e.to_string());
-        let schema = Arc::new(df.schema().as_arrow().clone());
+        let Some(first) = parts.first() else {
+            return Err(fail(&"no rows to stage"));
+        };
+        let schema = Arc::new(first.schema().as_arrow().clone());
         let (url, bucket) = self.table_url(table)?;
         let mut writer =
             RecordBatchWriter::try_new(url.as_str(), schema, None, Some(self.options().clone()))
@@ -86,14 +89,16 @@ impl Lake {
                         .build(),
                 )
                 .with_target_file_size(TARGET_FILE_BYTES);
-        let mut stream = df.execute_stream().await.map_err(|e| fail(&e))?;
         let mut rows = 0u64;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| fail(&e))?;
-            rows += batch.num_rows() as u64;
-            if let Err(e) = writer.write(batch).await {
-                writer.reset();
-                return Err(fail(&e));
+        for df in parts {
+            let mut stream = df.execute_stream().await.map_err(|e| fail(&e))?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| fail(&e))?;
+                rows += batch.num_rows() as u64;
+                if let Err(e) = writer.write(batch).await {
+                    writer.reset();
+                    return Err(fail(&e));
+                }
             }
         }
         let adds = writer.flush().await.map_err(|e| fail(&e))?;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brewline_batch::serving::BatchView;
-use brewline_batch::{bronze, run, run_built_layers, run_layers, Lake, Layer, Mode, Sources};
+use brewline_batch::{
+    bronze, run, run_built_layers, run_layers, Compute, Lake, Layer, Mode, Sources,
+};
 use brewline_core::debezium::TableSchema;
 use brewline_core::generator::Tills;
 use brewline_core::order::NewOrder;
@@ -29,6 +31,14 @@ const SUGGESTIONS: &str = "order_suggestions";
 
 fn reference() -> ReferenceData {
     ReferenceData::bundled().unwrap()
+}
+
+/// A temporary folder with a prepared data dir and the lake in its `lake/`.
+async fn fresh_lake() -> (tempfile::TempDir, DataDir, Lake) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = prepared(tmp.path()).await;
+    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    (tmp, dir, lake)
 }
 
 async fn prepared(root: &std::path::Path) -> DataDir {
@@ -155,9 +165,7 @@ async fn run_with(dir: &DataDir, lake: &Lake) -> brewline_batch::RunReport {
 /// placed, and each order its store's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scd2_versions_products_and_stores_and_facts_join_the_version_of_their_time() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = prepared(tmp.path()).await;
-    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    let (_tmp, dir, lake) = fresh_lake().await;
     let r = reference();
     let price = r
         .products
@@ -320,9 +328,7 @@ async fn scd2_versions_products_and_stores_and_facts_join_the_version_of_their_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = prepared(tmp.path()).await;
-    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    let (tmp, dir, lake) = fresh_lake().await;
     let all: Vec<NewOrder> = Tills::new(&reference(), 3)
         .unwrap()
         .orders(0, 600)
@@ -514,9 +520,7 @@ async fn runs_land_once_reconcile_to_the_unit_and_a_failed_gate_publishes_nothin
 /// silver read, and the speed layer starts at its offsets; a full run then moves it to all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_serving_watermark_is_the_bronze_gold_was_built_from() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = prepared(tmp.path()).await;
-    let lake = Lake::at(tmp.path().join("lake").to_str().unwrap());
+    let (_tmp, dir, lake) = fresh_lake().await;
     let tills = Tills::new(&reference(), 5).unwrap();
     let first: Vec<NewOrder> = tills.orders(0, 200).collect();
     write_and_capture(&dir, &first).await;
@@ -577,9 +581,7 @@ async fn the_serving_watermark_is_the_bronze_gold_was_built_from() {
 /// and land nothing of those topics; accepted, a run lands from the earliest events left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_deleted_before_they_were_landed_fail_bronze_until_accepted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = prepared(tmp.path()).await;
-    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    let (_tmp, dir, lake) = fresh_lake().await;
     let tills = Tills::new(&reference(), 9).unwrap();
     write_and_capture(&dir, &tills.orders(0, 30).collect::<Vec<_>>()).await;
     run_with(&dir, &lake).await;
@@ -634,9 +636,7 @@ async fn events_deleted_before_they_were_landed_fail_bronze_until_accepted() {
 /// readers of the serving manifest still see the last whole run, table for table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_while_publishing_leaves_manifest_readers_on_the_last_whole_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = prepared(tmp.path()).await;
-    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    let (_tmp, dir, lake) = fresh_lake().await;
     let tills = Tills::new(&reference(), 12).unwrap();
     write_and_capture(&dir, &tills.orders(0, 40).collect::<Vec<_>>()).await;
     run_with(&dir, &lake).await;
@@ -702,9 +702,7 @@ async fn rows_at(lake: &Lake, table: &str, version: i64) -> Result<usize, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optimize_and_vacuum_keep_every_row_and_the_served_versions() {
     use brewline_batch::{housekeeping, serving};
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = prepared(tmp.path()).await;
-    let lake = Lake::at(tmp.path().join("lake").to_str().unwrap());
+    let (tmp, dir, lake) = fresh_lake().await;
     let tills = Tills::new(&reference(), 9).unwrap();
     let mart = "mart/revenue_daily";
     let mut first_mart = None;
@@ -854,9 +852,7 @@ async fn every_built_row(lake: &Lake) -> BTreeMap<String, Vec<Vec<String>>> {
 /// mart table exactly as a full rebuild from the same bronze makes it, row for row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_runs_build_the_very_tables_a_full_rebuild_builds() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = prepared(tmp.path()).await;
-    let lake = Lake::at(tmp.path().join("lake").to_string_lossy().to_string());
+    let (tmp, dir, lake) = fresh_lake().await;
     let r = reference();
     let all: Vec<NewOrder> = Tills::new(&r, 4).unwrap().orders(0, 200).collect();
     let sources = sources(&dir);
@@ -1064,6 +1060,39 @@ async fn incremental_runs_build_the_very_tables_a_full_rebuild_builds() {
             "{table}: incremental and full differ"
         );
     }
+
+    // The same rebuild with joins that may hold at most 60 rows of orders or days at once: the
+    // facts and the baskets' pairs run in slices, and make the very same tables.
+    let sliced_lake =
+        Lake::at(tmp.path().join("lake").to_string_lossy().to_string()).with_compute(Compute {
+            slice_rows: Some(60),
+            ..Compute::default()
+        });
+    let sliced = run_built_layers(&sliced_lake, &[Layer::Silver, Layer::Gold], Mode::Full)
+        .await
+        .unwrap();
+    let slices = |table: &str| {
+        sliced
+            .tables
+            .iter()
+            .find(|t| t.table == table)
+            .map(|t| t.slices)
+            .unwrap()
+    };
+    assert!(slices("gold/fact_orders") > 2, "{}", sliced.summary());
+    assert!(slices("gold/fact_order_lines") > 2, "{}", sliced.summary());
+    assert!(
+        slices("mart/basket_pairs_daily") > 2,
+        "{}",
+        sliced.summary()
+    );
+    assert_eq!(slices("mart/revenue_daily"), 1);
+    assert_eq!(slices("silver/orders"), 1);
+    assert_eq!(
+        every_built_row(&lake).await,
+        rebuilt,
+        "in slices and whole differ"
+    );
 
     // A layer a run, as the Airflow DAG runs them: gold, built after a silver of its own run,
     // recomputes the orders whose silver rows changed since the last gold (here an old order

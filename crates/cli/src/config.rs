@@ -142,12 +142,16 @@ pub struct BatchConfig {
     /// (`brewline batch run --accept-lost-events` for one run).
     pub accept_lost_events: bool,
     /// The most memory a batch run's queries hold: they share 60 % of it and spill sorts and
-    /// aggregations to `spill_dir` past that; a join's table must fit (past about 5 million
-    /// lines, raise it: 8GiB ran 10 million). A number of bytes or a size: "2GiB", "512MiB".
+    /// aggregations to `spill_dir` past that; the steps that join orders or days (the facts,
+    /// the baskets' pairs) run in slices of them when their joins' tables would not fit in half
+    /// of that share. A number of bytes or a size: "2GiB", "512MiB".
     #[schemars(with = "String")]
     pub memory_limit: brewline_batch::ByteSize,
     /// Where a run's queries spill [default: the system's temporary folder].
     pub spill_dir: Option<std::path::PathBuf>,
+    /// The most rows of orders or days a step's joins hold at once; more, and it runs in
+    /// slices [default: what fits in the memory limit, about 2.5 million rows at 2GiB].
+    pub slice_rows: Option<u64>,
 }
 
 impl Default for BatchConfig {
@@ -164,6 +168,7 @@ impl Default for BatchConfig {
             accept_lost_events: false,
             memory_limit: brewline_batch::Compute::DEFAULT_MEMORY_LIMIT,
             spill_dir: None,
+            slice_rows: None,
         }
     }
 }
@@ -174,6 +179,7 @@ impl BatchConfig {
         brewline_batch::Compute {
             memory_limit: self.memory_limit,
             spill_dir: self.spill_dir.clone(),
+            slice_rows: self.slice_rows,
         }
     }
 

@@ -99,12 +99,14 @@ pub(crate) async fn conformance(history: &dyn RunHistory) {
                 rows: 10,
                 seconds: 0.5,
                 version: Some(3),
+                slices: 1,
             },
             TableReport {
                 table: "silver/orders".into(),
                 rows: 7,
                 seconds: 0.25,
                 version: None,
+                slices: 1,
             },
         ],
         gates: vec![GateResult {
