@@ -360,7 +360,7 @@ fn forget_written(ctx: &SessionContext, layer: Layer) -> Result<()> {
 }
 
 /// The rows of table `name` in `ctx`.
-async fn count(ctx: &SessionContext, name: &str) -> Result<u64> {
+pub(crate) async fn count(ctx: &SessionContext, name: &str) -> Result<u64> {
     let n = sql(ctx, name, &format!("SELECT * FROM {name}"))
         .await?
         .count()
@@ -898,7 +898,7 @@ async fn hold(name: &str, rows: DataFrame) -> Result<Option<Arc<dyn TableProvide
     Ok(Some(Arc::new(table)))
 }
 
-async fn sql(ctx: &SessionContext, table: &str, query: &str) -> Result<DataFrame> {
+pub(crate) async fn sql(ctx: &SessionContext, table: &str, query: &str) -> Result<DataFrame> {
     ctx.sql(query).await.map_err(|e| BatchError::lake(table, e))
 }
 

@@ -15,7 +15,7 @@ use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::compute::SliceRows;
-use crate::incremental::{restricted, Restriction, Scope};
+use crate::incremental::{count, restricted, sql, Restriction, Scope};
 use crate::job::SqlStep;
 use crate::{BatchError, Result};
 
@@ -85,8 +85,7 @@ async fn largest_input(
         if provider.schema().field_with_name(key).is_err() {
             continue;
         }
-        let rows = first_i64(ctx, step.table, &format!("SELECT COUNT(*) FROM {name}")).await?;
-        let rows = u64::try_from(rows.unwrap_or(0)).unwrap_or(0);
+        let rows = count(ctx, name).await?;
         if largest.as_ref().is_none_or(|(_, most)| rows > *most) {
             largest = Some((name.to_string(), rows));
         }
@@ -160,27 +159,6 @@ fn filters(key: &str, bounds: &[String]) -> Vec<String> {
         });
     }
     out
-}
-
-async fn first_i64(ctx: &SessionContext, step: &str, query: &str) -> Result<Option<i64>> {
-    let batches = sql(ctx, step, query)
-        .await?
-        .collect()
-        .await
-        .map_err(|e| fail(step, e))?;
-    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
-        return Ok(None);
-    };
-    let column = cast(batch.column(0), &DataType::Int64).map_err(|e| fail(step, e))?;
-    let values = column
-        .as_any()
-        .downcast_ref::<deltalake::arrow::array::Int64Array>()
-        .ok_or_else(|| fail(step, "not a number"))?;
-    Ok((!values.is_null(0)).then(|| values.value(0)))
-}
-
-async fn sql(ctx: &SessionContext, table: &str, query: &str) -> Result<DataFrame> {
-    ctx.sql(query).await.map_err(|e| fail(table, e))
 }
 
 fn fail(table: &str, e: impl std::fmt::Display) -> BatchError {
