@@ -33,6 +33,8 @@ def main() -> None:
     db = duckdb.connect()
     db.execute(f"SET threads = {args.threads}")
     db.execute("SET TimeZone = 'UTC'")
+    # What it spills goes beside its output (removed with it), not into the working folder.
+    db.execute(f"SET temp_directory = '{os.path.join(args.output, '.spill')}'")
     began = time.time()
     for t in manifest:
         location = os.path.join(args.input, t["table"] + ".parquet")

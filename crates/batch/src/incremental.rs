@@ -66,6 +66,16 @@ const HELD_ROWS: usize = 1_000_000;
 
 const TOUCHED_ORDERS: &str = "touched_orders";
 const TOUCHED_DAYS: &str = "touched_days";
+
+/// The column a step of `scope` is recomputed by, and the table of its keys this run touched.
+fn touched(scope: Scope) -> Option<(&'static str, &'static str)> {
+    let keys = match scope {
+        Scope::Orders => TOUCHED_ORDERS,
+        Scope::Days => TOUCHED_DAYS,
+        Scope::Whole => return None,
+    };
+    Some((scope.key()?, keys))
+}
 /// The column naming each row's file, in a scan of a published version.
 const FILE_COLUMN: &str = "__brewline_file";
 /// The name the published version of a table being rebuilt is read by: `previous_` + its name.
@@ -157,12 +167,11 @@ impl Plan {
         for g in gates.iter().filter(|g| g.by_order) {
             held.extend(names_in(g.sql).into_iter().map(str::to_string));
         }
+        let Some((key, keys)) = touched(Scope::Orders) else {
+            return Ok(None);
+        };
         Ok(Some(
-            restricted(
-                ctx,
-                &Restriction::touched("order_id", TOUCHED_ORDERS, &held),
-            )
-            .await?,
+            restricted(ctx, &Restriction::touched(key, keys, &held)).await?,
         ))
     }
 
@@ -249,22 +258,19 @@ impl Incremental {
         lake: &Lake,
         step: &SqlStep,
     ) -> Result<(DataFrame, Kept)> {
-        let (key, keys) = match step.scope {
-            Scope::Orders => {
-                if self.layer == Layer::Gold && !self.orders_of_members {
-                    self.orders = touch_orders_of_changed_members(ctx).await?;
-                    self.orders_of_members = true;
-                }
-                ("order_id", TOUCHED_ORDERS)
-            }
-            Scope::Days => {
-                if self.days.is_none() {
-                    self.days = Some(touch_days(ctx).await?);
-                }
-                ("order_date", TOUCHED_DAYS)
-            }
-            Scope::Whole => return Ok((sql(ctx, step.table, step.sql).await?, Kept::default())),
+        let Some((key, keys)) = touched(step.scope) else {
+            return Ok((sql(ctx, step.table, step.sql).await?, Kept::default()));
         };
+        match step.scope {
+            Scope::Orders if self.layer == Layer::Gold && !self.orders_of_members => {
+                self.orders = touch_orders_of_changed_members(ctx).await?;
+                self.orders_of_members = true;
+            }
+            Scope::Days if self.days.is_none() => {
+                self.days = Some(touch_days(ctx).await?);
+            }
+            _ => {}
+        }
         // One session per scope, for the steps after each other: the facts of the days touched
         // are read once.
         if !matches!(&self.scoped, Some((scope, _)) if *scope == step.scope) {
@@ -811,7 +817,7 @@ impl<'a> Restriction<'a> {
             key,
             filter: format!("{key} IN (SELECT {key} FROM {keys})"),
             held,
-            written: key == "order_id",
+            written: keys == TOUCHED_ORDERS,
         }
     }
 }

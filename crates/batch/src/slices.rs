@@ -28,12 +28,8 @@ pub(crate) async fn frames(ctx: &SessionContext, step: &SqlStep) -> Result<Vec<D
     let Some(key) = step.scope.key().filter(|_| step.sliced) else {
         return whole().await;
     };
-    let Some(SliceRows(most)) = ctx
-        .copied_config()
-        .get_extension::<SliceRows>()
-        .as_deref()
-        .copied()
-    else {
+    let slice_rows = ctx.state_ref().read().config().get_extension::<SliceRows>();
+    let Some(SliceRows(most)) = slice_rows.as_deref().copied() else {
         return whole().await;
     };
     let Some((largest, rows)) = largest_input(ctx, step, key).await? else {

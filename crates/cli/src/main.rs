@@ -30,6 +30,7 @@ use crate::config::Config;
 
 /// mimalloc rather than glibc's malloc: a batch run's queries free large buffers from many
 /// threads, which glibc's per-thread arenas keep (resident memory far above what is in use).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
