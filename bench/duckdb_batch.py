@@ -33,6 +33,9 @@ def main() -> None:
     db = duckdb.connect()
     db.execute(f"SET threads = {args.threads}")
     db.execute("SET TimeZone = 'UTC'")
+    # DuckDB's max_by skips rows whose value is null; Spark's and brewline's keep them (a latest
+    # change may set a column to null): its arg_max_null is the same function.
+    db.execute("CREATE MACRO max_by(value, ordering) AS arg_max_null(value, ordering)")
     # What it spills goes beside its output (removed with it), not into the working folder.
     db.execute(f"SET temp_directory = '{os.path.join(args.output, '.spill')}'")
     began = time.time()

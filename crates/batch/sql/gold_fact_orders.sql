@@ -1,8 +1,9 @@
 -- gold.fact_orders: one row per order, with the surrogate keys of the store and payment-method
--- versions valid when it was placed; items count the customer's lines (not accepted
--- suggestions), revenue counts every line.
+-- versions valid when it was placed; lines count every line, items the customer's own (not
+-- accepted suggestions), revenue every line's subtotal. The marts by order add these up.
 SELECT o.order_id, o.order_date, o.order_hour, o.ordered_at_ms, o.customer_id,
        o.store_id, s.store_key, o.payment_method_id, p.payment_method_key,
+       COALESCE(l.lines, 0) AS lines,
        COALESCE(l.items, 0) AS items,
        COALESCE(l.quantity, 0) AS quantity,
        COALESCE(l.revenue, 0) AS revenue,
@@ -10,6 +11,7 @@ SELECT o.order_id, o.order_date, o.order_hour, o.ordered_at_ms, o.customer_id,
 FROM silver_orders o
 LEFT JOIN (
   SELECT order_id,
+         COUNT(*) AS lines,
          SUM(CASE WHEN is_suggestion THEN 0 ELSE 1 END) AS items,
          SUM(quantity) AS quantity,
          SUM(subtotal) AS revenue,

@@ -149,8 +149,24 @@ impl Compute {
         let config = SessionConfig::from_env()
             .map_err(|e| BatchError::lake("datafusion", e))?
             .with_extension(Arc::new(SliceRows(self.slice_rows())));
-        Ok(SessionContext::new_with_config_rt(config, runtime))
+        Ok(with_functions(SessionContext::new_with_config_rt(
+            config, runtime,
+        )))
     }
+}
+
+/// A session over the same memory, settings and functions as `ctx`, without its tables.
+pub(crate) fn sibling(ctx: &SessionContext) -> SessionContext {
+    with_functions(SessionContext::new_with_config_rt(
+        ctx.copied_config(),
+        ctx.runtime_env(),
+    ))
+}
+
+/// The functions the steps' SQL uses beyond DataFusion's own: those Spark SQL and DuckDB have.
+fn with_functions(ctx: SessionContext) -> SessionContext {
+    ctx.register_udaf(crate::max_by::udaf());
+    ctx
 }
 
 #[cfg(test)]

@@ -274,7 +274,7 @@ impl Incremental {
         // One session per scope, for the steps after each other: the facts of the days touched
         // are read once.
         if !matches!(&self.scoped, Some((scope, _)) if *scope == step.scope) {
-            let fresh = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env());
+            let fresh = crate::compute::sibling(ctx);
             self.scoped = Some((step.scope, fresh));
         }
         let Some((_, scoped)) = &self.scoped else {
@@ -827,7 +827,7 @@ pub(crate) async fn restricted(
     ctx: &SessionContext,
     restriction: &Restriction<'_>,
 ) -> Result<SessionContext> {
-    let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env());
+    let scoped = crate::compute::sibling(ctx);
     restrict_new(ctx, &scoped, restriction).await?;
     Ok(scoped)
 }

@@ -22,6 +22,7 @@ pub mod incremental;
 pub mod job;
 pub mod lake;
 pub mod lock;
+mod max_by;
 pub mod report;
 pub mod serving;
 mod slices;
