@@ -224,8 +224,11 @@ impl Staged {
             if let Some((bucket, store)) = &self.bucket {
                 ctx.register_object_store(bucket, store.clone());
             }
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
+            // The session's Parquet settings (`DATAFUSION_EXECUTION_PARQUET_*`), as a Delta
+            // table's scan takes them: a format of its own would read with the defaults.
+            let parquet = ctx.state_ref().read().table_options().parquet.clone();
+            let format = ParquetFormat::default().with_options(parquet);
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
             let config = ListingTableConfig::new_with_multi_paths(files)
                 .with_listing_options(options)
                 .with_schema(self.schema.clone());
